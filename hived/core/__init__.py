@@ -1,0 +1,1 @@
+"""The synchronous, I/O-free core of hived. Nothing under this package imports trio."""

@@ -1,0 +1,354 @@
+"""The config model and its strict loader from TOML text.
+
+How it works: ``tomllib`` parses the text into plain dicts; hived's strict converter
+(:mod:`hived.core.convert`) structures them into the frozen classes below, collecting every
+problem instead of stopping at the first. Value rules live in the structure hooks of small
+``NewType`` s (``Listen``, ``Seconds``, ``Sha256``…), so a bad value is reported with its key path
+like a bad type is. Rules that span keys (duplicate token names, a TLS key without a
+certificate) run after structuring. Relative paths are taken relative to the config file's
+folder. Reading the file is the caller's business: this module never touches the disk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import PurePath
+from typing import Any, Final, Literal, NewType, get_args
+
+import attrs
+import cattrs
+
+from hived.core.convert import expected, flatten_errors, make_converter
+from hived.core.errors import ConfigError
+
+DEFAULT_CONFIG_PATH: Final = "/etc/hived/hived.toml"
+DEFAULT_LISTEN: Final = "127.0.0.1:7420"
+
+Role = Literal["viewer", "operator", "admin", "agent"]
+AgentFormat = Literal["text", "jsonl", "claude", "codex"]
+RestartPolicy = Literal["no", "on-failure", "always"]
+
+ROLES: Final[tuple[str, ...]] = get_args(Role)
+FORMATS: Final[tuple[str, ...]] = get_args(AgentFormat)
+RESTART_POLICIES: Final[tuple[str, ...]] = get_args(RestartPolicy)
+
+Listen = NewType("Listen", str)
+"""``host:port``; an IPv6 host in brackets (``[::1]:7420``)."""
+Seconds = NewType("Seconds", float)
+"""A duration in seconds, greater than 0."""
+PositiveInt = NewType("PositiveInt", int)
+Count = NewType("Count", int)
+"""An integer ≥ 0."""
+Sha256 = NewType("Sha256", str)
+"""64 hexadecimal digits (stored lower-case)."""
+Origin = NewType("Origin", str)
+"""``scheme://host[:port]``, as browsers send in the ``Origin`` header."""
+Command = NewType("Command", tuple[str, ...])
+"""A non-empty argv list of strings."""
+Name = NewType("Name", str)
+"""A short name: letters, digits, ``_ . -``, starting with a letter or digit."""
+
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
+_ORIGIN_RE: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
+
+
+@attrs.frozen
+class ServerConfig:
+    """``[server]``: the one TCP listener for HTTP and WebSocket."""
+
+    listen: Listen = Listen(DEFAULT_LISTEN)
+    """Where to listen, ``host:port``."""
+    allowed_origins: tuple[Origin, ...] = ()
+    """Browser Origins allowed to connect besides the daemon's own (same-origin)."""
+    max_message_bytes: PositiveInt = PositiveInt(1_048_576)
+    """Largest frame or hook body accepted; a larger WebSocket frame closes with 1009."""
+    heartbeat_interval_s: Seconds = Seconds(20.0)
+    """Time between pings to each WebSocket client."""
+    heartbeat_timeout_s: Seconds = Seconds(10.0)
+    """How long a pong may take before the connection is dropped."""
+    auth_timeout_s: Seconds = Seconds(5.0)
+    """How long a client without a header token has to send ``hello``."""
+    subscriber_queue: PositiveInt = PositiveInt(4096)
+    """Events queued per subscriber before it is closed with 4008."""
+    tls_cert: str | None = None
+    """PEM certificate chain; TLS is on when this and ``tls_key`` are set."""
+    tls_key: str | None = None
+    """PEM private key for ``tls_cert``."""
+
+
+@attrs.frozen
+class StateConfig:
+    """``[state]``: where and how long events are kept."""
+
+    dir: str = "/var/lib/hived"
+    """Folder of the SQLite store."""
+    retention_days: PositiveInt = PositiveInt(30)
+    """Events older than this are pruned."""
+    max_bytes: PositiveInt = PositiveInt(1 << 30)
+    """Past this store size the oldest events are pruned."""
+    sync_interval_ms: PositiveInt = PositiveInt(200)
+    """An event is on disk at most this long after it is published."""
+
+
+@attrs.frozen
+class DaemonConfig:
+    """``[daemon]``: the process as a whole."""
+
+    shutdown_timeout_s: Seconds = Seconds(20.0)
+    """Graceful stop budget: connections closed, sessions stopped, store flushed."""
+
+
+@attrs.frozen
+class HooksConfig:
+    """``[hooks]``: sessions hived did not start, seen through Claude Code hooks."""
+
+    observed_idle_s: Seconds = Seconds(1800.0)
+    """An observed session silent this long is marked LOST."""
+
+
+@attrs.frozen
+class TokenConfig:
+    """One ``[[tokens]]`` entry: a secret's SHA-256 and the role it grants."""
+
+    name: Name
+    """Who holds it; shown in logs and ``connections`` (never the secret)."""
+    role: Role
+    """``viewer`` < ``operator`` < ``admin``; ``agent`` may only post hook events."""
+    sha256: Sha256
+    """SHA-256 of the secret, hex; ``hived token new`` prints it."""
+
+
+@attrs.frozen
+class AgentConfig:
+    """One ``[agents.NAME]`` template; sessions are started from it."""
+
+    command: Command
+    """argv of the agent, never run through a shell."""
+    format: AgentFormat = "text"
+    """How its stdout is parsed: ``text``, ``jsonl``, ``claude`` or ``codex``."""
+    cwd: str | None = None
+    """Working folder of its sessions (default: the daemon's state folder)."""
+    cwd_roots: tuple[str, ...] = ()
+    """Folders under which ``session.start`` may pick another ``cwd``; empty: no override."""
+    env: dict[str, str] = attrs.field(factory=dict)
+    """Variables added to the daemon's environment for the agent."""
+    restart: RestartPolicy = "on-failure"
+    """When an exited session is started again."""
+    max_restarts: Count = Count(5)
+    """Restarts allowed within ``restart_window_s`` before the session is FATAL."""
+    restart_window_s: Seconds = Seconds(300.0)
+    """The window in which restarts are counted."""
+    stop_timeout_s: Seconds = Seconds(10.0)
+    """Grace between SIGTERM and SIGKILL to the process group."""
+    idle_s: Seconds = Seconds(600.0)
+    """No output for this long: the session is STALLED."""
+    autostart: Count = Count(0)
+    """Sessions of this template started with the daemon."""
+
+
+@attrs.frozen
+class Config:
+    """The whole config file."""
+
+    server: ServerConfig = ServerConfig()
+    state: StateConfig = StateConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    hooks: HooksConfig = HooksConfig()
+    tokens: tuple[TokenConfig, ...] = ()
+    agents: dict[str, AgentConfig] = attrs.field(factory=dict)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Split a valid ``host:port`` (IPv6 in brackets) into host and port."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _listen(value: object, _: object) -> Listen:
+    if not isinstance(value, str):
+        raise TypeError(expected('"host:port"', value))
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(expected('"host:port"', value))
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(expected("a port from 1 to 65535", value))
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(expected('"[ipv6]:port"', value))
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(expected("an IPv6 address in brackets", value)) from None
+    elif ":" in host:
+        raise ValueError(expected("an IPv6 address in brackets, as [::1]:7420", value))
+    return Listen(value)
+
+
+def _seconds(value: object, _: object) -> Seconds:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(expected("a number of seconds", value))
+    if not value > 0:
+        raise ValueError(expected("a duration greater than 0", value))
+    return Seconds(float(value))
+
+
+def _integer(minimum: int) -> Callable[[object, object], int]:
+    def structure(value: object, _: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(expected("an integer", value))
+        if value < minimum:
+            raise ValueError(expected(f"an integer ≥ {minimum}", value))
+        return value
+
+    return structure
+
+
+def _matching(
+    pattern: re.Pattern[str], what: str, fold: bool = False
+) -> Callable[[object, object], str]:
+    def structure(value: object, _: object) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(expected(what, value))
+        return value.lower() if fold else value
+
+    return structure
+
+
+def _command(value: object, _: object) -> Command:
+    if not isinstance(value, list) or not value:
+        raise TypeError(expected("a non-empty list of strings", value))
+    problems = [i for i, arg in enumerate(value) if not isinstance(arg, str)]
+    if problems:
+        raise TypeError(expected("a list of strings", value[problems[0]]) + f" at [{problems[0]}]")
+    if not value[0]:
+        raise ValueError("expected a program name as the first item, got an empty string")
+    return Command(tuple(value))
+
+
+def _literal(type_: Any) -> Callable[[object, object], object]:
+    allowed = get_args(type_)
+
+    def structure(value: object, _: object) -> object:
+        if value not in allowed or not isinstance(value, str):
+            raise ValueError(expected("one of " + ", ".join(allowed), value))
+        return value
+
+    return structure
+
+
+def _make_config_converter() -> cattrs.Converter:
+    conv = make_converter()
+    conv.register_structure_hook(Listen, _listen)
+    conv.register_structure_hook(Seconds, _seconds)
+    conv.register_structure_hook(PositiveInt, _integer(1))
+    conv.register_structure_hook(Count, _integer(0))
+    conv.register_structure_hook(Sha256, _matching(_SHA256_RE, "64 hex digits", fold=True))
+    conv.register_structure_hook(
+        Origin, _matching(_ORIGIN_RE, 'an origin such as "https://host:8443"')
+    )
+    conv.register_structure_hook(Name, _matching(_NAME_RE, "letters, digits, _ . - (≤ 64)"))
+    conv.register_structure_hook(Command, _command)
+    conv.register_structure_hook_factory(
+        lambda t: getattr(t, "__origin__", None) is Literal, _literal
+    )
+    return conv
+
+
+CONVERTER: Final = _make_config_converter()
+
+
+def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
+    seen: dict[str, int] = {}
+    for index, token in enumerate(config.tokens):
+        if token.name in seen:
+            yield f"tokens[{index}].name", f'"{token.name}" is already used by tokens[{seen[token.name]}]'
+        seen.setdefault(token.name, index)
+    server = config.server
+    if (server.tls_cert is None) != (server.tls_key is None):
+        yield "server", "tls_cert and tls_key go together: set both or neither"
+    if server.heartbeat_timeout_s > server.heartbeat_interval_s * 10:
+        yield "server.heartbeat_timeout_s", "expected at most 10 × heartbeat_interval_s"
+    for name in config.agents:
+        if not _NAME_RE.fullmatch(name):
+            yield f"agents.{name}", "agent names are letters, digits, _ . - (≤ 64)"
+
+
+def _resolve(config: Config, base: PurePath) -> Config:
+    def path(p: str) -> str:
+        return str(base / p)
+
+    server = config.server
+    if server.tls_cert is not None and server.tls_key is not None:
+        server = attrs.evolve(server, tls_cert=path(server.tls_cert), tls_key=path(server.tls_key))
+    agents = {
+        name: attrs.evolve(
+            agent,
+            cwd=None if agent.cwd is None else path(agent.cwd),
+            cwd_roots=tuple(path(root) for root in agent.cwd_roots),
+        )
+        for name, agent in config.agents.items()
+    }
+    return attrs.evolve(
+        config,
+        server=server,
+        state=attrs.evolve(config.state, dir=path(config.state.dir)),
+        agents=agents,
+    )
+
+
+_TOML_POSITION: Final = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
+
+
+def parse_config(text: str, source: str = "hived.toml", base_dir: PurePath | None = None) -> Config:
+    """Parse and validate config text; raise :class:`ConfigError` listing every problem.
+
+    ``source`` names the file in messages; relative paths resolve against ``base_dir``.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_POSITION.match(str(exc))
+        if match:
+            what, line, column = match.groups()
+            raise ConfigError(
+                [f"{source}: line {line}, column {column}: invalid TOML: {what}"]
+            ) from None
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    try:
+        config = CONVERTER.structure(raw, Config)
+    except Exception as exc:  # cattrs raises exception groups of many kinds
+        problems = [f"{source}: {path or '(top)'}: {msg}" for path, msg in flatten_errors(exc)]
+        raise ConfigError(problems) from None
+    problems = [f"{source}: {path}: {msg}" for path, msg in _cross_checks(config)]
+    if problems:
+        raise ConfigError(problems)
+    return _resolve(config, base_dir) if base_dir is not None else config
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The keys whose change a reload cannot apply; they wait for a restart."""
+    keys = []
+    if old.server.listen != new.server.listen:
+        keys.append("server.listen")
+    if (old.server.tls_cert, old.server.tls_key) != (new.server.tls_cert, new.server.tls_key):
+        keys.append("server.tls_cert/tls_key")
+    if old.state != new.state:
+        keys.append("state")
+    return keys
+
+
+def changed_sections(old: Config, new: Config) -> list[str]:
+    """Top-level sections (and agent templates) that differ, for the reload log and reply."""
+    changed = [
+        field.name
+        for field in attrs.fields(Config)
+        if field.name != "agents" and getattr(old, field.name) != getattr(new, field.name)
+    ]
+    for name in sorted(old.agents.keys() | new.agents.keys()):
+        if old.agents.get(name) != new.agents.get(name):
+            changed.append(f"agents.{name}")
+    return changed

@@ -1,0 +1,143 @@
+"""hived's own strict cattrs converter, and the flattening of its errors into readable lines.
+
+How it works: a ``cattrs.Converter`` with ``forbid_extra_keys`` and ``detailed_validation``, whose
+hooks for the scalar types refuse the lenient coercions cattrs does by default (``"5"`` is not an
+int, ``"false"`` is not a bool, a string is not a list). Structuring failures arrive as a tree of
+exception groups with notes that name attributes, indexes and keys; :func:`flatten_errors` walks
+that tree into ``(path, message)`` pairs such as ``("server.listen", 'expected "host:port", got
+"7420"')``. The same converter serves config files and client frames: both are untrusted input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Final, get_origin
+
+import attrs
+import cattrs
+import cattrs.cols
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+
+_TYPE_NAMES: Final = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    tuple: "a list",
+    dict: "a table",
+}
+
+
+def describe(value: object) -> str:
+    """Render a found value for an error message: JSON/TOML-like, short."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return '"' + text.replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def expected(what: str, value: object) -> str:
+    """The one shape of every validation message: ``expected WHAT, got VALUE``."""
+    return f"expected {what}, got {describe(value)}"
+
+
+def _strict_str(value: object, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(expected("a string", value))
+    return value
+
+
+def _strict_int(value: object, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(expected("an integer", value))
+    return value
+
+
+def _strict_float(value: object, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(expected("a number", value))
+    return float(value)
+
+
+def _strict_bool(value: object, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(expected("true or false", value))
+    return value
+
+
+def _guard(check: type, what: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def structure(value: object, type_: Any) -> Any:
+        if not isinstance(value, check):
+            raise TypeError(expected(what, value))
+        return inner(value, type_)
+
+    return structure
+
+
+def make_converter() -> cattrs.Converter:
+    """A new strict converter. Modules register their own NewType hooks on the one they use."""
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook_factory(
+        lambda t: get_origin(t) is tuple and cattrs.cols.is_sequence(t),
+        lambda t, c: _guard(
+            list | tuple, "a list", cattrs.cols.homogenous_tuple_structure_factory(t, c)
+        ),
+    )
+    conv.register_structure_hook_factory(
+        lambda t: get_origin(t) is list,
+        lambda t, c: _guard(list, "a list", cattrs.cols.list_structure_factory(t, c)),
+    )
+    conv.register_structure_hook_factory(
+        lambda t: get_origin(t) is dict,
+        lambda t, c: _guard(dict, "a table", cattrs.cols.mapping_structure_factory(t, c)),
+    )
+    return conv
+
+
+def _join(path: str, part: str) -> str:
+    return f"{path}.{part}" if path else part
+
+
+def flatten_errors(exc: BaseException, path: str = "") -> Iterator[tuple[str, str]]:
+    """Walk a cattrs structuring error into ``(key path, message)`` pairs, in input order."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote):
+                    sub_path = _join(path, note.name)
+                elif isinstance(note, IterableValidationNote):
+                    index = note.index
+                    sub_path = (
+                        f"{path}[{index}]" if isinstance(index, int) else _join(path, str(index))
+                    )
+            yield from flatten_errors(sub, sub_path)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        known = ", ".join(field.name for field in attrs.fields(exc.cl))
+        for key in sorted(exc.extra_fields):
+            yield _join(path, key), f"unknown key; known keys here: {known}"
+    elif isinstance(exc, KeyError):
+        yield path, "required, but missing"
+    elif isinstance(exc, ValueError | TypeError):
+        yield path, str(exc)
+    else:
+        yield path, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,120 @@
+"""Events: what agents do, as hived records and streams it.
+
+How it works: a parser turns one line of agent output into :class:`AgentEvent` s (a kind, the
+agent's own fields, and hints for the session: a state it now is in, usage to add). The hub
+stamps each with its topic, a per-topic ``seq`` and a time, which makes an :class:`Event`; that
+is serialized once (:func:`encode_event`) and the same text goes to every subscriber and to the
+store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+import orjson
+
+KINDS: Final = frozenset(
+    {
+        "state",
+        "init",
+        "message",
+        "thinking",
+        "tool_use",
+        "tool_result",
+        "permission_request",
+        "rate_limit",
+        "result",
+        "text",
+        "stderr",
+        "hook",
+        "input",
+        "agent_event",
+    }
+)
+"""Event kinds on the wire. ``agent_event`` carries an agent line of a type hived does not map."""
+
+SESSIONS_TOPIC: Final = "sessions"
+
+
+def session_topic(session_id: str) -> str:
+    """The topic of everything one session does."""
+    return f"session/{session_id}"
+
+
+@attrs.frozen
+class Usage:
+    """Tokens, cost and turns, summed per session from the agent's own figures."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    turns: int = 0
+    duration_ms: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            turns=self.turns + other.turns,
+            duration_ms=self.duration_ms + other.duration_ms,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class AgentEvent:
+    """What a parser makes of one line of agent output (before it has a topic and a seq)."""
+
+    kind: str
+    """One of :data:`KINDS`."""
+    data: Mapping[str, Any]
+    """The agent's own fields under their own names (plus hived's notes, e.g. ``parse_error``)."""
+    state: str | None = None
+    """``WORKING`` or ``WAITING`` when the agent's own event says which."""
+    reason: str | None = None
+    """Why the state changed (e.g. ``permission_request``)."""
+    usage: Usage | None = None
+    """Usage this event adds to the session's totals."""
+    agent_session_id: str | None = None
+    """The agent's own session id, where the line carries one (Claude ``session_id``)."""
+
+
+def utc_timestamp(now: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds: ``2026-11-26T08:00:00.123Z``."""
+    now = time.time() if now is None else now
+    whole = int(now)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((now - whole) * 1000):03d}Z"
+
+
+@attrs.frozen
+class Event:
+    """A published event: the wire's ``{"type": "event", ...}`` message."""
+
+    topic: str
+    seq: int
+    ts: str
+    kind: str
+    session: str | None
+    data: Mapping[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": "event",
+            "topic": self.topic,
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "session": self.session,
+            "data": self.data,
+        }
+
+
+def encode_event(event: Event) -> str:
+    """The frame text of one event; computed once per publish and shared by every reader."""
+    return orjson.dumps(event.to_wire()).decode()
