@@ -11,7 +11,7 @@ that tree into ``(path, message)`` pairs such as ``("server.listen", 'expected "
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Final, get_origin
+from typing import Any, get_origin
 
 import attrs
 import cattrs
@@ -23,16 +23,6 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
-
-_TYPE_NAMES: Final = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-    tuple: "a list",
-    dict: "a table",
-}
 
 
 def describe(value: object) -> str:
@@ -80,13 +70,41 @@ def _strict_bool(value: object, _: type) -> bool:
     return value
 
 
-def _guard(check: type, what: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+def _guard(
+    check: tuple[type, ...], what: str, inner: Callable[[Any, Any], Any]
+) -> Callable[[Any, Any], Any]:
     def structure(value: object, type_: Any) -> Any:
         if not isinstance(value, check):
             raise TypeError(expected(what, value))
         return inner(value, type_)
 
     return structure
+
+
+def _is_tuple(type_: Any) -> bool:
+    return get_origin(type_) is tuple and bool(cattrs.cols.is_sequence(type_))
+
+
+def _is_list(type_: Any) -> bool:
+    return get_origin(type_) is list
+
+
+def _is_dict(type_: Any) -> bool:
+    return get_origin(type_) is dict
+
+
+def _tuple_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _guard(
+        (list, tuple), "a list", cattrs.cols.homogenous_tuple_structure_factory(type_, conv)
+    )
+
+
+def _list_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _guard((list,), "a list", cattrs.cols.list_structure_factory(type_, conv))
+
+
+def _dict_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    return _guard((dict,), "a table", cattrs.cols.mapping_structure_factory(type_, conv))
 
 
 def make_converter() -> cattrs.Converter:
@@ -96,20 +114,9 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook_factory(
-        lambda t: get_origin(t) is tuple and cattrs.cols.is_sequence(t),
-        lambda t, c: _guard(
-            list | tuple, "a list", cattrs.cols.homogenous_tuple_structure_factory(t, c)
-        ),
-    )
-    conv.register_structure_hook_factory(
-        lambda t: get_origin(t) is list,
-        lambda t, c: _guard(list, "a list", cattrs.cols.list_structure_factory(t, c)),
-    )
-    conv.register_structure_hook_factory(
-        lambda t: get_origin(t) is dict,
-        lambda t, c: _guard(dict, "a table", cattrs.cols.mapping_structure_factory(t, c)),
-    )
+    conv.register_structure_hook_factory(_is_tuple, _tuple_hook)
+    conv.register_structure_hook_factory(_is_list, _list_hook)
+    conv.register_structure_hook_factory(_is_dict, _dict_hook)
     return conv
 
 
