@@ -265,7 +265,8 @@ def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
     seen: dict[str, int] = {}
     for index, token in enumerate(config.tokens):
         if token.name in seen:
-            yield f"tokens[{index}].name", f'"{token.name}" is already used by tokens[{seen[token.name]}]'
+            first = seen[token.name]
+            yield f"tokens[{index}].name", f'"{token.name}" is already used by tokens[{first}]'
         seen.setdefault(token.name, index)
     server = config.server
     if (server.tls_cert is None) != (server.tls_key is None):

@@ -89,7 +89,8 @@ def utc_timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds: ``2026-11-26T08:00:00.123Z``."""
     now = time.time() if now is None else now
     whole = int(now)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((now - whole) * 1000):03d}Z"
+    millis = int((now - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
 @attrs.frozen

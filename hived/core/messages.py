@@ -1,0 +1,308 @@
+"""The client requests of the wire protocol, as typed values.
+
+How it works: each request ``type`` on the wire is one frozen attrs class whose field names are
+the wire's field names; ``id`` (the request id echoed in the reply) is on every one of them.
+Value rules (a topic's shape, ``since`` ≥ 0, ``limit`` in 1..10000, a known session state,
+non-empty names) are
+attached to field types with ``Annotated[base, Rule(...)]``: for mypy and for the code building
+requests the field is a plain ``int`` or ``str``, while the strict converter (:data:`CONVERTER`)
+checks the rule while it structures, so a bad value is reported with its field path like a bad
+type is (``subscribe.since: expected an integer ≥ 0, got "five"``). Turning frame text into these
+classes, and the rest of the protocol, is in :mod:`hived.core.protocol`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Final, get_args, get_origin
+
+import attrs
+import cattrs
+
+from hived.core.convert import expected, make_converter
+from hived.core.sessions import State
+
+TOPIC_RE: Final = re.compile(r"sessions|session/[0-9A-Za-z_-]{1,64}")
+"""Topics a client may subscribe to: ``sessions``, or ``session/<id>``."""
+
+MAX_LIMIT: Final = 10_000
+"""The largest page a ``limit`` may ask for."""
+
+
+@attrs.frozen
+class Rule:
+    """A value rule for a field, attached with ``Annotated``; ``what`` is said when it fails."""
+
+    what: str
+    """What a valid value is, for ``expected WHAT, got VALUE``."""
+    test: Callable[[Any], bool]
+    """True for a valid value (already of the base type)."""
+
+
+def _is_iso_time(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+Seq = Annotated[int, Rule("an integer ≥ 0", lambda v: v >= 0)]
+"""A position in a topic: events with a larger ``seq`` are wanted."""
+Limit = Annotated[int, Rule(f"an integer from 1 to {MAX_LIMIT}", lambda v: 1 <= v <= MAX_LIMIT)]
+"""How many items a page may hold."""
+ConnectionId = Annotated[int, Rule("a connection id (an integer ≥ 0)", lambda v: v >= 0)]
+Topic = Annotated[
+    str, Rule('"sessions" or "session/<id>"', lambda v: TOPIC_RE.fullmatch(v) is not None)
+]
+NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: v != "")]
+SessionState = Annotated[
+    str, Rule("a session state (" + ", ".join(State) + ")", lambda v: v in State.__members__)
+]
+Timestamp = Annotated[str, Rule('an ISO 8601 time such as "2026-11-26T08:00:00Z"', _is_iso_time)]
+
+
+@attrs.frozen
+class BaseRequest:
+    """What every request has: its wire ``type`` (a class constant) and an optional ``id``."""
+
+    type: ClassVar[str]
+    """The wire ``type`` of this request class."""
+    id: int | str | None = attrs.field(default=None, kw_only=True)
+    """Chosen by the client; echoed in the ``result`` or ``error`` that answers this request."""
+
+
+@attrs.frozen
+class Hello(BaseRequest):
+    """Authenticate a connection opened without an ``Authorization`` header."""
+
+    type: ClassVar[str] = "hello"
+    token: NonEmpty = attrs.field(repr=False)
+    """The secret of a configured token; left out of ``repr`` so that it never reaches a log."""
+
+
+@attrs.frozen
+class Subscribe(BaseRequest):
+    """Receive the events of a topic, optionally replaying those after ``since`` first."""
+
+    type: ClassVar[str] = "subscribe"
+    topic: Topic
+    since: Seq | None = None
+    """Replay every kept event with ``seq`` > since, then go live; absent: live only."""
+
+
+@attrs.frozen
+class Unsubscribe(BaseRequest):
+    """Stop receiving a topic."""
+
+    type: ClassVar[str] = "unsubscribe"
+    topic: Topic
+
+
+@attrs.frozen
+class Sessions(BaseRequest):
+    """List session summaries (running ones; ended ones too with ``all`` or ``since``)."""
+
+    type: ClassVar[str] = "sessions"
+    state: SessionState | None = None
+    """Only sessions in this state (``RUNNING``, ``WAITING``…)."""
+    agent: NonEmpty | None = None
+    """Only sessions of this agent template."""
+    all: bool = False
+    """Include ended sessions."""
+    since: Timestamp | None = None
+    """Only sessions started at or after this time (implies ``all``)."""
+    limit: Limit | None = None
+    """At most this many, newest first."""
+
+
+@attrs.frozen
+class SessionStart(BaseRequest):
+    """Start a session from an agent template."""
+
+    type: ClassVar[str] = "session.start"
+    agent: NonEmpty
+    """The template's name (``[agents.NAME]``)."""
+    prompt: str | None = None
+    """A first prompt, sent as the session's first input."""
+    args: tuple[str, ...] = ()
+    """Arguments appended to the template's command."""
+    cwd: NonEmpty | None = None
+    """Working folder, where the template allows choosing one."""
+    name: NonEmpty | None = None
+    """A human name for the session."""
+
+
+@attrs.frozen
+class SessionInput(BaseRequest):
+    """Send text to a session's agent (a prompt, or a line of input)."""
+
+    type: ClassVar[str] = "session.input"
+    session: NonEmpty
+    text: str
+
+
+@attrs.frozen
+class SessionApprove(BaseRequest):
+    """Answer an agent's permission request."""
+
+    type: ClassVar[str] = "session.approve"
+    session: NonEmpty
+    request_id: NonEmpty
+    """The ``request_id`` of the ``permission_request`` event being answered."""
+    allow: bool
+    message: str | None = None
+    """Why, told to the agent (mostly useful with ``allow: false``)."""
+
+
+@attrs.frozen
+class SessionInterrupt(BaseRequest):
+    """Interrupt the agent's current turn; the session stays."""
+
+    type: ClassVar[str] = "session.interrupt"
+    session: NonEmpty
+
+
+@attrs.frozen
+class SessionStop(BaseRequest):
+    """Stop a session (SIGTERM, grace, SIGKILL); it is not restarted."""
+
+    type: ClassVar[str] = "session.stop"
+    session: NonEmpty
+
+
+@attrs.frozen
+class SessionRestart(BaseRequest):
+    """Stop a session if it runs, then start it again with the same template and arguments."""
+
+    type: ClassVar[str] = "session.restart"
+    session: NonEmpty
+
+
+@attrs.frozen
+class SessionEvents(BaseRequest):
+    """Read a page of one session's kept events."""
+
+    type: ClassVar[str] = "session.events"
+    session: NonEmpty
+    since: Seq | None = None
+    """Events with ``seq`` greater than this (on the session's topic)."""
+    limit: Limit | None = None
+
+
+@attrs.frozen
+class Status(BaseRequest):
+    """The daemon's state: version, uptime, connections, sessions, hub and store figures."""
+
+    type: ClassVar[str] = "status"
+
+
+@attrs.frozen
+class Connections(BaseRequest):
+    """List open connections with their statistics."""
+
+    type: ClassVar[str] = "connections"
+
+
+@attrs.frozen
+class ConnectionKick(BaseRequest):
+    """Close another connection."""
+
+    type: ClassVar[str] = "connection.kick"
+    connection: ConnectionId
+    """The target's connection id (``id`` is taken by the request id)."""
+    reason: str | None = None
+    """Sent as the close reason."""
+
+
+@attrs.frozen
+class ConfigReload(BaseRequest):
+    """Re-read the config file, as SIGHUP does."""
+
+    type: ClassVar[str] = "config.reload"
+
+
+@attrs.frozen
+class DaemonStop(BaseRequest):
+    """Stop the daemon gracefully, after replying."""
+
+    type: ClassVar[str] = "daemon.stop"
+
+
+@attrs.frozen
+class Ping(BaseRequest):
+    """An application-level ping, for clients (browsers) that cannot see WebSocket pings."""
+
+    type: ClassVar[str] = "ping"
+
+
+Request = (
+    Hello
+    | Subscribe
+    | Unsubscribe
+    | Sessions
+    | SessionStart
+    | SessionInput
+    | SessionApprove
+    | SessionInterrupt
+    | SessionStop
+    | SessionRestart
+    | SessionEvents
+    | Status
+    | Connections
+    | ConnectionKick
+    | ConfigReload
+    | DaemonStop
+    | Ping
+)
+"""Any client request."""
+
+REQUEST_TYPES: Final[dict[str, type[BaseRequest]]] = {cls.type: cls for cls in get_args(Request)}
+"""Wire ``type`` → request class, in the order the protocol documents them."""
+
+
+def _request_id(value: object, _: object) -> int | str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(expected("an integer or a string", value))
+
+
+def _has_rule(type_: Any) -> bool:
+    return get_origin(type_) is Annotated and any(isinstance(m, Rule) for m in type_.__metadata__)
+
+
+def _ruled(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    base = type_.__origin__
+    rule = next(m for m in type_.__metadata__ if isinstance(m, Rule))
+    structure_base = conv.get_structure_hook(base)
+
+    def structure(value: object, _: object) -> Any:
+        try:
+            result = structure_base(value, base)
+        except TypeError:
+            raise TypeError(expected(rule.what, value)) from None
+        if not rule.test(result):
+            raise ValueError(expected(rule.what, value))
+        return result
+
+    return structure
+
+
+def _make_request_converter() -> cattrs.Converter:
+    conv = make_converter()
+    conv.register_structure_hook(int | str | None, _request_id)
+    conv.register_structure_hook_factory(_has_rule, _ruled)
+    return conv
+
+
+CONVERTER: Final = _make_request_converter()
+"""The strict converter for request objects (without their ``type`` key)."""
+
+
+def field_names(cls: type[BaseRequest]) -> list[str]:
+    """The fields a request of this class may carry on the wire, ``type`` first."""
+    return ["type", *(field.name for field in attrs.fields(cls))]

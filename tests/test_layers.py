@@ -1,0 +1,112 @@
+"""Imports point down only: hived/core is I/O-free, and no module imports a higher layer."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+ROOT: Final = Path(__file__).resolve().parent.parent / "hived"
+
+# Lowest first. A module may import modules of its own layer or of lower ones.
+LAYERS: Final = (
+    ("hived.core",),
+    (
+        "hived.logs",
+        "hived.configfile",
+        "hived.systemd",
+        "hived.hub",
+        "hived.history",
+        "hived.orphans",
+        "hived.process",
+        "hived.client",
+    ),
+    ("hived.store", "hived.observed", "hived.supervisor", "hived.server"),
+    ("hived.admin",),
+    ("hived.daemon",),
+    ("hived.cli",),
+)
+
+# What the core must never touch: event loops, sockets, processes, databases.
+CORE_FORBIDDEN: Final = (
+    "trio",
+    "trio_websocket",
+    "wsproto",
+    "asyncio",
+    "socket",
+    "ssl",
+    "subprocess",
+    "sqlite3",
+    "select",
+    "selectors",
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(name: str) -> int | None:
+    if name == "hived":  # the package itself holds only its version
+        return 0
+    for index, layer in enumerate(LAYERS):
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in layer):
+            return index
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def runtime_imports(tree: ast.AST) -> Iterator[str]:
+    """Every module imported at run time (imports under ``if TYPE_CHECKING:`` are not)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            yield from (name for child in node.orelse for name in runtime_imports(child))
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        else:
+            yield from runtime_imports(node)
+
+
+MODULES: Final = sorted(ROOT.rglob("*.py"))
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [module_name(p) for p in MODULES if layer_of(module_name(p)) is None]
+    assert not unplaced, f"add these modules to LAYERS in {__file__}: {unplaced}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_imports_point_down(path: Path) -> None:
+    name = module_name(path)
+    own = layer_of(name)
+    if own is None:
+        pytest.fail(f"{name} has no layer")
+    for imported in runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        top = imported.split(".")[0]
+        if own == 0:
+            assert top not in CORE_FORBIDDEN, f"{name} (core) imports {imported}"
+        if top == "hived" and imported != "hived":
+            target = layer_of(imported)
+            assert target is not None, f"{name} imports {imported}, which has no layer"
+            assert target <= own, f"{name} (layer {own}) imports {imported} (layer {target})"
+
+
+def test_the_checker_catches_an_upward_import() -> None:
+    tree = ast.parse("import trio\nfrom hived.daemon import Daemon\n")
+    assert list(runtime_imports(tree)) == ["trio", "hived.daemon"]
+    guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import trio\n")
+    assert "trio" not in list(runtime_imports(guarded))
+    assert layer_of("hived.daemon") == 4 > layer_of("hived.core.config") == 0  # type: ignore[operator]
