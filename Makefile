@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types pytest bench bench-quick man install clean
+.PHONY: run test lint types pytest bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python examples/run_demo.py
+	@echo "hived demo: dashboard http://127.0.0.1:7420/  WebSocket ws://127.0.0.1:7420/v1/ws"
+	@echo "token (admin, demo only): hived-demo-admin-token"
+	@echo "try:  HIVED_TOKEN=hived-demo-admin-token $(BIN)/hivectl status      (Ctrl-C stops hived)"
+	$(BIN)/hived --config examples/hived.toml
 
 test: $(STAMP) lint types pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check hived tests bench examples
-	$(BIN)/ruff format --check hived tests bench examples
+	$(BIN)/ruff check hived tests bench examples man
+	$(BIN)/ruff format --check hived tests bench examples man
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -37,3 +40,6 @@ bench-quick: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .state build dist *.egg-info
+
+# man pages and install (issue: ship it as a system service)
+include mk/service.mk
