@@ -1,0 +1,6 @@
+"""The TCP listener: plain HTTP routes, WebSocket upgrades, per-connection tasks, routing.
+
+``listener`` accepts and routes; ``routes`` answers plain HTTP; ``connection`` runs one
+WebSocket (reader, writer, heartbeat); ``router`` maps request types to handlers; ``ws`` holds
+every call into the WebSocket library.
+"""

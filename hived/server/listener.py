@@ -1,0 +1,428 @@
+"""The listener: one TCP port for plain HTTP and WebSocket, with its own accept loop.
+
+How it works (DESIGN §4, §9): ``trio.serve_listeners`` accepts (TLS-wrapped when a certificate
+is configured) and runs :meth:`Server.serve_connection` for each stream. Each connection reads
+its request head itself (bounded in size and time) and is routed: ``/healthz`` and the
+dashboard's files, ``POST /v1/hooks/claude``, or a WebSocket upgrade on ``/v1/ws`` or
+``/v1/admin`` — Origin and a header token are checked before the upgrade, and the upgraded
+stream becomes a :class:`~hived.server.connection.Connection`. Every connection runs in a nursery
+of its own whose errors are caught and logged there: nothing a client does, and no library
+error, reaches the server or another connection.
+
+Stopping (:meth:`Server.drain`): new upgrades are answered 503 and ``/healthz`` says 503, every
+open WebSocket is closed with 1001 and awaited; the port itself closes when the daemon cancels
+the server, so that until then a monitor can still see the 503.
+
+The server answers some requests itself (``subscribe``, ``unsubscribe``, ``ping``,
+``connections``, ``connection.kick``): it registers them on the router it is given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, Final
+
+import attrs
+import trio
+
+from hived.core.auth import (
+    ADMIN_CHANNEL,
+    CLIENT_CHANNEL,
+    TokenTable,
+    may_open,
+    origin_allowed,
+    parse_bearer,
+)
+from hived.core.config import Config, TokenConfig, parse_listen
+from hived.core.errors import ConfigError, RequestError
+from hived.core.http import (
+    HttpError,
+    Request,
+    check_upgrade,
+    error_response,
+    parse_head,
+)
+from hived.core.protocol import (
+    Caller,
+    CloseCode,
+    ConnectionKick,
+    Subscribe,
+    Unsubscribe,
+)
+from hived.core.protocol import Request as WireRequest
+from hived.hub import Hub, SubscribeResult
+from hived.server import routes
+from hived.server.connection import Connection, ConnectionStats
+from hived.server.router import Router
+from hived.server.ws import WebSocketClosed, accept
+
+log = logging.getLogger(__name__)
+
+HEAD_TIMEOUT_S: Final = 10.0
+"""A client must send its whole request head (and finish TLS) within this."""
+CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
+HOOKS_PATH: Final = "/v1/hooks/claude"
+
+
+@attrs.frozen
+class ServerStats:
+    """The listener's figures for ``status``."""
+
+    connections: int
+    """Open WebSocket connections."""
+    by_role: Mapping[str, int]
+    """Open WebSocket connections per role (``unauthenticated`` before ``hello``)."""
+    accepted_total: int
+    """TCP connections accepted since the start (plain HTTP included)."""
+    websockets_total: int
+    tls: bool
+    listen: tuple[str, ...]
+    draining: bool
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return type(stream).__name__
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "unknown"
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address) or "unix"
+
+
+def _load_tls(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            [f"server.tls_cert/tls_key: cannot load {cert} and {key}: {exc}"]
+        ) from None
+    return context
+
+
+class Server:
+    """The listener service (see docs/internals.md for the service contract)."""
+
+    def __init__(
+        self,
+        config: Config,
+        hub: Hub,
+        router: Router,
+        *,
+        version: str,
+        hook_sink: routes.HookSink | None = None,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
+        self._config = config
+        self._tokens = TokenTable(config.tokens)
+        self._hub = hub
+        self._router = router
+        self._version = version
+        self._hook_sink = hook_sink
+        self._sockets = sockets
+        self._ids = itertools.count(1)
+        self._connections: dict[int, Connection] = {}
+        self._websockets_open = 0
+        """Upgrades accepted and not yet ended (handshakes under way included)."""
+        self._all_closed = trio.Event()
+        self._draining = False
+        self._addresses: tuple[str, ...] = ()
+        self._tls = False
+        self._accepted = 0
+        self._websockets = 0
+        router.add("subscribe", self._subscribe)
+        router.add("unsubscribe", self._unsubscribe)
+        router.add("ping", self._ping)
+        router.add("connections", self._list_connections)
+        router.add("connection.kick", self._kick)
+
+    # -- service -----------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        *,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until cancelled; ``started()`` with the bound ``(host, port)`` pairs."""
+        tcp = await self._open_tcp_listeners()
+        addresses = []
+        for listener in tcp:
+            name = listener.socket.getsockname()
+            if isinstance(name, tuple):  # not for a unix socket passed by systemd
+                addresses.append((name[0], name[1]))
+        self._addresses = tuple(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in addresses
+        )
+        server = self._config.server
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+        if server.tls_cert is not None and server.tls_key is not None:
+            context = await trio.to_thread.run_sync(_load_tls, server.tls_cert, server.tls_key)
+            listeners = [trio.SSLListener(tl, context, https_compatible=True) for tl in tcp]
+            self._tls = True
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    trio.serve_listeners, self.serve_connection, listeners, handler_nursery=nursery
+                )
+            )
+            task_status.started(addresses)
+
+    async def _open_tcp_listeners(self) -> list[trio.SocketListener]:
+        if self._sockets:
+            return [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in self._sockets]
+        host, port = parse_listen(self._config.server.listen)
+        return await trio.open_tcp_listeners(port, host=host)
+
+    def reload(self, config: Config) -> None:
+        """Apply tokens, origins, heartbeat, auth and size settings to new and open connections.
+
+        An open connection whose token is gone is closed with 4001; one whose token's role no
+        longer opens its channel, with 4003.
+        """
+        self._config = config
+        self._tokens = TokenTable(config.tokens)
+        by_hash = {token.sha256: token for token in config.tokens}
+        for connection in list(self._connections.values()):
+            connection.config = config.server
+            if connection.token is not None:
+                connection.update_token(by_hash.get(connection.token.sha256))
+
+    async def drain(self) -> None:
+        """Stop: refuse new WebSockets, close every open one with 1001, and wait for them.
+
+        The port stays open until the daemon cancels the server, so that ``/healthz`` can say
+        503 meanwhile, and new upgrades are answered 503 rather than left hanging.
+        """
+        self._draining = True
+        for connection in list(self._connections.values()):
+            connection.request_close(CloseCode.GOING_AWAY, "daemon stopping")
+        if self._websockets_open:
+            await self._all_closed.wait()
+        log.info("listener: every WebSocket closed")
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` began."""
+        return self._draining
+
+    def connections(self) -> list[ConnectionStats]:
+        """A snapshot of every open WebSocket connection, by id."""
+        return [self._connections[key].stats() for key in sorted(self._connections)]
+
+    def stats(self) -> ServerStats:
+        roles = Counter(
+            "unauthenticated" if c.token is None else c.token.role
+            for c in self._connections.values()
+        )
+        return ServerStats(
+            connections=len(self._connections),
+            by_role=dict(roles),
+            accepted_total=self._accepted,
+            websockets_total=self._websockets,
+            tls=self._tls,
+            listen=self._addresses,
+            draining=self._draining,
+        )
+
+    # -- one connection ----------------------------------------------------------------------
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted stream to its end; never raises (but ``Cancelled``)."""
+        self._accepted += 1
+        peer = _peer(stream)
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._serve(stream, peer, nursery)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, routes.PeerGone) as group:
+            log.debug("%s: connection lost: %s", peer, group.exceptions[0])
+        except* Exception:
+            log.exception("%s: connection failed", peer)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _serve(self, stream: trio.abc.Stream, peer: str, nursery: trio.Nursery) -> None:
+        received = None
+        try:
+            with trio.move_on_after(HEAD_TIMEOUT_S):
+                received = await routes.read_head(stream)
+        except HttpError as exc:
+            await self._answer(stream, error_response(exc))
+            return
+        if received is None:
+            log.debug("%s: no complete request head; dropped", peer)
+            return
+        head, rest = received
+        request: Request | None = None
+        try:
+            request = parse_head(head)
+            if request.path in CHANNELS:
+                await self._upgrade(stream, request, head + rest, peer, nursery)
+                return
+            answer = await self._route(stream, request, rest)
+        except HttpError as exc:
+            head_only = request is not None and request.method == "HEAD"
+            answer = error_response(exc, head_only=head_only)
+        if answer is not None:
+            await self._answer(stream, answer)
+
+    async def _answer(self, stream: trio.abc.Stream, answer: bytes) -> None:
+        await stream.send_all(answer)
+        await routes.linger_close(stream)
+
+    async def _route(self, stream: trio.abc.Stream, request: Request, rest: bytes) -> bytes | None:
+        if request.path == "/healthz":
+            if request.method not in ("GET", "HEAD"):
+                raise HttpError(405, "/healthz answers GET", [("Allow", "GET, HEAD")])
+            return routes.healthz(request, serving=not self._draining, version=self._version)
+        if request.path == HOOKS_PATH:
+            if request.method != "POST":
+                raise HttpError(405, f"{HOOKS_PATH} answers POST", [("Allow", "POST")])
+            return await routes.post_hook(
+                stream,
+                request,
+                rest,
+                tokens=self._tokens,
+                max_bytes=self._config.server.max_message_bytes,
+                sink=self._hook_sink,
+            )
+        return await routes.static_file(request)
+
+    async def _upgrade(
+        self,
+        stream: trio.abc.Stream,
+        request: Request,
+        received: bytes,
+        peer: str,
+        nursery: trio.Nursery,
+    ) -> None:
+        """Check an upgrade (Origin, then a header token) and serve the WebSocket it opens."""
+        channel = request.path
+        if request.method != "GET":
+            raise HttpError(
+                405, f"{channel} answers GET (a WebSocket handshake)", [("Allow", "GET")]
+            )
+        if self._draining:
+            raise HttpError(503, "the daemon is stopping; reconnect later")
+        check_upgrade(request)
+        server = self._config.server
+        scheme = "https" if isinstance(stream, trio.SSLStream) else "http"
+        origin = request.header("origin")
+        if not origin_allowed(origin, request.header("host"), scheme, server.allowed_origins):
+            log.info("%s: refused Origin %r on %s", peer, origin, channel)
+            raise HttpError(403, f"Origin {origin!r} is not allowed (server.allowed_origins)")
+        token: TokenConfig | None = None
+        if request.header("authorization") is not None:
+            secret = parse_bearer(request.header("authorization"))
+            token = None if secret is None else self._tokens.lookup(secret)
+            if token is None:
+                log.info("%s: refused an unknown token on %s", peer, channel)
+                raise HttpError(401, "unknown token", routes.BEARER_CHALLENGE)
+            if not may_open(channel, token.role):
+                log.info("%s: refused token %s (%s) on %s", peer, token.name, token.role, channel)
+                raise HttpError(403, f"role {token.role} may not open {channel}")
+        self._websockets_open += 1
+        try:
+            await self._serve_websocket(stream, token, channel, received, peer, nursery)
+        finally:
+            self._websockets_open -= 1
+            if self._websockets_open == 0 and self.draining:
+                self._all_closed.set()
+
+    async def _serve_websocket(
+        self,
+        stream: trio.abc.Stream,
+        token: TokenConfig | None,
+        channel: str,
+        received: bytes,
+        peer: str,
+        nursery: trio.Nursery,
+    ) -> None:
+        server = self._config.server
+        try:
+            ws = await accept(
+                nursery,
+                stream,
+                received,
+                max_message_size=server.max_message_bytes,
+                timeout_s=HEAD_TIMEOUT_S,
+            )
+        except WebSocketClosed as exc:
+            log.debug("%s: WebSocket handshake failed: %s", peer, exc)
+            return
+        connection = Connection(
+            next(self._ids),
+            peer,
+            channel,
+            ws,
+            hub=self._hub,
+            router=self._router,
+            config=server,
+            version=self._version,
+            token=token,
+            lookup=self._lookup,
+        )
+        self._websockets += 1
+        self._connections[connection.id] = connection
+        log.debug("connection %d: opened from %s on %s", connection.id, peer, channel)
+        try:
+            if self.draining:  # drain() began during the handshake
+                connection.request_close(CloseCode.GOING_AWAY, "daemon stopping")
+            await connection.run()
+        finally:
+            del self._connections[connection.id]
+
+    def _lookup(self, secret: str) -> TokenConfig | None:
+        return self._tokens.lookup(secret)
+
+    # -- the requests the server answers -----------------------------------------------------
+
+    def _connection_of(self, caller: Caller) -> Connection:
+        connection = self._connections.get(caller.connection)
+        if connection is None:
+            raise RequestError("not_found", f"connection {caller.connection} is closed")
+        return connection
+
+    async def _subscribe(self, request: WireRequest, caller: Caller) -> SubscribeResult:
+        assert isinstance(request, Subscribe)
+        sub = self._connection_of(caller).subscriber
+        return await self._hub.subscribe(sub, request.topic, request.since)
+
+    async def _unsubscribe(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
+        assert isinstance(request, Unsubscribe)
+        self._hub.unsubscribe(self._connection_of(caller).subscriber, request.topic)
+        return {"topic": request.topic}
+
+    async def _ping(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
+        return {}
+
+    async def _list_connections(
+        self, request: WireRequest, caller: Caller
+    ) -> dict[str, list[ConnectionStats]]:
+        return {"connections": self.connections()}
+
+    async def _kick(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
+        assert isinstance(request, ConnectionKick)
+        target = self._connections.get(request.connection)
+        if target is None:
+            raise RequestError("not_found", f"no open connection {request.connection}")
+        reason = request.reason or f"closed by {caller.token_name}"
+        log.info(
+            "connection %d: kicked by %s (connection %d)",
+            target.id,
+            caller.token_name,
+            caller.connection,
+        )
+        target.request_close(CloseCode.NORMAL, reason)
+        return {"connection": target.id}

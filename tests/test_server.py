@@ -1,0 +1,575 @@
+"""WebSocket connections end to end over in-memory streams: auth, frames, roles, heartbeat,
+fan-out, closing. The HTTP side of the listener, TLS and real sockets: tests/test_listener.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import orjson
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from hived.core.auth import hash_secret
+from hived.core.config import Config, ServerConfig, TokenConfig
+from hived.core.errors import RequestError
+from hived.core.protocol import Caller, Request
+from hived.hub import Hub
+from hived.server.listener import Server
+from hived.server.router import Router
+
+SECRETS = {
+    "admin": "admin-secret",
+    "operator": "op-secret",
+    "viewer": "viewer-secret",
+    "agent": "agent-secret",
+}
+TOKENS = tuple(
+    TokenConfig(name=f"{role}-token", role=role, sha256=hash_secret(secret))  # type: ignore[arg-type]
+    for role, secret in SECRETS.items()
+)
+UPGRADE_HEAD = (
+    "GET {path} HTTP/1.1\r\nHost: hived.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+)
+
+
+def make_config(tokens: tuple[TokenConfig, ...] = TOKENS, **server: Any) -> Config:
+    return Config(server=ServerConfig(**server), tokens=tokens)
+
+
+@attrs.define
+class Harness:
+    """A server fed by in-memory streams, and clients for it."""
+
+    nursery: trio.Nursery
+    config: Config = attrs.Factory(make_config)
+    hub: Hub = attrs.Factory(Hub)
+    router: Router = attrs.Factory(Router)
+    server: Server = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.server = Server(self.config, self.hub, self.router, version="9.9.9")
+
+    def stream(
+        self,
+        pair: Callable[
+            [], tuple[trio.abc.Stream, trio.abc.Stream]
+        ] = trio.testing.memory_stream_pair,
+    ) -> trio.abc.Stream:
+        client, server_side = pair()
+        self.nursery.start_soon(self.server.serve_connection, server_side)
+        return client
+
+    async def connect(
+        self,
+        path: str = "/v1/ws",
+        role: str | None = "admin",
+        *,
+        stream: trio.abc.Stream | None = None,
+        queue: int = 32,
+    ) -> trio_websocket.WebSocketConnection:
+        headers = [] if role is None else [(b"authorization", f"Bearer {SECRETS[role]}".encode())]
+        return await trio_websocket.wrap_client_stream(
+            self.nursery,
+            stream or self.stream(),  # type: ignore[arg-type]  # any stream works
+            "hived.test",
+            path,
+            extra_headers=headers,
+            message_queue_size=queue,
+        )
+
+    async def welcomed(
+        self, path: str = "/v1/ws", role: str = "admin", **kw: Any
+    ) -> trio_websocket.WebSocketConnection:
+        ws = await self.connect(path, role, **kw)
+        [welcome] = await receive(ws)
+        assert welcome["type"] == "welcome"
+        return ws
+
+
+@pytest.fixture
+def harness(nursery: trio.Nursery) -> Harness:
+    return Harness(nursery)
+
+
+async def receive(ws: trio_websocket.WebSocketConnection) -> list[dict[str, Any]]:
+    """The messages of the next frame (a lone object, or an array)."""
+    data = orjson.loads(await ws.get_message())
+    return data if isinstance(data, list) else [data]
+
+
+async def send(ws: trio_websocket.WebSocketConnection, **message: Any) -> None:
+    await ws.send_message(orjson.dumps(message).decode())
+
+
+async def ask(ws: trio_websocket.WebSocketConnection, **message: Any) -> dict[str, Any]:
+    """Send a request and return its answer, skipping events."""
+    await send(ws, **message)
+    while True:
+        for reply in await receive(ws):
+            if reply["type"] in ("result", "error") and reply.get("id") == message.get("id"):
+                return reply
+
+
+async def read_until_closed(
+    ws: trio_websocket.WebSocketConnection, seqs: list[int] | None = None
+) -> None:
+    """Read messages (noting the seq of events in ``seqs``) until the connection closes."""
+    while True:
+        for message in await receive(ws):
+            if seqs is not None and message["type"] == "event":
+                seqs.append(message["seq"])
+
+
+async def close_code(ws: trio_websocket.WebSocketConnection) -> tuple[int, str | None]:
+    """Read until the server closes; the close code and reason."""
+    with pytest.raises(trio_websocket.ConnectionClosed) as excinfo:
+        await read_until_closed(ws)
+    reason = excinfo.value.reason
+    assert reason is not None
+    return reason.code, reason.reason
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+async def test_a_header_token_is_welcomed_with_its_role(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", "operator")
+    [welcome] = await receive(ws)
+    assert welcome == {
+        "type": "welcome",
+        "server": "hived",
+        "version": "9.9.9",
+        "role": "operator",
+        "heartbeat_interval_s": 20.0,
+        "connection": 1,
+    }
+
+
+async def test_hello_authenticates_a_connection_without_a_header(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await send(ws, type="hello", token=SECRETS["viewer"])
+    [welcome] = await receive(ws)
+    assert welcome["type"] == "welcome"
+    assert welcome["role"] == "viewer"
+    assert (await ask(ws, type="ping", id=1))["type"] == "result"
+
+
+async def test_hello_with_a_wrong_token_closes_4001(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await send(ws, type="hello", token="not-a-token")
+    code, reason = await close_code(ws)
+    assert code == 4001
+    assert reason == "not authenticated: unknown token"
+
+
+async def test_a_first_frame_that_is_not_hello_closes_4001(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await send(ws, type="ping", id=1)
+    code, reason = await close_code(ws)
+    assert code == 4001
+    assert reason is not None
+    assert "hello" in reason
+
+
+async def test_no_hello_within_auth_timeout_closes_4001(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(auth_timeout_s=3.0))
+    ws = await harness.connect("/v1/ws", role=None)
+    start = trio.current_time()
+    code, reason = await close_code(ws)
+    assert code == 4001
+    assert reason == "not authenticated: no hello within 3 s"
+    assert trio.current_time() - start == pytest.approx(3.0, abs=0.1)
+
+
+async def test_hello_with_a_role_too_low_for_admin_closes_4003(harness: Harness) -> None:
+    ws = await harness.connect("/v1/admin", role=None)
+    await send(ws, type="hello", token=SECRETS["operator"])
+    code, reason = await close_code(ws)
+    assert code == 4003
+    assert reason == "role operator may not open /v1/admin"
+
+
+async def test_hello_with_an_agent_token_closes_4003_on_the_client_channel(
+    harness: Harness,
+) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await send(ws, type="hello", token=SECRETS["agent"])
+    code, _ = await close_code(ws)
+    assert code == 4003
+
+
+async def test_hello_once_authenticated_is_a_conflict(harness: Harness) -> None:
+    ws = await harness.welcomed()
+    reply = await ask(ws, type="hello", id=3, token=SECRETS["admin"])
+    assert reply["code"] == "conflict"
+
+
+# -- frames -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "request_id"),
+    [
+        ("{not json", "bad_json", None),
+        ("[1, 2]", "bad_request", None),
+        ('{"id": 4}', "bad_request", 4),
+        ('{"type": "sesions", "id": 5}', "unknown_type", 5),
+        ('{"type": "subscribe", "id": 6, "topic": "sessions", "since": "five"}', "bad_request", 6),
+    ],
+)
+async def test_a_bad_frame_gets_an_error_and_the_connection_lives(
+    harness: Harness, frame: str, code: str, request_id: int | None
+) -> None:
+    ws = await harness.welcomed()
+    await ws.send_message(frame)
+    [error] = await receive(ws)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["id"] == request_id
+    assert error["message"]
+    assert (await ask(ws, type="ping", id=99))["type"] == "result"
+
+
+async def test_a_binary_frame_gets_an_error_and_the_connection_lives(harness: Harness) -> None:
+    ws = await harness.welcomed()
+    await ws.send_message(b'{"type": "ping"}')
+    [error] = await receive(ws)
+    assert error["code"] == "bad_request"
+    assert (await ask(ws, type="ping", id=1))["type"] == "result"
+
+
+async def test_a_frame_over_max_message_bytes_closes_1009(nursery: trio.Nursery) -> None:
+    harness = Harness(nursery, make_config(max_message_bytes=1024))
+    ws = await harness.welcomed()
+    await ws.send_message('{"type": "ping", "pad": "' + "x" * 2000 + '"}')
+    code, _ = await close_code(ws)
+    assert code == 1009
+
+
+async def test_a_frame_over_the_limit_in_bytes_but_not_characters_closes_1009(
+    nursery: trio.Nursery,
+) -> None:
+    harness = Harness(nursery, make_config(max_message_bytes=1024))
+    ws = await harness.welcomed()
+    await ws.send_message('{"type": "ping", "pad": "' + "€" * 400 + '"}')  # 400 chars, 1200 bytes
+    code, _ = await close_code(ws)
+    assert code == 1009
+
+
+# -- roles and routing ------------------------------------------------------------------------
+
+
+async def test_a_request_beyond_the_role_is_forbidden(harness: Harness) -> None:
+    ws = await harness.welcomed("/v1/ws", "viewer")
+    reply = await ask(ws, type="session.stop", id=1, session="x")
+    assert reply["code"] == "forbidden"
+    assert "operator" in reply["message"]
+
+
+async def test_an_admin_request_on_the_client_channel_is_forbidden_naming_the_admin_channel(
+    harness: Harness,
+) -> None:
+    ws = await harness.welcomed("/v1/ws", "admin")
+    reply = await ask(ws, type="status", id=1)
+    assert reply["code"] == "forbidden"
+    assert "/v1/admin" in reply["message"]
+
+
+async def test_a_handler_request_error_becomes_its_error_code(harness: Harness) -> None:
+    async def stop(request: Request, caller: Caller) -> None:
+        raise RequestError("not_found", "no session x")
+
+    harness.router.add("session.stop", stop)
+    ws = await harness.welcomed()
+    reply = await ask(ws, type="session.stop", id=1, session="x")
+    assert reply == {"type": "error", "id": 1, "code": "not_found", "message": "no session x"}
+
+
+async def test_a_failing_handler_is_an_internal_error_and_the_connection_lives(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def stop(request: Request, caller: Caller) -> None:
+        raise RuntimeError("bug")
+
+    harness.router.add("session.stop", stop)
+    ws = await harness.welcomed()
+    reply = await ask(ws, type="session.stop", id=1, session="x")
+    assert reply["code"] == "internal"
+    assert any(record.exc_info for record in caplog.records)
+    assert (await ask(ws, type="ping", id=2))["type"] == "result"
+
+
+async def test_a_handler_learns_who_called(harness: Harness) -> None:
+    callers: list[Caller] = []
+
+    async def sessions(request: Request, caller: Caller) -> list[str]:
+        callers.append(caller)
+        return []
+
+    harness.router.add("sessions", sessions)
+    ws = await harness.welcomed("/v1/ws", "viewer")
+    assert await ask(ws, type="sessions", id=1) == {"type": "result", "id": 1, "result": []}
+    assert callers == [Caller(connection=1, token_name="viewer-token", role="viewer")]
+
+
+async def test_a_slow_handler_does_not_block_other_requests(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def stop(request: Request, caller: Caller) -> dict[str, bool]:
+        await trio.sleep(5)
+        return {"stopped": True}
+
+    harness.router.add("session.stop", stop)
+    ws = await harness.welcomed()
+    await send(ws, type="session.stop", id=1, session="x")
+    await send(ws, type="ping", id=2)
+    answers = [m["id"] for _ in range(2) for m in await receive(ws)]
+    assert answers == [2, 1]
+
+
+async def test_an_unserved_request_type_is_not_found(harness: Harness) -> None:
+    ws = await harness.welcomed()
+    reply = await ask(ws, type="session.start", id=1, agent="claude")
+    assert reply["code"] == "not_found"
+
+
+# -- heartbeat --------------------------------------------------------------------------------
+
+
+async def test_a_client_that_never_answers_pings_is_dropped(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(heartbeat_interval_s=20.0, heartbeat_timeout_s=10.0))
+    stream = harness.stream()
+    extra = f"Authorization: Bearer {SECRETS['viewer']}\r\n"
+    await stream.send_all(UPGRADE_HEAD.format(path="/v1/ws", extra=extra).encode())
+    start = trio.current_time()
+    received = b""
+    while chunk := await stream.receive_some():  # reads pings, never answers them
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert trio.current_time() - start == pytest.approx(30.0, abs=0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.server.connections() == []
+
+
+async def test_a_client_that_answers_pings_stays(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    ws = await harness.welcomed()
+    await trio.sleep(300)
+    assert await ask(ws, type="ping", id=1) == {"type": "result", "id": 1, "result": {}}
+    assert [c.id for c in harness.server.connections()] == [1]
+
+
+# -- fan-out ----------------------------------------------------------------------------------
+
+
+async def test_events_queued_together_arrive_as_one_array(harness: Harness) -> None:
+    ws = await harness.welcomed()
+    reply = await ask(ws, type="subscribe", id=1, topic="sessions")
+    assert reply["result"] == {"topic": "sessions", "recovered": True, "last_seq": 0}
+    for i in range(5):
+        harness.hub.publish("sessions", "state", {"i": i})
+    frame = orjson.loads(await ws.get_message())
+    assert [event["seq"] for event in frame] == [1, 2, 3, 4, 5]
+    assert {event["type"] for event in frame} == {"event"}
+
+
+async def test_unsubscribe_stops_the_events(harness: Harness) -> None:
+    ws = await harness.welcomed()
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    reply = await ask(ws, type="unsubscribe", id=2, topic="sessions")
+    assert reply["result"] == {"topic": "sessions"}
+    harness.hub.publish("sessions", "state", {})
+    harness.hub.publish("session/x", "text", {})
+    await send(ws, type="subscribe", id=3, topic="session/x", since=0)
+    messages: list[dict[str, Any]] = []
+    while len(messages) < 2:
+        messages.extend(await receive(ws))
+    assert [(m["type"], m.get("topic")) for m in messages] == [
+        ("result", None),
+        ("event", "session/x"),
+    ]
+
+
+async def test_resume_with_since_under_concurrent_publishing_has_no_gap_and_no_duplicate(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(subscriber_queue=16))
+    for i in range(50):
+        harness.hub.publish("sessions", "state", {"i": i})
+
+    async def publish() -> None:
+        for i in range(50, 200):
+            harness.hub.publish("sessions", "state", {"i": i})
+            await trio.sleep(0.001)
+
+    ws = await harness.welcomed()
+    nursery.start_soon(publish)
+    await send(ws, type="subscribe", id=1, topic="sessions", since=10)
+    seqs: list[int] = []
+    while len(seqs) < 190:
+        seqs.extend(m["seq"] for m in await receive(ws) if m["type"] == "event")
+    assert seqs == list(range(11, 201))
+
+
+async def test_a_slow_consumer_is_closed_4008_while_a_fast_one_gets_everything(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(subscriber_queue=8))
+    fast = await harness.welcomed()
+    # Lockstep: a send completes only as the client reads; a client queue of 1 stops reading.
+    slow = await harness.welcomed(stream=harness.stream(trio.testing.lockstep_stream_pair), queue=1)
+    for ws in (fast, slow):
+        await ask(ws, type="subscribe", id=1, topic="sessions")
+    got: list[int] = []
+
+    async def read_fast() -> None:
+        while len(got) < 100:
+            got.extend(m["seq"] for m in await receive(fast))
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(read_fast)
+        for i in range(100):
+            harness.hub.publish("sessions", "state", {"i": i})
+            await trio.sleep(0.01)
+    assert got == list(range(1, 101))
+    slow_seqs: list[int] = []
+    with pytest.raises(trio_websocket.ConnectionClosed) as excinfo:
+        await read_until_closed(slow, slow_seqs)
+    assert excinfo.value.reason is not None
+    assert excinfo.value.reason.code == 4008
+    assert slow_seqs == list(range(1, len(slow_seqs) + 1))
+    assert len(slow_seqs) < 100
+    await trio.testing.wait_all_tasks_blocked()
+    assert [c.id for c in harness.server.connections()] == [1]
+
+
+# -- admin: connections, kick, reload, drain ---------------------------------------------------
+
+
+async def test_connections_lists_each_connection_with_its_figures(harness: Harness) -> None:
+    viewer = await harness.welcomed("/v1/ws", "viewer")
+    await ask(viewer, type="subscribe", id=1, topic="sessions")
+    admin = await harness.welcomed("/v1/admin", "admin")
+    reply = await ask(admin, type="connections", id=1)
+    first, second = reply["result"]["connections"]
+    assert first["id"] == 1
+    assert first["channel"] == "/v1/ws"
+    assert first["token_name"] == "viewer-token"
+    assert first["role"] == "viewer"
+    assert first["subscriptions"] == ["sessions"]
+    assert first["frames_in"] == 1
+    assert first["frames_out"] == 2
+    assert first["queue_depth"] == 0
+    assert first["since"].endswith("Z")
+    assert second["channel"] == "/v1/admin"
+    assert "secret" not in orjson.dumps(reply).decode()
+
+
+async def test_kick_closes_the_connection_with_1000_and_the_reason(harness: Harness) -> None:
+    viewer = await harness.welcomed("/v1/ws", "viewer")
+    admin = await harness.welcomed("/v1/admin", "admin")
+    reply = await ask(admin, type="connection.kick", id=1, connection=1, reason="go away")
+    assert reply["result"] == {"connection": 1}
+    assert await close_code(viewer) == (1000, "go away")
+
+
+async def test_kick_of_an_unknown_connection_is_not_found(harness: Harness) -> None:
+    admin = await harness.welcomed("/v1/admin", "admin")
+    reply = await ask(admin, type="connection.kick", id=1, connection=42)
+    assert reply["code"] == "not_found"
+
+
+async def test_reload_closes_connections_whose_token_was_removed_with_4001(
+    harness: Harness,
+) -> None:
+    viewer = await harness.welcomed("/v1/ws", "viewer")
+    admin = await harness.welcomed("/v1/ws", "admin")
+    kept = tuple(token for token in TOKENS if token.role != "viewer")
+    harness.server.reload(make_config(kept))
+    assert await close_code(viewer) == (4001, "token removed from the config")
+    assert (await ask(admin, type="ping", id=1))["type"] == "result"
+
+
+async def test_reload_applies_a_new_auth_timeout_to_new_connections(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(auth_timeout_s=30.0))
+    harness.server.reload(make_config(auth_timeout_s=2.0))
+    ws = await harness.connect("/v1/ws", role=None)
+    start = trio.current_time()
+    assert (await close_code(ws))[0] == 4001
+    assert trio.current_time() - start == pytest.approx(2.0, abs=0.1)
+
+
+async def test_drain_closes_every_connection_with_1001_and_waits_for_them(harness: Harness) -> None:
+    clients = [await harness.welcomed(), await harness.welcomed("/v1/admin")]
+    pending = await harness.connect("/v1/ws", role=None)  # not yet authenticated
+    await harness.server.drain()
+    assert harness.server.connections() == []
+    for ws in [*clients, pending]:
+        assert await close_code(ws) == (1001, "daemon stopping")
+
+
+async def test_a_library_error_in_one_connection_leaves_the_others_alone(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    @attrs.define
+    class Exploding(trio.abc.Stream):
+        inner: trio.abc.Stream
+        armed: bool = False
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            data = await self.inner.receive_some(max_bytes)
+            if self.armed:
+                raise RuntimeError("boom inside the transport")
+            return data
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            await self.inner.send_all(data)
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await self.inner.wait_send_all_might_not_block()
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    client, server_side = trio.testing.memory_stream_pair()
+    exploding = Exploding(server_side)
+    harness.nursery.start_soon(harness.server.serve_connection, exploding)
+    victim = await harness.connect(stream=client)
+    await receive(victim)
+    other = await harness.welcomed()
+    exploding.armed = True
+    await send(victim, type="ping", id=1)
+    with pytest.raises(trio_websocket.ConnectionClosed):
+        await victim.get_message()
+    assert (await ask(other, type="ping", id=2))["type"] == "result"
+    assert [c.id for c in harness.server.connections()] == [2]
+    assert any("boom inside the transport" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+async def test_secrets_never_reach_the_log(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ws = await harness.connect("/v1/ws", role=None)
+    await send(ws, type="hello", token=SECRETS["viewer"])
+    await receive(ws)
+    await ws.send_message('{"type": "hello", "token": 5, "extra": "' + SECRETS["admin"] + '"}')
+    await receive(ws)
+    wrong = await harness.connect("/v1/ws", role=None)
+    await send(wrong, type="hello", token="guess-" + SECRETS["admin"])
+    await close_code(wrong)
+    text = caplog.text
+    assert all(secret not in text for secret in SECRETS.values())
