@@ -1,0 +1,195 @@
+"""Agent processes: spawning one in its own process group, reading its lines, stopping it.
+
+How it works: :func:`spawn` starts an argv list (never a shell) with pipes for stdin, stdout and
+stderr, in a new session (``start_new_session=True``), so its pid is also the id of a process
+group holding everything it forks; hived's own systemd variables are left out of its
+environment. :func:`read_lines` turns a pipe into batches of lines, one batch per chunk read,
+with a bound on a line's length so that an agent printing without newlines cannot make hived
+grow without bound. :func:`stop_process_group` ends the group: SIGTERM, a grace period, SIGKILL,
+then SIGKILL again for whatever the leader left behind; the leader is always reaped.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Final
+
+import attrs
+import trio
+
+from hived.core.errors import HivedError
+from hived.systemd import child_environ
+
+log = logging.getLogger(__name__)
+
+LINE_LIMIT_BYTES: Final = 1 << 20
+"""The longest line kept whole; the rest of a longer one is dropped up to its newline."""
+READ_CHUNK_BYTES: Final = 64 * 1024
+"""How much one read from a pipe asks for: the lines of one chunk are published together."""
+REAP_BUDGET_S: Final = 5.0
+"""After SIGKILL, how long reaping may take before hived gives up waiting (a process stuck in
+the kernel); the pidfd stays watched by trio until it goes."""
+
+
+class SpawnError(HivedError, OSError):
+    """An agent's command could not be started; ``reason`` says why, for a person."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def _spawn_reason(exc: OSError, program: str, cwd: str | None) -> str:
+    """What went wrong, in words: subprocess names the failing path in ``filename``."""
+    about_cwd = cwd is not None and exc.filename == cwd
+    if about_cwd:
+        if isinstance(exc, FileNotFoundError):
+            return f"cwd does not exist: {cwd}"
+        if isinstance(exc, NotADirectoryError):
+            return f"cwd is not a folder: {cwd}"
+        if isinstance(exc, PermissionError):
+            return f"cwd is not accessible: {cwd}"
+        return f"cannot enter cwd {cwd}: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {program}"
+    if isinstance(exc, PermissionError):
+        return f"command not executable: {program}"
+    if exc.errno == errno.ENOEXEC:
+        return f"command is not a program this machine can run: {program}"
+    return f"cannot start {program}: {exc.strerror or exc}"
+
+
+async def spawn(
+    argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None
+) -> trio.Process:
+    """Start ``argv`` in its own process group with stdin/stdout/stderr pipes.
+
+    The environment is the daemon's, without its systemd variables, plus ``env``. Raises
+    :class:`SpawnError` when the command cannot be started (not found, not executable, bad cwd).
+    """
+    if not argv:
+        raise SpawnError("empty command")
+    environ = child_environ(os.environ)
+    if env:
+        environ.update(env)
+    try:
+        return await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=environ,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SpawnError(_spawn_reason(exc, argv[0], cwd)) from exc
+
+
+@attrs.frozen
+class Lines:
+    """The complete lines of one chunk read from a pipe."""
+
+    lines: list[str]
+    """Each line without its ``\\n``; invalid UTF-8 replaced by U+FFFD."""
+    cut: frozenset[int] = frozenset()
+    """Indexes into ``lines`` of lines cut at the limit (what followed, up to the newline, was
+    dropped)."""
+
+
+async def read_lines(
+    stream: trio.abc.ReceiveStream,
+    limit: int = LINE_LIMIT_BYTES,
+    chunk_bytes: int = READ_CHUNK_BYTES,
+) -> AsyncGenerator[Lines, None]:
+    """Batches of lines from ``stream`` until it ends, one batch per chunk read.
+
+    A line longer than ``limit`` bytes is cut there (and marked in :attr:`Lines.cut`) as soon
+    as the limit is passed; the rest of it is read and dropped up to its newline, so at most
+    ``limit`` + ``chunk_bytes`` bytes are ever held. The last line is given at the end even
+    without its newline.
+    """
+    buffer = bytearray()
+    dropping = False  # inside the tail of a cut line
+    while True:
+        data = await stream.receive_some(chunk_bytes)
+        if not data:
+            break
+        start = 0
+        if dropping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                continue
+            dropping = False
+            start = newline + 1
+        buffer += data[start:] if start else data
+        lines: list[str] = []
+        cut: set[int] = set()
+        begin = 0
+        while (newline := buffer.find(b"\n", begin)) >= 0:
+            end = newline - 1 if newline > begin and buffer[newline - 1] == 0x0D else newline
+            if end - begin > limit:
+                cut.add(len(lines))
+                end = begin + limit
+            lines.append(buffer[begin:end].decode("utf-8", "replace"))
+            begin = newline + 1
+        del buffer[:begin]
+        if len(buffer) > limit:
+            cut.add(len(lines))
+            lines.append(buffer[:limit].decode("utf-8", "replace"))
+            buffer.clear()
+            dropping = True
+        if lines:
+            yield Lines(lines, frozenset(cut))
+    if buffer:
+        yield Lines([buffer.decode("utf-8", "replace")])
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> bool:
+    """Send ``signum`` to the group; False when the group has no member left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # A member changed its credentials (setuid); the rest got the signal.
+        log.warning("process group %d: not allowed to signal every member", pgid)
+    return True
+
+
+def signal_group(proc: trio.Process, signum: signal.Signals) -> bool:
+    """Send ``signum`` to the process group that ``proc`` leads; False when it is gone."""
+    return _signal_group(proc.pid, signum)
+
+
+async def stop_process_group(proc: trio.Process, timeout_s: float) -> int:
+    """End the process group ``proc`` leads and reap ``proc``; its exit status.
+
+    SIGTERM to the group, up to ``timeout_s`` for the leader to exit, then SIGKILL to the
+    group. Once the leader is gone, SIGKILL goes to the group again so that children it left
+    behind (which may ignore SIGTERM) die too. Idempotent: on a process already reaped it only
+    sweeps the group. Cancelled, it still kills and reaps before it lets the cancel through.
+    """
+    pgid = proc.pid
+    try:
+        if proc.returncode is None:
+            _signal_group(pgid, signal.SIGTERM)
+            with trio.move_on_after(timeout_s):
+                await proc.wait()
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                log.info("process group %d: still running after SIGTERM; SIGKILL", pgid)
+                _signal_group(pgid, signal.SIGKILL)
+                with trio.move_on_after(REAP_BUDGET_S):
+                    await proc.wait()
+            # The leader is reaped; its pgid stays reserved while any member lives, so this
+            # reaches only what it left behind.
+            if _signal_group(pgid, signal.SIGKILL):
+                log.info("process group %d: killed what the leader left behind", pgid)
+    return proc.returncode if proc.returncode is not None else -signal.SIGKILL
