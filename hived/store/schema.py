@@ -1,0 +1,233 @@
+"""Opening the SQLite file: folder and file permissions, pragmas, schema migrations.
+
+The schema version is the single row of ``schema_version``. :data:`MIGRATIONS` is a list of SQL
+scripts; script ``i`` takes the schema from version ``i`` to ``i + 1`` and runs in one
+transaction with the version bump, so a crash mid-migration leaves the previous version intact.
+A file whose version is newer than :data:`SCHEMA_VERSION` was written by a newer hived and is
+refused. Add a migration by appending a script; never edit one that has shipped.
+
+Every way the file can fail to open (not a database, damaged, not readable or writable, a
+newer schema) raises :class:`~hived.core.errors.StoreError` naming the path and what to do.
+The store is never replaced by a new empty one behind the operator's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from hived.core.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+DB_NAME: Final = "hived.db"
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+BUSY_TIMEOUT_MS: Final = 10_000
+JOURNAL_SIZE_LIMIT_BYTES: Final = 16 << 20
+"""The WAL file is truncated back to this size after a checkpoint that emptied it."""
+
+Connect = Callable[[Path], sqlite3.Connection]
+"""Opens a connection to the database file (a parameter, so tests can wrap connections)."""
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 0 → 1: events, the per-topic seq range, sessions.
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        session TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_topic_seq ON events (topic, seq);
+    CREATE INDEX events_session_ts ON events (session, ts);
+    CREATE TABLE topics (
+        topic TEXT PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        state TEXT NOT NULL,
+        pid INTEGER,
+        pid_start INTEGER,
+        cwd TEXT,
+        observed INTEGER NOT NULL,
+        started_at TEXT,
+        ended_at TEXT,
+        exit_code INTEGER,
+        usage TEXT NOT NULL,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_started_at ON sessions (started_at);
+    """,
+)
+"""Forward migrations; see the module docstring."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), usable from any thread.
+
+    Each connection is used by one thread at a time: the writer's by the store's writer, each
+    reader's by the read it serves.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def prepare_dir(directory: Path) -> Path:
+    """Create the state folder (0700) and the database file (0600) if missing; the db path.
+
+    An existing folder is left as it is, with a warning when others can read it. An existing
+    database file that others can read is tightened to 0600, with its WAL and shared memory
+    files (SQLite gives those the database file's mode).
+    """
+    path = directory / DB_NAME
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"{directory}: state.dir is not a folder; point state.dir at a folder")
+    try:
+        if not directory.exists():
+            directory.mkdir(mode=DIR_MODE, parents=True)
+            directory.chmod(DIR_MODE)
+        else:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if mode & 0o077:
+                log.warning(
+                    "store: %s is open to other users (mode %04o); chmod 0700 it", directory, mode
+                )
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        os.close(fd)
+        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+            file = directory / name
+            if file.exists() and stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(FILE_MODE)
+    except PermissionError as exc:
+        raise StoreError(
+            f"{path}: cannot open the event store: {exc.strerror}; the daemon's user needs "
+            f"read and write access to {directory} and its files (chown it, mode 0700)"
+        ) from exc
+    except OSError as exc:
+        raise StoreError(
+            f"{path}: cannot open the event store: {exc.strerror or exc}; check state.dir"
+        ) from exc
+    return path
+
+
+def open_database(path: Path, connect: Connect = connect) -> sqlite3.Connection:
+    """Open the writer's connection: WAL, durable commits, schema migrated to the current version.
+
+    ``synchronous = FULL`` makes each commit durable (an fsync of the WAL); the store commits a
+    few times per ``sync_interval_ms``, not per event, so this costs little.
+    """
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect(path)
+        version = _current_version(conn)
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(
+                f"{path}: this SQLite file was not made by hived (it has tables but no "
+                "schema_version); hived will not change it: point state.dir at another folder"
+            )
+        if version == 0:
+            # Must precede the first table; lets retention give pages back to the file system.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"cannot switch to WAL mode (still {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+        migrate(conn, path, version)
+        probe_writable(conn)
+    except StoreError:
+        if conn is not None:
+            conn.close()
+        raise
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise StoreError(describe_open_error(path, exc)) from exc
+    return conn
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    """The schema version; 0 for an empty file (this reads the header: garbage fails here)."""
+    found = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()[0]
+    if not found:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Apply every migration after ``version``, each in its own transaction."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: the store has schema version {version}, newer than this hived knows "
+            f"({SCHEMA_VERSION}); run the newer hived that wrote it, or restore a backup"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            for statement in _statements(MIGRATIONS[target - 1]):
+                conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info("store: %s: schema migrated to version %d", path, target)
+
+
+def probe_writable(conn: sqlite3.Connection) -> None:
+    """Raise ``sqlite3.Error`` unless the connection can write (a read-only file opens fine)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE schema_version SET version = version")
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (scripts hold no ``;`` inside literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def describe_open_error(path: Path, exc: sqlite3.Error) -> str:
+    """A message for an open failure: the path, SQLite's words and what to do about it."""
+    text = str(exc)
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        hint = (
+            "the file is not a hived store or is damaged; hived will not replace it: move it "
+            f"aside (mv {path} {path}.broken) to start with an empty store, or restore a backup"
+        )
+    elif "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
+        hint = (
+            f"the daemon's user needs read and write access to {path.parent} and the files in "
+            "it (chown them to that user; mode 0700 for the folder, 0600 for the files)"
+        )
+    elif "locked" in lowered or "busy" in lowered:
+        hint = f"another process holds it: is another hived running with state.dir {path.parent}?"
+    elif "full" in lowered:
+        hint = f"the file system of {path.parent} is full; free some space"
+    else:
+        hint = "check the file and its folder"
+    return f"{path}: cannot open the event store: {text}; {hint}"

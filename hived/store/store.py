@@ -1,0 +1,403 @@
+"""The :class:`Store`: the hub's history and the session recorder, over one SQLite file.
+
+See :mod:`hived.store` for how it works and the rules it keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+
+from hived.core.config import Config, StateConfig
+from hived.core.errors import StoreError
+from hived.core.events import Event, session_topic, utc_timestamp
+from hived.core.sessions import SessionSummary
+from hived.orphans import is_running, stop_orphan
+from hived.store import schema, sql
+from hived.store.retention import Retention
+from hived.store.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_EVENTS: Final = 100_000
+"""Events queued and not yet committed past which :meth:`Store.wait_writable` blocks sources."""
+READERS_MAX: Final = 4
+"""Reads running at once, each on its own connection."""
+LOST_REASON: Final = "daemon stopped while the session ran"
+
+
+@attrs.frozen
+class StoreStats:
+    """The store's figures for ``status``."""
+
+    path: str
+    """The database file."""
+    size_bytes: int
+    """The database file and its WAL, on disk."""
+    events: int
+    """Events kept (committed)."""
+    pending: int
+    """Events queued or being written, not yet committed."""
+    write_lag_ms: int
+    """Age of the oldest item not yet committed (0 when none is pending)."""
+    last_commit: str | None
+    """When the last batch was committed."""
+    error: str | None
+    """Why writes fail now (disk full, read-only…); None while they work."""
+    commits: int
+    """Transactions committed since start."""
+    events_pruned: int
+    """Events deleted by retention since start."""
+    sessions_lost: int
+    """Sessions found live in the store at start and marked LOST."""
+    orphans_reaped: int
+    """Processes of such sessions that still ran and were stopped."""
+
+
+def normalize_time(text: str) -> str:
+    """An ISO 8601 time in the store's own format (UTC, milliseconds, ``Z``), which sorts."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return utc_timestamp(moment.timestamp())
+
+
+class Store:
+    """Events and sessions in SQLite: made by :meth:`open`, written while :meth:`serve` runs."""
+
+    def __init__(
+        self,
+        state: StateConfig,
+        path: Path,
+        writer: sqlite3.Connection,
+        connect: schema.Connect,
+        max_pending: int,
+    ) -> None:
+        self.path = path
+        self._connect = connect
+        self._writer = writer
+        self._batches = BatchWriter(writer, path, state.sync_interval_ms / 1000, max_pending)
+        self._readers: list[sqlite3.Connection] = []
+        self._read_limiter = trio.CapacityLimiter(READERS_MAX)
+        self._query: sqlite3.Connection | None = None
+        self._first: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+        self._events_at_open = 0
+        self._retention = Retention(
+            self._batches, state.retention_days, state.max_bytes, self._pruned_to
+        )
+        self._orphans: list[SessionSummary] = []
+        self._orphans_reaped = 0
+        self.recovered: tuple[SessionSummary, ...] = ()
+        """The sessions found live at open, as now recorded: LOST."""
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        state: StateConfig,
+        *,
+        connect: schema.Connect = schema.connect,
+        max_pending: int = MAX_PENDING_EVENTS,
+    ) -> Store:
+        """Open (or create) the store in ``state.dir``; raise StoreError if it cannot be used.
+
+        Continues the seq counters, marks sessions recorded as live LOST, and notes which of
+        their processes still run (for :meth:`reap_orphans`). ``connect`` opens each SQLite
+        connection; ``max_pending`` is the backpressure bound (see :meth:`wait_writable`).
+        """
+        path = schema.prepare_dir(Path(state.dir))
+        writer = schema.open_database(path, connect)
+        try:
+            topics = sql.load_topics(writer)
+            recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON)
+        except sqlite3.Error as exc:
+            writer.close()
+            raise StoreError(schema.describe_open_error(path, exc)) from exc
+        store = cls(state, path, writer, connect, max_pending)
+        for topic, (first, last) in topics.items():
+            store._first[topic] = first
+            store._last[topic] = store._batches.committed_seqs[topic] = last
+            store._events_at_open += last - first + 1
+        store.recovered = tuple(after for _, after in recovered)
+        for before, _ in recovered:
+            store._note_lost(before)
+        log.info(
+            "store: %s: %d events in %d topics; %d sessions marked LOST",
+            path,
+            store._events_at_open,
+            len(topics),
+            len(recovered),
+        )
+        return store
+
+    def _note_lost(self, s: SessionSummary) -> None:
+        log.warning("store: session %s (%s) was %s when hived stopped: LOST", s.id, s.name, s.state)
+        if s.observed or s.pid is None or s.pid_start is None:
+            return
+        if is_running(s.pid, s.pid_start):
+            log.warning("store: session %s: its process %d still runs: an orphan", s.id, s.pid)
+            self._orphans.append(s)
+        else:
+            log.info("store: session %s: process %d is gone (or the pid is reused)", s.id, s.pid)
+
+    async def reap_orphans(self, grace_s: float) -> list[str]:
+        """Stop the process groups of the orphans found at open (SIGTERM, grace, SIGKILL).
+
+        A process is signalled only while its pid and start time both match the record. Stops
+        them all at once; returns the ids of the sessions whose process was stopped.
+        """
+        orphans, self._orphans = self._orphans, []
+        stopped: list[str] = []
+
+        async def stop(s: SessionSummary, pid: int, start: int) -> None:
+            outcome = await stop_orphan(pid, start, grace_s)
+            if outcome is None:
+                log.info("store: session %s: process %d ended before it was stopped", s.id, pid)
+                return
+            log.warning("store: session %s: orphaned process group %d %s", s.id, pid, outcome)
+            stopped.append(s.id)
+            reason = f"{LOST_REASON}; its process was {outcome} at restart"
+            self.recovered = tuple(
+                attrs.evolve(r, reason=reason) if r.id == s.id else r for r in self.recovered
+            )
+            self.record_session(next(r for r in self.recovered if r.id == s.id))
+
+        async with trio.open_nursery() as nursery:
+            for s in orphans:
+                if s.pid is not None and s.pid_start is not None:
+                    nursery.start_soon(stop, s, s.pid, s.pid_start)
+        self._orphans_reaped += len(stopped)
+        return stopped
+
+    # The hub's History, and the supervisor's SessionRecorder.
+
+    def last_seqs(self) -> dict[str, int]:
+        """The last seq of every topic (kept or recorded), to continue the hub's counters."""
+        return dict(self._last)
+
+    def record(self, event: Event, frame: str) -> None:
+        """Queue one event for the writer; never blocks. ``frame`` is encode_event(event)."""
+        self._batches.add_event(event, frame)
+        topic = event.topic
+        if topic not in self._first:
+            self._first[topic] = event.seq
+        self._last[topic] = event.seq
+
+    def record_session(self, summary: SessionSummary) -> None:
+        """Queue a session's summary (the latest of a session replaces a queued one)."""
+        self._batches.add_session(summary)
+
+    def oldest_seq(self, topic: str) -> int | None:
+        """The smallest seq kept for ``topic``; None for a topic never seen.
+
+        When retention removed every event of a topic, this is its last seq + 1: nothing at or
+        before the last seq is kept.
+        """
+        return self._first.get(topic)
+
+    @property
+    def pending(self) -> int:
+        """Events queued or being written, not yet committed."""
+        return self._batches.pending
+
+    async def wait_writable(self) -> None:
+        """Return once fewer than ``max_pending`` events wait to be written.
+
+        Sources that can wait (agent output readers) await this before they publish; while the
+        writer is behind or the disk refuses writes, they stop reading their agents. Once
+        blocked, they resume when the queue is down to half the bound.
+        """
+        await self._batches.wait_writable()
+
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+        """Frames of ``topic`` with ``after < seq <= upto``, ascending, at most ``limit``.
+
+        Committed events come from the database (in a worker thread, on a read connection of
+        its own); the others from the writer's queue, so every recorded event can be read.
+        """
+        frames: list[str] = []
+        last = after
+        awaited = False
+        committed = self._batches.committed_seqs
+        # Events up to the committed seq are in the database. The bound is looked at again
+        # after each await: a batch may have been committed, and left the queue, meanwhile.
+        while len(frames) < limit and last < min(upto, committed.get(topic, 0)):
+            page, last = await self._read_db(topic, last, upto, limit - len(frames))
+            awaited = True
+            if not page:
+                break
+            frames += page
+        if not awaited:
+            await trio.lowlevel.checkpoint()
+        if len(frames) < limit and last < upto:
+            frames += self._batches.queued_frames(topic, last, upto, limit - len(frames))
+        return frames
+
+    async def _read_db(
+        self, topic: str, after: int, upto: int, limit: int
+    ) -> tuple[list[str], int]:
+        conn = self._readers.pop() if self._readers else None
+        try:
+            used, page, last = await trio.to_thread.run_sync(
+                self._read_db_sync, conn, topic, after, upto, limit, limiter=self._read_limiter
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read events of {topic}: {exc}") from exc
+        if self._closed:
+            used.close()
+        else:
+            self._readers.append(used)
+        return page, last
+
+    def _read_db_sync(
+        self, conn: sqlite3.Connection | None, topic: str, after: int, upto: int, limit: int
+    ) -> tuple[sqlite3.Connection, list[str], int]:
+        if conn is None:
+            conn = self._connect(self.path)
+            conn.execute("PRAGMA query_only = 1")
+        try:
+            frames, last = sql.read_frames(conn, topic, after, upto, limit)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, frames, last
+
+    # History queries.
+
+    def list_sessions(
+        self,
+        state: str | None = None,
+        agent: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> list[SessionSummary]:
+        """Kept sessions, ended ones too, newest start first; queued summaries included.
+
+        ``since`` (ISO 8601) keeps the sessions whose current run started at or after it.
+        """
+        started_since = None if since is None else normalize_time(since)
+        queued = self._batches.queued_sessions()
+        try:
+            kept = sql.select_sessions(
+                self._query_conn(),
+                state,
+                agent,
+                started_since,
+                None if limit is None else limit + len(queued),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read sessions: {exc}") from exc
+        found = {s.id: s for s in kept if s.id not in queued}
+        for s in queued.values():
+            if (
+                (state is None or s.state == state)
+                and (agent is None or s.agent == agent)
+                and (started_since is None or (s.started_at or "") >= started_since)
+            ):
+                found[s.id] = s
+        ordered = sorted(found.values(), key=lambda s: (s.started_at or "", s.id), reverse=True)
+        return ordered if limit is None else ordered[:limit]
+
+    def get_session(self, session_id: str) -> SessionSummary | None:
+        """One session's latest summary (queued or kept), or None."""
+        queued = self._batches.queued_sessions().get(session_id)
+        if queued is not None:
+            return queued
+        try:
+            return sql.select_session(self._query_conn(), session_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read session {session_id}: {exc}") from exc
+
+    def _query_conn(self) -> sqlite3.Connection:
+        # For the small reads of the sessions table, made on the trio thread.
+        if self._query is None:
+            self._query = self._connect(self.path)
+            self._query.execute("PRAGMA query_only = 1")
+        return self._query
+
+    async def events(
+        self, session_id: str, since: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """A page of one session's events (its topic's, ``seq`` > since), as wire objects."""
+        topic = session_topic(session_id)
+        frames = await self.read(topic, since or 0, self._last.get(topic, 0), limit)
+        return [orjson.loads(frame) for frame in frames]
+
+    # The service.
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit queued events in batches and apply retention until cancelled; then close."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._retention.serve)
+                task_status.started()
+                await self._batches.serve()
+        finally:
+            self.close()
+
+    async def drain(self) -> None:
+        """Commit everything queued (retrying a failing disk until the caller's deadline)."""
+        count = self.pending
+        await self._batches.drain()
+        log.info("store: drained (%d events committed)", count)
+
+    def reload(self, config: Config) -> None:
+        """Apply new retention and sync settings (``state.dir`` changes at the next start)."""
+        new = config.state
+        self._batches.interval_s = new.sync_interval_ms / 1000
+        self._retention.reload(new.retention_days, new.max_bytes)
+
+    async def prune(self) -> int:
+        """Apply retention now (it also runs by itself while :meth:`serve` runs); events deleted."""
+        return await self._retention.prune()
+
+    def _pruned_to(self, first_seqs: dict[str, int]) -> None:
+        for topic, first in first_seqs.items():
+            self._first[topic] = max(self._first.get(topic, first), first)
+
+    # Figures and closing.
+
+    def stats(self) -> StoreStats:
+        """The store's figures now."""
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                size += Path(f"{self.path}{suffix}").stat().st_size
+        batches = self._batches
+        return StoreStats(
+            path=str(self.path),
+            size_bytes=size,
+            events=self._events_at_open + batches.committed_events - self._retention.pruned,
+            pending=batches.pending,
+            write_lag_ms=batches.lag_ms(),
+            last_commit=batches.last_commit,
+            error=batches.error,
+            commits=batches.commits,
+            events_pruned=self._retention.pruned,
+            sessions_lost=len(self.recovered),
+            orphans_reaped=self._orphans_reaped,
+        )
+
+    def close(self) -> None:
+        """Close every connection; anything still queued is lost (:meth:`drain` first)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._batches.has_pending:
+            log.warning(
+                "store: closed with %d events and %d session summaries not written",
+                self.pending,
+                len(self._batches.queued_sessions()),
+            )
+        for conn in [self._writer, *self._readers, *([self._query] if self._query else [])]:
+            conn.close()
+        self._readers.clear()

@@ -1,0 +1,222 @@
+"""The batch writer: the queue of events and summaries, and the one task that commits it.
+
+How it works: :meth:`BatchWriter.add_event` and :meth:`~BatchWriter.add_session` append to the
+queue and never block. :meth:`~BatchWriter.serve` waits until the oldest queued item is
+``interval_s`` old (or :data:`BATCH_EVENTS` are queued), moves up to that many events and every
+queued summary *in flight*, and commits them in one transaction in a worker thread. On success
+they are gone from memory; on a database error they go back to the head of the queue, the
+error is kept for ``stats`` (logged once), and the next attempt comes after a backoff. So an
+item is always in exactly one of: the queue, in flight, the database — which is what lets
+:meth:`~BatchWriter.queued_frames` serve every recorded event without a gap.
+
+Every use of the writer's connection (batches, retention steps) goes through :meth:`run`,
+under one lock: SQLite has one writer at a time, and this way it never waits for a busy lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import trio
+
+from hived.core.events import Event, utc_timestamp
+from hived.core.sessions import SessionSummary
+from hived.store import sql
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BATCH_EVENTS: Final = 10_000
+"""Most events written in one transaction; a queue this long is written without waiting."""
+RETRY_MAX_S: Final = 5.0
+"""Longest wait between two attempts to write to a failing disk."""
+
+
+class BatchWriter:
+    """The queue in front of the database and the task that commits it (see the module doc)."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, interval_s: float, max_pending: int
+    ) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        """Longest time an item waits in the queue before a commit is started."""
+        self.max_pending = max_pending
+        self.committed_seqs: dict[str, int] = {}
+        """The last committed seq per topic."""
+        self.committed_events = 0
+        """Events committed by this writer."""
+        self.commits = 0
+        self.last_commit: str | None = None
+        self.error: str | None = None
+        self._conn = conn
+        self._lock = trio.Lock()
+        self._queue: list[tuple[Event, str]] = []
+        self._queue_sessions: dict[str, SessionSummary] = {}
+        self._queue_since: float | None = None
+        self._inflight: list[tuple[Event, str]] = []
+        self._inflight_sessions: dict[str, SessionSummary] = {}
+        self._inflight_since: float | None = None
+        self._nudge = trio.Event()
+        self._writable: trio.Event | None = None
+        self._retry_s = interval_s
+
+    def add_event(self, event: Event, frame: str) -> None:
+        """Queue one event; never blocks."""
+        if self._queue_since is None:
+            self._queue_since = time.monotonic()
+        self._queue.append((event, frame))
+        if len(self._queue) == 1 or len(self._queue) == BATCH_EVENTS:
+            self._nudge.set()
+
+    def add_session(self, summary: SessionSummary) -> None:
+        """Queue a session summary (replacing a queued one of the same session); never blocks."""
+        if self._queue_since is None:
+            self._queue_since = time.monotonic()
+        self._queue_sessions[summary.id] = summary
+        self._nudge.set()
+
+    @property
+    def pending(self) -> int:
+        """Events queued or in flight: not yet committed."""
+        return len(self._queue) + len(self._inflight)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether anything (events or summaries) waits to be committed."""
+        return self._queue_since is not None or self._inflight_since is not None
+
+    def lag_ms(self) -> int:
+        """Age of the oldest item not yet committed, 0 when there is none."""
+        oldest = self._inflight_since if self._inflight_since is not None else self._queue_since
+        return 0 if oldest is None else int((time.monotonic() - oldest) * 1000)
+
+    def queued_sessions(self) -> dict[str, SessionSummary]:
+        """Summaries not yet committed, by session id."""
+        return self._inflight_sessions | self._queue_sessions
+
+    def queued_frames(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+        """Frames not yet committed of ``topic`` with ``after < seq <= upto``, at most ``limit``."""
+        frames: list[str] = []
+        # In flight, then queued: a topic's events appear in seq order across both.
+        for queue in (self._inflight, self._queue):
+            for event, frame in queue:
+                if event.topic == topic and after < event.seq:
+                    if event.seq > upto or len(frames) == limit:
+                        return frames
+                    frames.append(frame)
+        return frames
+
+    async def wait_writable(self) -> None:
+        """Return once fewer than ``max_pending`` events wait; once blocked, at half that."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.pending >= self.max_pending:
+            if self._writable is None:
+                self._writable = trio.Event()
+            await self._writable.wait()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a worker thread, alone on the writer's connection."""
+        async with self._lock:
+            return await trio.to_thread.run_sync(fn, self._conn, *args)
+
+    async def serve(self) -> None:
+        """Commit the queue in batches until cancelled (see the module docstring)."""
+        while True:
+            if self._queue_since is None:
+                await self._wait_nudge()
+                continue
+            due_s = self._queue_since + self.interval_s - time.monotonic()
+            if due_s > 0 and len(self._queue) < BATCH_EVENTS:
+                with trio.move_on_after(due_s):
+                    await self._wait_nudge()
+                continue
+            if not await self._write_once():
+                await trio.sleep(self._retry_s)
+
+    async def drain(self) -> None:
+        """Commit everything queued, retrying a failing disk until cancelled."""
+        await trio.lowlevel.checkpoint()
+        while self.has_pending:
+            if not await self._write_once():
+                await trio.sleep(self._retry_s)
+
+    async def _wait_nudge(self) -> None:
+        await self._nudge.wait()
+        self._nudge = trio.Event()
+
+    async def _write_once(self) -> bool:
+        """Commit one batch of what is queued; False (all of it queued again) if that failed."""
+        async with self._lock:
+            if self._queue_since is None:
+                return True
+            self._take_batch()
+            try:
+                committed = await trio.to_thread.run_sync(
+                    sql.write_batch,
+                    self._conn,
+                    self._inflight,
+                    list(self._inflight_sessions.values()),
+                )
+            except sqlite3.Error as exc:
+                self._requeue()
+                self._write_failed(exc)
+                return False
+            except BaseException:
+                self._requeue()
+                raise
+            self._write_succeeded(committed)
+            return True
+
+    def _take_batch(self) -> None:
+        self._inflight_since = self._queue_since
+        if len(self._queue) <= BATCH_EVENTS:
+            self._inflight, self._queue = self._queue, []
+            self._queue_since = None
+        else:
+            # The rest keeps the batch's start time: it may overstate their age, never understate.
+            self._inflight = self._queue[:BATCH_EVENTS]
+            del self._queue[:BATCH_EVENTS]
+        self._inflight_sessions, self._queue_sessions = self._queue_sessions, {}
+
+    def _requeue(self) -> None:
+        self._queue[:0] = self._inflight
+        self._queue_sessions = self._inflight_sessions | self._queue_sessions
+        if self._inflight_since is not None:
+            queued = self._queue_since
+            self._queue_since = (
+                self._inflight_since if queued is None else min(queued, self._inflight_since)
+            )
+        self._inflight, self._inflight_sessions, self._inflight_since = [], {}, None
+
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        message = (
+            f"cannot write to {self.path}: {exc}; {self.pending} events are held in memory "
+            "and written once it works again"
+        )
+        if self.error is None:
+            log.error("store: %s", message)
+        else:
+            log.debug("store: %s", message)
+        self.error = message
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    def _write_succeeded(self, committed: dict[str, int]) -> None:
+        self.committed_events += len(self._inflight)
+        self.committed_seqs.update(committed)
+        self._inflight, self._inflight_sessions, self._inflight_since = [], {}, None
+        self.commits += 1
+        self.last_commit = utc_timestamp()
+        if self.error is not None:
+            log.warning("store: writes work again (%d events still queued)", self.pending)
+            self.error = None
+        self._retry_s = self.interval_s
+        if self._writable is not None and self.pending <= self.max_pending // 2:
+            self._writable.set()
+            self._writable = None

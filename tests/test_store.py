@@ -1,0 +1,578 @@
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+import pytest
+import trio
+
+from hived.core.config import Config, PositiveInt, StateConfig
+from hived.core.errors import StoreError
+from hived.core.events import Event, encode_event, session_topic, utc_timestamp
+from hived.core.sessions import SessionSummary, State
+from hived.hub import Hub
+from hived.store import Store, schema, sql
+
+DEADLINE_S = 10.0
+
+
+def make_state(tmp_path: Path, **changes: Any) -> StateConfig:
+    return StateConfig(dir=str(tmp_path / "state"), sync_interval_ms=PositiveInt(20), **changes)
+
+
+def make_event(topic: str, seq: int, *, ts: str | None = None, size: int = 200) -> Event:
+    session = topic.removeprefix("session/") if topic.startswith("session/") else None
+    return Event(
+        topic, seq, ts or utc_timestamp(), "text", session, {"line": seq, "text": "x" * size}
+    )
+
+
+def record(store: Store, topic: str, seqs: range, **kwargs: Any) -> list[str]:
+    frames = []
+    for seq in seqs:
+        event = make_event(topic, seq, **kwargs)
+        frame = encode_event(event)
+        store.record(event, frame)
+        frames.append(frame)
+    return frames
+
+
+def seqs_of(frames: list[str]) -> list[int]:
+    return [orjson.loads(frame)["seq"] for frame in frames]
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll a condition that a worker thread makes true, up to a deadline."""
+    with trio.fail_after(DEADLINE_S):
+        while not condition():  # noqa: ASYNC110 (a thread changes it: no event to wait on)
+            await trio.sleep(0.005)
+
+
+def summary(session_id: str, state: State = State.RUNNING, **changes: Any) -> SessionSummary:
+    fields: dict[str, Any] = {"started_at": "2026-11-26T08:00:00.000Z", **changes}
+    return SessionSummary(
+        id=session_id, name=f"name-{session_id}", agent="claude", state=state, **fields
+    )
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateConfig:
+    return make_state(tmp_path)
+
+
+@pytest.fixture
+async def store(state: StateConfig) -> AsyncIterator[Store]:
+    """A store whose writer runs for the length of the test."""
+    opened = Store.open(state)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(opened.serve)
+        yield opened
+        nursery.cancel_scope.cancel()
+
+
+def reopen(store: Store, state: StateConfig) -> Store:
+    store.close()
+    return Store.open(state)
+
+
+# Opening, permissions, migrations.
+
+
+def modes(directory: Path) -> dict[str, int]:
+    found = {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()}
+    return {".": stat.S_IMODE(directory.stat().st_mode), **found}
+
+
+async def test_open_creates_dir_0700_and_files_0600(store: Store, state: StateConfig) -> None:
+    record(store, "t", range(1, 11))
+    await store.drain()
+    assert modes(Path(state.dir)) == {
+        ".": 0o700,
+        "hived.db": 0o600,
+        "hived.db-wal": 0o600,
+        "hived.db-shm": 0o600,
+    }
+
+
+def test_migrations_bring_an_empty_dir_to_the_current_version(state: StateConfig) -> None:
+    Store.open(state).close()
+    Store.open(state).close()  # a second open migrates nothing and keeps the data
+    with sqlite3.connect(Path(state.dir) / "hived.db") as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (schema.SCHEMA_VERSION,)
+        ]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert {"events", "topics", "sessions", "events_topic_seq", "events_session_ts"} <= tables
+
+
+def test_a_store_from_a_newer_hived_is_refused(state: StateConfig) -> None:
+    Store.open(state).close()
+    path = Path(state.dir) / "hived.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer") as info:
+        Store.open(state)
+    assert str(path) in str(info.value)
+
+
+def test_a_corrupt_file_raises_store_error_and_is_left_as_it_was(state: StateConfig) -> None:
+    directory = Path(state.dir)
+    directory.mkdir(mode=0o700)
+    path = directory / "hived.db"
+    garbage = b"this is not a database, it is a shopping list\n" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError) as info:
+        Store.open(state)
+    message = str(info.value)
+    assert str(path) in message
+    assert "move it aside" in message
+    assert path.read_bytes() == garbage
+    assert sorted(p.name for p in directory.iterdir()) == ["hived.db"]
+
+
+def test_a_database_that_hived_did_not_make_is_refused(state: StateConfig) -> None:
+    directory = Path(state.dir)
+    directory.mkdir(mode=0o700)
+    with sqlite3.connect(directory / "hived.db") as conn:
+        conn.execute("CREATE TABLE recipes (name TEXT)")
+    with pytest.raises(StoreError, match="not made by hived"):
+        Store.open(state)
+    with sqlite3.connect(directory / "hived.db") as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["recipes"]
+
+
+def test_a_state_dir_that_is_a_file_raises_store_error(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("")
+    with pytest.raises(StoreError, match="not a folder"):
+        Store.open(make_state(tmp_path))
+
+
+def test_a_store_that_opens_read_only_raises_store_error(state: StateConfig) -> None:
+    Store.open(state).close()
+
+    def read_only(path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+
+    with pytest.raises(StoreError, match="readonly") as info:
+        Store.open(state, connect=read_only)
+    assert str(Path(state.dir) / "hived.db") in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any file")
+def test_a_folder_without_access_raises_store_error(state: StateConfig) -> None:
+    Store.open(state).close()
+    directory = Path(state.dir)
+    directory.chmod(0o500)
+    (directory / "hived.db").chmod(0o400)
+    try:
+        with pytest.raises(StoreError, match="access"):
+            Store.open(state).close()
+    finally:
+        directory.chmod(0o700)
+        (directory / "hived.db").chmod(0o600)
+
+
+# Frames.
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event("sessions", 1, "2026-11-26T08:00:00.123Z", "state", None, {}),
+        Event("session/A", 7, "2026-11-26T08:00:00.123Z", "tool_use", "A", {"data": ',"data":'}),
+        Event('we"ird\\ \n', 2**40, "ts\u2028", 'k"\x01', "s\x00é", {"é": ["\n", 1.5, None]}),
+    ],
+)
+def test_a_rebuilt_frame_is_byte_identical_to_the_encoded_one(event: Event) -> None:
+    frame = encode_event(event)
+    row = sql.event_row(event, frame)
+    assert sql.build_frames(event.topic, [row[1:]]) == [frame]
+
+
+# The batch writer.
+
+
+async def test_the_writer_commits_many_events_per_transaction(store: Store) -> None:
+    record(store, "t", range(1, 5001))
+    await wait_until(lambda: store.pending == 0)
+    stats = store.stats()
+    assert stats.events == 5000
+    assert stats.commits <= 3
+
+
+async def test_an_event_is_committed_within_the_sync_interval_without_drain(
+    store: Store, state: StateConfig
+) -> None:
+    record(store, "t", range(1, 2))
+    assert store.stats().pending == 1
+    await wait_until(lambda: store.pending == 0)
+    stats = store.stats()
+    assert stats.last_commit is not None
+    assert stats.write_lag_ms == 0
+    with sqlite3.connect(Path(state.dir) / "hived.db") as conn:
+        assert conn.execute("SELECT topic, seq FROM events").fetchall() == [("t", 1)]
+
+
+async def test_seq_counters_continue_after_reopen(store: Store, state: StateConfig) -> None:
+    record(store, "a", range(1, 31))
+    record(store, "b", range(1, 6))
+    await store.drain()
+    again = reopen(store, state)
+    try:
+        assert again.last_seqs() == {"a": 30, "b": 5}
+        assert again.oldest_seq("a") == 1
+        hub = Hub(history=again)
+        assert hub.publish("a", "text", {}).seq == 31
+    finally:
+        again.close()
+
+
+async def test_close_without_drain_keeps_only_committed_events(state: StateConfig) -> None:
+    slow = attrs.evolve(state, sync_interval_ms=PositiveInt(60_000))
+    store = Store.open(slow)
+    committed = record(store, "t", range(1, 101))
+    await store.drain()
+    record(store, "t", range(101, 151))
+    store.close()  # a crash: the last 50 were never committed
+    again = Store.open(slow)
+    try:
+        assert again.last_seqs() == {"t": 100}
+        assert await again.read("t", 0, 1000, 1000) == committed
+    finally:
+        again.close()
+
+
+CRASHING_WRITER = """
+import sys, trio
+from hived.core.config import StateConfig
+from hived.core.events import Event, encode_event
+from hived.store import Store
+
+async def main():
+    store = Store.open(StateConfig(dir=sys.argv[1], sync_interval_ms=60_000))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        for seq in range(1, 1101):
+            event = Event("t", seq, "2026-11-26T08:00:00.000Z", "text", None, {"line": seq})
+            store.record(event, encode_event(event))
+            if seq == 1000:
+                await store.drain()
+        print("queued", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def test_a_writer_killed_with_sigkill_keeps_every_committed_event(
+    state: StateConfig,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        argv = [sys.executable, "-c", CRASHING_WRITER, state.dir]
+        process = await nursery.start(
+            functools.partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False)
+        )
+        line = b""
+        with trio.fail_after(DEADLINE_S):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(100)
+        assert line == b"queued\n"
+        process.kill()
+    assert process.returncode == -9
+    again = Store.open(state)
+    try:
+        assert again.last_seqs() == {"t": 1000}
+        frames = await again.read("t", 0, 2000, 2000)
+        assert frames == [
+            encode_event(Event("t", seq, "2026-11-26T08:00:00.000Z", "text", None, {"line": seq}))
+            for seq in range(1, 1001)
+        ]
+    finally:
+        again.close()
+
+
+# Reads.
+
+
+async def test_read_returns_a_range_across_committed_and_queued_events(state: StateConfig) -> None:
+    store = Store.open(attrs.evolve(state, sync_interval_ms=PositiveInt(60_000)))
+    try:
+        frames = record(store, "t", range(1, 21))
+        await store.drain()
+        frames += record(store, "t", range(21, 31))  # queued, not committed
+        record(store, "other", range(1, 6))
+        assert store.pending == 15
+        assert await store.read("t", 0, 30, 100) == frames
+        assert seqs_of(await store.read("t", 5, 25, 100)) == list(range(6, 26))
+        assert seqs_of(await store.read("t", 15, 30, 8)) == list(range(16, 24))
+        assert await store.read("t", 30, 30, 10) == []
+        assert store.oldest_seq("t") == 1
+        assert store.oldest_seq("other") == 1
+        assert store.oldest_seq("never") is None
+    finally:
+        store.close()
+
+
+async def test_reads_while_publishing_go_on_have_no_gap_and_no_duplicate(store: Store) -> None:
+    total = 20_000
+    done = trio.Event()
+
+    async def publish() -> None:
+        for seq in range(1, total + 1):
+            event = make_event("t", seq, size=50)
+            store.record(event, encode_event(event))
+            if seq % 200 == 0:
+                await trio.sleep(0.001)
+        done.set()
+
+    got: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publish)
+        with trio.fail_after(DEADLINE_S * 3):
+            while len(got) < total:
+                upto = store.last_seqs().get("t", 0)
+                page = await store.read("t", len(got), upto, 512)
+                got += seqs_of(page)
+                if not page:
+                    await trio.sleep(0.001)
+    assert got == list(range(1, total + 1))
+    assert done.is_set()
+
+
+async def test_a_replay_through_the_hub_meets_live_events_without_gap(store: Store) -> None:
+    hub = Hub(history=store, ring_size=64)
+    for i in range(3000):
+        hub.publish("t", "text", {"line": i})
+    sub = hub.subscriber(queue_size=256)
+    got: list[int] = []
+
+    async def keep_publishing() -> None:
+        for i in range(3000):
+            hub.publish("t", "text", {"line": i})
+            if i % 50 == 0:
+                await trio.sleep(0.001)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keep_publishing)
+        nursery.start_soon(hub.subscribe, sub, "t", 0)
+        with trio.fail_after(DEADLINE_S * 3):
+            while len(got) < 6000:
+                got += seqs_of(await sub.receive_batch())
+    assert got == list(range(1, 6001))
+
+
+async def test_session_events_are_read_in_pages(store: Store) -> None:
+    topic = session_topic("S1")
+    record(store, topic, range(1, 251))
+    await store.drain()
+    first = await store.events("S1")
+    assert [e["seq"] for e in first] == list(range(1, 101))
+    assert first[0]["type"] == "event"
+    assert first[0]["session"] == "S1"
+    assert first[0]["data"]["line"] == 1
+    assert [e["seq"] for e in await store.events("S1", since=100, limit=100)] == list(
+        range(101, 201)
+    )
+    assert [e["seq"] for e in await store.events("S1", since=200)] == list(range(201, 251))
+    assert await store.events("S1", since=250) == []
+    assert await store.events("nobody") == []
+
+
+# Retention.
+
+
+async def test_retention_by_age_removes_old_events_and_keeps_seq_counters(
+    store: Store, state: StateConfig
+) -> None:
+    old = utc_timestamp(time.time() - 40 * 86_400)
+    record(store, "t", range(1, 1501), ts=old)
+    record(store, "gone", range(1, 4), ts=old)
+    kept = record(store, "t", range(1501, 1511))
+    await store.drain()
+    assert await store.prune() == 1503
+    assert store.oldest_seq("t") == 1501
+    assert store.oldest_seq("gone") == 4  # nothing at or before seq 3 is kept
+    assert await store.read("t", 0, 1510, 5000) == kept
+    stats = store.stats()
+    assert (stats.events, stats.events_pruned) == (10, 1503)
+    again = reopen(store, state)
+    try:
+        assert again.last_seqs() == {"t": 1510, "gone": 3}
+        assert again.oldest_seq("gone") == 4
+        assert again.stats().events == 10
+    finally:
+        again.close()
+
+
+async def test_retention_by_size_removes_the_oldest_events(state: StateConfig) -> None:
+    max_bytes = 256 * 1024
+    store = Store.open(attrs.evolve(state, max_bytes=PositiveInt(max_bytes)))
+    try:
+        record(store, "t", range(1, 4001), size=300)
+        await store.drain()
+        assert sql.used_bytes(store._writer) > max_bytes
+        deleted = await store.prune()
+        assert deleted > 0
+        assert sql.used_bytes(store._writer) <= max_bytes
+        assert store.oldest_seq("t") == deleted + 1
+        assert seqs_of(await store.read("t", 0, 4000, 5000)) == list(range(deleted + 1, 4001))
+        assert store.last_seqs() == {"t": 4000}
+    finally:
+        store.close()
+
+
+async def test_ended_sessions_are_kept_four_times_longer_than_events(store: Store) -> None:
+    def days_ago(days: int) -> str:
+        return utc_timestamp(time.time() - days * 86_400)
+
+    store.record_session(summary("recent", State.EXITED, ended_at=days_ago(40)))
+    store.record_session(summary("ancient", State.FAILED, ended_at=days_ago(200)))
+    store.record_session(summary("live", State.RUNNING, started_at=days_ago(300)))
+    await store.drain()
+    await store.prune()
+    assert sorted(s.id for s in store.list_sessions()) == ["live", "recent"]
+
+
+# Bad disks.
+
+
+@pytest.mark.parametrize(
+    ("break_it", "mend_it", "words"),
+    [
+        ("PRAGMA max_page_count = 1", "PRAGMA max_page_count = 1073741823", "full"),
+        ("PRAGMA query_only = 1", "PRAGMA query_only = 0", "readonly"),
+    ],
+    ids=["disk-full", "read-only"],
+)
+async def test_a_failing_disk_keeps_events_queued_and_writes_resume(
+    state: StateConfig, break_it: str, mend_it: str, words: str
+) -> None:
+    made: list[sqlite3.Connection] = []
+
+    def tracking(path: Path) -> sqlite3.Connection:
+        made.append(schema.connect(path))
+        return made[-1]
+
+    store = Store.open(state, connect=tracking)
+    writer = made[0]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        record(store, "t", range(1, 11))
+        await store.drain()
+        writer.execute(break_it)  # SQLite itself now refuses the writer's batches
+        frames = record(store, "t", range(11, 211))
+        await wait_until(lambda: store.stats().error is not None)
+        stats = store.stats()
+        assert words in (stats.error or "")
+        assert str(store.path) in (stats.error or "")
+        assert (stats.events, stats.pending) == (10, 200)
+        # Replay and the seq counters still work from memory.
+        assert await store.read("t", 10, 210, 500) == frames
+        writer.execute(mend_it)
+        await wait_until(lambda: store.pending == 0)
+        stats = store.stats()
+        assert (stats.events, stats.error) == (210, None)
+        nursery.cancel_scope.cancel()
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT count(*), max(seq) FROM events").fetchone() == (210, 210)
+
+
+async def test_wait_writable_blocks_sources_past_the_bound_until_the_queue_drains(
+    state: StateConfig,
+) -> None:
+    store = Store.open(state, max_pending=100)
+    record(store, "t", range(1, 151))  # publishing itself never blocks
+    with trio.move_on_after(0.05) as scope:
+        await store.wait_writable()
+    assert scope.cancelled_caught, "wait_writable returned with 150 events pending"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        with trio.fail_after(DEADLINE_S):
+            await store.wait_writable()
+        assert store.pending <= 50
+        nursery.cancel_scope.cancel()
+
+
+# Sessions.
+
+
+async def test_sessions_recorded_live_are_marked_lost_on_reopen(
+    store: Store, state: StateConfig
+) -> None:
+    store.record_session(summary("run", State.WORKING, pid=None))
+    store.record_session(summary("done", State.EXITED, ended_at="2026-11-26T09:00:00.000Z"))
+    await store.drain()
+    again = reopen(store, state)
+    try:
+        assert [s.id for s in again.recovered] == ["run"]
+        lost = again.get_session("run")
+        assert lost is not None
+        assert lost.state == State.LOST
+        assert lost.reason == "daemon stopped while the session ran"
+        assert lost.ended_at is not None
+        assert again.get_session("done") == summary(
+            "done", State.EXITED, ended_at="2026-11-26T09:00:00.000Z"
+        )
+        assert again.stats().sessions_lost == 1
+    finally:
+        again.close()
+    third = Store.open(state)  # LOST is not live: nothing to recover a second time
+    try:
+        assert third.recovered == ()
+    finally:
+        third.close()
+
+
+async def test_list_sessions_filters_and_orders_newest_first(store: Store) -> None:
+    store.record_session(summary("a", State.EXITED, started_at="2026-11-20T08:00:00.000Z"))
+    store.record_session(
+        attrs.evolve(summary("b", State.RUNNING), agent="codex", started_at="2026-11-24T08:00:00Z")
+    )
+    store.record_session(summary("c", State.RUNNING, started_at="2026-11-25T08:00:00.000Z"))
+    await store.drain()
+    # Queued and not yet committed: the latest summary of a session wins.
+    store.record_session(summary("a", State.FATAL, started_at="2026-11-20T08:00:00.000Z"))
+    store.record_session(summary("d", State.WAITING, started_at="2026-11-26T08:00:00.000Z"))
+
+    def ids(**filters: Any) -> list[str]:
+        return [s.id for s in store.list_sessions(**filters)]
+
+    assert ids() == ["d", "c", "b", "a"]
+    assert store.list_sessions(state="FATAL")[0].state == State.FATAL
+    assert ids(state="RUNNING") == ["c", "b"]
+    assert ids(agent="codex") == ["b"]
+    assert ids(since="2026-11-24T08:00:00Z") == ["d", "c", "b"]
+    assert ids(since="2026-11-25T09:00:00+01:00") == ["d", "c"]
+    assert ids(limit=2) == ["d", "c"]
+    assert ids(agent="claude", limit=1) == ["d"]
+    await store.drain()
+    assert ids() == ["d", "c", "b", "a"]
+    assert ids(state="FATAL") == ["a"]
+
+
+def test_reload_applies_retention_and_sync_settings(state: StateConfig) -> None:
+    store = Store.open(state)
+    try:
+        store.reload(
+            Config(
+                state=attrs.evolve(
+                    state, retention_days=PositiveInt(2), sync_interval_ms=PositiveInt(500)
+                )
+            )
+        )
+        assert store._retention.retention_days == 2
+        assert store._batches.interval_s == 0.5
+    finally:
+        store.close()
