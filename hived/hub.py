@@ -1,0 +1,396 @@
+"""The hub: topics, per-topic seq, fan-out to bounded subscriber queues, replay with ``since``.
+
+How it works: :meth:`Hub.publish` is synchronous and is the hot path. It gives the event the
+topic's next seq, encodes it once (:func:`~hived.core.events.encode_event`), appends that text
+to the topic's ring (the last ``ring_size`` frames, a cache in front of the history), hands it
+to the :class:`~hived.history.History`, and appends the same ``str`` object to the queue of
+every subscriber of the topic, waking a writer that waits. A subscriber whose queue is full is
+*overflowed*: it is dropped from every topic and its connection closes with 4008; the client
+resumes with ``since``, so it loses nothing.
+
+A connection's writer calls :meth:`Subscriber.receive_batch`, which takes everything queued at
+once: one await per batch, not per event (DESIGN §6).
+
+:meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
+queued) and feeds the subscriber from the history while the cursor is older than the ring, then
+from the ring, as fast as the writer drains. The moment the rest of the ring fits in the queue
+it queues it and makes the subscriber live, with no await in between: no gap and no duplicate
+at the seam, and no buffer of live frames, since the ring and the history already hold them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from itertools import islice
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+
+from hived.core.events import Event, encode_event, utc_timestamp
+from hived.history import History, MemoryHistory
+
+__all__ = ["History", "Hub", "HubStats", "MemoryHistory", "SubscribeResult", "Subscriber"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE_MAX: Final = 1024
+"""Most frames asked of the history in one read during a replay."""
+
+
+@attrs.frozen
+class SubscribeResult:
+    """The answer to a subscribe request (the wire's ``result`` payload)."""
+
+    topic: str
+    recovered: bool
+    """False when the history no longer reaches back to ``since + 1``: some events are lost."""
+    last_seq: int
+    """The topic's seq at the subscribe request; the replay covers at least up to it."""
+
+
+@attrs.frozen
+class HubStats:
+    """Counters for the admin channel."""
+
+    topics: int
+    events_published: int
+    subscribers: int
+    """Subscribers the hub feeds now (made, and neither removed nor overflowed)."""
+    subscribers_closed_slow: int
+    """Subscribers dropped because their queue overflowed."""
+
+
+class Subscriber:
+    """One connection's queue of frames, shared by all its topics.
+
+    Made by :meth:`Hub.subscriber`. ``topics`` is the set of topics it is subscribed to (read
+    only); ``depth`` the number of frames queued now. When a publish finds the queue holding
+    ``queue_size`` frames, ``overflowed`` is set, the queue is emptied and the hub stops feeding
+    it: the connection closes with 4008.
+    """
+
+    __slots__ = ("_drained", "_frames", "_waiter", "bound", "overflowed", "topics")
+
+    def __init__(self, queue_size: int) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size: expected an integer ≥ 1, got {queue_size}")
+        self.bound: Final = queue_size
+        self.topics: set[str] = set()
+        self.overflowed = trio.Event()
+        self._frames: list[str] = []
+        self._waiter: trio.lowlevel.Task | None = None
+        self._drained: trio.Event | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._frames)
+
+    async def receive_batch(self) -> list[str]:
+        """Wait until at least one frame is queued, then take every queued frame.
+
+        Call it from one task at a time (the connection's writer). After an overflow it waits
+        forever: watch ``overflowed`` and close the connection.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._frames:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while not self._frames:
+            if self.overflowed.is_set():
+                await trio.sleep_forever()
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
+        frames = self._frames
+        self._frames = []
+        self._release_replays()
+        return frames
+
+    def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_writer(self) -> None:
+        if self._waiter is not None:
+            trio.lowlevel.reschedule(self._waiter)
+            self._waiter = None
+
+    def _release_replays(self) -> None:
+        """Wake the replays waiting for room in the queue (or for news of being called off)."""
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+
+    async def _wait_drained(self) -> None:
+        if self._drained is None:
+            self._drained = trio.Event()
+        await self._drained.wait()
+
+
+@attrs.define(eq=False)
+class _Chase:
+    """One replay in progress (see :meth:`Hub.subscribe`)."""
+
+    cursor: int
+    """The last seq queued."""
+    limit: int
+    """The subscriber overflows when the topic's seq runs further than this ahead of cursor."""
+    gap: bool = False
+    """Set when some events after ``since`` were no longer kept."""
+
+
+@attrs.define(eq=False)
+class _Topic:
+    name: str
+    seq: int
+    ring: deque[str]
+    """The last frames; ``ring[-1]`` has seq ``seq``, and seqs are contiguous."""
+    live: dict[Subscriber, None] = attrs.Factory(dict)
+    """Subscribers fed directly (a dict: ordered, O(1) removal)."""
+    chasing: dict[Subscriber, _Chase] = attrs.Factory(dict)
+    """Subscribers still replaying, not yet live."""
+
+    @property
+    def ring_first(self) -> int:
+        """The seq of ``ring[0]`` (``seq + 1`` when the ring is empty)."""
+        return self.seq - len(self.ring) + 1
+
+
+class Hub:
+    """Topics and their subscribers; see the module docstring for how it works.
+
+    Call every method from the trio thread. ``history`` keeps what is older than the ring (the
+    last ``ring_size`` frames per topic); with None the ring is all there is.
+    """
+
+    def __init__(self, history: History | None = None, ring_size: int = 1024) -> None:
+        if ring_size < 1:
+            raise ValueError(f"ring_size: expected an integer ≥ 1, got {ring_size}")
+        self._history = history
+        self._ring_size = ring_size
+        self._topics: dict[str, _Topic] = {}
+        self._subscribers: set[Subscriber] = set()
+        self._published = 0
+        self._closed_slow = 0
+        wait = getattr(history, "wait_writable", None)
+        self._history_wait: Callable[[], Awaitable[None]] | None = (
+            wait if inspect.iscoroutinefunction(wait) else None
+        )
+        if history is not None:
+            for name, seq in history.last_seqs().items():
+                self._topics[name] = _Topic(name, seq, deque(maxlen=ring_size))
+
+    def _topic(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = _Topic(name, 0, deque(maxlen=self._ring_size))
+        return topic
+
+    def publish(
+        self, topic: str, kind: str, data: Mapping[str, Any], session: str | None = None
+    ) -> Event:
+        """Stamp, encode once, keep and fan out one event; never awaits."""
+        t = self._topics.get(topic) or self._topic(topic)
+        t.seq = seq = t.seq + 1
+        event = Event(topic, seq, utc_timestamp(), kind, session, data)
+        frame = encode_event(event)
+        t.ring.append(frame)
+        if self._history is not None:
+            self._history.record(event, frame)
+        self._published += 1
+        slow: list[Subscriber] | None = None
+        for sub in t.live:
+            frames = sub._frames
+            if len(frames) < sub.bound:
+                frames.append(frame)
+                if sub._waiter is not None:
+                    trio.lowlevel.reschedule(sub._waiter)
+                    sub._waiter = None
+            elif slow is None:
+                slow = [sub]
+            else:
+                slow.append(sub)
+        if t.chasing:
+            for sub, chase in t.chasing.items():
+                if seq - chase.cursor > chase.limit:
+                    slow = [sub] if slow is None else [*slow, sub]
+        if slow is not None:
+            for sub in slow:
+                self._overflow(sub)
+        return event
+
+    def subscriber(self, queue_size: int) -> Subscriber:
+        """A new subscriber (one per connection) whose queue holds at most ``queue_size``."""
+        sub = Subscriber(queue_size)
+        self._subscribers.add(sub)
+        return sub
+
+    async def subscribe(self, sub: Subscriber, topic: str, since: int | None) -> SubscribeResult:
+        """Subscribe ``sub`` to ``topic``; with ``since``, first replay every seq after it.
+
+        ``since=None`` is live from now; ``since`` at or past the topic's seq is caught up. Else
+        the events after ``since`` come first, then live ones, with no gap and no duplicate.
+        When the ring holds them all and they fill at most half the queue, this does not await
+        (with the default ring of 1024 and queue of 4096: whenever the queue is at most a
+        quarter full). A longer
+        replay is fed as the writer drains the queue and returns once the subscriber is live, so
+        a replay of any length works with any ``queue_size``: it counts against the bound only
+        by how far the writer falls behind the live events. The subscriber overflows when
+        ``queue_size`` more events were published since this call than it has queued, the rule
+        for a live subscriber too. ``recovered`` is False when events after ``since`` were no
+        longer kept (those that were are still replayed).
+
+        Subscribing again to a topic restarts it from the new ``since``.
+        """
+        self.unsubscribe(sub, topic)
+        if sub.overflowed.is_set():
+            return SubscribeResult(topic, False, self.last_seq(topic))
+        t = self._topic(topic)
+        sub.topics.add(topic)
+        upto = t.seq
+        if since is None or since >= upto:
+            t.live[sub] = None
+            return SubscribeResult(topic, True, upto)
+        since = max(since, 0)
+        chase = t.chasing[sub] = _Chase(cursor=since, limit=upto - since + sub.bound)
+        try:
+            await self._chase(sub, t, chase)
+        finally:
+            if t.chasing.get(sub) is chase:
+                # Cancelled or failed mid-replay: leave no half-subscribed topic behind.
+                del t.chasing[sub]
+                sub.topics.discard(topic)
+        return SubscribeResult(topic, not chase.gap, upto)
+
+    async def _chase(self, sub: Subscriber, t: _Topic, chase: _Chase) -> None:
+        """Feed ``sub`` from the history and the ring until it is live or called off.
+
+        It goes live once the rest fills the queue at most half: a subscriber that went live
+        with a full queue would overflow on the next publish, before its writer could run.
+        """
+        half = (sub.bound + 1) // 2
+        page = min(HISTORY_PAGE_MAX, half)
+        while t.chasing.get(sub) is chase:
+            ring_first = t.ring_first
+            if chase.cursor + 1 < ring_first:
+                frames = await self._read_history(t.name, chase, ring_first - 1, page)
+                await self._feed(sub, t, chase, frames)
+                continue
+            skip = chase.cursor + 1 - ring_first
+            left = t.seq - chase.cursor
+            room = sub.bound - len(sub._frames)
+            if left <= room - sub.bound // 2:
+                # No await from here to `live`: nothing can be published in between.
+                sub._frames.extend(islice(t.ring, skip, None))
+                sub._wake_writer()
+                del t.chasing[sub]
+                t.live[sub] = None
+                return
+            if room >= min(left, half):
+                count = min(room, left)
+                sub._frames.extend(islice(t.ring, skip, skip + count))
+                sub._wake_writer()
+                chase.cursor += count
+            await sub._wait_drained()
+
+    async def _read_history(self, topic: str, chase: _Chase, upto: int, page: int) -> list[str]:
+        """The next page after the cursor, up to ``upto``; moves the cursor past any gap."""
+        frames = (
+            []
+            if self._history is None
+            else await self._history.read(topic, chase.cursor, upto, page)
+        )
+        if not frames:
+            chase.gap = True
+            chase.cursor = max(chase.cursor, upto)
+        elif orjson.loads(frames[0])["seq"] != chase.cursor + 1:
+            chase.gap = True
+        return frames
+
+    async def _feed(self, sub: Subscriber, t: _Topic, chase: _Chase, frames: list[str]) -> None:
+        """Queue history ``frames`` as the writer makes room, moving the cursor along."""
+        if not frames:
+            return
+        half = (sub.bound + 1) // 2
+        done = 0
+        while done < len(frames) and t.chasing.get(sub) is chase:
+            room = sub.bound - len(sub._frames)
+            if room >= min(len(frames) - done, half):
+                chunk = frames[done : done + room]
+                sub._frames.extend(chunk)
+                sub._wake_writer()
+                done += len(chunk)
+            else:
+                await sub._wait_drained()
+        # The seq is read from the frame rather than counted, so that a page that skips some
+        # seqs cannot make the next page repeat frames.
+        chase.cursor = max(chase.cursor, orjson.loads(frames[-1])["seq"])
+
+    def unsubscribe(self, sub: Subscriber, topic: str) -> None:
+        """Stop feeding ``sub`` from ``topic`` (frames already queued stay queued)."""
+        t = self._topics.get(topic)
+        if t is not None:
+            self._detach(sub, t)
+
+    def remove(self, sub: Subscriber) -> None:
+        """Forget ``sub`` (its connection ended)."""
+        self._drop(sub)
+        self._subscribers.discard(sub)
+
+    def _detach(self, sub: Subscriber, t: _Topic) -> None:
+        t.live.pop(sub, None)
+        if t.chasing.pop(sub, None) is not None:
+            sub._release_replays()
+        sub.topics.discard(t.name)
+        if t.seq == 0 and not t.live and not t.chasing:
+            # Subscribed to and never published to: forget it, so that clients cannot grow
+            # the topic table by subscribing to names that do not exist.
+            del self._topics[t.name]
+
+    def _drop(self, sub: Subscriber) -> None:
+        for name in list(sub.topics):
+            self._detach(sub, self._topics[name])
+
+    def _overflow(self, sub: Subscriber) -> None:
+        if sub.overflowed.is_set():
+            return
+        log.warning(
+            "hub: subscriber overflowed its queue of %d on topics %s; closing it",
+            sub.bound,
+            ", ".join(sorted(sub.topics)),
+        )
+        self._drop(sub)
+        self._subscribers.discard(sub)
+        self._closed_slow += 1
+        sub._frames = []
+        sub.overflowed.set()
+        sub._wake_writer()
+
+    async def wait_writable(self) -> None:
+        """Return once the history can take more events (at once when it never pushes back).
+
+        Sources that can wait (agent output readers) await this before they publish, so that a
+        store that falls behind slows them down instead of growing without bound.
+        """
+        if self._history_wait is not None:
+            await self._history_wait()
+
+    def last_seq(self, topic: str) -> int:
+        """The topic's last seq, 0 when nothing was published to it."""
+        t = self._topics.get(topic)
+        return 0 if t is None else t.seq
+
+    def topics(self) -> list[str]:
+        """Every topic published to or with a subscriber now, sorted."""
+        return sorted(self._topics)
+
+    def stats(self) -> HubStats:
+        return HubStats(
+            topics=len(self._topics),
+            events_published=self._published,
+            subscribers=len(self._subscribers),
+            subscribers_closed_slow=self._closed_slow,
+        )

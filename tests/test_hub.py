@@ -1,0 +1,414 @@
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+import trio
+import trio.testing
+
+import hived.hub
+from hived.core.events import Event, encode_event
+from hived.hub import Hub, MemoryHistory, Subscriber, SubscribeResult
+
+
+def seqs(frames: list[str]) -> list[int]:
+    return [orjson.loads(frame)["seq"] for frame in frames]
+
+
+def publish_many(hub: Hub, topic: str, count: int) -> None:
+    for i in range(count):
+        hub.publish(topic, "text", {"line": i})
+
+
+class SlowHistory(MemoryHistory):
+    """A history whose reads take time, so that publishes land between replay pages."""
+
+    def __init__(self, keep: int | None = None) -> None:
+        super().__init__(keep)
+        self.reads = 0
+
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+        self.reads += 1
+        await trio.sleep(0.01)
+        return await super().read(topic, after, upto, limit)
+
+
+class InterleavingHistory(MemoryHistory):
+    """A history whose reads yield to other tasks a few times, as a store's thread would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+        self.reads += 1
+        assert self.reads < 10_000, "the replay makes no progress"
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+        return await super().read(topic, after, upto, limit)
+
+
+class PushingBackHistory(MemoryHistory):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writable = trio.Event()
+
+    async def wait_writable(self) -> None:
+        await self.writable.wait()
+
+
+async def collect(sub: Subscriber, into: list[int], until: int) -> None:
+    """Read batches until the frame with seq `until` has arrived (fails rather than hangs)."""
+    with trio.fail_after(1000):
+        while not into or into[-1] < until:
+            into.extend(seqs(await sub.receive_batch()))
+
+
+async def test_seq_starts_at_1_and_has_no_gaps_per_topic() -> None:
+    hub = Hub()
+    published = [hub.publish(topic, "text", {}) for topic in ["a", "b", "a", "a", "b"]]
+    assert [(e.topic, e.seq) for e in published] == [
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("a", 3),
+        ("b", 2),
+    ]
+    assert (hub.last_seq("a"), hub.last_seq("b"), hub.last_seq("never")) == (3, 2, 0)
+
+
+async def test_event_is_encoded_once_and_every_reader_gets_the_same_str(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[Event] = []
+    real_encode = encode_event
+
+    def counting_encode(event: Event) -> str:
+        calls.append(event)
+        return real_encode(event)
+
+    monkeypatch.setattr(hived.hub, "encode_event", counting_encode)
+    recorded: list[str] = []
+
+    class RecordingHistory(MemoryHistory):
+        def record(self, event: Event, frame: str) -> None:
+            recorded.append(frame)
+            super().record(event, frame)
+
+    hub = Hub(RecordingHistory())
+    subs = [hub.subscriber(16) for _ in range(3)]
+    for sub in subs:
+        await hub.subscribe(sub, "t", None)
+    event = hub.publish("t", "message", {"text": "hi"})
+    batches = [await sub.receive_batch() for sub in subs]
+    assert calls == [event]
+    assert all(batch[0] is recorded[0] for batch in batches)
+    assert orjson.loads(recorded[0]) == {
+        "type": "event",
+        "topic": "t",
+        "seq": 1,
+        "ts": event.ts,
+        "kind": "message",
+        "session": None,
+        "data": {"text": "hi"},
+    }
+
+
+async def test_receive_batch_returns_everything_queued_in_one_call() -> None:
+    hub = Hub()
+    sub = hub.subscriber(100)
+    await hub.subscribe(sub, "a", None)
+    await hub.subscribe(sub, "b", None)
+    publish_many(hub, "a", 5)
+    publish_many(hub, "b", 2)
+    assert sub.depth == 7
+    batch = await sub.receive_batch()
+    assert [(f["topic"], f["seq"]) for f in map(orjson.loads, batch)] == [
+        *[("a", n) for n in range(1, 6)],
+        ("b", 1),
+        ("b", 2),
+    ]
+    assert sub.depth == 0
+
+
+async def test_receive_batch_waits_for_a_publish() -> None:
+    hub = Hub()
+    sub = hub.subscriber(10)
+    await hub.subscribe(sub, "t", None)
+    got: list[list[str]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _append_batch(sub, got))
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        publish_many(hub, "t", 3)
+    assert seqs(got[0]) == [1, 2, 3]
+
+
+async def _append_batch(sub: Subscriber, got: list[list[str]]) -> None:
+    got.append(await sub.receive_batch())
+
+
+async def test_slow_subscriber_overflows_while_fast_one_gets_every_event(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = Hub()
+    slow, fast = hub.subscriber(10), hub.subscriber(10)
+    await hub.subscribe(slow, "t", None)
+    await hub.subscribe(fast, "t", None)
+    received: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, fast, received, 50)
+        for _ in range(50):
+            hub.publish("t", "text", {})
+            await trio.sleep(0.001)
+    assert received == list(range(1, 51))
+    assert slow.overflowed.is_set()
+    assert not fast.overflowed.is_set()
+    assert (slow.topics, slow.depth) == (set(), 0)
+    assert hub.stats().subscribers_closed_slow == 1
+    with trio.move_on_after(60) as scope:
+        await slow.receive_batch()
+    assert scope.cancelled_caught, "an overflowed subscriber's receive_batch must not return"
+
+
+async def test_subscriber_overflows_exactly_when_its_queue_is_full() -> None:
+    hub = Hub()
+    sub = hub.subscriber(3)
+    await hub.subscribe(sub, "t", None)
+    publish_many(hub, "t", 3)
+    assert not sub.overflowed.is_set()
+    hub.publish("t", "text", {})
+    assert sub.overflowed.is_set()
+
+
+@pytest.mark.parametrize(
+    ("since", "queue_size"),
+    [(0, 16), (37, 16), (37, 4096), (150, 3), (195, 2), (195, 16), (199, 4096)],
+)
+async def test_replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishing(
+    autojump_clock: trio.abc.Clock, since: int, queue_size: int
+) -> None:
+    history = InterleavingHistory()
+    hub = Hub(history, ring_size=8)
+    publish_many(hub, "t", 200)
+    sub = hub.subscriber(queue_size)
+    received: list[int] = []
+    rng = random.Random(since * 10_000 + queue_size)
+
+    async def publisher() -> None:
+        # At most one event per scheduling round, and fewer than the replay feeds, so that
+        # the replay catches up even with small queues (and so small history pages).
+        while hub.last_seq("t") < 1000:
+            if rng.random() < 0.3:
+                hub.publish("t", "text", {})
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher)
+        nursery.start_soon(collect, sub, received, 1000)
+        result = await hub.subscribe(sub, "t", since)
+        published_during_replay = hub.last_seq("t") - result.last_seq
+    assert result == SubscribeResult("t", recovered=True, last_seq=200)
+    assert received == list(range(since + 1, 1001))
+    assert not sub.overflowed.is_set()
+    fits_at_once = since >= 192 and 200 - since <= queue_size
+    assert (published_during_replay == 0) == fits_at_once
+    assert (history.reads > 0) == (since < 192)
+
+
+async def test_replay_from_the_ring_alone_does_not_await() -> None:
+    hub = Hub(SlowHistory(), ring_size=64)
+    publish_many(hub, "t", 100)
+    sub = hub.subscriber(100)
+    coro = hub.subscribe(sub, "t", 60)
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)
+    assert done.value.value == SubscribeResult("t", recovered=True, last_seq=100)
+    assert seqs(await sub.receive_batch()) == list(range(61, 101))
+
+
+async def test_replay_that_fills_the_queue_goes_live_only_after_the_writer_drains() -> None:
+    hub = Hub(ring_size=20)
+    publish_many(hub, "t", 20)
+    sub = hub.subscriber(10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.subscribe, sub, "t", 10)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sub.depth == 10
+        hub.publish("t", "text", {})
+        assert not sub.overflowed.is_set()
+        assert seqs(await sub.receive_batch()) == list(range(11, 21))
+    hub.publish("t", "text", {})
+    assert seqs(await sub.receive_batch()) == [21, 22]
+
+
+async def test_replay_of_100k_stored_events_fits_a_queue_of_4096() -> None:
+    history = MemoryHistory()
+    hub = Hub(history)
+    publish_many(hub, "t", 100_000)
+    sub = hub.subscriber(4096)
+    received: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect, sub, received, 100_000)
+        result = await hub.subscribe(sub, "t", 0)
+        assert sub.depth <= 4096
+    assert result == SubscribeResult("t", recovered=True, last_seq=100_000)
+    assert received == list(range(1, 100_001))
+    assert not sub.overflowed.is_set()
+
+
+async def test_replay_is_not_recovered_when_history_no_longer_reaches_since() -> None:
+    hub = Hub(MemoryHistory(keep=10), ring_size=5)
+    publish_many(hub, "t", 100)
+    sub = hub.subscriber(1000)
+    result = await hub.subscribe(sub, "t", 3)
+    assert result == SubscribeResult("t", recovered=False, last_seq=100)
+    got = seqs(await sub.receive_batch())
+    assert got == list(range(got[0], 101))
+    assert got[0] > 4
+
+
+async def test_ring_only_hub_replays_the_ring_and_says_not_recovered() -> None:
+    hub = Hub(ring_size=5)
+    publish_many(hub, "t", 20)
+    sub = hub.subscriber(100)
+    assert await hub.subscribe(sub, "t", 3) == SubscribeResult("t", False, 20)
+    assert seqs(await sub.receive_batch()) == [16, 17, 18, 19, 20]
+    assert await hub.subscribe(sub, "t", 16) == SubscribeResult("t", True, 20)
+
+
+async def test_since_none_is_live_only_and_since_past_the_end_is_caught_up() -> None:
+    hub = Hub()
+    publish_many(hub, "t", 5)
+    live, ahead = hub.subscriber(10), hub.subscriber(10)
+    assert await hub.subscribe(live, "t", None) == SubscribeResult("t", True, 5)
+    assert await hub.subscribe(ahead, "t", 99) == SubscribeResult("t", True, 5)
+    assert live.depth == ahead.depth == 0
+    hub.publish("t", "text", {})
+    assert seqs(await live.receive_batch()) == seqs(await ahead.receive_batch()) == [6]
+
+
+async def test_seq_continues_from_the_history_and_replay_reads_it() -> None:
+    history = MemoryHistory()
+    publish_many(Hub(history), "t", 7)
+    restarted = Hub(history)
+    assert restarted.last_seq("t") == 7
+    assert restarted.publish("t", "text", {}).seq == 8
+    sub = restarted.subscriber(100)
+    assert await restarted.subscribe(sub, "t", 2) == SubscribeResult("t", True, 8)
+    assert seqs(await sub.receive_batch()) == [3, 4, 5, 6, 7, 8]
+
+
+async def test_unsubscribe_stops_delivery_of_that_topic_only() -> None:
+    hub = Hub()
+    sub = hub.subscriber(10)
+    await hub.subscribe(sub, "a", None)
+    await hub.subscribe(sub, "b", None)
+    hub.unsubscribe(sub, "a")
+    hub.unsubscribe(sub, "never")
+    hub.publish("a", "text", {})
+    hub.publish("b", "text", {})
+    assert sub.topics == {"b"}
+    assert [orjson.loads(f)["topic"] for f in await sub.receive_batch()] == ["b"]
+
+
+async def test_topic_never_published_to_is_forgotten_when_its_last_subscriber_leaves() -> None:
+    hub = Hub()
+    sub = hub.subscriber(10)
+    await hub.subscribe(sub, "ghost", 5)
+    await hub.subscribe(sub, "ghost", None)
+    assert hub.topics() == ["ghost"]
+    hub.unsubscribe(sub, "ghost")
+    assert hub.topics() == []
+
+
+async def test_remove_stops_delivery_and_is_counted() -> None:
+    hub = Hub()
+    sub = hub.subscriber(10)
+    await hub.subscribe(sub, "a", None)
+    await hub.subscribe(sub, "b", None)
+    assert hub.stats().subscribers == 1
+    hub.remove(sub)
+    hub.publish("a", "text", {})
+    hub.publish("b", "text", {})
+    assert (sub.depth, sub.topics, hub.stats().subscribers) == (0, set(), 0)
+
+
+async def test_unsubscribe_during_a_replay_ends_it(autojump_clock: trio.abc.Clock) -> None:
+    hub = Hub(SlowHistory(), ring_size=4)
+    publish_many(hub, "t", 100)
+    sub = hub.subscriber(8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.subscribe, sub, "t", 0)
+        await trio.sleep(0.015)
+        hub.unsubscribe(sub, "t")
+    hub.publish("t", "text", {})
+    assert sub.topics == set()
+    assert 101 not in seqs(await sub.receive_batch())
+
+
+async def test_cancelled_replay_leaves_no_subscription(autojump_clock: trio.abc.Clock) -> None:
+    history = SlowHistory()
+    hub = Hub(history, ring_size=4)
+    publish_many(hub, "t", 100)
+    sub = hub.subscriber(1000)
+    with trio.move_on_after(0.005):
+        await hub.subscribe(sub, "t", 0)
+    assert history.reads == 1
+    hub.publish("t", "text", {})
+    assert (sub.topics, sub.depth) == (set(), 0)
+
+
+async def test_replaying_subscriber_overflows_once_live_events_outrun_it_by_its_bound(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = Hub(ring_size=100)
+    publish_many(hub, "t", 50)
+    sub = hub.subscriber(10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.subscribe, sub, "t", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sub.depth == 10
+        publish_many(hub, "t", 20)
+        assert not sub.overflowed.is_set()
+        hub.publish("t", "text", {})
+        assert sub.overflowed.is_set()
+    assert hub.stats().subscribers_closed_slow == 1
+
+
+async def test_wait_writable_waits_for_a_history_that_pushes_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    with trio.fail_after(1):
+        await Hub(MemoryHistory()).wait_writable()
+    history = PushingBackHistory()
+    hub = Hub(history)
+    with trio.move_on_after(0.01) as scope:
+        await hub.wait_writable()
+    assert scope.cancelled_caught
+    history.writable.set()
+    await hub.wait_writable()
+
+
+async def test_stats_count_topics_events_subscribers_and_slow_closes() -> None:
+    hub = Hub()
+    subs = [hub.subscriber(2) for _ in range(3)]
+    for sub in subs:
+        await hub.subscribe(sub, "a", None)
+    publish_many(hub, "a", 2)
+    publish_many(hub, "b", 3)
+    await subs[0].receive_batch()
+    await subs[1].receive_batch()
+    hub.publish("a", "text", {})
+    stats = hub.stats()
+    assert (stats.topics, stats.events_published) == (2, 6)
+    assert (stats.subscribers, stats.subscribers_closed_slow) == (2, 1)
+    assert hub.topics() == ["a", "b"]
+
+
+def test_queue_and_ring_sizes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="queue_size"):
+        Hub().subscriber(0)
+    with pytest.raises(ValueError, match="ring_size"):
+        Hub(ring_size=0)
