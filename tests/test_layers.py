@@ -25,7 +25,7 @@ LAYERS: Final = (
         "hived.client",
     ),
     ("hived.store", "hived.observed", "hived.supervisor", "hived.server"),
-    ("hived.admin",),
+    ("hived.admin", "hived.records"),
     ("hived.daemon",),
     ("hived.cli",),
 )

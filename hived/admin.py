@@ -1,0 +1,90 @@
+"""The admin channel's own requests: ``status``, ``config.reload``, ``daemon.stop``.
+
+``connections`` and ``connection.kick`` belong to the server; every client-channel request is
+answered on the admin channel too (the router serves both).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from hived import __version__
+from hived.core.events import utc_timestamp
+from hived.core.protocol import Caller, Request
+
+if TYPE_CHECKING:
+    from hived.daemon import Daemon
+    from hived.hub import Hub
+    from hived.server.listener import Server
+    from hived.store import Store
+    from hived.supervisor import Supervisor
+
+Handler = Callable[[Request, Caller], Awaitable[Any]]
+
+
+def count_tasks() -> int:
+    """How many trio tasks are alive, from the root down."""
+    root = trio.lowlevel.current_root_task()
+    pending = [root] if root is not None else []
+    count = 0
+    while pending:
+        task = pending.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
+def _jsonable(value: Any) -> Any:
+    return attrs.asdict(value) if attrs.has(type(value)) else value
+
+
+@attrs.define
+class Admin:
+    """Answers the admin requests from the daemon's live parts."""
+
+    daemon: Daemon
+    hub: Hub
+    store: Store
+    supervisor: Supervisor
+    server: Server
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "status": self.status,
+            "config.reload": self.config_reload,
+            "daemon.stop": self.daemon_stop,
+        }
+
+    async def status(self, request: Request, caller: Caller) -> dict[str, Any]:
+        daemon = self.daemon
+        server = daemon.config.server
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - daemon.started_at, 3),
+            "config_path": str(daemon.config_path),
+            "config_loaded_at": utc_timestamp(daemon.config_loaded_at),
+            "listen": server.listen,
+            "tls": server.tls_cert is not None,
+            "stopping": daemon.stopping,
+            "connections": _jsonable(self.server.stats()),
+            "sessions": [summary.to_json() for summary in self.supervisor.summaries()],
+            "hub": _jsonable(self.hub.stats()),
+            "store": _jsonable(self.store.stats()),
+            "tasks": count_tasks(),
+        }
+
+    async def config_reload(self, request: Request, caller: Caller) -> dict[str, Any]:
+        outcome = await self.daemon.reload()
+        return outcome.to_json()
+
+    async def daemon_stop(self, request: Request, caller: Caller) -> dict[str, Any]:
+        self.daemon.request_stop()
+        return {"stopping": True}

@@ -1,0 +1,1 @@
+"""The command-line programs: ``hived`` (the daemon) and ``hivectl`` (its remote control)."""

@@ -1,0 +1,408 @@
+"""``hivectl``: hived's remote control, for people and for scripts.
+
+argparse, not click: it is in the standard library, so hivectl adds no dependency and starts
+fast (it runs as a Claude Code hook on every tool call); its parsers are also what the man-page
+test introspects.
+
+Exit status: 0 ok; 1 hived answered with an error; 2 usage; 3 cannot connect; 4 the token or
+its role was refused; 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import sys
+import urllib.parse
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import trio
+
+from hived import __version__
+from hived.cli.render import (
+    Painter,
+    connections_table,
+    event_line,
+    sessions_table,
+    status_text,
+)
+from hived.client import AuthError, Client, ClientError, ConnectError, RemoteError, connect
+from hived.configfile import config_path, read_config
+from hived.core.errors import ConfigError
+
+EXIT_OK: Final = 0
+EXIT_REMOTE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONNECT: Final = 3
+EXIT_AUTH: Final = 4
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_URL: Final = "ws://127.0.0.1:7420"
+HOOK_TIMEOUT_S: Final = 2.0
+LOG_PAGE: Final = 1000
+
+EPILOG: Final = """\
+environment: HIVED_URL (default: the listen address of the local config, else
+ws://127.0.0.1:7420), HIVED_TOKEN, NO_COLOR.
+exit status: 0 ok, 1 hived answered with an error, 2 usage, 3 cannot connect,
+4 token or role refused, 130 interrupted. See hivectl(1).
+"""
+
+ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown"})
+
+
+class Usage(Exception):
+    """A mistake on the command line found after parsing (exit 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, also read by the man-page completeness test."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="hived's address (ws://HOST:PORT)")
+    common.add_argument(
+        "--token", default=argparse.SUPPRESS, help="access token (prefer HIVED_TOKEN)"
+    )
+    common.add_argument(
+        "--token-file", metavar="PATH", default=argparse.SUPPRESS, help="read the token from a file"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+    )
+    parser = argparse.ArgumentParser(
+        prog="hivectl",
+        description="Watch and steer the agent sessions of a hived daemon.",
+        parents=[common],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hivectl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=help_, description=help_)
+
+    command("status", "the daemon's state, connections and sessions")
+    sessions = command("sessions", "list sessions")
+    sessions.add_argument("--all", action="store_true", help="include ended sessions")
+    sessions.add_argument("--state", help="only sessions in this state (e.g. WAITING)")
+    sessions.add_argument("--agent", help="only sessions of this agent template")
+    start = command("start", "start a session of an agent template; prints its id")
+    start.add_argument("agent", metavar="AGENT")
+    start.add_argument("--prompt", metavar="TEXT", help="first prompt")
+    start.add_argument("--name", metavar="N", help="a name for the session")
+    start.add_argument("args", nargs="*", metavar="ARGS", help="extra arguments, after --")
+    send = command("send", "send a prompt to a session ('-' reads it from stdin)")
+    send.add_argument("session", metavar="SESSION")
+    send.add_argument("text", metavar="TEXT")
+    approve = command("approve", "allow a pending permission request")
+    approve.add_argument("session", metavar="SESSION")
+    approve.add_argument("request", metavar="REQUEST")
+    deny = command("deny", "refuse a pending permission request")
+    deny.add_argument("session", metavar="SESSION")
+    deny.add_argument("request", metavar="REQUEST")
+    deny.add_argument("--message", metavar="M", help="why, for the agent")
+    for name, help_ in (
+        ("interrupt", "interrupt the session's current turn"),
+        ("stop", "stop a session (SIGTERM, grace, SIGKILL)"),
+        ("restart", "stop a session and start it again"),
+    ):
+        command(name, help_).add_argument("session", metavar="SESSION")
+    tail = command("tail", "follow events live (a session, or 'sessions' for all lifecycles)")
+    tail.add_argument("target", nargs="?", default="sessions", metavar="SESSION|sessions")
+    logs = command("logs", "print a session's stored events")
+    logs.add_argument("session", metavar="SESSION")
+    logs.add_argument("-f", "--follow", action="store_true", help="then follow live events")
+    command("connections", "list the open WebSocket connections")
+    kick = command("kick", "close a connection")
+    kick.add_argument("id", metavar="ID", type=int)
+    kick.add_argument("--reason", help="told to the client in the close frame")
+    command("reload", "re-read the config file (like SIGHUP)")
+    command("shutdown", "stop the daemon gracefully")
+    command("hook", "post a Claude Code hook payload from stdin (always exits 0)")
+    return parser
+
+
+def base_url(given: str | None) -> str:
+    """``ws://host:port`` from --url, HIVED_URL, the local config's listen address, or default."""
+    url = given or os.environ.get("HIVED_URL")
+    if not url:
+        try:
+            server = read_config(config_path(None)).server
+        except ConfigError:
+            return DEFAULT_URL
+        url = f"{'wss' if server.tls_cert else 'ws'}://{server.listen}"
+    if "://" not in url:
+        url = f"ws://{url}"
+    parts = urllib.parse.urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise Usage(f"--url: expected ws://HOST:PORT or wss://HOST:PORT, got {url!r}")
+    return f"{scheme}://{parts.netloc}"
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    if getattr(args, "token", None):
+        return str(args.token)
+    if getattr(args, "token_file", None):
+        try:
+            return Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise Usage(f"--token-file: cannot read {args.token_file}: {exc.strerror}") from None
+    return os.environ.get("HIVED_TOKEN") or None
+
+
+class Output:
+    """Where results go: JSON for scripts, or text (coloured on a terminal) for people."""
+
+    def __init__(self, json_mode: bool) -> None:
+        self.json = json_mode
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        self.paint = Painter(colour)
+
+    def data(self, value: Any, text: Callable[[], str]) -> None:
+        if self.json:
+            sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+        else:
+            sys.stdout.write(text() + "\n")
+        sys.stdout.flush()
+
+    def event(self, event: dict[str, Any], show_session: bool) -> None:
+        self.data(event, lambda: event_line(event, self.paint, show_session=show_session))
+
+
+async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
+    """A session's summary from its id, a unique prefix of its id, or its name."""
+    result = await client.request("sessions", all=True)
+    sessions = result.get("sessions", []) if isinstance(result, dict) else []
+    exact = [s for s in sessions if ref in (s.get("id"), s.get("name"))]
+    if exact:
+        return dict(exact[0])
+    matches = [s for s in sessions if str(s.get("id", "")).startswith(ref)]
+    if len(matches) == 1:
+        return dict(matches[0])
+    if not matches:
+        raise RemoteError("not_found", f"no session {ref!r} (by id, id prefix or name)")
+    names = ", ".join(f"{s.get('id')} ({s.get('name')})" for s in matches[:5])
+    raise RemoteError("bad_request", f"{ref!r} matches several sessions: {names}")
+
+
+async def run_command(args: argparse.Namespace, out: Output) -> int:
+    url = base_url(getattr(args, "url", None))
+    token = read_token(args)
+    if token is None:
+        raise AuthError("no token: set HIVED_TOKEN, or pass --token or --token-file")
+    channel = "/v1/admin" if args.command in ADMIN_COMMANDS else "/v1/ws"
+    reconnect = args.command in ("tail", "logs")
+    async with connect(url + channel, token, reconnect=reconnect) as client:
+        return await COMMANDS[args.command](client, args, out)
+
+
+async def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
+    status = await client.request("status")
+    out.data(status, lambda: status_text(status, out.paint))
+    return EXIT_OK
+
+
+async def cmd_sessions(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request(
+        "sessions", all=args.all or None, state=args.state, agent=args.agent
+    )
+    sessions = result.get("sessions", [])
+    out.data(sessions, lambda: sessions_table(sessions, out.paint))
+    return EXIT_OK
+
+
+async def cmd_start(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request(
+        "session.start",
+        agent=args.agent,
+        prompt=args.prompt,
+        name=args.name,
+        args=args.args or None,
+    )
+    out.data(result, lambda: str(result.get("session")))
+    return EXIT_OK
+
+
+async def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    result = await client.request("session.input", session=args.session, text=text)
+    out.data(result, lambda: "sent")
+    return EXIT_OK
+
+
+async def _approve(client: Client, args: argparse.Namespace, out: Output, allow: bool) -> int:
+    result = await client.request(
+        "session.approve",
+        session=args.session,
+        request_id=args.request,
+        allow=allow,
+        message=getattr(args, "message", None),
+    )
+    out.data(result, lambda: "allowed" if allow else "denied")
+    return EXIT_OK
+
+
+async def cmd_approve(client: Client, args: argparse.Namespace, out: Output) -> int:
+    return await _approve(client, args, out, allow=True)
+
+
+async def cmd_deny(client: Client, args: argparse.Namespace, out: Output) -> int:
+    return await _approve(client, args, out, allow=False)
+
+
+def _session_command(wire_type: str, done: str) -> Callable[..., Coroutine[Any, Any, int]]:
+    async def run(client: Client, args: argparse.Namespace, out: Output) -> int:
+        result = await client.request(wire_type, session=args.session)
+        out.data(result, lambda: f"{done}: {result.get('session', args.session)}")
+        return EXIT_OK
+
+    return run
+
+
+async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if args.target == "sessions":
+        topic, show_session = "sessions", True
+    else:
+        topic, show_session = f"session/{(await resolve_session(client, args.target))['id']}", False
+    subscription = await client.subscribe(topic)
+    async for event in subscription:
+        out.event(event, show_session)
+    return EXIT_OK
+
+
+async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
+    session = await resolve_session(client, args.session)
+    since = 0
+    while True:
+        page = await client.request(
+            "session.events", session=session["id"], since=since, limit=LOG_PAGE
+        )
+        events = page.get("events", [])
+        for event in events:
+            out.event(event, show_session=False)
+            since = max(since, int(event.get("seq", since)))
+        if len(events) < LOG_PAGE:
+            break
+    if args.follow:
+        subscription = await client.subscribe(f"session/{session['id']}", since=since)
+        async for event in subscription:
+            out.event(event, show_session=False)
+    return EXIT_OK
+
+
+async def cmd_connections(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("connections")
+    connections = result.get("connections", []) if isinstance(result, dict) else result
+    out.data(connections, lambda: connections_table(connections))
+    return EXIT_OK
+
+
+async def cmd_kick(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("connection.kick", connection=args.id, reason=args.reason)
+    out.data(result, lambda: f"closed connection {args.id}")
+    return EXIT_OK
+
+
+async def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("config.reload")
+
+    def text() -> str:
+        if not result.get("reloaded"):
+            return "config refused; the running one is kept:\n" + "\n".join(
+                result.get("errors", [])
+            )
+        lines = [f"reloaded; changed: {', '.join(result.get('changed', [])) or 'nothing'}"]
+        lines += [f"needs a restart: {key}" for key in result.get("restart_needed", [])]
+        return "\n".join(lines)
+
+    out.data(result, text)
+    return EXIT_OK if result.get("reloaded") else EXIT_REMOTE
+
+
+async def cmd_shutdown(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("daemon.stop")
+    out.data(result, lambda: "hived is stopping")
+    return EXIT_OK
+
+
+COMMANDS: Final[
+    dict[str, Callable[[Client, argparse.Namespace, Output], Coroutine[Any, Any, int]]]
+] = {
+    "status": cmd_status,
+    "sessions": cmd_sessions,
+    "start": cmd_start,
+    "send": cmd_send,
+    "approve": cmd_approve,
+    "deny": cmd_deny,
+    "interrupt": _session_command("session.interrupt", "interrupted"),
+    "stop": _session_command("session.stop", "stopped"),
+    "restart": _session_command("session.restart", "restarted"),
+    "tail": cmd_tail,
+    "logs": cmd_logs,
+    "connections": cmd_connections,
+    "kick": cmd_kick,
+    "reload": cmd_reload,
+    "shutdown": cmd_shutdown,
+}
+
+
+def post_hook(args: argparse.Namespace) -> int:
+    """Post one hook payload; never fail the agent: exit 0, with a note on stderr if it failed."""
+    payload = sys.stdin.buffer.read()
+    try:
+        url = urllib.parse.urlsplit(base_url(getattr(args, "url", None)))
+        token = read_token(args)
+        connection_class = (
+            http.client.HTTPSConnection if url.scheme == "wss" else http.client.HTTPConnection
+        )
+        connection = connection_class(url.netloc, timeout=HOOK_TIMEOUT_S)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        connection.request("POST", "/v1/hooks/claude", body=payload, headers=headers)
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace").strip()
+        if response.status >= 300:
+            sys.stderr.write(f"hivectl hook: hived answered {response.status}: {body}\n")
+    except (OSError, Usage, http.client.HTTPException) as exc:
+        sys.stderr.write(f"hivectl hook: could not post to hived: {exc}\n")
+    return EXIT_OK
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"hivectl: {message}\n")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hivectl`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "hook":
+        return post_hook(args)
+    out = Output(bool(getattr(args, "json", False)))
+    try:
+        return trio.run(run_command, args, out)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Usage as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except AuthError as exc:
+        return _fail(f"refused: {exc}", EXIT_AUTH)
+    except ConnectError as exc:
+        return _fail(f"{exc}\nIs hived running? Try: systemctl status hived", EXIT_CONNECT)
+    except RemoteError as exc:
+        code = EXIT_AUTH if exc.code == "forbidden" else EXIT_REMOTE
+        return _fail(f"{exc.code}: {exc.message}", code)
+    except ClientError as exc:
+        return _fail(str(exc), EXIT_CONNECT)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

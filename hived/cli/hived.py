@@ -1,0 +1,125 @@
+"""``hived``: run the daemon, check a config file, make tokens.
+
+Exit status: 0 clean stop; 78 (EX_CONFIG) a config error at start; 1 any other failure
+(including a stop forced by a second signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+from hived import __version__
+from hived.configfile import config_path, read_config
+from hived.core.auth import hash_secret, new_secret
+from hived.core.config import ROLES
+from hived.core.errors import ConfigError, HivedError
+from hived.logs import LEVELS, setup_logging
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONFIG: Final = 78
+
+COMMANDS: Final = ("run", "check-config", "token")
+
+log = logging.getLogger("hived")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, also read by the man-page completeness test."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $HIVED_CONFIG, else /etc/hived/hived.toml)",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=argparse.SUPPRESS,
+        help="least severe level logged (default: info)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="hived",
+        description="Run and watch AI coding agents; stream their events over WebSocket.",
+        parents=[common],
+        epilog="exit status: 0 clean stop, 1 failure, 78 config error. See hived(8).",
+    )
+    parser.add_argument("--version", action="version", version=f"hived {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the daemon in the foreground (default)")
+    commands.add_parser(
+        "check-config", parents=[common], help="validate the config file and exit (0 or 78)"
+    )
+    token = commands.add_parser("token", help="manage access tokens")
+    token_commands = token.add_subparsers(dest="token_command", metavar="TOKEN_COMMAND")
+    token_commands.required = True
+    new = token_commands.add_parser("new", help="print a fresh secret and its [[tokens]] block")
+    new.add_argument("--role", required=True, choices=ROLES, help="role the token grants")
+    new.add_argument("--name", help="who holds it (default: ROLE-xxxx)")
+    return parser
+
+
+def _with_default_command(argv: Sequence[str]) -> list[str]:
+    """``hived --config X`` means ``hived run --config X``."""
+    args = list(argv)
+    if any(arg in COMMANDS or arg in ("-h", "--help", "--version") for arg in args):
+        return args
+    return ["run", *args]
+
+
+def _token_new(role: str, name: str | None) -> int:
+    secret = new_secret()
+    name = name or f"{role}-{hash_secret(secret)[:6]}"
+    sys.stdout.write(
+        f"# Give this secret to {name}; it is shown only this once. Clients send it as\n"
+        f"# 'Authorization: Bearer <secret>' or set HIVED_TOKEN for hivectl.\n"
+        f"HIVED_TOKEN={secret}\n"
+        f"\n"
+        f"# Add this block to hived.toml, then reload hived (systemctl reload hived):\n"
+        f"[[tokens]]\n"
+        f'name = "{name}"\n'
+        f'role = "{role}"\n'
+        f'sha256 = "{hash_secret(secret)}"\n'
+    )
+    return EXIT_OK
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    for problem in exc.problems:
+        sys.stderr.write(f"hived: {problem}\n")
+    n = len(exc.problems)
+    sys.stderr.write(f"hived: {n} problem{'s' if n != 1 else ''} in the config file\n")
+    return EXIT_CONFIG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hived`` console script."""
+    args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
+    if args.command == "token":
+        return _token_new(args.role, args.name)
+    setup_logging(getattr(args, "log_level", "info"))
+    path = config_path(getattr(args, "config", None))
+    try:
+        config = read_config(path)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    if args.command == "check-config":
+        sys.stdout.write(f"{path}: ok\n")
+        return EXIT_OK
+    from hived.daemon import run_daemon
+
+    try:
+        return run_daemon(path, config)
+    except HivedError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

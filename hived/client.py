@@ -1,0 +1,424 @@
+"""The trio client library: requests with awaitable replies, subscriptions, and reconnect.
+
+How it works: :func:`connect` opens a nursery that keeps one WebSocket to hived alive. A reader
+task routes each incoming message: a ``result``/``error`` to the request waiting on its ``id``;
+an ``event`` to the subscriptions of its topic. When the connection drops (network, daemon
+restart, close 1001 or 4008) the client reconnects with exponential backoff and jitter, and
+re-subscribes every subscription with ``since`` set to the last ``seq`` handed to the caller,
+so the caller sees every event once, in order: replay covers the gap, and anything at or below
+the last seq seen (a replay overlapping what already arrived) is dropped. Requests in flight
+when the connection drops fail with :class:`ConnectionLost` (they may or may not have run).
+Authentication refusals (HTTP 401/403, close 4001/4003) are final: they raise
+:class:`AuthError` instead of reconnecting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+import trio_websocket
+
+from hived.core.errors import HivedError, ProtocolError
+from hived.core.protocol import CloseCode, parse_server_frame
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S: Final = 0.2
+BACKOFF_MAX_S: Final = 10.0
+CONNECT_TIMEOUT_S: Final = 10.0
+MAX_MESSAGE_CHARS: Final = 64 * 1024 * 1024
+"""Largest server frame accepted (a coalesced batch, or an agent's 1 MiB line, fits)."""
+SUBSCRIPTION_BUFFER: Final = 100_000
+"""Events buffered per subscription before the reader waits for the caller."""
+
+AUTH_CLOSE_CODES: Final = frozenset({CloseCode.NOT_AUTHENTICATED, CloseCode.ROLE_TOO_LOW})
+
+
+class ClientError(HivedError):
+    """The base of the client's own errors."""
+
+
+class ConnectError(ClientError):
+    """hived cannot be reached (nothing listening, TLS failure, handshake refused)."""
+
+
+class AuthError(ClientError):
+    """hived refused the token, or its role is too low for the channel."""
+
+
+class ConnectionLost(ClientError):
+    """The connection dropped while a request was waiting for its reply."""
+
+
+class RemoteError(ClientError):
+    """hived answered a request with an ``error`` message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter."""
+    base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * math.pow(2, attempt))
+    return base * (0.5 + (rng or random).random() / 2)
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """Events of one topic, as an async iterator; resumes across reconnects by ``seq``."""
+
+    topic: str
+    last_seq: int | None
+    recovered: bool = True
+    """False once the server said its history no longer reached where we resumed from."""
+    _send: trio.MemorySendChannel[dict[str, Any]] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[dict[str, Any]] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel(SUBSCRIPTION_BUFFER)
+
+    async def _deliver(self, event: dict[str, Any]) -> None:
+        seq = event.get("seq")
+        if not isinstance(seq, int) or (self.last_seq is not None and seq <= self.last_seq):
+            return
+        self.last_seq = seq
+        await self._send.send(event)
+
+    def _close(self) -> None:
+        self._send.close()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._receive.__aiter__()
+
+    async def receive(self) -> dict[str, Any]:
+        """The next event (``{"type": "event", "topic", "seq", "ts", "kind", ...}``)."""
+        return await self._receive.receive()
+
+
+@attrs.define(eq=False)
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class Client:
+    """One logical connection to hived; use :func:`connect` to make one."""
+
+    url: str
+    token: str | None
+    reconnect: bool
+    ssl_context: ssl.SSLContext | None
+    welcome: dict[str, Any] = attrs.field(factory=dict)
+    _ws: trio_websocket.WebSocketConnection | None = None
+    _connected: trio.Event = attrs.field(factory=trio.Event)
+    _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
+    _pending: dict[int, _Pending] = attrs.field(factory=dict)
+    _subscriptions: dict[str, list[Subscription]] = attrs.field(factory=dict)
+    _fatal: BaseException | None = None
+    _nursery: trio.Nursery | None = None
+
+    async def request(self, type_: str, **fields: Any) -> Any:
+        """Send one request and wait for its ``result`` (raise :class:`RemoteError` on error)."""
+        ws = await self._connection()
+        request_id = next(self._ids)
+        pending = self._pending[request_id] = _Pending()
+        message = {"type": type_, "id": request_id}
+        message.update({k: v for k, v in fields.items() if v is not None})
+        try:
+            await ws.send_message(orjson.dumps(message).decode())
+        except trio_websocket.ConnectionClosed:
+            self._pending.pop(request_id, None)
+            raise ConnectionLost(
+                f"connection to {self.url} closed before {type_} was sent"
+            ) from None
+        try:
+            await pending.done.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.reply is not None
+        if pending.reply["type"] == "error":
+            raise RemoteError(str(pending.reply.get("code")), str(pending.reply.get("message")))
+        return pending.reply.get("result")
+
+    async def subscribe(self, topic: str, since: int | None = None) -> Subscription:
+        """Subscribe to ``topic``; with ``since``, every stored event after it comes first."""
+        subscription = Subscription(topic, since)
+        self._subscriptions.setdefault(topic, []).append(subscription)
+        try:
+            result = await self.request("subscribe", topic=topic, since=since)
+        except BaseException:
+            self._forget(subscription)
+            raise
+        subscription.recovered = bool(result.get("recovered", True))
+        if subscription.last_seq is None:
+            subscription.last_seq = int(result.get("last_seq", 0))
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop a subscription (and tell hived once the topic has no other one here)."""
+        self._forget(subscription)
+        if not self._subscriptions.get(subscription.topic):
+            await self.request("unsubscribe", topic=subscription.topic)
+
+    def _forget(self, subscription: Subscription) -> None:
+        subscriptions = self._subscriptions.get(subscription.topic, [])
+        if subscription in subscriptions:
+            subscriptions.remove(subscription)
+        if not subscriptions:
+            self._subscriptions.pop(subscription.topic, None)
+        subscription._close()
+
+    async def _connection(self) -> trio_websocket.WebSocketConnection:
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._ws is not None and not self._ws.closed:
+                return self._ws
+            await self._connected.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the connection alive until cancelled; ``started`` after the first welcome.
+
+        A failure before the first welcome is raised; after it, a final failure (auth refused,
+        or a drop with ``reconnect`` off) is handed to every waiting and later request instead.
+        """
+        attempt = 0
+        first = True
+        while True:
+            try:
+                async with self._open() as ws:
+                    self.welcome = await self._read_welcome(ws)
+                    self._ws = ws
+                    attempt = 0
+                    self._connected.set()
+                    if first:
+                        first = False
+                        task_status.started()
+                    elif self._nursery is not None:
+                        self._nursery.start_soon(self._resubscribe)
+                    await self._read_loop(ws)
+            except (AuthError, ConnectError, trio_websocket.ConnectionClosed, OSError) as exc:
+                reason = _describe(exc)
+                if first or not self.reconnect or isinstance(exc, AuthError):
+                    error = exc if isinstance(exc, ClientError) else ConnectionLost(reason)
+                    self._give_up(error)
+                    if first:
+                        raise error from None
+                    return
+                log.info("connection to %s lost (%s); reconnecting", self.url, reason)
+            finally:
+                self._ws = None
+                self._connected = trio.Event()
+                self._fail_pending(ConnectionLost(f"connection to {self.url} lost"))
+            await trio.sleep(backoff_s(attempt))
+            attempt += 1
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+        """One WebSocket on a TCP (or TLS) stream that this client opens and always closes.
+
+        trio-websocket's own ``open_websocket_url`` leaves its socket open when the handshake
+        is refused or the server closes first, hence the stream of our own.
+        """
+        parts = urllib.parse.urlsplit(self.url)
+        host, port = (
+            parts.hostname or "127.0.0.1",
+            parts.port or (443 if parts.scheme == "wss" else 80),
+        )
+        headers = [(b"Authorization", f"Bearer {self.token}".encode())] if self.token else []
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from None
+        raised: BaseException | None = None
+        try:
+            if parts.scheme == "wss":
+                context = self.ssl_context or ssl.create_default_context()
+                stream = trio.SSLStream(stream, context, server_hostname=host)
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.fail_after(CONNECT_TIMEOUT_S):
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            stream,  # type: ignore[arg-type]  # any trio Stream works
+                            parts.netloc,
+                            parts.path or "/",
+                            extra_headers=headers,
+                            message_queue_size=1024,
+                            max_message_size=MAX_MESSAGE_CHARS,
+                        )
+                except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
+                    raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from None
+                try:
+                    yield ws
+                except BaseException as exc:
+                    # Re-raised outside this nursery, so that it is not wrapped in a group.
+                    raised = exc
+                finally:
+                    with trio.move_on_after(1.0) as cleanup:
+                        cleanup.shield = True
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise self._handshake_error(group) from None
+        except trio.BrokenResourceError as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from None
+        finally:
+            await trio.aclose_forcefully(stream)
+        if raised is not None:
+            raise raised
+
+    def _handshake_error(self, group: BaseExceptionGroup[BaseException]) -> BaseException:
+        """What a failed handshake means for the caller (the library raises it from a task)."""
+        leaves = list(_leaves(group))
+        for exc in leaves:
+            if isinstance(exc, trio_websocket.ConnectionRejected):
+                body = (exc.body or b"").decode(errors="replace").strip()
+                kind = AuthError if exc.status_code in (401, 403) else ConnectError
+                return kind(f"{self.url}: HTTP {exc.status_code}: {body}")
+        if len(leaves) == 1 and isinstance(leaves[0], ClientError):
+            return leaves[0]
+        if all(isinstance(e, OSError | trio.BrokenResourceError) for e in leaves):
+            return ConnectError(f"cannot connect to {self.url}: {_describe(leaves[0])}")
+        return group
+
+    async def _read_welcome(self, ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                text = await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            _raise_for_close(exc)
+            raise
+        except trio.TooSlowError:
+            raise ConnectError(f"{self.url}: no welcome from the server") from None
+        messages = parse_server_frame(str(text))
+        if messages[0]["type"] != "welcome":
+            raise ConnectError(f"{self.url}: expected a welcome, got {messages[0]['type']!r}")
+        return messages[0]
+
+    async def _resubscribe(self) -> None:
+        for topic, subscriptions in list(self._subscriptions.items()):
+            seen = [s.last_seq for s in subscriptions if s.last_seq is not None]
+            if not seen:
+                continue  # its subscribe() is still waiting, and fails with ConnectionLost
+            since = min(seen)
+            try:
+                result = await self.request("subscribe", topic=topic, since=since)
+            except (RemoteError, ConnectionLost) as exc:
+                log.warning("resubscribing to %s failed: %s", topic, exc)
+                continue
+            for subscription in subscriptions:
+                subscription.recovered &= bool(result.get("recovered", True))
+
+    async def _read_loop(self, ws: trio_websocket.WebSocketConnection) -> None:
+        while True:
+            try:
+                text = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                _raise_for_close(exc)
+                raise
+            try:
+                messages = parse_server_frame(str(text))
+            except ProtocolError as exc:
+                log.warning("ignoring a bad frame from %s: %s", self.url, exc)
+                continue
+            for message in messages:
+                await self._route(message)
+
+    async def _route(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "event":
+            for subscription in list(self._subscriptions.get(str(message.get("topic")), ())):
+                await subscription._deliver(message)
+        elif kind in ("result", "error"):
+            request_id = message.get("id")
+            pending = self._pending.get(request_id) if isinstance(request_id, int) else None
+            if pending is not None:
+                pending.reply = message
+                pending.done.set()
+            elif kind == "error":
+                log.warning("hived: %s: %s", message.get("code"), message.get("message"))
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for pending in self._pending.values():
+            pending.error = error
+            pending.done.set()
+
+    def _give_up(self, error: BaseException) -> None:
+        self._fatal = error
+        self._fail_pending(error)
+        self._connected.set()
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                subscription._close()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def _raise_for_close(exc: trio_websocket.ConnectionClosed) -> None:
+    reason = exc.reason
+    if reason is not None and reason.code in AUTH_CLOSE_CODES:
+        raise AuthError(f"closed with {reason.code}: {reason.reason or ''}".strip()) from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio_websocket.ConnectionClosed) and exc.reason is not None:
+        return f"closed with {exc.reason.code} {exc.reason.reason or ''}".strip()
+    return str(exc) or type(exc).__name__
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    token: str | None,
+    *,
+    reconnect: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[Client]:
+    """Connect to hived (``ws://host:port/v1/ws`` or ``/v1/admin``) and keep the connection.
+
+    Raises :class:`ConnectError` or :class:`AuthError` when the first connection fails; after
+    that, drops are repaired in the background when ``reconnect`` is true.
+    """
+    client = Client(url, token, reconnect, ssl_context)
+    # Errors are re-raised outside the nursery, so that callers catch AuthError, RemoteError
+    # and friends themselves rather than an ExceptionGroup around them.
+    raised: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        client._nursery = nursery
+        try:
+            await nursery.start(client.run)
+        except BaseException as exc:
+            raised = exc
+        else:
+            try:
+                yield client
+            except BaseException as exc:
+                raised = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    if raised is not None:
+        raise raised

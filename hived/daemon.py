@@ -1,0 +1,176 @@
+"""The daemon: one nursery that owns every service, signals, reload and stop.
+
+Task tree (DESIGN §2): the daemon nursery holds the signal watcher, the watchdog pinger, the
+store's writer, the supervisor and the listener. Services follow one contract (see
+docs/internals.md): ``serve(task_status=...)`` until cancelled, ``reload(config)`` for a new
+valid config, ``drain()`` for a graceful stop. Stop drains them in reverse start order under
+``daemon.shutdown_timeout_s``, then cancels the nursery; a second SIGTERM/SIGINT cancels at
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Final
+
+import attrs
+import trio
+
+from hived import __version__
+from hived.admin import Admin
+from hived.configfile import read_config
+from hived.core.config import Config, changed_sections, restart_needed
+from hived.core.errors import ConfigError
+from hived.hub import Hub
+from hived.records import Records, announce_recovered
+from hived.server.listener import Server
+from hived.server.router import Router
+from hived.store import Store
+from hived.supervisor import Supervisor
+from hived.systemd import Notifier, listen_sockets
+
+log = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_FORCED: Final = 1
+STORE_FLUSH_BUDGET_S: Final = 5.0
+"""After the shutdown deadline, how long the store still gets to commit what is queued."""
+
+
+@attrs.frozen
+class ReloadOutcome:
+    """What a reload did: the sections that changed, or every error of a bad file."""
+
+    reloaded: bool
+    changed: tuple[str, ...] = ()
+    restart_needed: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+@attrs.define
+class Daemon:
+    """hived as a whole: builds the services from the config and runs them."""
+
+    config_path: Path
+    config: Config
+    notifier: Notifier
+    started_at: float = attrs.field(factory=time.time)
+    config_loaded_at: float = attrs.field(factory=time.time)
+    forced: bool = False
+    _stop_requested: trio.Event = attrs.field(factory=trio.Event)
+    _services: tuple[Store | Supervisor | Server, ...] = ()
+
+    def request_stop(self) -> None:
+        """Begin the graceful stop (SIGTERM, SIGINT, ``daemon.stop``)."""
+        self._stop_requested.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    async def run(self) -> None:
+        store = Store.open(self.config.state)
+        hub = Hub(history=store)
+        supervisor = Supervisor(self.config, hub, recorder=store)
+        router = Router()
+        server = Server(
+            self.config,
+            hub,
+            router,
+            version=__version__,
+            hook_sink=supervisor.ingest_hook,
+            sockets=listen_sockets(os.environ) or None,
+        )
+        admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
+        records = Records(supervisor, store)
+        handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
+        for wire_type, handler in handlers.items():
+            router.add(wire_type, handler)
+        announce_recovered(hub, store.recovered)
+        self._services = (store, supervisor, server)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve_signals, nursery.cancel_scope)
+            nursery.start_soon(self.notifier.serve_watchdog)
+            await nursery.start(store.serve)
+            await store.reap_orphans(grace_s=5.0)
+            await nursery.start(supervisor.serve)
+            addresses = await nursery.start(server.serve)
+            for host, port in addresses:
+                log.info("listening on %s:%d", host, port)
+            self.notifier.ready()
+            self.notifier.status(f"serving on {self.config.server.listen}")
+            await self._stop_requested.wait()
+            await self._drain(server, supervisor, store)
+            nursery.cancel_scope.cancel()
+
+    async def _drain(self, server: Server, supervisor: Supervisor, store: Store) -> None:
+        self.notifier.stopping()
+        self.notifier.status("stopping")
+        timeout_s = self.config.daemon.shutdown_timeout_s
+        log.info("stopping: closing connections and sessions (up to %.0f s)", timeout_s)
+        with trio.move_on_after(timeout_s) as scope:
+            await server.drain()
+            await supervisor.drain()
+        if scope.cancelled_caught:
+            log.warning("stop took longer than daemon.shutdown_timeout_s=%.1f", timeout_s)
+        with trio.move_on_after(STORE_FLUSH_BUDGET_S):
+            await store.drain()
+
+    async def _serve_signals(self, cancel_scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                elif self.stopping:
+                    log.warning("second %s: stopping at once", signal.Signals(signum).name)
+                    self.forced = True
+                    cancel_scope.cancel()
+                else:
+                    log.info("%s: stopping gracefully", signal.Signals(signum).name)
+                    self.request_stop()
+
+    async def reload(self) -> ReloadOutcome:
+        """Re-read the config file; apply it where it can change live, or keep the old one."""
+        self.notifier.reloading()
+        try:
+            outcome = await self._reload()
+        finally:
+            self.notifier.ready()
+        return outcome
+
+    async def _reload(self) -> ReloadOutcome:
+        try:
+            new = await trio.to_thread.run_sync(read_config, self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload: %s", problem)
+            log.error("reload: kept the running config (%d problems)", len(exc.problems))
+            return ReloadOutcome(reloaded=False, errors=exc.problems)
+        changed = tuple(changed_sections(self.config, new))
+        pending = tuple(restart_needed(self.config, new))
+        for key in pending:
+            log.warning("reload: %s changed; it takes effect at the next restart", key)
+        for service in self._services:
+            service.reload(new)
+        self.config = new
+        self.config_loaded_at = time.time()
+        log.info("reload: applied (changed: %s)", ", ".join(changed) or "nothing")
+        return ReloadOutcome(reloaded=True, changed=changed, restart_needed=pending)
+
+
+def run_daemon(config_path: Path, config: Config) -> int:
+    """Run hived until it is stopped; the exit status."""
+    daemon = Daemon(config_path, config, Notifier.from_environ(os.environ))
+    trio.run(daemon.run)
+    if daemon.forced:
+        return EXIT_FORCED
+    log.info("stopped")
+    return EXIT_OK
