@@ -103,8 +103,10 @@ class Daemon:
             await store.reap_orphans(grace_s=5.0)
             await nursery.start(supervisor.serve)
             addresses = await nursery.start(server.serve)
+            scheme = "https" if self.config.server.tls_cert else "http"
             for host, port in addresses:
-                log.info("listening on %s:%d", host, port)
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                log.info("listening on %s (%s://%s/, WebSocket /v1/ws)", where, scheme, where)
             self.notifier.ready()
             self.notifier.status(f"serving on {self.config.server.listen}")
             await self._stop_requested.wait()

@@ -261,7 +261,7 @@ def status_text(status: Mapping[str, Any], paint: Painter) -> str:
         f"config    {status.get('config_path')} "
         f"(loaded {relative_time(status.get('config_loaded_at'))})",
         f"listen    {status.get('listen')}  tls {'on' if status.get('tls') else 'off'}",
-        f"clients   {connections.get('open', sum(by_role.values()))} ({roles})",
+        f"clients   {connections.get('connections', sum(by_role.values()))} ({roles})",
         f"events    {hub.get('events_published', 0)} published on {hub.get('topics', 0)} topics, "
         f"{hub.get('subscribers_closed_slow', 0)} slow subscribers closed",
     ]

@@ -12,6 +12,7 @@ folder. Reading the file is the caller's business: this module never touches the
 from __future__ import annotations
 
 import ipaddress
+import os.path
 import re
 import tomllib
 from collections.abc import Callable, Iterator
@@ -280,7 +281,7 @@ def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
 
 def _resolve(config: Config, base: PurePath) -> Config:
     def path(p: str) -> str:
-        return str(base / p)
+        return os.path.normpath(base / p)
 
     server = config.server
     if server.tls_cert is not None and server.tls_key is not None:

@@ -9,6 +9,7 @@ store.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -85,12 +86,17 @@ class AgentEvent:
     """The agent's own session id, where the line carries one (Claude ``session_id``)."""
 
 
+@functools.lru_cache(maxsize=4)
+def _second_prefix(whole: int) -> str:
+    # strftime is most of a timestamp's cost, and events come many per second: cache it.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
 def utc_timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds: ``2026-11-26T08:00:00.123Z``."""
-    now = time.time() if now is None else now
-    whole = int(now)
-    millis = int((now - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    millis = round((time.time() if now is None else now) * 1000)
+    whole, fraction = divmod(millis, 1000)
+    return f"{_second_prefix(whole)}.{fraction:03d}Z"
 
 
 @attrs.frozen
