@@ -230,12 +230,22 @@ async def test_tail_resumes_across_a_daemon_restart_without_gap_or_duplicate(
                 *lines, buffer = buffer.split(b"\n")
                 received.extend(orjson.loads(line) for line in lines if line)
 
+    async def tail_subscribed(daemon: RunningDaemon) -> None:
+        with trio.fail_after(20):
+            while True:
+                connections = as_json(await hivectl(daemon, "connections", "--json"))
+                if any("sessions" in c["subscriptions"] for c in connections):
+                    return
+                await trio.sleep(0.05)
+
     try:
+        await tail_subscribed(daemon)
         await hivectl(daemon, "start", "text", "--name", "before")
         await read_until(2)
         daemon.send_signal(signal.SIGTERM)
         assert await daemon.wait_exit() == 0
         daemon = await hived.start(config, port=port)
+        await tail_subscribed(daemon)
         await hivectl(daemon, "start", "text", "--name", "after")
         await read_until(len(received) + 2)
         await hivectl(daemon, "stop", "after")
