@@ -64,15 +64,14 @@ class Admin:
 
     async def status(self, request: Request, caller: Caller) -> dict[str, Any]:
         daemon = self.daemon
-        server = daemon.config.server
         return {
             "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - daemon.started_at, 3),
             "config_path": str(daemon.config_path),
             "config_loaded_at": utc_timestamp(daemon.config_loaded_at),
-            "listen": server.listen,
-            "tls": server.tls_cert is not None,
+            "listen": ", ".join(daemon.listening),
+            "tls": daemon.started_config.server.tls_cert is not None,
             "stopping": daemon.stopping,
             "connections": _jsonable(self.server.stats()),
             "sessions": [summary.to_json() for summary in self.supervisor.summaries()],

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -24,7 +25,7 @@ from hived import __version__
 from hived.admin import Admin
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
-from hived.core.errors import ConfigError
+from hived.core.errors import ConfigError, HivedError
 from hived.hub import Hub
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_FORCED: Final = 1
+EXIT_CONFIG: Final = 78
+ORPHAN_GRACE_S: Final = 5.0
+"""SIGTERM to SIGKILL for agents a killed daemon left running."""
 STORE_FLUSH_BUDGET_S: Final = 5.0
 """After the shutdown deadline, how long the store still gets to commit what is queued."""
 
@@ -61,9 +65,15 @@ class Daemon:
     config_path: Path
     config: Config
     notifier: Notifier
+    started_config: Config = attrs.field(
+        default=attrs.Factory(lambda self: self.config, takes_self=True)
+    )
+    """The config the daemon started with: what a reload cannot change stays as it says."""
     started_at: float = attrs.field(factory=time.time)
     config_loaded_at: float = attrs.field(factory=time.time)
     forced: bool = False
+    listening: tuple[str, ...] = ()
+    """Where the server listens, ``host:port`` each (a reload does not move it)."""
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
     _services: tuple[Store | Supervisor | Server, ...] = ()
 
@@ -93,44 +103,60 @@ class Daemon:
         handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
         for wire_type, handler in handlers.items():
             router.add(wire_type, handler)
-        announce_recovered(hub, store.recovered)
         self._services = (store, supervisor, server)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_signals, nursery.cancel_scope)
             nursery.start_soon(self.notifier.serve_watchdog)
+            started: list[Store | Supervisor | Server] = []
             await nursery.start(store.serve)
-            await store.reap_orphans(grace_s=5.0)
-            await nursery.start(supervisor.serve)
-            addresses = await nursery.start(server.serve)
-            scheme = "https" if self.config.server.tls_cert else "http"
-            for host, port in addresses:
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                log.info("listening on %s (%s://%s/, WebSocket /v1/ws)", where, scheme, where)
-            self.notifier.ready()
-            self.notifier.status(f"serving on {self.config.server.listen}")
+            started.append(store)
+            await store.reap_orphans(grace_s=ORPHAN_GRACE_S)
+            announce_recovered(hub, store.recovered)
+            if not self.stopping:
+                await nursery.start(supervisor.serve)
+                started.append(supervisor)
+            if not self.stopping:
+                addresses = await nursery.start(server.serve)
+                started.append(server)
+                self.listening = tuple(_address(host, port) for host, port in addresses)
+                scheme = "https" if self.config.server.tls_cert else "http"
+                for where in self.listening:
+                    log.info("listening on %s (%s://%s/, WebSocket /v1/ws)", where, scheme, where)
+                self.notifier.ready()
+                self.notifier.status(f"serving on {', '.join(self.listening)}")
             await self._stop_requested.wait()
-            await self._drain(server, supervisor, store)
+            await self._drain(reversed(started))
             nursery.cancel_scope.cancel()
 
-    async def _drain(self, server: Server, supervisor: Supervisor, store: Store) -> None:
+    async def _drain(self, services: Iterable[Store | Supervisor | Server]) -> None:
         self.notifier.stopping()
         self.notifier.status("stopping")
         timeout_s = self.config.daemon.shutdown_timeout_s
         log.info("stopping: closing connections and sessions (up to %.0f s)", timeout_s)
+        store = None
         with trio.move_on_after(timeout_s) as scope:
-            await server.drain()
-            await supervisor.drain()
+            for service in services:
+                if isinstance(service, Store):
+                    store = service
+                else:
+                    await service.drain()
         if scope.cancelled_caught:
             log.warning("stop took longer than daemon.shutdown_timeout_s=%.1f", timeout_s)
-        with trio.move_on_after(STORE_FLUSH_BUDGET_S):
-            await store.drain()
+        if store is not None:
+            with trio.move_on_after(STORE_FLUSH_BUDGET_S):
+                await store.drain()
 
     async def _serve_signals(self, cancel_scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await self.reload()
+                    try:
+                        await self.reload()
+                    except Exception:
+                        # The reload of one service failed half-way: keep running on what
+                        # was applied, and say so; a signal must never end the daemon.
+                        log.exception("reload: failed; some settings may not be applied")
                 elif self.stopping:
                     log.warning("second %s: stopping at once", signal.Signals(signum).name)
                     self.forced = True
@@ -157,7 +183,7 @@ class Daemon:
             log.error("reload: kept the running config (%d problems)", len(exc.problems))
             return ReloadOutcome(reloaded=False, errors=exc.problems)
         changed = tuple(changed_sections(self.config, new))
-        pending = tuple(restart_needed(self.config, new))
+        pending = tuple(restart_needed(self.started_config, new))
         for key in pending:
             log.warning("reload: %s changed; it takes effect at the next restart", key)
         for service in self._services:
@@ -168,10 +194,33 @@ class Daemon:
         return ReloadOutcome(reloaded=True, changed=changed, restart_needed=pending)
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
 def run_daemon(config_path: Path, config: Config) -> int:
-    """Run hived until it is stopped; the exit status."""
+    """Run hived until it is stopped; the exit status.
+
+    A failure to start (the port taken, a TLS key that does not load, a store that cannot be
+    opened) is logged as one line and gives 78 for a config problem, else 1 — never a traceback.
+    """
     daemon = Daemon(config_path, config, Notifier.from_environ(os.environ))
-    trio.run(daemon.run)
+    try:
+        trio.run(daemon.run)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if not all(isinstance(exc, HivedError | OSError) for exc in leaves):
+            raise
+        for exc in leaves:
+            log.error("cannot run: %s", exc)
+        return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in leaves) else EXIT_FORCED
     if daemon.forced:
         return EXIT_FORCED
     log.info("stopped")

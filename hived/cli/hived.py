@@ -10,14 +10,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 from hived import __version__
 from hived.configfile import config_path, read_config
 from hived.core.auth import hash_secret, new_secret
-from hived.core.config import ROLES
+from hived.core.config import ROLES, Config
 from hived.core.errors import ConfigError, HivedError
 from hived.logs import LEVELS, setup_logging
+from hived.server.listener import load_tls
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -98,6 +100,18 @@ def _report_config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def _check_config(path: Path, config: Config) -> int:
+    """What a start would refuse too: the file, and the TLS certificate and key it names."""
+    server = config.server
+    if server.tls_cert is not None and server.tls_key is not None:
+        try:
+            load_tls(server.tls_cert, server.tls_key)
+        except ConfigError as exc:
+            return _report_config_error(exc)
+    sys.stdout.write(f"{path}: ok\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hived`` console script."""
     args = build_parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
@@ -110,8 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _report_config_error(exc)
     if args.command == "check-config":
-        sys.stdout.write(f"{path}: ok\n")
-        return EXIT_OK
+        return _check_config(path, config)
     from hived.daemon import run_daemon
 
     try:

@@ -101,7 +101,8 @@ def _peer(stream: trio.abc.Stream) -> str:
     return str(address) or "unix"
 
 
-def _load_tls(cert: str, key: str) -> ssl.SSLContext:
+def load_tls(cert: str, key: str) -> ssl.SSLContext:
+    """The server's TLS context; a certificate or key that does not load is a ConfigError."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
@@ -168,7 +169,7 @@ class Server:
         server = self._config.server
         listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
         if server.tls_cert is not None and server.tls_key is not None:
-            context = await trio.to_thread.run_sync(_load_tls, server.tls_cert, server.tls_key)
+            context = await trio.to_thread.run_sync(load_tls, server.tls_cert, server.tls_key)
             listeners = [trio.SSLListener(tl, context, https_compatible=True) for tl in tcp]
             self._tls = True
         async with trio.open_nursery() as nursery:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import sys
+from pathlib import Path
 
 import orjson
+import trio
 
 from tests.e2e.harness import AGENTS, Launcher, http_get
 
@@ -81,3 +85,44 @@ async def test_bad_config_at_start_exits_78_with_the_errors_on_stderr(hived: Lau
     daemon = await hived.start(config.replace(f"127.0.0.1:{port}", "7420"), ready=False)
     assert await daemon.wait_exit() == 78
     assert 'server.listen: expected "host:port", got "7420"' in daemon.log()
+
+
+async def test_a_taken_port_fails_start_with_one_line_and_exit_1(hived: Launcher) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _, config = hived.config()
+        config = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", config, count=1)
+        daemon = await hived.start(config, port=port, ready=False)
+        assert await daemon.wait_exit() == 1
+    log = daemon.log()
+    assert "cannot run:" in log
+    assert "address already in use" in log.lower()
+    assert "Traceback" not in log
+
+
+async def test_a_tls_key_that_does_not_load_is_a_config_error(
+    hived: Launcher, tmp_path: Path
+) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    port, config = hived.config(server='tls_cert = "cert.pem"\ntls_key = "key.pem"')
+    daemon = await hived.start(config, port=port, ready=False)
+    assert await daemon.wait_exit() == 78
+    assert "server.tls_cert/tls_key: cannot load" in daemon.log()
+    assert "Traceback" not in daemon.log()
+    checked = await trio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "hived.cli.hived",
+            "check-config",
+            "--config",
+            str(daemon.config_path),
+        ],
+        capture_stderr=True,
+        check=False,
+    )
+    assert checked.returncode == 78
+    assert b"server.tls_cert/tls_key: cannot load" in checked.stderr
