@@ -24,7 +24,7 @@ LAYERS: Final = (
         "hived.process",
         "hived.client",
     ),
-    ("hived.store", "hived.observed", "hived.supervisor", "hived.server"),
+    ("hived.store", "hived.observed", "hived.session", "hived.supervisor", "hived.server"),
     ("hived.admin", "hived.records"),
     ("hived.daemon",),
     ("hived.cli",),
