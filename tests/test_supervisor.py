@@ -580,3 +580,19 @@ async def test_stats_count_sessions_by_state(tmp_path: Path) -> None:
 def test_examples_exist() -> None:
     for path in (*FAKE_CLAUDE[:1], *FAKE_CODEX[:1], *FAKE_TEXT, MISBEHAVE):
         assert os.path.exists(path)
+
+
+async def test_a_stop_whose_caller_goes_away_still_completes(tmp_path: Path) -> None:
+    """The server cancels a handler when its client disconnects; the stop must go on."""
+    config = make_config(tmp_path, stubborn=agent(MISBEHAVE, "ignore-term", stop_timeout_s=0.3))
+    async with supervising(config) as h:
+        sid = (await h.start("stubborn"))["session"]
+        ev = await h.events(session_topic(sid))
+        await ev.wait(lambda: ev.of("text"))  # its SIGTERM handler is in place
+        _, pid, grandchild = ev.of("text")[0]["line"].split()
+        with trio.move_on_after(0.05) as caller_gone:
+            await h.call("session.stop", SessionStop(session=sid))
+        assert caller_gone.cancelled_caught
+        await ev.wait(lambda: "EXITED" in ev.states())
+        assert ev.of("state")[-1]["signal"] == "SIGKILL"
+        await wait_gone(int(pid), int(grandchild))
