@@ -1,0 +1,233 @@
+"""The fan-out benchmark: hived against an asyncio ``websockets.broadcast()`` peer.
+
+    python -m bench.run --quick     N=100 only, small bursts; prints fanout_ratio_n100=...
+    python -m bench.run --full      N ∈ {1, 10, 100, 1000}, 3 interleaved pairs; writes RESULTS.md
+    python -m bench.run --profile   hived under py-spy: the hot spots, into RESULTS.md
+
+Both servers are fed by the same agent (``bench/agents/flood.py``: 300-byte stdout lines), so
+each figure covers "agent stdout line → event → N subscribers" on loopback. For each N, and in
+each of the interleaved pairs (hived, peer, hived, peer…), a fresh server gets a warm-up burst,
+a paced run (latency) and a burst (throughput and CPU); the idle-connection figure has its own
+pairs. See ``bench/RESULTS.md`` for the figures and what they mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from bench import profile, report, scenarios
+from bench.report import Figure, Target, median
+from bench.servers import SERVERS, BenchError
+
+RESULTS: Final = Path(__file__).resolve().parent / "RESULTS.md"
+SIDES: Final = ("hived", "peer")
+WARMUP_EVENTS: Final = 200
+
+
+def paced_rate(n: int) -> float:
+    """Lines/s of the paced run: 1000/s, but at most 20k deliveries/s, below either's capacity.
+
+    Latency is measured where neither server is saturated; saturation is the burst's business.
+    """
+    return min(1000.0, 20_000.0 / n)
+
+
+@attrs.frozen
+class Plan:
+    ns: tuple[int, ...]
+    burst_events: dict[int, int]
+    """Lines per burst, by N: enough for hived's burst to last about a second, where the
+    subscribers' 20 ms read batching (see bench.load_client) costs a few percent at most."""
+    paced_s: float
+    repeats: int
+    idle_connections: int
+    """Idle connections for the RSS figure; 0 skips it."""
+
+
+QUICK: Final = Plan(
+    ns=(100,), burst_events={100: 10_000}, paced_s=2.0, repeats=3, idle_connections=0
+)
+FULL: Final = Plan(
+    ns=(1, 10, 100, 1000),
+    burst_events={1: 200_000, 10: 50_000, 100: 10_000, 1000: 1_000},
+    paced_s=5.0,
+    repeats=3,
+    idle_connections=2000,
+)
+
+
+@attrs.define
+class Collected:
+    """Runs by (figure name, N, side)."""
+
+    runs: dict[tuple[str, int, str], list[float]] = attrs.Factory(lambda: defaultdict(list))
+    units: dict[str, str] = attrs.Factory(dict)
+    notes: list[str] = attrs.Factory(list)
+
+    def add(self, name: str, unit: str, n: int, side: str, value: float) -> None:
+        self.units[name] = unit
+        self.runs[name, n, side].append(value)
+
+    def figure(self, name: str, n: int) -> Figure:
+        return Figure(
+            name=f"{name} ({self.units[name]})",
+            unit=self.units[name],
+            n=n,
+            hived=tuple(self.runs[name, n, "hived"]),
+            peer=tuple(self.runs[name, n, "peer"]),
+        )
+
+    def figures(self) -> list[Figure]:
+        keys = sorted({(name, n) for name, n, _ in self.runs}, key=lambda k: (k[1], k[0]))
+        return [self.figure(name, n) for name, n in keys]
+
+
+def log(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def measure_fanout(side: str, n: int, plan: Plan, out: Collected) -> None:
+    with SERVERS[side]() as server:
+        scenarios.burst(server, 1, WARMUP_EVENTS)
+        paced = scenarios.paced(server, n, paced_rate(n), plan.paced_s)
+        burst = scenarios.burst(server, n, plan.burst_events[n])
+    if burst.delivered != n * burst.events or paced.delivered != paced.expected:
+        out.notes.append(
+            f"{side} N={n}: delivered {burst.delivered}/{n * burst.events} (burst), "
+            f"{paced.delivered}/{paced.expected} (paced)"
+        )
+    out.add("burst delivered", "events/s", n, side, burst.rate)
+    out.add("burst server CPU", "s", n, side, burst.server_cpu_s)
+    out.add("burst busiest client CPU", "% of wall", n, side, 100 * burst.client_cpu_max)
+    out.add("paced p50", "ms", n, side, paced.p50_ms)
+    out.add("paced p99", "ms", n, side, paced.p99_ms)
+    out.add("paced server CPU", "s", n, side, paced.server_cpu_s)
+    log(
+        f"  {side:5} N={n:<4} burst {burst.rate:>10,.0f} ev/s  cpu {burst.server_cpu_s:5.2f} s  "
+        f"client {100 * burst.client_cpu_max:3.0f}%  paced@{paced.rate:g}/s "
+        f"p50 {paced.p50_ms:6.2f} p99 {paced.p99_ms:7.2f} ms"
+    )
+
+
+def measure_idle(side: str, connections: int, out: Collected) -> None:
+    with SERVERS[side]() as server:
+        result = scenarios.idle(server, connections)
+    out.add("RSS per idle connection", "KiB", connections, side, result.bytes_per_connection / 1024)
+    log(f"  {side:5} idle {connections}: {result.bytes_per_connection / 1024:6.1f} KiB/connection")
+
+
+def interleaved(repeats: int, run: Callable[[str], None]) -> None:
+    for _ in range(repeats):
+        for side in SIDES:
+            run(side)
+
+
+def collect(plan: Plan) -> Collected:
+    out = Collected()
+    for n in plan.ns:
+        log(f"N={n}: {plan.repeats} interleaved pairs")
+        interleaved(plan.repeats, functools.partial(measure_fanout, n=n, plan=plan, out=out))
+    if plan.idle_connections:
+        log(f"idle: {plan.idle_connections} connections, {plan.repeats} interleaved pairs")
+        run_idle = functools.partial(measure_idle, connections=plan.idle_connections, out=out)
+        interleaved(plan.repeats, run_idle)
+    return out
+
+
+def targets(out: Collected, plan: Plan) -> list[Target]:
+    found: list[Target] = []
+    for n in plan.ns:
+        if n >= 10:
+            burst = out.figure("burst delivered", n)
+            found.append(Target(f"burst ratio at N={n}", burst.ratio, 2.0, at_least=True))
+        if n in (10, 100):
+            p99 = out.figure("paced p99", n)
+            found.append(Target(f"paced p99 ratio at N={n}", p99.ratio, 1.5, at_least=False))
+        if n == 10 and paced_rate(n) == 1000:
+            p99_ms = median(out.figure("paced p99", n).hived)
+            found.append(
+                Target("hived line → subscriber p99 ms, 1k lines/s, N=10", p99_ms, 5.0, False)
+            )
+    if plan.idle_connections:
+        rss = out.figure("RSS per idle connection", plan.idle_connections)
+        found.append(Target("hived KiB per idle connection", median(rss.hived), 16.0, False))
+    return found
+
+
+def render(out: Collected, plan: Plan, elapsed_s: float) -> str:
+    lines = [
+        report.table(out.figures()),
+        "",
+        "Targets:",
+        *(t.line() for t in targets(out, plan)),
+        "",
+        f"Paced rates (lines/s): {', '.join(f'N={n}: {paced_rate(n):g}' for n in plan.ns)}; "
+        f"{plan.paced_s:g} s each. Burst lines: "
+        + ", ".join(f"N={n}: {plan.burst_events[n]}" for n in plan.ns)
+        + f". {plan.repeats} interleaved pairs; {elapsed_s:.0f} s in all.",
+        "",
+        f"Versions: {report.versions()}.",
+        f"Machine: {report.machine()}.",
+    ]
+    if out.notes:
+        lines += ["", "Incomplete deliveries:", *(f"- {note}" for note in out.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def run_profiles() -> str:
+    """hived under py-spy: bursts at N=1 and N=100, paced runs at N=100 and N=1000."""
+    parts = ["### Where hived spends its time (py-spy)\n"]
+    for n, events in ((100, 50_000), (1, 200_000)):
+        log(f"profiling a burst at N={n}")
+        parts.append(f"#### Burst, N={n}\n\n" + profile.profile_burst(n, events))
+    for n in (100, 1000):
+        log(f"profiling a paced run at N={n}")
+        parts.append(f"#### Paced, N={n}\n\n" + profile.profile_paced(n, paced_rate(n), 5.0))
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="hived fan-out benchmark against a peer")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="N=100 only, < 2 min")
+    mode.add_argument("--full", action="store_true", help="every N; writes bench/RESULTS.md")
+    mode.add_argument("--profile", action="store_true", help="hived under py-spy; RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args(argv)
+
+    if args.profile:
+        text = run_profiles()
+        sys.stdout.write(text)
+        if not args.no_write:
+            report.write_results(RESULTS, text, section="profile")
+            log(f"wrote {RESULTS}")
+        return 0
+    plan = QUICK if args.quick else FULL
+    started = time.monotonic()
+    out = collect(plan)
+    text = render(out, plan, time.monotonic() - started)
+    sys.stdout.write("\n" + text)
+    if 100 in plan.ns:
+        sys.stdout.write(f"fanout_ratio_n100={out.figure('burst delivered', 100).ratio:.2f}\n")
+    if args.full and not args.no_write:
+        report.write_results(RESULTS, "### Figures\n\n" + text)
+        log(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(f"bench: {exc}")
+        sys.exit(1)
