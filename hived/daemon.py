@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 EXIT_OK: Final = 0
 EXIT_FORCED: Final = 1
 EXIT_CONFIG: Final = 78
+STATUS_INTERVAL_S: Final = 5.0
+"""How often the STATUS= line for systemd is refreshed (sent only when it changed)."""
 ORPHAN_GRACE_S: Final = 5.0
 """SIGTERM to SIGKILL for agents a killed daemon left running."""
 STORE_FLUSH_BUDGET_S: Final = 5.0
@@ -126,7 +128,7 @@ class Daemon:
                     log.info("listening on %s (%s://%s/, WebSocket /v1/ws)", where, scheme, where)
                 _settle_garbage_collector()
                 self.notifier.ready()
-                self.notifier.status(f"serving on {', '.join(self.listening)}")
+                nursery.start_soon(self._serve_status, supervisor, server)
             await self._stop_requested.wait()
             await self._drain(reversed(started))
             nursery.cancel_scope.cancel()
@@ -148,6 +150,18 @@ class Daemon:
         if store is not None:
             with trio.move_on_after(STORE_FLUSH_BUDGET_S):
                 await store.drain()
+
+    async def _serve_status(self, supervisor: Supervisor, server: Server) -> None:
+        """Keep systemd's STATUS= line current (``systemctl status hived`` shows it)."""
+        while not self.stopping:
+            sessions, clients = supervisor.stats(), server.stats()
+            text = (
+                f"serving on {', '.join(self.listening)}; {sessions.live} sessions live, "
+                f"{clients.connections} clients"
+            )
+            if text != self.notifier.last_status:
+                self.notifier.status(text)
+            await trio.sleep(STATUS_INTERVAL_S)
 
     async def _serve_signals(self, cancel_scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
