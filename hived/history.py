@@ -35,8 +35,13 @@ class History(Protocol):
         """Keep one published event and its frame text; never blocks."""
         ...
 
-    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
-        """Frame texts of ``topic`` with ``after < seq <= upto``, ascending, at most ``limit``."""
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        """``(seq, frame text)`` of ``topic``'s events with ``after < seq <= upto``, ascending,
+        at most ``limit``.
+
+        The seqs come with the frames so that the hub never parses a frame (up to 1 MiB) to
+        learn its seq.
+        """
         ...
 
     def oldest_seq(self, topic: str) -> int | None:
@@ -77,14 +82,15 @@ class MemoryHistory:
             del kept.frames[:drop]
             kept.first += drop
 
-    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
         await trio.lowlevel.checkpoint()
         kept = self._topics.get(topic)
         if kept is None:
             return []
-        start = max(after + 1, kept.first) - kept.first
-        stop = min(upto - kept.first + 1, start + limit)
-        return kept.frames[start:stop] if stop > start else []
+        first = kept.first
+        start = max(after + 1, first) - first
+        stop = min(upto - first + 1, start + limit, len(kept.frames))
+        return list(zip(range(first + start, first + stop), kept.frames[start:stop], strict=True))
 
     def oldest_seq(self, topic: str) -> int | None:
         kept = self._topics.get(topic)

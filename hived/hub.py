@@ -16,19 +16,35 @@ queued) and feeds the subscriber from the history while the cursor is older than
 from the ring, as fast as the writer drains. The moment the rest of the ring fits in the queue
 it queues it and makes the subscriber live, with no await in between: no gap and no duplicate
 at the seam, and no buffer of live frames, since the ring and the history already hold them.
+
+Rules:
+
+- **since past the end.** A ``since`` greater than the topic's last seq comes from a client
+  that saw events this hub no longer has (a daemon killed within the store's sync window loses
+  its last events, and then hands out their seqs again): the subscriber is live from now and
+  the answer is ``recovered: false`` with the real ``last_seq``, so that the client resets its
+  cursor instead of dropping the new events as duplicates. ``since`` equal to the last seq is
+  caught up (``recovered: true``).
+- **Ring memory.** The frames of all rings together take at most ``rings_max_bytes`` (64 MiB
+  by default). A frame counts as its length: its size for the ASCII text most frames are
+  (CPython adds ~50 bytes an object, and stores other text in 2 or 4 bytes a character).
+  Past the bound, the rings of the topics published to least recently are dropped whole;
+  when only the publishing topic's ring is left, its oldest frames go. A topic whose ring is
+  gone keeps its seq counter, and a replay reads from the history what the ring held.
+  Without a history (a ring-only hub) what was dropped is gone: a replay that needs it says
+  ``recovered: false``. Each frame enters and leaves a ring once: O(1) per publish.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from itertools import islice
 from typing import Any, Final
 
 import attrs
-import orjson
 import trio
 
 from hived.core.events import Event, encode_event, utc_timestamp
@@ -40,6 +56,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_PAGE_MAX: Final = 1024
 """Most frames asked of the history in one read during a replay."""
+RINGS_MAX_BYTES: Final = 64 << 20
+"""The default bound of the memory taken by the frames of all topics' rings together."""
 
 
 @attrs.frozen
@@ -48,7 +66,8 @@ class SubscribeResult:
 
     topic: str
     recovered: bool
-    """False when the history no longer reaches back to ``since + 1``: some events are lost."""
+    """False when some events after ``since`` are no longer kept, or ``since`` is past the
+    topic's last seq (seqs were handed out again after a crash)."""
     last_seq: int
     """The topic's seq at the subscribe request; the replay covers at least up to it."""
 
@@ -63,6 +82,8 @@ class HubStats:
     """Subscribers the hub feeds now (made, and neither removed nor overflowed)."""
     subscribers_closed_slow: int
     """Subscribers dropped because their queue overflowed."""
+    ring_bytes: int
+    """The length of the frames in all topics' rings, at most ``rings_max_bytes``."""
 
 
 class Subscriber:
@@ -146,7 +167,7 @@ class _Chase:
 class _Topic:
     name: str
     seq: int
-    ring: deque[str]
+    ring: deque[str] = attrs.Factory(deque)
     """The last frames; ``ring[-1]`` has seq ``seq``, and seqs are contiguous."""
     live: dict[Subscriber, None] = attrs.Factory(dict)
     """Subscribers fed directly (a dict: ordered, O(1) removal)."""
@@ -163,15 +184,29 @@ class Hub:
     """Topics and their subscribers; see the module docstring for how it works.
 
     Call every method from the trio thread. ``history`` keeps what is older than the ring (the
-    last ``ring_size`` frames per topic); with None the ring is all there is.
+    last ``ring_size`` frames per topic, all rings together at most ``rings_max_bytes``); with
+    None the ring is all there is.
     """
 
-    def __init__(self, history: History | None = None, ring_size: int = 1024) -> None:
+    def __init__(
+        self,
+        history: History | None = None,
+        ring_size: int = 1024,
+        rings_max_bytes: int = RINGS_MAX_BYTES,
+    ) -> None:
         if ring_size < 1:
             raise ValueError(f"ring_size: expected an integer ≥ 1, got {ring_size}")
+        if rings_max_bytes < 0:
+            raise ValueError(f"rings_max_bytes: expected an integer ≥ 0, got {rings_max_bytes}")
         self._history = history
         self._ring_size = ring_size
+        self._rings_max_bytes = rings_max_bytes
+        self._rings_bytes = 0
         self._topics: dict[str, _Topic] = {}
+        self._recent: OrderedDict[str, _Topic] = OrderedDict()
+        """The topics whose ring holds frames, published to least recently first."""
+        self._newest: _Topic | None = None
+        """The topic published to last, while its ring holds frames (last in ``_recent``)."""
         self._subscribers: set[Subscriber] = set()
         self._published = 0
         self._closed_slow = 0
@@ -181,12 +216,12 @@ class Hub:
         )
         if history is not None:
             for name, seq in history.last_seqs().items():
-                self._topics[name] = _Topic(name, seq, deque(maxlen=ring_size))
+                self._topics[name] = _Topic(name, seq)
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
         if topic is None:
-            topic = self._topics[name] = _Topic(name, 0, deque(maxlen=self._ring_size))
+            topic = self._topics[name] = _Topic(name, 0)
         return topic
 
     def publish(
@@ -197,7 +232,20 @@ class Hub:
         t.seq = seq = t.seq + 1
         event = Event(topic, seq, utc_timestamp(), kind, session, data)
         frame = encode_event(event)
-        t.ring.append(frame)
+        ring = t.ring
+        if len(ring) == self._ring_size:
+            self._rings_bytes -= len(ring.popleft())
+        ring.append(frame)
+        self._rings_bytes += len(frame)
+        if t is not self._newest:
+            # Most publishes go to the topic published to last, and skip this.
+            try:
+                self._recent.move_to_end(topic)
+            except KeyError:
+                self._recent[topic] = t
+            self._newest = t
+        if self._rings_bytes > self._rings_max_bytes:
+            self._evict(t)
         if self._history is not None:
             self._history.record(event, frame)
         self._published += 1
@@ -222,6 +270,21 @@ class Hub:
                 self._overflow(sub)
         return event
 
+    def _evict(self, publishing: _Topic) -> None:
+        """Drop the least recently published rings, then the oldest frames of ``publishing``."""
+        recent = self._recent
+        while self._rings_bytes > self._rings_max_bytes and len(recent) > 1:
+            _, t = recent.popitem(last=False)
+            # Summed when dropped rather than kept per topic, which would cost every publish.
+            self._rings_bytes -= sum(map(len, t.ring))
+            t.ring.clear()
+        ring = publishing.ring
+        while self._rings_bytes > self._rings_max_bytes and ring:
+            self._rings_bytes -= len(ring.popleft())
+        if not ring:
+            del recent[publishing.name]
+            self._newest = None
+
     def subscriber(self, queue_size: int) -> Subscriber:
         """A new subscriber (one per connection) whose queue holds at most ``queue_size``."""
         sub = Subscriber(queue_size)
@@ -231,7 +294,8 @@ class Hub:
     async def subscribe(self, sub: Subscriber, topic: str, since: int | None) -> SubscribeResult:
         """Subscribe ``sub`` to ``topic``; with ``since``, first replay every seq after it.
 
-        ``since=None`` is live from now; ``since`` at or past the topic's seq is caught up. Else
+        ``since=None`` is live from now; ``since`` equal to the topic's seq is caught up;
+        ``since`` past it is live from now with ``recovered`` False (see the module doc). Else
         the events after ``since`` come first, then live ones, with no gap and no duplicate.
         When the ring holds them all and they fill at most half the queue, this does not await
         (with the default ring of 1024 and queue of 4096: whenever the queue is at most a
@@ -253,7 +317,7 @@ class Hub:
         upto = t.seq
         if since is None or since >= upto:
             t.live[sub] = None
-            return SubscribeResult(topic, True, upto)
+            return SubscribeResult(topic, since is None or since == upto, upto)
         since = max(since, 0)
         chase = t.chasing[sub] = _Chase(cursor=since, limit=upto - since + sub.bound)
         try:
@@ -276,8 +340,8 @@ class Hub:
         while t.chasing.get(sub) is chase:
             ring_first = t.ring_first
             if chase.cursor + 1 < ring_first:
-                frames = await self._read_history(t.name, chase, ring_first - 1, page)
-                await self._feed(sub, t, chase, frames)
+                pairs = await self._read_history(t.name, chase, ring_first - 1, page)
+                await self._feed(sub, t, chase, pairs)
                 continue
             skip = chase.cursor + 1 - ring_first
             left = t.seq - chase.cursor
@@ -296,24 +360,29 @@ class Hub:
                 chase.cursor += count
             await sub._wait_drained()
 
-    async def _read_history(self, topic: str, chase: _Chase, upto: int, page: int) -> list[str]:
+    async def _read_history(
+        self, topic: str, chase: _Chase, upto: int, page: int
+    ) -> list[tuple[int, str]]:
         """The next page after the cursor, up to ``upto``; moves the cursor past any gap."""
-        frames = (
+        pairs = (
             []
             if self._history is None
             else await self._history.read(topic, chase.cursor, upto, page)
         )
-        if not frames:
+        if not pairs:
             chase.gap = True
             chase.cursor = max(chase.cursor, upto)
-        elif orjson.loads(frames[0])["seq"] != chase.cursor + 1:
+        elif pairs[0][0] != chase.cursor + 1:
             chase.gap = True
-        return frames
+        return pairs
 
-    async def _feed(self, sub: Subscriber, t: _Topic, chase: _Chase, frames: list[str]) -> None:
-        """Queue history ``frames`` as the writer makes room, moving the cursor along."""
-        if not frames:
+    async def _feed(
+        self, sub: Subscriber, t: _Topic, chase: _Chase, pairs: list[tuple[int, str]]
+    ) -> None:
+        """Queue the frames of history ``pairs`` as the writer makes room, moving the cursor."""
+        if not pairs:
             return
+        frames = [frame for _, frame in pairs]
         half = (sub.bound + 1) // 2
         done = 0
         while done < len(frames) and t.chasing.get(sub) is chase:
@@ -325,9 +394,9 @@ class Hub:
                 done += len(chunk)
             else:
                 await sub._wait_drained()
-        # The seq is read from the frame rather than counted, so that a page that skips some
-        # seqs cannot make the next page repeat frames.
-        chase.cursor = max(chase.cursor, orjson.loads(frames[-1])["seq"])
+        # The seq is the history's rather than counted, so that a page that skips some seqs
+        # cannot make the next page repeat frames.
+        chase.cursor = max(chase.cursor, pairs[-1][0])
 
     def unsubscribe(self, sub: Subscriber, topic: str) -> None:
         """Stop feeding ``sub`` from ``topic`` (frames already queued stay queued)."""
@@ -393,4 +462,5 @@ class Hub:
             events_published=self._published,
             subscribers=len(self._subscribers),
             subscribers_closed_slow=self._closed_slow,
+            ring_bytes=self._rings_bytes,
         )

@@ -17,7 +17,7 @@ from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import SessionEvents, Sessions
 from hived.core.protocol import Caller
-from hived.core.sessions import SessionSummary, State, is_live
+from hived.core.sessions import LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
 from hived.store import Store
 from hived.supervisor import Supervisor
@@ -25,6 +25,8 @@ from hived.supervisor import Supervisor
 Handler = Callable[[Any, Caller], Awaitable[Any]]
 
 EVENTS_PAGE_DEFAULT: Final = 100
+AMBIGUOUS_SHOWN: Final = 10
+"""Candidates named in the error for an ambiguous session prefix."""
 
 
 def announce_recovered(hub: Hub, recovered: Iterable[SessionSummary]) -> None:
@@ -55,17 +57,18 @@ class Records:
     async def sessions(self, request: Sessions, caller: Caller) -> dict[str, Any]:
         """Live sessions, newest first; with ``all``, ``state`` or ``since``, ended ones too."""
         state = request.state.upper() if request.state else None
-        found = {
-            s.id: s
-            for s in self.store.list_sessions(state=state, agent=request.agent, since=request.since)
-        }
-        live = await self.supervisor.handlers()["sessions"](request, caller)
-        for summary in live["sessions"]:
-            found.pop(summary["id"], None)
-        summaries = [s.to_json() for s in found.values()]
-        if not (request.all or state or request.since):
-            summaries = [s for s in summaries if is_live(State(s["state"]))]
-        merged = sorted([*live["sessions"], *summaries], key=lambda s: s["id"], reverse=True)
+        everything = bool(request.all or state or request.since)
+        kept = self.store.list_sessions(
+            state=state,
+            agent=request.agent,
+            since=request.since,
+            limit=request.limit,
+            states=None if everything else LIVE_STATES,
+        )
+        live = (await self.supervisor.handlers()["sessions"](request, caller))["sessions"]
+        shown = {summary["id"] for summary in live}
+        merged = [*live, *(s.to_json() for s in kept if s.id not in shown)]
+        merged.sort(key=lambda s: s["id"], reverse=True)
         return {"sessions": merged[: request.limit] if request.limit else merged}
 
     async def session_events(self, request: SessionEvents, caller: Caller) -> dict[str, Any]:
@@ -82,17 +85,13 @@ class Records:
         except RequestError as exc:
             if exc.code != "not_found":
                 raise
-        kept = self.store.list_sessions()
-        for matches in (
-            [s for s in kept if s.id == ref],
-            [s for s in kept if s.name == ref][:1],
-            [s for s in kept if s.id.startswith(ref.upper())],
-        ):
-            if len(matches) == 1:
-                return matches[0].id
-            if matches:
-                names = ", ".join(f"{s.id} ({s.name})" for s in matches[:10])
-                raise RequestError(
-                    "bad_request", f"session {ref!r} is ambiguous: it matches {names}"
-                )
-        raise RequestError("not_found", f"no session {ref!r} (give an id, an id prefix or a name)")
+        matches = self.store.find_sessions(ref, AMBIGUOUS_SHOWN + 1)
+        if len(matches) == 1:
+            return matches[0].id
+        if not matches:
+            raise RequestError(
+                "not_found", f"no session {ref!r} (give an id, an id prefix or a name)"
+            )
+        names = ", ".join(f"{s.id} ({s.name})" for s in matches[:AMBIGUOUS_SHOWN])
+        more = " and more" if len(matches) > AMBIGUOUS_SHOWN else ""
+        raise RequestError("bad_request", f"session {ref!r} is ambiguous: it matches {names}{more}")

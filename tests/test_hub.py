@@ -28,7 +28,7 @@ class SlowHistory(MemoryHistory):
         super().__init__(keep)
         self.reads = 0
 
-    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
         self.reads += 1
         await trio.sleep(0.01)
         return await super().read(topic, after, upto, limit)
@@ -41,7 +41,7 @@ class InterleavingHistory(MemoryHistory):
         super().__init__()
         self.reads = 0
 
-    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
         self.reads += 1
         assert self.reads < 10_000, "the replay makes no progress"
         for _ in range(3):
@@ -278,15 +278,29 @@ async def test_ring_only_hub_replays_the_ring_and_says_not_recovered() -> None:
     assert await hub.subscribe(sub, "t", 16) == SubscribeResult("t", True, 20)
 
 
-async def test_since_none_is_live_only_and_since_past_the_end_is_caught_up() -> None:
+async def test_since_none_is_live_only_and_since_at_the_end_is_caught_up() -> None:
     hub = Hub()
     publish_many(hub, "t", 5)
-    live, ahead = hub.subscriber(10), hub.subscriber(10)
+    live, caught_up = hub.subscriber(10), hub.subscriber(10)
     assert await hub.subscribe(live, "t", None) == SubscribeResult("t", True, 5)
-    assert await hub.subscribe(ahead, "t", 99) == SubscribeResult("t", True, 5)
-    assert live.depth == ahead.depth == 0
+    assert await hub.subscribe(caught_up, "t", 5) == SubscribeResult("t", True, 5)
+    assert live.depth == caught_up.depth == 0
     hub.publish("t", "text", {})
-    assert seqs(await live.receive_batch()) == seqs(await ahead.receive_batch()) == [6]
+    assert seqs(await live.receive_batch()) == seqs(await caught_up.receive_batch()) == [6]
+
+
+async def test_since_past_the_last_seq_is_live_and_not_recovered() -> None:
+    # A daemon killed within the store's sync window lost seqs 96..100 that a client saw; after
+    # the restart those seqs are handed out again, to other events.
+    history = MemoryHistory()
+    publish_many(Hub(history), "t", 95)
+    restarted = Hub(history)
+    sub = restarted.subscriber(10)
+    assert await restarted.subscribe(sub, "t", 100) == SubscribeResult("t", False, 95)
+    assert sub.depth == 0
+    assert await restarted.subscribe(sub, "never", 3) == SubscribeResult("never", False, 0)
+    restarted.publish("t", "text", {})
+    assert seqs(await sub.receive_batch()) == [96]
 
 
 async def test_seq_continues_from_the_history_and_replay_reads_it() -> None:
@@ -412,3 +426,130 @@ def test_queue_and_ring_sizes_must_be_positive() -> None:
         Hub().subscriber(0)
     with pytest.raises(ValueError, match="ring_size"):
         Hub(ring_size=0)
+
+
+# The history interface: (seq, frame) pairs.
+
+
+class OpaqueHistory(MemoryHistory):
+    """A history whose frames are not JSON: the hub must take each seq from the pairs."""
+
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        pairs = await super().read(topic, after, upto, limit)
+        return [(seq, f"frame {seq}") for seq, _ in pairs]
+
+
+async def test_replay_takes_seqs_from_the_history_without_parsing_frames() -> None:
+    hub = Hub(OpaqueHistory(), ring_size=4)
+    publish_many(hub, "t", 20)
+    sub = hub.subscriber(100)
+    assert await hub.subscribe(sub, "t", 5) == SubscribeResult("t", True, 20)
+    batch = await sub.receive_batch()
+    assert batch[:11] == [f"frame {seq}" for seq in range(6, 17)]
+    assert seqs(batch[11:]) == [17, 18, 19, 20]
+
+
+async def test_memory_history_reads_seq_frame_pairs_of_what_it_keeps() -> None:
+    history = MemoryHistory(keep=10)
+    hub = Hub(history)
+    publish_many(hub, "t", 25)  # trimmed to 11..20 at the 20th, then 21..25 appended
+    pairs = await history.read("t", 0, 100, 100)
+    assert [seq for seq, _ in pairs] == list(range(11, 26))
+    assert [seq for seq, _ in pairs] == seqs([frame for _, frame in pairs])
+    assert [seq for seq, _ in await history.read("t", 17, 21, 3)] == [18, 19, 20]
+    assert await history.read("t", 25, 30, 10) == []
+    assert await history.read("never", 0, 10, 10) == []
+
+
+# Ring memory.
+
+
+def frame_size(topic: str, pad: int) -> int:
+    """The length of a frame of ``topic`` with a ``pad``-byte text (seq 1)."""
+    event = Event(topic, 1, "2026-11-26T08:00:00.000Z", "text", None, {"text": "x" * pad})
+    return len(encode_event(event))
+
+
+def publish_padded(hub: Hub, topic: str, count: int, pad: int = 1000) -> None:
+    for _ in range(count):
+        hub.publish(topic, "text", {"text": "x" * pad})
+
+
+class CountingHistory(MemoryHistory):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        self.reads.append(topic)
+        return await super().read(topic, after, upto, limit)
+
+
+async def test_rings_of_the_least_recently_published_topics_are_evicted_first() -> None:
+    history = CountingHistory()
+    bound = 25 * frame_size("a", 1000)
+    hub = Hub(history, ring_size=100, rings_max_bytes=bound)
+    publish_padded(hub, "a", 10)
+    publish_padded(hub, "b", 10)
+    publish_padded(hub, "a", 1)  # now b is the least recently published
+    publish_padded(hub, "c", 10)
+    assert 0 < hub.stats().ring_bytes <= bound
+    sub = hub.subscriber(100)
+    for topic in ("a", "c"):  # still in their rings: replayed without awaiting
+        coro = hub.subscribe(sub, topic, 0)
+        with pytest.raises(StopIteration) as done:
+            coro.send(None)
+        assert done.value.value == SubscribeResult(topic, True, hub.last_seq(topic))
+    assert history.reads == []
+    # b kept only its seq counter; its replay comes from the history, whole.
+    assert await hub.subscribe(sub, "b", 0) == SubscribeResult("b", True, 10)
+    assert history.reads == ["b"]
+    assert hub.publish("b", "text", {}).seq == 11
+    topics = [orjson.loads(frame)["topic"] for frame in await sub.receive_batch()]
+    assert topics == ["a"] * 11 + ["c"] * 10 + ["b"] * 11
+
+
+async def test_a_topic_alone_past_the_bound_keeps_its_newest_frames() -> None:
+    bound = 5 * frame_size("t", 1000) + 500
+    hub = Hub(ring_size=100, rings_max_bytes=bound)  # no history: the ring is all there is
+    publish_padded(hub, "t", 20)
+    assert hub.stats().ring_bytes <= bound
+    sub = hub.subscriber(100)
+    assert await hub.subscribe(sub, "t", 0) == SubscribeResult("t", False, 20)
+    assert seqs(await sub.receive_batch()) == [16, 17, 18, 19, 20]
+
+
+async def test_a_ring_only_hub_says_not_recovered_for_an_evicted_ring() -> None:
+    bound = 12 * frame_size("a", 1000)
+    hub = Hub(ring_size=100, rings_max_bytes=bound)
+    publish_padded(hub, "a", 10)
+    publish_padded(hub, "b", 10)
+    sub = hub.subscriber(100)
+    assert await hub.subscribe(sub, "a", 0) == SubscribeResult("a", False, 10)
+    assert sub.depth == 0
+    assert await hub.subscribe(sub, "b", 0) == SubscribeResult("b", True, 10)
+    assert seqs(await sub.receive_batch()) == list(range(1, 11))
+    hub.publish("a", "text", {})
+    assert seqs(await sub.receive_batch()) == [11]
+
+
+async def test_rings_stay_within_the_bound_and_replays_stay_whole_under_mixed_publishing() -> None:
+    rng = random.Random(7)
+    bound = 40 * frame_size("t0", 500)
+    for ring_bytes in (bound, 0):
+        history = MemoryHistory()
+        hub = Hub(history, ring_size=16, rings_max_bytes=ring_bytes)
+        for _ in range(3000):
+            topic = f"t{min(int(rng.expovariate(0.2)), 49)}"
+            publish_padded(hub, topic, 1, pad=rng.randrange(1000))
+            assert hub.stats().ring_bytes <= ring_bytes
+        for topic in hub.topics():
+            sub = hub.subscriber(4096)
+            result = await hub.subscribe(sub, topic, 0)
+            assert result == SubscribeResult(topic, True, hub.last_seq(topic))
+            assert seqs(await sub.receive_batch()) == list(range(1, result.last_seq + 1))
+
+
+def test_queue_ring_and_ring_memory_sizes_are_checked() -> None:
+    with pytest.raises(ValueError, match="rings_max_bytes"):
+        Hub(rings_max_bytes=-1)

@@ -19,7 +19,7 @@ import trio
 from hived.core.config import Config, PositiveInt, StateConfig
 from hived.core.errors import StoreError
 from hived.core.events import Event, encode_event, session_topic, utc_timestamp
-from hived.core.sessions import SessionSummary, State
+from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
 from hived.store import Store, schema, sql
 
@@ -47,8 +47,17 @@ def record(store: Store, topic: str, seqs: range, **kwargs: Any) -> list[str]:
     return frames
 
 
-def seqs_of(frames: list[str]) -> list[int]:
-    return [orjson.loads(frame)["seq"] for frame in frames]
+def seqs_of(pairs: list[tuple[int, str]]) -> list[int]:
+    """The seqs of a read, each checked against its frame's."""
+    seqs = [seq for seq, _ in pairs]
+    assert seqs == [orjson.loads(frame)["seq"] for _, frame in pairs]
+    return seqs
+
+
+def frames_of(pairs: list[tuple[int, str]]) -> list[str]:
+    """The frames of a read, their seqs checked."""
+    seqs_of(pairs)
+    return [frame for _, frame in pairs]
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
@@ -114,6 +123,32 @@ def test_migrations_bring_an_empty_dir_to_the_current_version(state: StateConfig
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert {"events", "topics", "sessions", "events_topic_seq", "events_session_ts"} <= tables
+    assert {"sessions_state", "sessions_name"} <= tables
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_sessions(state: StateConfig) -> None:
+    directory = Path(state.dir)
+    directory.mkdir(mode=0o700)
+    with sqlite3.connect(directory / "hived.db", isolation_level=None) as conn:
+        conn.executescript(schema.MIGRATIONS[0])
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO sessions (id, name, agent, state, observed, usage, record) "
+            "VALUES ('01JAAA', 'build', 'claude', 'EXITED', 0, '{}', ?)",
+            (
+                orjson.dumps(
+                    attrs.evolve(summary("01JAAA", State.EXITED), name="build").to_record()
+                ).decode(),
+            ),
+        )
+    store = Store.open(state)
+    try:
+        assert [s.id for s in store.find_sessions("build")] == ["01JAAA"]
+    finally:
+        store.close()
+    with sqlite3.connect(directory / "hived.db") as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
 
 
 def test_a_store_from_a_newer_hived_is_refused(state: StateConfig) -> None:
@@ -249,7 +284,7 @@ async def test_close_without_drain_keeps_only_committed_events(state: StateConfi
     again = Store.open(slow)
     try:
         assert again.last_seqs() == {"t": 100}
-        assert await again.read("t", 0, 1000, 1000) == committed
+        assert frames_of(await again.read("t", 0, 1000, 1000)) == committed
     finally:
         again.close()
 
@@ -294,7 +329,7 @@ async def test_a_writer_killed_with_sigkill_keeps_every_committed_event(
     again = Store.open(state)
     try:
         assert again.last_seqs() == {"t": 1000}
-        frames = await again.read("t", 0, 2000, 2000)
+        frames = frames_of(await again.read("t", 0, 2000, 2000))
         assert frames == [
             encode_event(Event("t", seq, "2026-11-26T08:00:00.000Z", "text", None, {"line": seq}))
             for seq in range(1, 1001)
@@ -314,13 +349,42 @@ async def test_read_returns_a_range_across_committed_and_queued_events(state: St
         frames += record(store, "t", range(21, 31))  # queued, not committed
         record(store, "other", range(1, 6))
         assert store.pending == 15
-        assert await store.read("t", 0, 30, 100) == frames
+        assert frames_of(await store.read("t", 0, 30, 100)) == frames
         assert seqs_of(await store.read("t", 5, 25, 100)) == list(range(6, 26))
         assert seqs_of(await store.read("t", 15, 30, 8)) == list(range(16, 24))
         assert await store.read("t", 30, 30, 10) == []
         assert store.oldest_seq("t") == 1
         assert store.oldest_seq("other") == 1
         assert store.oldest_seq("never") is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("via", ["read", "events"])
+async def test_a_commit_landing_during_a_read_loses_no_event(
+    state: StateConfig, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    store = Store.open(attrs.evolve(state, sync_interval_ms=PositiveInt(60_000)))
+    try:
+        topic = session_topic("S1")
+        frames = record(store, topic, range(1, 11))  # queued: nothing committed yet
+        real_checkpoint = trio.lowlevel.checkpoint
+        armed = True
+
+        async def checkpoint_during_which_the_writer_commits() -> None:
+            nonlocal armed
+            if armed:
+                armed = False
+                await store.drain()  # the queued events leave the queue for the database
+            await real_checkpoint()
+
+        monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint_during_which_the_writer_commits)
+        if via == "read":
+            assert frames_of(await store.read(topic, 0, 10, 100)) == frames
+        else:
+            assert [e["seq"] for e in await store.events("S1")] == list(range(1, 11))
+        assert not armed
+        assert store.pending == 0
     finally:
         store.close()
 
@@ -369,7 +433,7 @@ async def test_a_replay_through_the_hub_meets_live_events_without_gap(store: Sto
         nursery.start_soon(hub.subscribe, sub, "t", 0)
         with trio.fail_after(DEADLINE_S * 3):
             while len(got) < 6000:
-                got += seqs_of(await sub.receive_batch())
+                got += [orjson.loads(frame)["seq"] for frame in await sub.receive_batch()]
     assert got == list(range(1, 6001))
 
 
@@ -404,7 +468,7 @@ async def test_retention_by_age_removes_old_events_and_keeps_seq_counters(
     assert await store.prune() == 1503
     assert store.oldest_seq("t") == 1501
     assert store.oldest_seq("gone") == 4  # nothing at or before seq 3 is kept
-    assert await store.read("t", 0, 1510, 5000) == kept
+    assert frames_of(await store.read("t", 0, 1510, 5000)) == kept
     stats = store.stats()
     assert (stats.events, stats.events_pruned) == (10, 1503)
     again = reopen(store, state)
@@ -479,7 +543,7 @@ async def test_a_failing_disk_keeps_events_queued_and_writes_resume(
         assert str(store.path) in (stats.error or "")
         assert (stats.events, stats.pending) == (10, 200)
         # Replay and the seq counters still work from memory.
-        assert await store.read("t", 10, 210, 500) == frames
+        assert frames_of(await store.read("t", 10, 210, 500)) == frames
         writer.execute(mend_it)
         await wait_until(lambda: store.pending == 0)
         stats = store.stats()
@@ -560,6 +624,111 @@ async def test_list_sessions_filters_and_orders_newest_first(store: Store) -> No
     await store.drain()
     assert ids() == ["d", "c", "b", "a"]
     assert ids(state="FATAL") == ["a"]
+
+
+async def test_list_sessions_keeps_the_states_asked_for(store: Store) -> None:
+    store.record_session(summary("a", State.EXITED, started_at="2026-11-20T08:00:00.000Z"))
+    store.record_session(summary("b", State.WORKING, started_at="2026-11-21T08:00:00.000Z"))
+    store.record_session(summary("c", State.LOST, started_at="2026-11-22T08:00:00.000Z"))
+    store.record_session(summary("d", State.RUNNING, started_at="2026-11-23T08:00:00.000Z"))
+    await store.drain()
+    store.record_session(summary("b", State.EXITED, started_at="2026-11-21T08:00:00.000Z"))
+    store.record_session(summary("e", State.WAITING, started_at="2026-11-24T08:00:00.000Z"))
+
+    def ids(**filters: Any) -> list[str]:
+        return [s.id for s in store.list_sessions(**filters)]
+
+    assert ids(states=LIVE_STATES) == ["e", "d"]  # b ended: its queued summary says so
+    assert ids(states=["EXITED", "LOST"]) == ["c", "b", "a"]
+    assert ids(states=ENDED_STATES, limit=2) == ["c", "b"]
+    assert ids(states=LIVE_STATES, state="RUNNING") == ["d"]
+    assert ids(states=LIVE_STATES, state="EXITED") == []
+    assert ids(states=[]) == []
+    await store.drain()
+    assert ids(states=LIVE_STATES) == ["e", "d"]
+
+
+async def test_list_sessions_of_live_states_reads_only_their_rows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(300):
+        started = utc_timestamp(1_700_000_000 + i)
+        store.record_session(summary(f"X{i:03}", State.EXITED, started_at=started))
+    store.record_session(summary("LIVE1", State.RUNNING, started_at=utc_timestamp(1_600_000_000)))
+    await store.drain()
+    parsed: list[str] = []
+    real_summary = sql._summary
+
+    def counting_summary(record: str) -> SessionSummary:
+        parsed.append(record)
+        return real_summary(record)
+
+    monkeypatch.setattr(sql, "_summary", counting_summary)
+    assert [s.id for s in store.list_sessions(states=LIVE_STATES)] == ["LIVE1"]
+    assert len(parsed) == 1
+    assert [s.id for s in store.list_sessions(limit=5)] == [f"X{i}" for i in range(299, 294, -1)]
+    assert len(parsed) == 6
+
+
+def test_session_lookups_read_by_index(state: StateConfig) -> None:
+    statements: list[str] = []
+
+    def tracing(path: Path) -> sqlite3.Connection:
+        conn = schema.connect(path)
+        conn.set_trace_callback(statements.append)  # each statement, its values filled in
+        return conn
+
+    store = Store.open(state, connect=tracing)
+    try:
+        store.list_sessions(states=LIVE_STATES)
+        store.find_sessions("build")  # by id (the primary key), by name, by id prefix
+        selects = [sql for sql in statements if sql.startswith("SELECT record FROM sessions")]
+        plans = [
+            " ".join(row[-1] for row in store._writer.execute("EXPLAIN QUERY PLAN " + select))
+            for select in selects
+        ]
+    finally:
+        store.close()
+    assert len(plans) == 4
+    assert "USING INDEX sessions_state (state=?)" in plans[0]
+    assert "USING PRIMARY KEY (id=?)" in plans[1]
+    assert "USING INDEX sessions_name (name=?)" in plans[2]
+    assert "USING PRIMARY KEY (id>? AND id<?)" in plans[3]
+
+
+async def test_find_sessions_by_id_then_name_then_id_prefix(store: Store) -> None:
+    def kept(session_id: str, name: str, started_at: str) -> SessionSummary:
+        return attrs.evolve(summary(session_id, State.EXITED), name=name, started_at=started_at)
+
+    store.record_session(kept("01JAAA", "build", "2026-11-20T08:00:00.000Z"))
+    store.record_session(kept("01JAAB", "build", "2026-11-22T08:00:00.000Z"))
+    store.record_session(kept("01JBBB", "01JAAA", "2026-11-23T08:00:00.000Z"))
+    store.record_session(kept("01KCCC", "deploy", "2026-11-21T08:00:00.000Z"))
+    await store.drain()
+    store.record_session(kept("01JAAC", "build", "2026-11-24T08:00:00.000Z"))  # queued
+
+    def ids(ref: str, **kwargs: Any) -> list[str]:
+        return [s.id for s in store.find_sessions(ref, **kwargs)]
+
+    assert ids("01JAAA") == ["01JAAA"]  # an id comes before a name
+    assert ids("build") == ["01JAAC"]  # the newest of that name, queued or not
+    assert ids("deploy") == ["01KCCC"]
+    assert ids("01jaa") == ["01JAAA", "01JAAB", "01JAAC"]  # an ambiguous prefix
+    assert ids("01J", limit=2) == ["01JAAA", "01JAAB"]
+    assert ids("01K") == ["01KCCC"]
+    assert ids("01KCCCX") == []
+    assert ids("nothing") == []
+    assert ids("") == []
+
+
+@pytest.mark.parametrize(
+    ("prefix", "end"),
+    [("01J", "01K"), ("a\U0010ffff", "b"), ("\U0010ffff", None), ("a\ud7ff", "a\ue000")],
+)
+def test_prefix_end_is_the_least_string_after_every_string_with_the_prefix(
+    prefix: str, end: str | None
+) -> None:
+    assert sql.prefix_end(prefix) == end
 
 
 def test_reload_applies_retention_and_sync_settings(state: StateConfig) -> None:

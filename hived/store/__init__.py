@@ -13,7 +13,8 @@ old (or :data:`BATCH_EVENTS` are queued) and commits the queue in one transactio
 thread. Commits are durable (WAL, ``synchronous = FULL``), so a daemon killed by SIGKILL, or a
 machine that loses power, loses at most the last ``sync_interval_ms`` of events and never
 corrupts the file. Reads run in worker threads on connections of their own (WAL lets them run
-beside the writer) and also see what is queued but not yet committed.
+beside the writer) and also see what is queued but not yet committed. Session lookups run on
+the trio thread and read by index only the rows asked for (:mod:`hived.store.sessions`).
 
 Rules:
 

@@ -71,6 +71,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX sessions_started_at ON sessions (started_at);
     """,
+    # 1 → 2: the lookups of live sessions and of a session by name, without a table scan.
+    """
+    CREATE INDEX sessions_state ON sessions (state, started_at);
+    CREATE INDEX sessions_name ON sessions (name, started_at);
+    """,
 )
 """Forward migrations; see the module docstring."""
 

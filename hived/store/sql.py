@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -162,11 +162,11 @@ def _write(
 
 def read_frames(
     conn: sqlite3.Connection, topic: str, after: int, upto: int, limit: int
-) -> tuple[list[str], int]:
-    """Frames of ``topic`` with ``after < seq <= upto``, ascending, at most ``limit``; and the
-    seq of the last one (``after`` when there is none)."""
+) -> list[tuple[int, str]]:
+    """``(seq, frame)`` of ``topic``'s events with ``after < seq <= upto``, ascending, at most
+    ``limit``."""
     rows = conn.execute(_READ_EVENTS, (topic, after, upto, limit)).fetchall()
-    return build_frames(topic, rows), (rows[-1][0] if rows else after)
+    return list(zip((row[0] for row in rows), build_frames(topic, rows), strict=True))
 
 
 def load_topics(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
@@ -218,19 +218,22 @@ def recover_sessions(
 
 def select_sessions(
     conn: sqlite3.Connection,
-    state: str | None,
+    states: Collection[str] | None,
     agent: str | None,
     started_since: str | None,
     limit: int | None,
 ) -> list[SessionSummary]:
-    """Kept sessions matching the filters, newest start first."""
+    """Kept sessions matching the filters, newest start first.
+
+    ``states`` uses the index on state, and ``limit`` alone the one on start time: asking for
+    live sessions, or for a page, reads only those rows.
+    """
     where = []
     params: list[Any] = []
-    for clause, value in (
-        ("state = ?", state),
-        ("agent = ?", agent),
-        ("started_at >= ?", started_since),
-    ):
+    if states is not None:
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        params += sorted(states)
+    for clause, value in (("agent = ?", agent), ("started_at >= ?", started_since)):
         if value is not None:
             where.append(clause)
             params.append(value)
@@ -248,6 +251,42 @@ def select_session(conn: sqlite3.Connection, session_id: str) -> SessionSummary 
     """One kept session, or None."""
     row = conn.execute("SELECT record FROM sessions WHERE id = ?", (session_id,)).fetchone()
     return None if row is None else _summary(row[0])
+
+
+def select_sessions_named(conn: sqlite3.Connection, name: str, limit: int) -> list[SessionSummary]:
+    """Kept sessions called ``name``, newest start first, at most ``limit`` (by index)."""
+    rows = conn.execute(
+        "SELECT record FROM sessions WHERE name = ? ORDER BY started_at DESC, id DESC LIMIT ?",
+        (name, limit),
+    )
+    return [_summary(record) for (record,) in rows]
+
+
+def select_sessions_prefixed(
+    conn: sqlite3.Connection, prefix: str, limit: int
+) -> list[SessionSummary]:
+    """Kept sessions whose id starts with ``prefix``, by id, at most ``limit`` (a range of the
+    primary key: SQLite compares text as UTF-8 bytes, which sort as code points do)."""
+    end = prefix_end(prefix)
+    query = "SELECT record FROM sessions WHERE id >= ?"
+    params: list[Any] = [prefix]
+    if end is not None:
+        query += " AND id < ?"
+        params.append(end)
+    rows = conn.execute(query + " ORDER BY id LIMIT ?", [*params, limit])
+    return [_summary(record) for (record,) in rows]
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``; None if there is none."""
+    while prefix:
+        point = ord(prefix[-1]) + 1
+        if 0xD800 <= point <= 0xDFFF:
+            point = 0xE000  # surrogates cannot be stored: skip them
+        if point <= 0x10FFFF:
+            return prefix[:-1] + chr(point)
+        prefix = prefix[:-1]
+    return None
 
 
 def _summary(record: str) -> SessionSummary:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from datetime import UTC, datetime
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
 from hived.store.retention import Retention
+from hived.store.sessions import SessionQueries
 from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ MAX_PENDING_EVENTS: Final = 100_000
 READERS_MAX: Final = 4
 """Reads running at once, each on its own connection."""
 LOST_REASON: Final = "daemon stopped while the session ran"
+FIND_LIMIT: Final = 10
+"""Most sessions :meth:`Store.find_sessions` returns for an ambiguous id prefix."""
 
 
 @attrs.frozen
@@ -62,14 +65,6 @@ class StoreStats:
     """Processes of such sessions that still ran and were stopped."""
 
 
-def normalize_time(text: str) -> str:
-    """An ISO 8601 time in the store's own format (UTC, milliseconds, ``Z``), which sorts."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return utc_timestamp(moment.timestamp())
-
-
 class Store:
     """Events and sessions in SQLite: made by :meth:`open`, written while :meth:`serve` runs."""
 
@@ -87,7 +82,7 @@ class Store:
         self._batches = BatchWriter(writer, path, state.sync_interval_ms / 1000, max_pending)
         self._readers: list[sqlite3.Connection] = []
         self._read_limiter = trio.CapacityLimiter(READERS_MAX)
-        self._query: sqlite3.Connection | None = None
+        self._sessions = SessionQueries(path, connect, self._batches.queued_sessions)
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
         self._events_at_open = 0
@@ -218,36 +213,36 @@ class Store:
         """
         await self._batches.wait_writable()
 
-    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
-        """Frames of ``topic`` with ``after < seq <= upto``, ascending, at most ``limit``.
+    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        """``(seq, frame)`` of ``topic``'s events with ``after < seq <= upto``, ascending, at
+        most ``limit``.
 
         Committed events come from the database (in a worker thread, on a read connection of
         its own); the others from the writer's queue, so every recorded event can be read.
         """
-        frames: list[str] = []
+        # The only awaits come before a look at the committed seq: a batch committed during an
+        # await has left the queue, so the queue must be read with no await since that look.
+        await trio.lowlevel.checkpoint()
+        frames: list[tuple[int, str]] = []
         last = after
-        awaited = False
         committed = self._batches.committed_seqs
-        # Events up to the committed seq are in the database. The bound is looked at again
-        # after each await: a batch may have been committed, and left the queue, meanwhile.
-        while len(frames) < limit and last < min(upto, committed.get(topic, 0)):
-            page, last = await self._read_db(topic, last, upto, limit - len(frames))
-            awaited = True
-            if not page:
+        while len(frames) < limit and last < upto:
+            stored = min(upto, committed.get(topic, 0))
+            if last >= stored:
+                frames += self._batches.queued_frames(topic, last, upto, limit - len(frames))
                 break
+            page = await self._read_db(topic, last, stored, limit - len(frames))
+            # An empty page: retention removed those events; go on after them.
+            last = page[-1][0] if page else stored
             frames += page
-        if not awaited:
-            await trio.lowlevel.checkpoint()
-        if len(frames) < limit and last < upto:
-            frames += self._batches.queued_frames(topic, last, upto, limit - len(frames))
         return frames
 
     async def _read_db(
         self, topic: str, after: int, upto: int, limit: int
-    ) -> tuple[list[str], int]:
+    ) -> list[tuple[int, str]]:
         conn = self._readers.pop() if self._readers else None
         try:
-            used, page, last = await trio.to_thread.run_sync(
+            used, page = await trio.to_thread.run_sync(
                 self._read_db_sync, conn, topic, after, upto, limit, limiter=self._read_limiter
             )
         except sqlite3.Error as exc:
@@ -256,20 +251,20 @@ class Store:
             used.close()
         else:
             self._readers.append(used)
-        return page, last
+        return page
 
     def _read_db_sync(
         self, conn: sqlite3.Connection | None, topic: str, after: int, upto: int, limit: int
-    ) -> tuple[sqlite3.Connection, list[str], int]:
+    ) -> tuple[sqlite3.Connection, list[tuple[int, str]]]:
         if conn is None:
             conn = self._connect(self.path)
             conn.execute("PRAGMA query_only = 1")
         try:
-            frames, last = sql.read_frames(conn, topic, after, upto, limit)
+            frames = sql.read_frames(conn, topic, after, upto, limit)
         except BaseException:
             conn.close()
             raise
-        return conn, frames, last
+        return conn, frames
 
     # History queries.
 
@@ -279,50 +274,34 @@ class Store:
         agent: str | None = None,
         since: str | None = None,
         limit: int | None = None,
+        *,
+        states: Collection[str] | None = None,
     ) -> list[SessionSummary]:
         """Kept sessions, ended ones too, newest start first; queued summaries included.
 
-        ``since`` (ISO 8601) keeps the sessions whose current run started at or after it.
+        ``state`` keeps one state and ``states`` any of several (both given: the one, if it is
+        among them); ``since`` (ISO 8601) keeps the sessions whose current run started at or
+        after it; ``limit`` is applied in SQL. It runs on the caller's thread and parses each
+        row it reads: ask for what you need, e.g. ``states=LIVE_STATES`` reads only the live
+        sessions (by index), however many ended ones are kept.
         """
-        started_since = None if since is None else normalize_time(since)
-        queued = self._batches.queued_sessions()
-        try:
-            kept = sql.select_sessions(
-                self._query_conn(),
-                state,
-                agent,
-                started_since,
-                None if limit is None else limit + len(queued),
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read sessions: {exc}") from exc
-        found = {s.id: s for s in kept if s.id not in queued}
-        for s in queued.values():
-            if (
-                (state is None or s.state == state)
-                and (agent is None or s.agent == agent)
-                and (started_since is None or (s.started_at or "") >= started_since)
-            ):
-                found[s.id] = s
-        ordered = sorted(found.values(), key=lambda s: (s.started_at or "", s.id), reverse=True)
-        return ordered if limit is None else ordered[:limit]
+        if state is not None:
+            states = [state] if states is None or state in {str(s) for s in states} else []
+        return self._sessions.select(states, agent, since, limit)
+
+    def find_sessions(self, ref: str, limit: int = FIND_LIMIT) -> list[SessionSummary]:
+        """The kept sessions that ``ref`` may name, read by index; queued summaries included.
+
+        The session whose id is ``ref``, if there is one; else the newest session named
+        ``ref``, if any; else the sessions whose id starts with ``ref`` upper-cased (ids are
+        ULIDs), by id, at most ``limit``. So: one session, several when ``ref`` is an ambiguous
+        id prefix, or none. Ask ``limit + 1`` to learn whether there are more than ``limit``.
+        """
+        return self._sessions.find(ref, limit)
 
     def get_session(self, session_id: str) -> SessionSummary | None:
         """One session's latest summary (queued or kept), or None."""
-        queued = self._batches.queued_sessions().get(session_id)
-        if queued is not None:
-            return queued
-        try:
-            return sql.select_session(self._query_conn(), session_id)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot read session {session_id}: {exc}") from exc
-
-    def _query_conn(self) -> sqlite3.Connection:
-        # For the small reads of the sessions table, made on the trio thread.
-        if self._query is None:
-            self._query = self._connect(self.path)
-            self._query.execute("PRAGMA query_only = 1")
-        return self._query
+        return self._sessions.get(session_id)
 
     async def events(
         self, session_id: str, since: int | None = None, limit: int = 100
@@ -330,7 +309,7 @@ class Store:
         """A page of one session's events (its topic's, ``seq`` > since), as wire objects."""
         topic = session_topic(session_id)
         frames = await self.read(topic, since or 0, self._last.get(topic, 0), limit)
-        return [orjson.loads(frame) for frame in frames]
+        return [orjson.loads(frame) for _, frame in frames]
 
     # The service.
 
@@ -398,6 +377,7 @@ class Store:
                 self.pending,
                 len(self._batches.queued_sessions()),
             )
-        for conn in [self._writer, *self._readers, *([self._query] if self._query else [])]:
+        for conn in [self._writer, *self._readers]:
             conn.close()
+        self._sessions.close()
         self._readers.clear()

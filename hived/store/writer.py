@@ -101,16 +101,17 @@ class BatchWriter:
         """Summaries not yet committed, by session id."""
         return self._inflight_sessions | self._queue_sessions
 
-    def queued_frames(self, topic: str, after: int, upto: int, limit: int) -> list[str]:
-        """Frames not yet committed of ``topic`` with ``after < seq <= upto``, at most ``limit``."""
-        frames: list[str] = []
+    def queued_frames(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+        """``(seq, frame)`` not yet committed of ``topic`` with ``after < seq <= upto``, at most
+        ``limit``."""
+        frames: list[tuple[int, str]] = []
         # In flight, then queued: a topic's events appear in seq order across both.
         for queue in (self._inflight, self._queue):
             for event, frame in queue:
                 if event.topic == topic and after < event.seq:
                     if event.seq > upto or len(frames) == limit:
                         return frames
-                    frames.append(frame)
+                    frames.append((event.seq, frame))
         return frames
 
     async def wait_writable(self) -> None:
