@@ -15,26 +15,24 @@ per prompt, and ``control_response`` / ``control_request`` lines for approvals a
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 
 from hived.core.events import AgentEvent, Usage
 from hived.core.parsers.jsonl import (
+    Handler,
     JsonObject,
     as_amount,
     as_count,
     as_object,
     as_str,
-    decode_object,
     expected_note,
+    parse_typed,
 )
-from hived.core.parsers.text import clean_text, text_event
-
-log = logging.getLogger(__name__)
+from hived.core.parsers.text import clean_text
 
 WORKING: Final = "WORKING"
 WAITING: Final = "WAITING"
@@ -69,7 +67,7 @@ class ClaudeParser:
     """Claude Code stream-json lines into hived events. Stateless: one per session for symmetry."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, Callable[[JsonObject], list[AgentEvent]]] = {
+        self._handlers: dict[str, Handler] = {
             "system": self._system,
             "assistant": self._assistant,
             "user": self._user,
@@ -79,24 +77,7 @@ class ClaudeParser:
         }
 
     def parse_line(self, line: str) -> list[AgentEvent]:
-        decoded = decode_object(line)
-        if decoded is None:
-            return []
-        if isinstance(decoded, AgentEvent):
-            return [decoded]
-        kind = decoded.get("type")
-        if not isinstance(kind, str):
-            return [_raw(decoded, expected_note("type", "a string", kind))]
-        handler = self._handlers.get(kind)
-        if handler is None:
-            # stream_event, control_response, keep_alive and types newer than this parser.
-            return [_raw(decoded)]
-        try:
-            return handler(decoded)
-        except Exception as exc:
-            # A bug here must not end the session's reader: keep the line, say what happened.
-            log.exception("claude parser: failed on a %s line", kind)
-            return [text_event(line, f"hived parser bug: {exc!r}")]
+        return parse_typed(line, self._handlers, _raw, "claude")
 
     def _system(self, obj: JsonObject) -> list[AgentEvent]:
         if obj.get("subtype") == "init":

@@ -13,22 +13,18 @@ stdin, so this format has no encoder.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any, Final
 
 from hived.core.events import AgentEvent, Usage
 from hived.core.parsers.jsonl import (
+    Handler,
     JsonObject,
     as_count,
     as_object,
     as_str,
-    decode_object,
     expected_note,
+    parse_typed,
 )
-from hived.core.parsers.text import text_event
-
-log = logging.getLogger(__name__)
 
 WORKING: Final = "WORKING"
 WAITING: Final = "WAITING"
@@ -81,7 +77,7 @@ class CodexParser:
     """``codex exec --json`` lines into hived events."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, Callable[[JsonObject], list[AgentEvent]]] = {
+        self._handlers: dict[str, Handler] = {
             "thread.started": self._thread_started,
             "turn.started": self._turn_started,
             "turn.completed": self._turn_completed,
@@ -93,23 +89,7 @@ class CodexParser:
         }
 
     def parse_line(self, line: str) -> list[AgentEvent]:
-        decoded = decode_object(line)
-        if decoded is None:
-            return []
-        if isinstance(decoded, AgentEvent):
-            return [decoded]
-        kind = decoded.get("type")
-        if not isinstance(kind, str):
-            return [_raw(decoded, expected_note("type", "a string", kind))]
-        handler = self._handlers.get(kind)
-        if handler is None:
-            return [_raw(decoded)]
-        try:
-            return handler(decoded)
-        except Exception as exc:
-            # A bug here must not end the session's reader: keep the line, say what happened.
-            log.exception("codex parser: failed on a %s line", kind)
-            return [text_event(line, f"hived parser bug: {exc!r}")]
+        return parse_typed(line, self._handlers, _raw, "codex")
 
     def _thread_started(self, obj: JsonObject) -> list[AgentEvent]:
         thread_id = as_str(obj.get("thread_id"))

@@ -10,7 +10,9 @@ change fields over time, and a figure hived cannot read must not cost the whole 
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +21,8 @@ from hived.core.events import AgentEvent
 from hived.core.parsers.text import strip_newline, text_event
 
 JsonObject = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 def json_type(value: object) -> str:
@@ -80,6 +84,40 @@ def as_amount(value: object) -> float:
     if not math.isfinite(value) or value < 0:
         return 0.0
     return float(value)
+
+
+Handler = Callable[[JsonObject], list[AgentEvent]]
+
+
+def parse_typed(
+    line: str,
+    handlers: Mapping[str, Handler],
+    raw: Callable[..., AgentEvent],
+    fmt: str,
+) -> list[AgentEvent]:
+    """One line of a format keyed by ``type``: the handler for its type, else ``raw(obj)``.
+
+    A line that is not an object becomes a noted ``text`` event; an object whose ``type`` is
+    missing, or one no handler knows, becomes ``raw`` (an ``agent_event``). A handler that
+    raises is a bug in hived: the line is kept as a ``text`` event that says so, and the
+    session's reader goes on.
+    """
+    decoded = decode_object(line)
+    if decoded is None:
+        return []
+    if isinstance(decoded, AgentEvent):
+        return [decoded]
+    kind = decoded.get("type")
+    if not isinstance(kind, str):
+        return [raw(decoded, expected_note("type", "a string", kind))]
+    handler = handlers.get(kind)
+    if handler is None:
+        return [raw(decoded)]
+    try:
+        return handler(decoded)
+    except Exception as exc:
+        log.exception("%s parser: failed on a %s line", fmt, kind)
+        return [text_event(line, f"hived parser bug: {exc!r}")]
 
 
 class JsonlParser:
