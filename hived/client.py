@@ -6,10 +6,19 @@ an ``event`` to the subscriptions of its topic. When the connection drops (netwo
 restart, close 1001 or 4008) the client reconnects with exponential backoff and jitter, and
 re-subscribes every subscription with ``since`` set to the last ``seq`` handed to the caller,
 so the caller sees every event once, in order: replay covers the gap, and anything at or below
-the last seq seen (a replay overlapping what already arrived) is dropped. Requests in flight
-when the connection drops fail with :class:`ConnectionLost` (they may or may not have run).
-Authentication refusals (HTTP 401/403, close 4001/4003) are final: they raise
-:class:`AuthError` instead of reconnecting.
+the last seq seen (a replay overlapping what already arrived) is dropped. Events of a topic
+that arrive while a subscribe to it is in flight are held until its result, which says where
+the topic stands: a ``last_seq`` below what a subscription saw means the daemon lost events it
+had sent live (a SIGKILL inside its sync window) and numbers new ones from there, so the
+subscription resumes from that ``last_seq``, with ``recovered`` false.
+
+Requests in flight when the connection drops fail with :class:`ConnectionLost` (they may or
+may not have run). Some ends are final: an authentication refusal (HTTP 401/403, close
+4001/4003) raises :class:`AuthError`, and a close with 1000 (hived closed the connection on
+purpose, e.g. ``connection.kick``) raises :class:`Closed`, instead of reconnecting. A final
+error is raised by every waiting and later request, and by every subscription once its
+buffered events are read. Delivery never waits for the caller: a subscription whose buffer is
+full ends with :class:`FellBehind`, and the rest of the connection goes on.
 """
 
 from __future__ import annotations
@@ -20,8 +29,8 @@ import math
 import random
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import attrs
@@ -37,10 +46,12 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST_S: Final = 0.2
 BACKOFF_MAX_S: Final = 10.0
 CONNECT_TIMEOUT_S: Final = 10.0
+CLOSE_TIMEOUT_S: Final = 1.0
+"""How long closing waits for the server's answer to our close frame."""
 MAX_MESSAGE_CHARS: Final = 64 * 1024 * 1024
 """Largest server frame accepted (a coalesced batch, or an agent's 1 MiB line, fits)."""
 SUBSCRIPTION_BUFFER: Final = 100_000
-"""Events buffered per subscription before the reader waits for the caller."""
+"""Events buffered per subscription (and held per topic while a subscribe is in flight)."""
 
 AUTH_CLOSE_CODES: Final = frozenset({CloseCode.NOT_AUTHENTICATED, CloseCode.ROLE_TOO_LOW})
 
@@ -61,6 +72,33 @@ class ConnectionLost(ClientError):
     """The connection dropped while a request was waiting for its reply."""
 
 
+class Closed(ConnectionLost):
+    """hived closed the connection on purpose (close code 1000, e.g. ``connection.kick``).
+
+    Final: a client should not reconnect after it (docs/protocol.md, close codes).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"connection closed by hived: {reason or 'no reason given'}")
+
+
+class FellBehind(ClientError):
+    """A subscription's caller read too slowly: its buffer filled, so it was ended.
+
+    Every event before the overflow was delivered; subscribe again with ``since=last_seq``
+    to go on from there.
+    """
+
+    def __init__(self, topic: str, last_seq: int | None) -> None:
+        self.topic = topic
+        self.last_seq = last_seq
+        super().__init__(
+            f"subscription to {topic} fell behind: {SUBSCRIPTION_BUFFER} events were waiting "
+            f"unread; subscribe again with since={last_seq} to go on"
+        )
+
+
 class RemoteError(ClientError):
     """hived answered a request with an ``error`` message."""
 
@@ -78,34 +116,75 @@ def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
 
 @attrs.define(eq=False)
 class Subscription:
-    """Events of one topic, as an async iterator; resumes across reconnects by ``seq``."""
+    """Events of one topic, as an async iterator; resumes across reconnects by ``seq``.
+
+    It ends quietly after :meth:`Client.unsubscribe` or when the client is closed; any other
+    end (auth refused, closed by hived, a drop without ``reconnect``, :class:`FellBehind`) is
+    raised by :meth:`receive` and the iterator once the events buffered before it are read.
+    """
 
     topic: str
     last_seq: int | None
+    """The seq of the last event handed to the caller (or where it resumes from)."""
     recovered: bool = True
     """False once the server said its history no longer reached where we resumed from."""
+    error: BaseException | None = attrs.field(default=None, init=False)
+    """Why the subscription ended, once it has (None while it runs, or after unsubscribe)."""
     _send: trio.MemorySendChannel[dict[str, Any]] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[dict[str, Any]] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel(SUBSCRIPTION_BUFFER)
 
-    async def _deliver(self, event: dict[str, Any]) -> None:
+    def _deliver(self, event: dict[str, Any]) -> bool:
+        """Buffer ``event`` unless already seen; False if the buffer was full (it has ended)."""
         seq = event.get("seq")
         if not isinstance(seq, int) or (self.last_seq is not None and seq <= self.last_seq):
-            return
+            return True
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self._end(FellBehind(self.topic, self.last_seq))
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return True  # it has ended already: nobody is reading
         self.last_seq = seq
-        await self._send.send(event)
+        return True
 
-    def _close(self) -> None:
+    def _end(self, error: BaseException | None) -> None:
+        if self.error is None:
+            self.error = error
         self._send.close()
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._receive.__aiter__()
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def receive(self) -> dict[str, Any]:
-        """The next event (``{"type": "event", "topic", "seq", "ts", "kind", ...}``)."""
-        return await self._receive.receive()
+        """The next event (``{"type": "event", "topic", "seq", "ts", "kind", ...}``).
+
+        Raises why the subscription ended, or :class:`trio.EndOfChannel` after unsubscribe.
+        """
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self.error is not None:
+                raise self.error from None
+            raise
+
+
+@attrs.define(eq=False)
+class _Hold:
+    """Events of a topic kept back while subscribes to it are in flight."""
+
+    depth: int = 0
+    events: list[dict[str, Any]] | None = attrs.field(factory=list)
+    """None once released early (a long replay ahead of its result: see ``_route``)."""
 
 
 @attrs.define(eq=False)
@@ -129,8 +208,12 @@ class Client:
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     _pending: dict[int, _Pending] = attrs.field(factory=dict)
     _subscriptions: dict[str, list[Subscription]] = attrs.field(factory=dict)
+    _holds: dict[str, _Hold] = attrs.field(factory=dict)
     _fatal: BaseException | None = None
     _nursery: trio.Nursery | None = None
+    _reading: trio.CancelScope | None = None
+    """The read loop's scope while a connection is up: cancelled to close it gracefully."""
+    _closing: bool = False
 
     async def request(self, type_: str, **fields: Any) -> Any:
         """Send one request and wait for its ``result`` (raise :class:`RemoteError` on error)."""
@@ -162,13 +245,14 @@ class Client:
         subscription = Subscription(topic, since)
         self._subscriptions.setdefault(topic, []).append(subscription)
         try:
-            result = await self.request("subscribe", topic=topic, since=since)
+            with self._holding(topic):
+                result = await self.request("subscribe", topic=topic, since=since)
+                if subscription.last_seq is None:
+                    subscription.last_seq = int(result.get("last_seq", 0))
+                self._took_effect(topic, result, [subscription])
         except BaseException:
             self._forget(subscription)
             raise
-        subscription.recovered = bool(result.get("recovered", True))
-        if subscription.last_seq is None:
-            subscription.last_seq = int(result.get("last_seq", 0))
         return subscription
 
     async def unsubscribe(self, subscription: Subscription) -> None:
@@ -177,13 +261,52 @@ class Client:
         if not self._subscriptions.get(subscription.topic):
             await self.request("unsubscribe", topic=subscription.topic)
 
-    def _forget(self, subscription: Subscription) -> None:
+    def _forget(self, subscription: Subscription, error: BaseException | None = None) -> None:
         subscriptions = self._subscriptions.get(subscription.topic, [])
         if subscription in subscriptions:
             subscriptions.remove(subscription)
         if not subscriptions:
             self._subscriptions.pop(subscription.topic, None)
-        subscription._close()
+        subscription._end(error)
+
+    @contextmanager
+    def _holding(self, topic: str) -> Iterator[None]:
+        """Hold the topic's events while a subscribe to it is in flight; deliver them after.
+
+        Its result may lower a subscription's ``last_seq`` (see ``_took_effect``); an event
+        delivered before that would be taken for one already seen.
+        """
+        hold = self._holds.setdefault(topic, _Hold())
+        hold.depth += 1
+        try:
+            yield
+        finally:
+            hold.depth -= 1
+            if hold.depth == 0:
+                del self._holds[topic]
+                for event in hold.events or ():
+                    self._dispatch(topic, event)
+
+    def _took_effect(self, topic: str, result: Any, resumed: Sequence[Subscription]) -> None:
+        """Apply a subscribe result: ``recovered`` to the subscriptions it resumed, and the
+        topic's ``last_seq`` to every subscription that saw more than the daemon now has."""
+        recovered = bool(result.get("recovered", True))
+        for subscription in resumed:
+            subscription.recovered &= recovered
+        last_seq = result.get("last_seq")
+        if not isinstance(last_seq, int):
+            return
+        for subscription in self._subscriptions.get(topic, ()):
+            if subscription.last_seq is not None and subscription.last_seq > last_seq:
+                log.warning(
+                    "%s: hived is at seq %d, below the %d seen: it lost events; going on from %d",
+                    topic,
+                    last_seq,
+                    subscription.last_seq,
+                    last_seq,
+                )
+                subscription.last_seq = last_seq
+                subscription.recovered = False
 
     async def _connection(self) -> trio_websocket.WebSocketConnection:
         while True:
@@ -197,7 +320,8 @@ class Client:
         """Keep the connection alive until cancelled; ``started`` after the first welcome.
 
         A failure before the first welcome is raised; after it, a final failure (auth refused,
-        or a drop with ``reconnect`` off) is handed to every waiting and later request instead.
+        a close with 1000, or a drop with ``reconnect`` off) is handed to every waiting and
+        later request, and to every subscription, instead.
         """
         attempt = 0
         first = True
@@ -213,10 +337,13 @@ class Client:
                         task_status.started()
                     elif self._nursery is not None:
                         self._nursery.start_soon(self._resubscribe)
-                    await self._read_loop(ws)
-            except (AuthError, ConnectError, trio_websocket.ConnectionClosed, OSError) as exc:
+                    with trio.CancelScope() as self._reading:
+                        await self._read_loop(ws)
+                    if self._closing:
+                        return  # leaving _open closes the WebSocket, its reader still running
+            except (ClientError, trio_websocket.ConnectionClosed, OSError) as exc:
                 reason = _describe(exc)
-                if first or not self.reconnect or isinstance(exc, AuthError):
+                if first or not self.reconnect or isinstance(exc, AuthError | Closed):
                     error = exc if isinstance(exc, ClientError) else ConnectionLost(reason)
                     self._give_up(error)
                     if first:
@@ -225,8 +352,10 @@ class Client:
                 log.info("connection to %s lost (%s); reconnecting", self.url, reason)
             finally:
                 self._ws = None
+                self._reading = None
                 self._connected = trio.Event()
-                self._fail_pending(ConnectionLost(f"connection to {self.url} lost"))
+                if self._fatal is None:
+                    self._fail_pending(ConnectionLost(f"connection to {self.url} lost"))
             await trio.sleep(backoff_s(attempt))
             attempt += 1
 
@@ -273,7 +402,7 @@ class Client:
                     # Re-raised outside this nursery, so that it is not wrapped in a group.
                     raised = exc
                 finally:
-                    with trio.move_on_after(1.0) as cleanup:
+                    with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
                         cleanup.shield = True
                         await ws.aclose()
                     nursery.cancel_scope.cancel()
@@ -315,18 +444,24 @@ class Client:
         return messages[0]
 
     async def _resubscribe(self) -> None:
+        """Subscribe again after a reconnect; runs in the client's nursery, so never raises."""
         for topic, subscriptions in list(self._subscriptions.items()):
-            seen = [s.last_seq for s in subscriptions if s.last_seq is not None]
-            if not seen:
+            resumed = [s for s in subscriptions if s.last_seq is not None]
+            if not resumed:
                 continue  # its subscribe() is still waiting, and fails with ConnectionLost
-            since = min(seen)
+            since = min(s.last_seq for s in resumed if s.last_seq is not None)
             try:
-                result = await self.request("subscribe", topic=topic, since=since)
-            except (RemoteError, ConnectionLost) as exc:
+                with self._holding(topic):
+                    result = await self.request("subscribe", topic=topic, since=since)
+                    self._took_effect(topic, result, resumed)
+            except RemoteError as exc:
                 log.warning("resubscribing to %s failed: %s", topic, exc)
-                continue
-            for subscription in subscriptions:
-                subscription.recovered &= bool(result.get("recovered", True))
+                for subscription in resumed:
+                    self._forget(subscription, exc)
+            except ClientError as exc:
+                # Lost again (the next connection resubscribes), or a final error that
+                # run() hands to every subscription.
+                log.info("resubscribing to %s failed: %s", topic, exc)
 
     async def _read_loop(self, ws: trio_websocket.WebSocketConnection) -> None:
         while True:
@@ -341,13 +476,24 @@ class Client:
                 log.warning("ignoring a bad frame from %s: %s", self.url, exc)
                 continue
             for message in messages:
-                await self._route(message)
+                self._route(message)
 
-    async def _route(self, message: dict[str, Any]) -> None:
+    def _route(self, message: dict[str, Any]) -> None:
+        """Hand one message on; never waits, so that no caller can stall the connection."""
         kind = message["type"]
         if kind == "event":
-            for subscription in list(self._subscriptions.get(str(message.get("topic")), ())):
-                await subscription._deliver(message)
+            topic = str(message.get("topic"))
+            hold = self._holds.get(topic)
+            if hold is None or hold.events is None:
+                self._dispatch(topic, message)
+                return
+            hold.events.append(message)
+            if len(hold.events) >= SUBSCRIPTION_BUFFER:
+                # A replay this long is no seq reset (that replays nothing): deliver it now
+                # rather than keep it all in memory until its result.
+                held, hold.events = hold.events, None
+                for event in held:
+                    self._dispatch(topic, event)
         elif kind in ("result", "error"):
             request_id = message.get("id")
             pending = self._pending.get(request_id) if isinstance(request_id, int) else None
@@ -355,20 +501,38 @@ class Client:
                 pending.reply = message
                 pending.done.set()
             elif kind == "error":
-                log.warning("hived: %s: %s", message.get("code"), message.get("message"))
+                log.warning("hived: %s: %r", message.get("code"), message.get("message"))
+
+    def _dispatch(self, topic: str, event: dict[str, Any]) -> None:
+        for subscription in list(self._subscriptions.get(topic, ())):
+            if not subscription._deliver(event):
+                log.info("%s", subscription.error)
+                self._forget(subscription)
+
+    def _stop(self) -> bool:
+        """Start closing; True if the connection is up and now closes gracefully (with 1000)."""
+        self._closing = True
+        if self._reading is None:
+            return False
+        self._reading.cancel()
+        return True
 
     def _fail_pending(self, error: BaseException) -> None:
+        """Fail the requests still waiting; one whose reply arrived keeps it."""
         for pending in self._pending.values():
-            pending.error = error
-            pending.done.set()
+            if not pending.done.is_set():
+                pending.error = error
+                pending.done.set()
 
-    def _give_up(self, error: BaseException) -> None:
-        self._fatal = error
-        self._fail_pending(error)
-        self._connected.set()
-        for subscriptions in self._subscriptions.values():
-            for subscription in subscriptions:
-                subscription._close()
+    def _give_up(self, error: BaseException | None) -> None:
+        """End the client: ``error`` to every request and subscription (None: end quietly)."""
+        if error is not None:
+            self._fatal = error
+            self._fail_pending(error)
+            self._connected.set()
+        for subscriptions in list(self._subscriptions.values()):
+            for subscription in list(subscriptions):
+                self._forget(subscription, error)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
@@ -379,9 +543,14 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _raise_for_close(exc: trio_websocket.ConnectionClosed) -> None:
+    """The final closes as their own errors; any other close is a drop to reconnect after."""
     reason = exc.reason
-    if reason is not None and reason.code in AUTH_CLOSE_CODES:
+    if reason is None:
+        return
+    if reason.code in AUTH_CLOSE_CODES:
         raise AuthError(f"closed with {reason.code}: {reason.reason or ''}".strip()) from None
+    if reason.code == CloseCode.NORMAL:
+        raise Closed(reason.reason or "") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -401,7 +570,8 @@ async def connect(
     """Connect to hived (``ws://host:port/v1/ws`` or ``/v1/admin``) and keep the connection.
 
     Raises :class:`ConnectError` or :class:`AuthError` when the first connection fails; after
-    that, drops are repaired in the background when ``reconnect`` is true.
+    that, drops are repaired in the background when ``reconnect`` is true. Leaving the block
+    ends every subscription still open (quietly).
     """
     client = Client(url, token, reconnect, ssl_context)
     # Errors are re-raised outside the nursery, so that callers catch AuthError, RemoteError
@@ -419,6 +589,12 @@ async def connect(
             except BaseException as exc:
                 raised = exc
             finally:
-                nursery.cancel_scope.cancel()
+                if client._stop():
+                    # Let run() close the connection with 1000 (an abrupt end would cost the
+                    # close timeout: the WebSocket's reader would be cancelled with it).
+                    nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+                else:
+                    nursery.cancel_scope.cancel()
+    client._give_up(None)
     if raised is not None:
         raise raised

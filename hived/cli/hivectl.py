@@ -4,8 +4,12 @@ argparse, not click: it is in the standard library, so hivectl adds no dependenc
 fast (it runs as a Claude Code hook on every tool call); its parsers are also what the man-page
 test introspects.
 
-Exit status: 0 ok; 1 hived answered with an error; 2 usage; 3 cannot connect; 4 the token or
-its role was refused; 130 interrupted (Ctrl-C).
+Exit status: 0 ok; 1 hived answered with an error, or closed the connection on purpose (an
+admin's ``kick``); 2 usage; 3 cannot connect, or the connection was lost; 4 the token or its
+role was refused; 130 interrupted (Ctrl-C).
+
+Text output shows what agents wrote, and agents write anything: control characters in it are
+shown as ``\\xNN`` escapes (render.printable), so that no agent can drive the terminal.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
 import trio
 
 from hived import __version__
@@ -27,10 +30,21 @@ from hived.cli.render import (
     Painter,
     connections_table,
     event_line,
+    json_text,
+    printable,
     sessions_table,
     status_text,
 )
-from hived.client import AuthError, Client, ClientError, ConnectError, RemoteError, connect
+from hived.client import (
+    AuthError,
+    Client,
+    ClientError,
+    Closed,
+    ConnectError,
+    FellBehind,
+    RemoteError,
+    connect,
+)
 from hived.configfile import config_path, read_config
 from hived.core.errors import ConfigError
 
@@ -48,8 +62,8 @@ LOG_PAGE: Final = 1000
 EPILOG: Final = """\
 environment: HIVED_URL (default: the listen address of the local config, else
 ws://127.0.0.1:7420), HIVED_TOKEN, NO_COLOR.
-exit status: 0 ok, 1 hived answered with an error, 2 usage, 3 cannot connect,
-4 token or role refused, 130 interrupted. See hivectl(1).
+exit status: 0 ok, 1 hived answered with an error or closed the connection,
+2 usage, 3 cannot connect, 4 token or role refused, 130 interrupted. See hivectl(1).
 """
 
 ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown"})
@@ -165,7 +179,7 @@ class Output:
 
     def data(self, value: Any, text: Callable[[], str]) -> None:
         if self.json:
-            sys.stdout.write(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode() + "\n")
+            sys.stdout.write(json_text(value) + "\n")
         else:
             sys.stdout.write(text() + "\n")
         sys.stdout.flush()
@@ -224,13 +238,13 @@ async def cmd_start(client: Client, args: argparse.Namespace, out: Output) -> in
         name=args.name,
         args=args.args or None,
     )
-    out.data(result, lambda: str(result.get("session")))
+    out.data(result, lambda: printable(result.get("session")))
     return EXIT_OK
 
 
 async def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
-    result = await client.request("session.input", session=args.session, text=text)
+    # A TEXT of "-" was read from stdin by main(), before connecting.
+    result = await client.request("session.input", session=args.session, text=args.text)
     out.data(result, lambda: "sent")
     return EXIT_OK
 
@@ -258,7 +272,7 @@ async def cmd_deny(client: Client, args: argparse.Namespace, out: Output) -> int
 def _session_command(wire_type: str, done: str) -> Callable[..., Coroutine[Any, Any, int]]:
     async def run(client: Client, args: argparse.Namespace, out: Output) -> int:
         result = await client.request(wire_type, session=args.session)
-        out.data(result, lambda: f"{done}: {result.get('session', args.session)}")
+        out.data(result, lambda: f"{done}: {printable(result.get('session', args.session))}")
         return EXIT_OK
 
     return run
@@ -269,10 +283,26 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
         topic, show_session = "sessions", True
     else:
         topic, show_session = f"session/{(await resolve_session(client, args.target))['id']}", False
-    subscription = await client.subscribe(topic)
-    async for event in subscription:
-        out.event(event, show_session)
-    return EXIT_OK
+    return await follow(client, topic, None, out, show_session)
+
+
+async def follow(
+    client: Client, topic: str, since: int | None, out: Output, show_session: bool
+) -> int:
+    """Print a topic's events until interrupted; raises why the subscription ended.
+
+    The client reconnects and resumes by itself; a subscription that fell behind (the
+    terminal or pipe reads slower than hived sends) is taken up again where it stopped.
+    """
+    while True:
+        subscription = await client.subscribe(topic, since=since)
+        try:
+            async for event in subscription:
+                out.event(event, show_session)
+        except FellBehind as exc:
+            since = exc.last_seq
+            continue
+        return EXIT_OK
 
 
 async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -289,9 +319,7 @@ async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int
         if len(events) < LOG_PAGE:
             break
     if args.follow:
-        subscription = await client.subscribe(f"session/{session['id']}", since=since)
-        async for event in subscription:
-            out.event(event, show_session=False)
+        return await follow(client, f"session/{session['id']}", since, out, show_session=False)
     return EXIT_OK
 
 
@@ -313,11 +341,11 @@ async def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> i
 
     def text() -> str:
         if not result.get("reloaded"):
-            return "config refused; the running one is kept:\n" + "\n".join(
-                result.get("errors", [])
-            )
-        lines = [f"reloaded; changed: {', '.join(result.get('changed', [])) or 'nothing'}"]
-        lines += [f"needs a restart: {key}" for key in result.get("restart_needed", [])]
+            errors = [printable(error) for error in result.get("errors", [])]
+            return "config refused; the running one is kept:\n" + "\n".join(errors)
+        changed = ", ".join(printable(key) for key in result.get("changed", []))
+        lines = [f"reloaded; changed: {changed or 'nothing'}"]
+        lines += [f"needs a restart: {printable(key)}" for key in result.get("restart_needed", [])]
         return "\n".join(lines)
 
     out.data(result, text)
@@ -374,8 +402,9 @@ def post_hook(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"hivectl: {message}\n")
+def _fail(message: str, code: int, hint: str = "") -> int:
+    """Say what went wrong on stderr; ``message`` may quote hived, so it is made printable."""
+    sys.stderr.write(f"hivectl: {printable(message)}\n{hint}")
     return code
 
 
@@ -384,6 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "hook":
         return post_hook(args)
+    if args.command == "send" and args.text == "-":
+        # Before connecting: a slow writer on stdin must not hold up the connection's tasks
+        # (the heartbeat would drop it).
+        try:
+            args.text = sys.stdin.read()
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
     out = Output(bool(getattr(args, "json", False)))
     try:
         return trio.run(run_command, args, out)
@@ -394,10 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthError as exc:
         return _fail(f"refused: {exc}", EXIT_AUTH)
     except ConnectError as exc:
-        return _fail(f"{exc}\nIs hived running? Try: systemctl status hived", EXIT_CONNECT)
+        return _fail(str(exc), EXIT_CONNECT, "Is hived running? Try: systemctl status hived\n")
     except RemoteError as exc:
         code = EXIT_AUTH if exc.code == "forbidden" else EXIT_REMOTE
         return _fail(f"{exc.code}: {exc.message}", code)
+    except Closed as exc:
+        return _fail(str(exc), EXIT_REMOTE)
     except ClientError as exc:
         return _fail(str(exc), EXIT_CONNECT)
     except BrokenPipeError:

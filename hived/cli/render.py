@@ -2,6 +2,11 @@
 
 Colour is used only on a terminal and never when ``NO_COLOR`` is set (https://no-color.org).
 Scripts use ``--json`` instead, whose shapes are documented in hivectl(1).
+
+Everything shown here came from hived, and much of it from agents, which print whatever their
+tools and models print: escape sequences that clear the screen, retitle the window or write the
+clipboard (OSC 52). Every such string goes through :func:`printable` before it is shown, so the
+only control characters on the terminal are the colours of :class:`Painter`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,28 @@ STATE_COLOURS: Final = {
     "LOST": "red",
 }
 EVENT_TEXT_LIMIT: Final = 160
+
+_UNPRINTABLE: Final = str.maketrans(
+    {code: " " if code == 0x09 else f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+)
+
+
+_JSON_UNPRINTABLE: Final = str.maketrans({code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)})
+
+
+def printable(value: object) -> str:
+    """``str(value)`` safe for a terminal: C0 and C1 controls and DEL as ``\\x1b``-style
+    escapes (a tab as a space), so that text from agents cannot drive the terminal."""
+    return str(value).translate(_UNPRINTABLE)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON with sorted keys, safe for a terminal too.
+
+    JSON escapes C0 controls but may leave DEL and the C1 controls raw (U+009B is a CSI to
+    many terminals); they can only occur inside strings, where ``\\u`` escapes mean the same.
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode().translate(_JSON_UNPRINTABLE)
 
 
 class Painter:
@@ -139,15 +166,15 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str
         usage = session.get("usage") or {}
         rows.append(
             [
-                str(session.get("id", ""))[:12],
-                str(session.get("name", "")),
-                str(session.get("agent", "")),
-                paint.state(str(session.get("state", ""))),
-                str(session.get("pid") or "-"),
+                printable(session.get("id", ""))[:12],
+                printable(session.get("name", "")),
+                printable(session.get("agent", "")),
+                paint.state(printable(session.get("state", ""))),
+                printable(session.get("pid") or "-"),
                 relative_time(session.get("started_at")),
                 f"{tokens(usage.get('input_tokens'))}/{tokens(usage.get('output_tokens'))}",
                 cost(usage.get("cost_usd")),
-                str(usage.get("turns", 0)),
+                printable(usage.get("turns", 0)),
             ]
         )
     return table(
@@ -158,15 +185,15 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str
 def connections_table(connections: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
-            str(c.get("id", "")),
-            str(c.get("peer", "")),
-            str(c.get("channel", "")),
-            str(c.get("token_name", "")),
-            str(c.get("role", "")),
+            printable(c.get("id", "")),
+            printable(c.get("peer", "")),
+            printable(c.get("channel", "")),
+            printable(c.get("token_name", "")),
+            printable(c.get("role", "")),
             relative_time(c.get("since") or c.get("connected_since")),
-            ",".join(c.get("subscriptions") or ()) or "-",
-            str(c.get("queue_depth", 0)),
-            f"{c.get('frames_in', 0)}/{c.get('frames_out', 0)}",
+            printable(",".join(c.get("subscriptions") or ()) or "-"),
+            printable(c.get("queue_depth", 0)),
+            printable(f"{c.get('frames_in', 0)}/{c.get('frames_out', 0)}"),
         ]
         for c in connections
     ]
@@ -185,37 +212,37 @@ def connections_table(connections: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _short(value: object, limit: int = EVENT_TEXT_LIMIT) -> str:
+    """One printable line of at most ``limit`` characters (white space runs become one)."""
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def event_line(event: Mapping[str, Any], paint: Painter, *, show_session: bool = False) -> str:
     """One event as one readable line: time, (session), kind, and what it says."""
     data = event.get("data") or {}
-    kind = str(event.get("kind", "?"))
-    ts = str(event.get("ts", ""))[11:19]
+    kind = printable(event.get("kind", "?"))
+    ts = printable(event.get("ts", ""))[11:19]
     what, colour = _describe_event(kind, data)
     prefix = paint(ts, "dim")
     if show_session:
-        prefix += " " + str(event.get("session") or "")[:12]
+        prefix += " " + printable(event.get("session") or "")[:12]
     return f"{prefix} {paint(f'{kind:<18}', colour)} {what}".rstrip()
 
 
 def _describe_event(kind: str, data: Mapping[str, Any]) -> tuple[str, str | None]:
     if kind == "state":
         summary = data.get("summary") or {}
-        name = summary.get("name") or ""
+        name = printable(summary.get("name") or "")
         extra = ""
         if data.get("exit_code") is not None:
-            extra += f" exit={data['exit_code']}"
+            extra += f" exit={printable(data['exit_code'])}"
         if data.get("reason"):
-            extra += f" ({data['reason']})"
-        return f"{name} {data.get('previous') or '-'} → {data.get('state')}{extra}".strip(), (
-            STATE_COLOURS.get(str(data.get("state")))
-        )
+            extra += f" ({printable(data['reason'])})"
+        change = f"{printable(data.get('previous') or '-')} → {printable(data.get('state'))}"
+        return f"{name} {change}{extra}".strip(), STATE_COLOURS.get(str(data.get("state")))
     if kind == "tool_use":
-        return f"{data.get('name')} {_short(data.get('input', {}))}", "cyan"
+        return f"{printable(data.get('name'))} {_short(data.get('input', {}))}", "cyan"
     if kind == "tool_result":
         error = bool(data.get("is_error"))
         return _short(data.get("content", "")), "red" if error else None
@@ -225,14 +252,16 @@ def _describe_event(kind: str, data: Mapping[str, Any]) -> tuple[str, str | None
         ), None if kind == "message" else "dim"
     if kind == "permission_request":
         return (
-            f"request {data.get('request_id')}: {data.get('tool_name')} "
+            f"request {printable(data.get('request_id'))}: {printable(data.get('tool_name'))} "
             f"{_short(data.get('input', {}), 100)}",
             "yellow",
         )
     if kind == "result":
         error = bool(data.get("is_error"))
-        figures = f"turns={data.get('num_turns', '-')} cost={cost(data.get('total_cost_usd'))}"
-        return f"{data.get('subtype', '')} {figures} {_short(data.get('result', ''), 80)}", (
+        turns = printable(data.get("num_turns", "-"))
+        figures = f"turns={turns} cost={cost(data.get('total_cost_usd'))}"
+        subtype = printable(data.get("subtype", ""))
+        return f"{subtype} {figures} {_short(data.get('result', ''), 80)}", (
             "red" if error else "green"
         )
     if kind in ("text", "stderr"):
@@ -240,9 +269,13 @@ def _describe_event(kind: str, data: Mapping[str, Any]) -> tuple[str, str | None
     if kind == "input":
         return _short(data.get("text", data)), "blue"
     if kind == "hook":
-        return f"{data.get('hook_event_name')} {_short(data.get('tool_name', ''), 60)}", "magenta"
+        event_name = printable(data.get("hook_event_name"))
+        return f"{event_name} {_short(data.get('tool_name', ''), 60)}", "magenta"
     if kind == "init":
-        return f"model={data.get('model', '-')} cwd={data.get('cwd', '-')}", "dim"
+        return (
+            f"model={printable(data.get('model', '-'))} cwd={printable(data.get('cwd', '-'))}",
+            "dim",
+        )
     return _short(data), None
 
 
@@ -251,28 +284,37 @@ def status_text(status: Mapping[str, Any], paint: Painter) -> str:
     connections = status.get("connections") or {}
     by_role = connections.get("by_role") or {}
     roles = ", ".join(f"{role} {n}" for role, n in sorted(by_role.items())) or "none"
+    roles = printable(roles)
     hub = status.get("hub") or {}
     store = status.get("store") or {}
     sessions = status.get("sessions") or []
+    clients = connections.get("connections", sum(by_role.values()))
     lines = [
-        f"hived {status.get('version')}  pid {status.get('pid')}  "
-        f"up {duration(float(status.get('uptime_s', 0)))}"
+        printable(
+            f"hived {status.get('version')}  pid {status.get('pid')}  "
+            f"up {duration(float(status.get('uptime_s', 0)))}"
+        )
         + (paint("  STOPPING", "yellow") if status.get("stopping") else ""),
-        f"config    {status.get('config_path')} "
-        f"(loaded {relative_time(status.get('config_loaded_at'))})",
-        f"listen    {status.get('listen')}  tls {'on' if status.get('tls') else 'off'}",
-        f"clients   {connections.get('connections', sum(by_role.values()))} ({roles})",
-        f"events    {hub.get('events_published', 0)} published on {hub.get('topics', 0)} topics, "
-        f"{hub.get('subscribers_closed_slow', 0)} slow subscribers closed",
+        printable(f"config    {status.get('config_path')} ")
+        + f"(loaded {relative_time(status.get('config_loaded_at'))})",
+        printable(f"listen    {status.get('listen')}  tls {'on' if status.get('tls') else 'off'}"),
+        printable(f"clients   {clients} ({roles})"),
+        printable(
+            f"events    {hub.get('events_published', 0)} published on {hub.get('topics', 0)} "
+            f"topics, {hub.get('subscribers_closed_slow', 0)} slow subscribers closed"
+        ),
     ]
     if store:
         error = store.get("error")
         lines.append(
-            f"store     {store.get('path', '')} {tokens(store.get('events', 0))} events, "
-            f"{int(store.get('size_bytes', 0)) // 1024} KiB, lag {store.get('write_lag_ms', 0)} ms"
-            + (paint(f"  ERROR: {error}", "red") if error else "")
+            printable(
+                f"store     {store.get('path', '')} {tokens(store.get('events', 0))} events, "
+                f"{int(store.get('size_bytes', 0)) // 1024} KiB, "
+                f"lag {store.get('write_lag_ms', 0)} ms"
+            )
+            + (paint(f"  ERROR: {printable(error)}", "red") if error else "")
         )
-    lines.append(f"tasks     {status.get('tasks')}")
+    lines.append(printable(f"tasks     {status.get('tasks')}"))
     lines.append(f"sessions  {len(sessions)}")
     if sessions:
         lines.append("")

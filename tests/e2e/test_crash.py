@@ -20,7 +20,7 @@ import os
 import signal
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing, suppress
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ import trio
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 
-from hived.client import Subscription, connect
+from hived.client import ConnectionLost, Subscription, connect
 from tests.e2e.harness import DEADLINE_S, PYTHON, SECRETS, Launcher, process_alive
 
 pytestmark = pytest.mark.e2e
@@ -96,12 +96,13 @@ class LiveRecorder:
 
     async def run(self) -> None:
         last_burst_line = f"burst {BURST_LINES - 1} "
-        async for event in self.sub:
-            self.received.append((trio.current_time(), event))
-            if event["data"].get("line", "").startswith(last_burst_line):
-                self.burst_done_at = trio.current_time()
-            self.changed.set()
-            self.changed = trio.Event()
+        with suppress(ConnectionLost):  # the daemon is killed under it
+            async for event in self.sub:
+                self.received.append((trio.current_time(), event))
+                if event["data"].get("line", "").startswith(last_burst_line):
+                    self.burst_done_at = trio.current_time()
+                self.changed.set()
+                self.changed = trio.Event()
 
     async def until(self, what: str, condition: Any) -> None:
         """Wait, under the deadline, until ``condition(self)`` holds."""

@@ -149,7 +149,7 @@ async def test_connections_kick_and_reload(hived: Launcher) -> None:
         tail = await trio.lowlevel.open_process(
             [HIVECTL, "tail", "--json"],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=env_for(daemon, "viewer"),
         )
         with trio.fail_after(20):
@@ -162,8 +162,10 @@ async def test_connections_kick_and_reload(hived: Launcher) -> None:
         assert "viewer-token" in out(await hivectl(daemon, "connections"))
         kicked = await hivectl(daemon, "kick", str(viewers[0]["id"]), "--reason", "bye")
         assert kicked.returncode == 0, kicked.stderr
-        tail.kill()
-        await tail.wait()
+        with trio.fail_after(20):
+            assert await tail.wait() == 1  # a kick is final: tail says so and does not reconnect
+        assert tail.stderr is not None
+        assert await tail.stderr.receive_some() == b"hivectl: connection closed by hived: bye\n"
         nursery.cancel_scope.cancel()
     reload = await hivectl(daemon, "reload")
     assert reload.returncode == 0

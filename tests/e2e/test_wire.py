@@ -26,7 +26,15 @@ from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 from websockets.typing import Origin
 
-from hived.client import AuthError, Client, ConnectionLost, RemoteError, Subscription, connect
+from hived.client import (
+    AuthError,
+    Client,
+    Closed,
+    ConnectionLost,
+    RemoteError,
+    Subscription,
+    connect,
+)
 from tests.e2e.harness import (
     DEADLINE_S,
     SECRETS,
@@ -501,46 +509,54 @@ async def test_subscribe_resumes_after_a_dropped_connection_with_every_event_onc
     assert texts == ["one", "two", "three"]
 
 
-async def test_our_client_reconnects_and_resumes_when_the_daemon_closes_it(
-    hived: Launcher,
-) -> None:
+async def test_our_client_does_not_reconnect_after_a_kick(hived: Launcher) -> None:
     daemon = await hived.start()
-    session = await start_text_session(daemon)
-    topic = f"session/{session}"
-    received: list[dict[str, Any]] = []
-
     async with (
         connect(daemon.ws_url, SECRETS["viewer"]) as client,
         connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin,
     ):
-        sub = await client.subscribe(topic, since=0)
-        while not received or received[-1]["kind"] != "text":
+        sub = await client.subscribe("sessions")
+        kicked_id = client.welcome["connection"]
+        await admin.request("connection.kick", connection=kicked_id, reason="rotating tokens")
+        with trio.fail_after(DEADLINE_S), pytest.raises(Closed, match="rotating tokens"):
+            await sub.receive()
+        with pytest.raises(Closed):
+            await client.request("ping")
+        assert client.welcome["connection"] == kicked_id  # no second connection
+        assert kicked_id not in await connection_ids(admin)
+    assert f"connection {kicked_id}: closed (1000" in daemon.log()
+
+
+async def test_our_client_reconnects_and_resumes_across_a_daemon_restart(
+    hived: Launcher,
+) -> None:
+    port, config = hived.config()
+    daemon = await hived.start(config, port=port)
+    received: list[dict[str, Any]] = []
+
+    async def until_running(sub: Subscription, session: str) -> None:
+        while not (
+            received and received[-1]["session"] == session and state(received[-1]) == "RUNNING"
+        ):
             received.append(await next_event(sub))
-        first_id = client.welcome["connection"]
-        assert first_id in await connection_ids(admin)
 
-        kicked = await admin.request("connection.kick", connection=first_id, reason="test")
-        assert kicked["connection"] == first_id
-        for text in ("one", "two", "three"):
-            await admin.request("session.input", session=session, text=text)
-        while not said("three")(received[-1]):
-            received.append(await next_event(sub))
+    def state(event: dict[str, Any]) -> str | None:
+        return event["data"].get("state") if event["kind"] == "state" else None
 
-        with trio.fail_after(DEADLINE_S):
-            while True:
-                if client.welcome["connection"] != first_id:
-                    break  # it reconnected
-                await trio.sleep(0.02)
-        ids = await connection_ids(admin)
-        assert first_id not in ids
-        assert client.welcome["connection"] in ids
+    async with connect(daemon.ws_url, SECRETS["viewer"]) as client:
+        sub = await client.subscribe("sessions", since=0)
+        await until_running(sub, await start_text_session(daemon))
+        daemon.send_signal(signal.SIGTERM)  # every client gets 1001: reconnect later
+        assert await daemon.wait_exit() == 0
+        daemon = await hived.start(config, port=port)
+        await until_running(sub, await start_text_session(daemon))
+        assert sub.recovered is True
 
-        everything = await admin.subscribe(topic, since=0)
+    async with connect(daemon.ws_url, SECRETS["viewer"], reconnect=False) as fresh:
+        everything = await fresh.subscribe("sessions", since=0)
         expected = [await next_event(everything) for _ in received]
-
     assert [e["seq"] for e in received] == list(range(1, len(received) + 1))
     assert [summary(e) for e in received] == [summary(e) for e in expected]
-    assert f"connection {first_id}: closed (1000" in daemon.log()
 
 
 async def test_connections_lists_every_connection_as_documented(hived: Launcher) -> None:
@@ -598,9 +614,8 @@ async def test_sigterm_ends_our_clients_connection_with_1001(hived: Launcher) ->
     async with connect(daemon.ws_url, SECRETS["viewer"], reconnect=False) as ours:
         sub = await ours.subscribe("sessions")
         daemon.send_signal(signal.SIGTERM)
-        with trio.fail_after(DEADLINE_S):
-            async for event in sub:  # ends when the connection ends for good
-                raise AssertionError(f"no event was published, got {event}")
+        with trio.fail_after(DEADLINE_S), pytest.raises(ConnectionLost, match="1001"):
+            await sub.receive()  # the end of the connection, raised once it ends for good
         with pytest.raises(ConnectionLost, match="1001"):
             await ours.request("ping")
     assert await daemon.wait_exit() == 0

@@ -1,0 +1,248 @@
+"""hivectl's text output: tables, times, costs, one-line events, and terminal safety.
+
+Agents print whatever their tools print; nothing they wrote may reach the terminal as a
+control character (an escape sequence can clear the screen, retitle the window, or write the
+clipboard with OSC 52). Only the colours hivectl itself adds may.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import unicodedata
+from typing import Any
+
+import orjson
+import pytest
+
+from hived.cli import render
+from hived.cli.hivectl import Output
+from hived.cli.render import (
+    Painter,
+    connections_table,
+    event_line,
+    printable,
+    sessions_table,
+    status_text,
+    table,
+)
+
+NOW = datetime.datetime(2026, 11, 26, 8, 0, 0, tzinfo=datetime.UTC)
+CLEAR_SCREEN = "\x1b[2J\x1b[H"
+CLIPBOARD = "\x1b]52;c;cm0gLXJmIH4K\x07"  # OSC 52: put "rm -rf ~" on the clipboard
+C1_CSI = "\x9b31m"  # the one-byte CSI of C1
+HOSTILE = f"ok{CLEAR_SCREEN}{CLIPBOARD}{C1_CSI}\r\x08\x7f\x00end"
+PLAIN = Painter(enabled=False)
+COLOUR = Painter(enabled=True)
+
+
+def controls(text: str) -> list[str]:
+    """The control characters (C0, DEL, C1) in ``text``."""
+    return [char for char in text if unicodedata.category(char) == "Cc"]
+
+
+def event(kind: str, **data: Any) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "topic": "session/01J",
+        "seq": 1,
+        "ts": "2026-11-26T08:00:00.123Z",
+        "kind": kind,
+        "session": "01JDX4V9N2",
+        "data": data,
+    }
+
+
+def session(**fields: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "id": "01JDX4V9N2ABCDEFGH",
+        "name": "tests",
+        "agent": "claude",
+        "state": "WAITING",
+        "pid": 4242,
+        "started_at": "2026-11-26T07:57:00.000Z",
+        "usage": {"input_tokens": 12345, "output_tokens": 950, "cost_usd": 0.25, "turns": 3},
+    }
+    summary.update(fields)
+    return summary
+
+
+# -- printable ------------------------------------------------------------------------------
+
+
+def test_printable_shows_c0_c1_and_del_as_escapes_and_a_tab_as_a_space() -> None:
+    shown = printable(f"a\tb{HOSTILE}")
+    assert controls(shown) == []
+    assert shown == (
+        "a bok\\x1b[2J\\x1b[H\\x1b]52;c;cm0gLXJmIH4K\\x07\\x9b31m\\x0d\\x08\\x7f\\x00end"
+    )
+
+
+def test_printable_leaves_other_text_alone() -> None:
+    text = "naïve → 日本語 ✓ $0.25 \u00a0nbsp"
+    assert printable(text) == text
+    assert printable(42) == "42"
+
+
+# -- every line made from hived's data is free of control characters ------------------------
+
+
+@pytest.mark.parametrize(
+    "hostile_event",
+    [
+        event("text", line=HOSTILE),
+        event("stderr", line=HOSTILE),
+        event("message", text=HOSTILE),
+        event("thinking", thinking=HOSTILE),
+        event("tool_use", name=HOSTILE, input={"command": HOSTILE}),
+        event("tool_result", content=HOSTILE, is_error=True),
+        event("permission_request", request_id=HOSTILE, tool_name=HOSTILE, input=HOSTILE),
+        event("result", subtype=HOSTILE, num_turns=HOSTILE, result=HOSTILE),
+        event("input", text=HOSTILE),
+        event("hook", hook_event_name=HOSTILE, tool_name=HOSTILE),
+        event("init", model=HOSTILE, cwd=HOSTILE),
+        event(
+            "state",
+            state=HOSTILE,
+            previous=HOSTILE,
+            reason=HOSTILE,
+            exit_code=HOSTILE,
+            summary={"name": HOSTILE},
+        ),
+        event(HOSTILE, anything=HOSTILE),
+        {**event("text", line="x"), "ts": HOSTILE * 3, "session": HOSTILE},
+    ],
+    ids=lambda e: str(e["kind"])[:12],
+)
+def test_event_lines_carry_no_control_characters_from_the_event(
+    hostile_event: dict[str, Any],
+) -> None:
+    line = event_line(hostile_event, PLAIN, show_session=True)
+    assert controls(line) == []
+    assert "\\x1b" in line
+
+
+def test_an_event_line_keeps_its_own_colours_and_escapes_the_agents() -> None:
+    line = event_line(event("stderr", line=CLEAR_SCREEN + "boom"), COLOUR)
+    assert line.count("\x1b") == 4  # dim and reset around the time, red and reset on the kind
+    assert line.endswith("\\x1b[2J\\x1b[Hboom")
+
+
+def test_sessions_table_escapes_control_characters_and_stays_aligned() -> None:
+    rows = sessions_table(
+        [session(name=f"evil{CLEAR_SCREEN}", agent=CLIPBOARD), session(name="fine")], PLAIN
+    ).splitlines()
+    assert all(controls(row) == [] for row in rows)
+    assert "evil\\x1b[2J\\x1b[H" in rows[1]
+    # The AGENT column starts at the same place on every row.
+    agents = ["AGENT", "\\x1b]52", "claude"]
+    starts = [row.index(agent) for row, agent in zip(rows, agents, strict=True)]
+    assert len(set(starts)) == 1
+
+
+def test_connections_table_escapes_control_characters() -> None:
+    text = connections_table(
+        [
+            {
+                "id": 7,
+                "peer": "127.0.0.1:5000",
+                "channel": "/v1/ws",
+                "token_name": HOSTILE,
+                "role": "viewer",
+                "since": "2026-11-26T07:59:00.000Z",
+                "subscriptions": ["sessions", f"session/{CLEAR_SCREEN}"],
+                "queue_depth": 0,
+                "frames_in": 3,
+                "frames_out": 9,
+            }
+        ]
+    )
+    assert all(controls(line) == [] for line in text.splitlines())
+    assert "ok\\x1b[2J" in text
+
+
+def test_status_text_escapes_control_characters() -> None:
+    status = {
+        "version": HOSTILE,
+        "pid": 1,
+        "uptime_s": 75.0,
+        "config_path": f"/etc/hived/{CLEAR_SCREEN}.toml",
+        "listen": "127.0.0.1:7420",
+        "connections": {"connections": 2, "by_role": {HOSTILE: 1, "admin": 1}},
+        "hub": {"events_published": 10, "topics": 2, "subscribers_closed_slow": 0},
+        "store": {"path": HOSTILE, "events": 10, "size_bytes": 4096, "error": HOSTILE},
+        "tasks": 12,
+        "sessions": [session(name=HOSTILE)],
+    }
+    for paint in (PLAIN, COLOUR):
+        text = status_text(status, paint)
+        if paint is PLAIN:
+            assert controls(text.replace("\n", "")) == []
+        assert "/etc/hived/\\x1b[2J\\x1b[H.toml" in text
+    assert "clients   2 (admin 1, ok\\x1b[2J" in status_text(status, PLAIN)
+
+
+def test_json_output_keeps_the_text_and_escapes_every_control_character(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stdout = io.StringIO()
+    monkeypatch.setattr("sys.stdout", stdout)
+    hostile = event("text", line=HOSTILE)
+    Output(json_mode=True).event(hostile, show_session=False)
+    written = stdout.getvalue()
+    assert controls(written) == ["\n"]
+    assert orjson.loads(written) == hostile
+
+
+# -- the rest of what a person reads --------------------------------------------------------
+
+
+def test_tables_align_on_visible_width_ignoring_colour() -> None:
+    text = table(["A", "STATE"], [["x", COLOUR.state("WAITING")], ["longer", "RUNNING"]])
+    plain = text.replace("\x1b[33m", "").replace("\x1b[0m", "")
+    assert plain.splitlines() == ["A       STATE", "x       WAITING", "longer  RUNNING"]
+
+
+@pytest.mark.parametrize(
+    ("moment", "shown"),
+    [
+        ("2026-11-26T07:59:58.000Z", "2s ago"),
+        ("2026-11-26T07:57:00.000Z", "3m ago"),
+        ("2026-11-26T05:00:00.000Z", "3h ago"),
+        ("2026-11-21T08:00:00.000Z", "5d ago"),
+        ("2026-11-26T08:00:05.000Z", "just now"),
+        (None, "-"),
+        ("not a time", "-"),
+    ],
+)
+def test_relative_time(moment: str | None, shown: str) -> None:
+    assert render.relative_time(moment, NOW) == shown
+
+
+def test_costs_tokens_and_durations_read_as_people_write_them() -> None:
+    assert [render.cost(v) for v in (0.25, 0.004, 0, None, 12.5)] == [
+        "$0.25",
+        "$0.004",
+        "$0.00",
+        "$0.00",
+        "$12.50",
+    ]
+    assert [render.tokens(v) for v in (950, 12345, 4_100_000, None)] == [
+        "950",
+        "12.3k",
+        "4.1M",
+        "0",
+    ]
+    assert [render.duration(s) for s in (42, 192, 7500, 273600)] == [
+        "42s",
+        "3m12s",
+        "2h05m",
+        "3d04h",
+    ]
+
+
+def test_a_long_tool_input_is_one_line_cut_with_an_ellipsis() -> None:
+    line = event_line(event("tool_use", name="Bash", input={"command": "x\n" * 500}), PLAIN)
+    assert "\n" not in line
+    assert line.endswith("…")
+    assert len(line.split("Bash ", 1)[1]) == render.EVENT_TEXT_LIMIT
