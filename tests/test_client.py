@@ -29,6 +29,7 @@ from hived.client import (
     Subscription,
     connect,
 )
+from hived.client import subscription as subscription_module
 
 DEADLINE_S = 10.0
 TOKEN = "secret"
@@ -337,6 +338,7 @@ async def test_a_subscription_nobody_reads_ends_with_fell_behind_and_requests_go
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(client_module, "SUBSCRIPTION_BUFFER", 3)
+    monkeypatch.setattr(subscription_module, "SUBSCRIPTION_BUFFER", 3)
 
     async def flood(peer: Peer) -> None:
         await peer.welcome()
@@ -359,6 +361,7 @@ async def test_unsubscribing_a_subscription_that_fell_behind_leaves_the_connecti
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(client_module, "SUBSCRIPTION_BUFFER", 3)
+    monkeypatch.setattr(subscription_module, "SUBSCRIPTION_BUFFER", 3)
 
     async def overfill(peer: Peer) -> None:
         await peer.welcome()
@@ -501,6 +504,7 @@ async def test_hivectl_tail_takes_up_a_subscription_that_fell_behind(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(client_module, "SUBSCRIPTION_BUFFER", 3)
+    monkeypatch.setattr(subscription_module, "SUBSCRIPTION_BUFFER", 3)
 
     async def flood_then_resume(peer: Peer) -> None:
         await peer.welcome()

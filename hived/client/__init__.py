@@ -28,7 +28,6 @@ import logging
 import math
 import random
 import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
@@ -38,144 +37,46 @@ import orjson
 import trio
 import trio_websocket
 
-from hived.core.errors import HivedError, ProtocolError
-from hived.core.protocol import CloseCode, parse_server_frame
+from hived.client.errors import (
+    AuthError,
+    ClientError,
+    Closed,
+    ConnectError,
+    ConnectionLost,
+    FellBehind,
+    RemoteError,
+    describe,
+    raise_for_close,
+)
+from hived.client.subscription import SUBSCRIPTION_BUFFER, Subscription
+from hived.client.transport import CLOSE_TIMEOUT_S, CONNECT_TIMEOUT_S, open_websocket
+from hived.core.errors import ProtocolError
+from hived.core.protocol import parse_server_frame
+
+__all__ = [
+    "AuthError",
+    "Client",
+    "ClientError",
+    "Closed",
+    "ConnectError",
+    "ConnectionLost",
+    "FellBehind",
+    "RemoteError",
+    "Subscription",
+    "backoff_s",
+    "connect",
+]
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S: Final = 0.2
 BACKOFF_MAX_S: Final = 10.0
-CONNECT_TIMEOUT_S: Final = 10.0
-CLOSE_TIMEOUT_S: Final = 1.0
-"""How long closing waits for the server's answer to our close frame."""
-MAX_MESSAGE_CHARS: Final = 64 * 1024 * 1024
-"""Largest server frame accepted (a coalesced batch, or an agent's 1 MiB line, fits)."""
-SUBSCRIPTION_BUFFER: Final = 100_000
-"""Events buffered per subscription (and held per topic while a subscribe is in flight)."""
-
-AUTH_CLOSE_CODES: Final = frozenset({CloseCode.NOT_AUTHENTICATED, CloseCode.ROLE_TOO_LOW})
-
-
-class ClientError(HivedError):
-    """The base of the client's own errors."""
-
-
-class ConnectError(ClientError):
-    """hived cannot be reached (nothing listening, TLS failure, handshake refused)."""
-
-
-class AuthError(ClientError):
-    """hived refused the token, or its role is too low for the channel."""
-
-
-class ConnectionLost(ClientError):
-    """The connection dropped while a request was waiting for its reply."""
-
-
-class Closed(ConnectionLost):
-    """hived closed the connection on purpose (close code 1000, e.g. ``connection.kick``).
-
-    Final: a client should not reconnect after it (docs/protocol.md, close codes).
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"connection closed by hived: {reason or 'no reason given'}")
-
-
-class FellBehind(ClientError):
-    """A subscription's caller read too slowly: its buffer filled, so it was ended.
-
-    Every event before the overflow was delivered; subscribe again with ``since=last_seq``
-    to go on from there.
-    """
-
-    def __init__(self, topic: str, last_seq: int | None) -> None:
-        self.topic = topic
-        self.last_seq = last_seq
-        super().__init__(
-            f"subscription to {topic} fell behind: {SUBSCRIPTION_BUFFER} events were waiting "
-            f"unread; subscribe again with since={last_seq} to go on"
-        )
-
-
-class RemoteError(ClientError):
-    """hived answered a request with an ``error`` message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
 
 
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
     """Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter."""
     base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * math.pow(2, attempt))
     return base * (0.5 + (rng or random).random() / 2)
-
-
-@attrs.define(eq=False)
-class Subscription:
-    """Events of one topic, as an async iterator; resumes across reconnects by ``seq``.
-
-    It ends quietly after :meth:`Client.unsubscribe` or when the client is closed; any other
-    end (auth refused, closed by hived, a drop without ``reconnect``, :class:`FellBehind`) is
-    raised by :meth:`receive` and the iterator once the events buffered before it are read.
-    """
-
-    topic: str
-    last_seq: int | None
-    """The seq of the last event handed to the caller (or where it resumes from)."""
-    recovered: bool = True
-    """False once the server said its history no longer reached where we resumed from."""
-    error: BaseException | None = attrs.field(default=None, init=False)
-    """Why the subscription ended, once it has (None while it runs, or after unsubscribe)."""
-    _send: trio.MemorySendChannel[dict[str, Any]] = attrs.field(init=False)
-    _receive: trio.MemoryReceiveChannel[dict[str, Any]] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel(SUBSCRIPTION_BUFFER)
-
-    def _deliver(self, event: dict[str, Any]) -> bool:
-        """Buffer ``event`` unless already seen; False if the buffer was full (it has ended)."""
-        seq = event.get("seq")
-        if not isinstance(seq, int) or (self.last_seq is not None and seq <= self.last_seq):
-            return True
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
-            self._end(FellBehind(self.topic, self.last_seq))
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return True  # it has ended already: nobody is reading
-        self.last_seq = seq
-        return True
-
-    def _end(self, error: BaseException | None) -> None:
-        if self.error is None:
-            self.error = error
-        self._send.close()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        try:
-            return await self.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
-    async def receive(self) -> dict[str, Any]:
-        """The next event (``{"type": "event", "topic", "seq", "ts", "kind", ...}``).
-
-        Raises why the subscription ended, or :class:`trio.EndOfChannel` after unsubscribe.
-        """
-        try:
-            return await self._receive.receive()
-        except trio.EndOfChannel:
-            if self.error is not None:
-                raise self.error from None
-            raise
 
 
 @attrs.define(eq=False)
@@ -327,7 +228,7 @@ class Client:
         first = True
         while True:
             try:
-                async with self._open() as ws:
+                async with open_websocket(self.url, self.token, self.ssl_context) as ws:
                     self.welcome = await self._read_welcome(ws)
                     self._ws = ws
                     attempt = 0
@@ -342,7 +243,7 @@ class Client:
                     if self._closing:
                         return  # leaving _open closes the WebSocket, its reader still running
             except (ClientError, trio_websocket.ConnectionClosed, OSError) as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
                 if first or not self.reconnect or isinstance(exc, AuthError | Closed):
                     error = exc if isinstance(exc, ClientError) else ConnectionLost(reason)
                     self._give_up(error)
@@ -359,82 +260,12 @@ class Client:
             await trio.sleep(backoff_s(attempt))
             attempt += 1
 
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-        """One WebSocket on a TCP (or TLS) stream that this client opens and always closes.
-
-        trio-websocket's own ``open_websocket_url`` leaves its socket open when the handshake
-        is refused or the server closes first, hence the stream of our own.
-        """
-        parts = urllib.parse.urlsplit(self.url)
-        host, port = (
-            parts.hostname or "127.0.0.1",
-            parts.port or (443 if parts.scheme == "wss" else 80),
-        )
-        headers = [(b"Authorization", f"Bearer {self.token}".encode())] if self.token else []
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT_S):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as exc:
-            raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from None
-        raised: BaseException | None = None
-        try:
-            if parts.scheme == "wss":
-                context = self.ssl_context or ssl.create_default_context()
-                stream = trio.SSLStream(stream, context, server_hostname=host)
-            async with trio.open_nursery() as nursery:
-                try:
-                    with trio.fail_after(CONNECT_TIMEOUT_S):
-                        ws = await trio_websocket.wrap_client_stream(
-                            nursery,
-                            stream,  # type: ignore[arg-type]  # any trio Stream works
-                            parts.netloc,
-                            parts.path or "/",
-                            extra_headers=headers,
-                            message_queue_size=1024,
-                            max_message_size=MAX_MESSAGE_CHARS,
-                        )
-                except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
-                    raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from None
-                try:
-                    yield ws
-                except BaseException as exc:
-                    # Re-raised outside this nursery, so that it is not wrapped in a group.
-                    raised = exc
-                finally:
-                    with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
-                        cleanup.shield = True
-                        await ws.aclose()
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise self._handshake_error(group) from None
-        except trio.BrokenResourceError as exc:
-            raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from None
-        finally:
-            await trio.aclose_forcefully(stream)
-        if raised is not None:
-            raise raised
-
-    def _handshake_error(self, group: BaseExceptionGroup[BaseException]) -> BaseException:
-        """What a failed handshake means for the caller (the library raises it from a task)."""
-        leaves = list(_leaves(group))
-        for exc in leaves:
-            if isinstance(exc, trio_websocket.ConnectionRejected):
-                body = (exc.body or b"").decode(errors="replace").strip()
-                kind = AuthError if exc.status_code in (401, 403) else ConnectError
-                return kind(f"{self.url}: HTTP {exc.status_code}: {body}")
-        if len(leaves) == 1 and isinstance(leaves[0], ClientError):
-            return leaves[0]
-        if all(isinstance(e, OSError | trio.BrokenResourceError) for e in leaves):
-            return ConnectError(f"cannot connect to {self.url}: {_describe(leaves[0])}")
-        return group
-
     async def _read_welcome(self, ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 text = await ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            _raise_for_close(exc)
+            raise_for_close(exc)
             raise
         except trio.TooSlowError:
             raise ConnectError(f"{self.url}: no welcome from the server") from None
@@ -468,7 +299,7 @@ class Client:
             try:
                 text = await ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
-                _raise_for_close(exc)
+                raise_for_close(exc)
                 raise
             try:
                 messages = parse_server_frame(str(text))
@@ -533,30 +364,6 @@ class Client:
         for subscriptions in list(self._subscriptions.values()):
             for subscription in list(subscriptions):
                 self._forget(subscription, error)
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
-
-
-def _raise_for_close(exc: trio_websocket.ConnectionClosed) -> None:
-    """The final closes as their own errors; any other close is a drop to reconnect after."""
-    reason = exc.reason
-    if reason is None:
-        return
-    if reason.code in AUTH_CLOSE_CODES:
-        raise AuthError(f"closed with {reason.code}: {reason.reason or ''}".strip()) from None
-    if reason.code == CloseCode.NORMAL:
-        raise Closed(reason.reason or "") from None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio_websocket.ConnectionClosed) and exc.reason is not None:
-        return f"closed with {exc.reason.code} {exc.reason.reason or ''}".strip()
-    return str(exc) or type(exc).__name__
 
 
 @asynccontextmanager
