@@ -1,4 +1,4 @@
-"""One WebSocket connection: authentication, then reader, writer and heartbeat in one nursery.
+"""One WebSocket connection: authentication, then a reader and a writer in one nursery.
 
 How it works (DESIGN §2): :meth:`Connection.run` opens a nursery holding
 
@@ -7,24 +7,36 @@ How it works (DESIGN §2): :meth:`Connection.run` opens a nursery holding
   refusals at once, requests through the :class:`~hived.server.router.Router` in tasks of their
   own (at most :data:`MAX_CONCURRENT_REQUESTS` at a time, so a slow ``session.stop`` does not
   stop the reading, and a client cannot start without bound);
-- the **writer**: takes every reply waiting and every frame the hub queued for this connection
+- the **writer** (once authenticated): takes every frame the hub queued for this connection
   and sends them as one text frame (a JSON array when there are several): one await per batch,
-  never one per event;
-- the **heartbeat**: a ping every ``heartbeat_interval_s``; no pong within
-  ``heartbeat_timeout_s`` drops the connection;
-- the **closer**: waits until something asks the connection to end (a task ended, the peer
-  closed, an overflow, a kick, the daemon stopping), sends the close frame and waits for the
-  peer's answer (bounded), closes the transport, and only then cancels the nursery — close
-  first, then cancel, so that clients see the close code and not 1006.
+  never one per event, and nothing else on its path — it waits in the hub alone, so a delivery
+  costs one wake-up and one ``send``;
+
+and, in :meth:`run`'s own task, the **closer**. It sends the replies and the pings (sends of
+rare frames, which are what would otherwise make the writer wait in a cancel scope for each
+event), and it waits until something asks the connection to end (a task ended, the peer closed,
+the hub overflowed the queue, a kick, a missed pong, the daemon stopping); then it sends the
+close frame and waits for the peer's answer (bounded), closes the transport, and only then
+cancels the nursery — close first, then cancel, so that clients see the close code and not 1006.
+The writer and the closer never interleave frames: each frame is written whole under the
+transport's send lock (:class:`~hived.server.ws.WebSocket`).
+
+The **heartbeat** is the server's (:mod:`hived.server.heartbeat`, one task for every
+connection): it calls :meth:`Connection.beat`, which asks the closer for a ping every
+``heartbeat_interval_s`` and drops the connection when no pong came within
+``heartbeat_timeout_s``.
 
 Whatever ends first ends all. The transport is always closed on the way out, which also covers
-a send cancelled half-way (its framing would be corrupt).
+a send cancelled half-way (its framing would be corrupt). An idle connection is four tasks:
+the listener's, which runs :meth:`run`, the WebSocket library's reader, the reader and the
+writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -48,8 +60,9 @@ from hived.core.protocol import (
     welcome_frame,
 )
 from hived.hub import Hub, Subscriber
+from hived.server.heartbeat import Heartbeat
 from hived.server.router import Router
-from hived.server.ws import WebSocket, WebSocketClosed
+from hived.server.ws import Pong, WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +75,7 @@ before the transport is closed."""
 MAX_CONCURRENT_REQUESTS: Final = 16
 """Requests one connection may have running at once; the reader waits for a free slot."""
 MAX_PENDING_REPLIES: Final = 1024
-"""Replies waiting for the writer; past this the client is not reading: closed with 4008."""
+"""Replies waiting for the closer; past this the client is not reading: closed with 4008."""
 
 
 @attrs.frozen
@@ -108,6 +121,37 @@ class Connection:
     server replaces it on reload).
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_bytes_in",
+        "_bytes_out",
+        "_ending",
+        "_frames_in",
+        "_frames_out",
+        "_heartbeat",
+        "_hub",
+        "_idle",
+        "_lookup",
+        "_messages_out",
+        "_nursery",
+        "_ping_due",
+        "_pinged_at",
+        "_pong",
+        "_replies",
+        "_router",
+        "_sending",
+        "_since",
+        "_slots",
+        "_sub",
+        "_token",
+        "_version",
+        "_ws",
+        "channel",
+        "config",
+        "id",
+        "peer",
+    )
+
     def __init__(
         self,
         id: int,
@@ -121,6 +165,7 @@ class Connection:
         version: str,
         token: TokenConfig | None,
         lookup: Callable[[str], TokenConfig | None],
+        heartbeat: Heartbeat,
     ) -> None:
         self.id: Final = id
         self.peer: Final = peer
@@ -132,13 +177,21 @@ class Connection:
         self._version = version
         self._token = token
         self._lookup = lookup
+        self._heartbeat = heartbeat
         self._since = utc_timestamp()
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
-        self._wake: trio.CancelScope | None = None
         self._slots = trio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._ending: _Ending | None = None
-        self._ending_set = trio.Event()
+        self._idle: trio.CancelScope | None = None
+        """The closer's wait (for replies, a ping, an ending, the hub's overflow); cancelled to
+        wake it."""
+        self._sending: trio.CancelScope | None = None
+        """The closer's sending of replies and pings; cancelled only when the connection ends."""
+        self._pong: Pong | None = None
+        """The answer awaited to the last ping; None between pings."""
+        self._ping_due = False
+        self._pinged_at = 0.0
         self._nursery: trio.Nursery | None = None
         self._frames_in = self._bytes_in = 0
         self._frames_out = self._messages_out = self._bytes_out = 0
@@ -147,6 +200,11 @@ class Connection:
     def token(self) -> TokenConfig | None:
         """The token it authenticated with; None until then."""
         return self._token
+
+    @property
+    def closing(self) -> bool:
+        """True once something asked the connection to end (its close frame may be on its way)."""
+        return self._ending is not None
 
     @property
     def caller(self) -> Caller | None:
@@ -203,73 +261,116 @@ class Connection:
     def _end(self, ending: _Ending) -> None:
         if self._ending is None:
             self._ending = ending
-            self._ending_set.set()
+            for scope in (self._idle, self._sending):
+                if scope is not None:
+                    scope.cancel()
 
-    async def run(self) -> None:
-        """Serve the connection until it ends; the transport is closed on return."""
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Serve the connection until it ends; the transport is closed on return.
+
+        Call it from the body of ``nursery``, the connection's own (the WebSocket library's
+        reader runs there too): the reader and the writer run in it, and it is cancelled once
+        the connection is closed. One nursery per connection, not two, is less to keep alive.
+
+        Meanwhile this task is the closer: it sends replies and pings as they come, and waits
+        until the connection is asked to end (the hub overflowing the queue asks too), then
+        closes.
+        """
+        self._heartbeat.add(self, trio.current_time() + self.config.heartbeat_interval_s)
+        self._nursery = nursery
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._run_closer, nursery.cancel_scope)
-                nursery.start_soon(self._guard, "reader", self._run_reader)
-                nursery.start_soon(self._guard, "writer", self._run_writer)
-                nursery.start_soon(self._guard, "heartbeat", self._run_heartbeat)
+            nursery.start_soon(self._run_reader)
+            while self._ending is None:
+                if self._replies or self._ping_due:
+                    with trio.CancelScope() as self._sending:
+                        try:
+                            await self._send_replies_and_ping()
+                        except Exception as exc:
+                            self._task_ended("closer", exc)
+                    self._sending = None
+                    continue
+                sub = self._sub
+                with trio.CancelScope() as self._idle:
+                    if sub is None:
+                        await trio.sleep_forever()  # until authenticated (or woken)
+                    else:
+                        await sub.overflowed.wait()
+                        self.request_close(
+                            CloseCode.TOO_SLOW,
+                            f"too slow: more than {sub.bound} events queued; "
+                            "reconnect and resume with since",
+                        )
+                self._idle = None
+            await self._close(self._ending)
+            nursery.cancel_scope.cancel()
         finally:
             if self._sub is not None:
                 self._hub.remove(self._sub)
-            await self._ws.abort()
             ending = self._ending
             if ending is not None and ending.abort:
                 log.info("connection %d: dropped: %s", self.id, ending.reason)
             elif ending is not None:
                 log.info("connection %d: closed (%d) %s", self.id, ending.code, ending.reason)
+            # Last: the nursery is cancelled by now, and this await raises Cancelled.
+            await self._ws.abort()
 
-    async def _guard(self, name: str, task: Callable[[], Awaitable[None]]) -> None:
-        """Run one of the three tasks; however it ends, the connection ends."""
-        try:
-            await task()
-        except WebSocketClosed as exc:
+    def _task_ended(self, name: str, exc: BaseException | None) -> None:
+        """The reader or the writer ended, or the closer's sending failed (with ``exc``, unless
+        None): the connection ends.
+
+        They catch their errors themselves rather than through a wrapper coroutine: every
+        coroutine an idle connection keeps suspended costs memory.
+        """
+        if isinstance(exc, WebSocketClosed):
             code = CloseCode.NORMAL if exc.code is None else exc.code
             self._end(_Ending(code, exc.reason or "", closed=True))
-        except Exception:
-            log.exception("connection %d: the %s failed", self.id, name)
+        elif exc is not None:
+            log.error("connection %d: the %s failed", self.id, name, exc_info=exc)
             self.request_close(CloseCode.INTERNAL, "internal error")
-        finally:
-            self.request_close(CloseCode.NORMAL, f"{name} ended")
+        self.request_close(CloseCode.NORMAL, f"{name} ended")
 
-    async def _run_closer(self, cancel_scope: trio.CancelScope) -> None:
-        await self._ending_set.wait()
-        ending = self._ending
-        assert ending is not None
+    async def _close(self, ending: _Ending) -> None:
+        """Close as ``ending`` says: the replies still waiting (the answer to the request that
+        asked for the ending, say), a close frame and the peer's answer, all within
+        :data:`CLOSE_TIMEOUT_S`; then the transport."""
         if ending.closed:
             await self._ws.finish(LINGER_S)
         elif not ending.abort:
+            deadline = trio.current_time() + CLOSE_TIMEOUT_S
+            replies, self._replies = self._replies, []
+            if replies:
+                with trio.move_on_at(deadline), contextlib.suppress(WebSocketClosed):
+                    await self._send(replies)
             reason = close_reason(ending.reason)
-            if not await self._ws.close(ending.code, reason, CLOSE_TIMEOUT_S):
+            left_s = max(0.0, deadline - trio.current_time())
+            if not await self._ws.close(ending.code, reason, left_s):
                 log.info(
                     "connection %d: no closing handshake within %g s", self.id, CLOSE_TIMEOUT_S
                 )
         await self._ws.abort()
-        cancel_scope.cancel()
 
     # -- reader ------------------------------------------------------------------------------
 
     async def _run_reader(self) -> None:
-        if self._token is None:
-            token = await self._authenticate()
-            if token is None:
-                return
-            self._token = token
-        self._start_serving()
-        while True:
-            text = await self._receive()
-            if text is not None:
-                await self._dispatch(text)
+        try:
+            if self._token is None:
+                token = await self._authenticate()
+                if token is None:
+                    return
+                self._token = token
+            self._start_serving()
+            while True:
+                text = self._take(await self._ws.receive())
+                if text is not None:
+                    await self._dispatch(text)
+        except Exception as exc:
+            self._task_ended("reader", exc)
+        finally:
+            self._task_ended("reader", None)
 
-    async def _receive(self) -> str | None:
-        """The next text frame; None (after answering) for a binary one. Raises
-        :class:`WebSocketClosed` when the connection closed; asks for 1009 on a frame too big."""
-        message = await self._ws.receive()
+    def _take(self, message: str | bytes) -> str | None:
+        """A received message as text; None (after answering) for a binary one. Asks for 1009
+        and raises :class:`WebSocketClosed` on a frame too big."""
         self._frames_in += 1
         if isinstance(message, bytes):
             self._bytes_in += len(message)
@@ -289,7 +390,7 @@ class Connection:
         """Wait for ``hello``; its token, or None after asking for the close that says why."""
         timeout_s = self.config.auth_timeout_s
         with trio.move_on_after(timeout_s):
-            text = await self._receive()
+            text = self._take(await self._ws.receive())
             code, reason, token = self._check_hello(text)
             if token is not None:
                 return token
@@ -324,7 +425,8 @@ class Connection:
         assert token is not None
         assert self._nursery is not None
         self._sub = self._hub.subscriber(self.config.subscriber_queue)
-        self._nursery.start_soon(self._watch_overflow, self._sub)
+        self._nursery.start_soon(self._run_writer, self._sub)
+        self._wake_closer()  # it now watches the subscriber too
         log.info(
             "connection %d: %s authenticated as %s (%s) on %s",
             self.id,
@@ -375,58 +477,69 @@ class Connection:
             self._slots.release()
         self._reply(frame)
 
-    # -- writer ------------------------------------------------------------------------------
+    # -- sending -----------------------------------------------------------------------------
 
     def _reply(self, frame: str) -> None:
-        """Queue a frame for the writer (which sends replies before queued events)."""
+        """Queue a reply for the closer to send."""
         if len(self._replies) >= MAX_PENDING_REPLIES:
             self.request_close(CloseCode.TOO_SLOW, "too slow: replies are not being read")
             return
         self._replies.append(frame)
-        if self._wake is not None:
-            self._wake.cancel()
+        self._wake_closer()
 
-    async def _next_batch(self) -> list[str]:
-        """Wait for replies or hub frames, and take everything there is of both."""
-        events: list[str] = []
-        if not self._replies:
-            with trio.CancelScope() as self._wake:
-                try:
-                    if self._sub is None:
-                        await trio.sleep_forever()
-                    else:
-                        events = await self._sub.receive_batch()
-                finally:
-                    self._wake = None
+    def _wake_closer(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+
+    async def _send_replies_and_ping(self) -> None:
+        """The closer's sending: the ping asked for, then every reply waiting, as one frame."""
+        if self._ping_due and self._pong is not None:
+            self._ping_due = False
+            await self._ws.send_ping(self._pong)
         replies, self._replies = self._replies, []
-        if not events and self._sub is not None and self._sub.depth:
-            events = await self._sub.receive_batch()
-        return replies + events if replies else events
+        if replies:
+            await self._send(replies)
 
-    async def _run_writer(self) -> None:
-        while True:
-            frames = await self._next_batch()
-            if not frames:
-                continue
-            text = frames[0] if len(frames) == 1 else "[" + ",".join(frames) + "]"
-            await self._ws.send(text)
-            self._frames_out += 1
-            self._messages_out += len(frames)
-            self._bytes_out += len(text) if text.isascii() else len(text.encode())
+    async def _run_writer(self, sub: Subscriber) -> None:
+        """Send what the hub queues, as it comes (after an overflow it waits forever: the
+        closer ends the connection)."""
+        try:
+            while True:
+                await self._send(await sub.receive_batch())
+        except Exception as exc:
+            self._task_ended("writer", exc)
+        finally:
+            self._task_ended("writer", None)
 
-    async def _watch_overflow(self, sub: Subscriber) -> None:
-        await sub.overflowed.wait()
-        self.request_close(
-            CloseCode.TOO_SLOW,
-            f"too slow: more than {sub.bound} events queued; reconnect and resume with since",
-        )
+    async def _send(self, frames: list[str]) -> None:
+        """Send ``frames`` as one text frame: a lone one as it is, several as a JSON array."""
+        text = frames[0] if len(frames) == 1 else "[" + ",".join(frames) + "]"
+        await self._ws.send(text)
+        self._frames_out += 1
+        self._messages_out += len(frames)
+        self._bytes_out += len(text) if text.isascii() else len(text.encode())
 
     # -- heartbeat ---------------------------------------------------------------------------
 
-    async def _run_heartbeat(self) -> None:
-        while True:
-            await trio.sleep(self.config.heartbeat_interval_s)
-            timeout_s = self.config.heartbeat_timeout_s
-            if not await self._ws.ping(timeout_s):
-                self.request_abort(f"no pong within {timeout_s:g} s")
-                return
+    def beat(self, now: float) -> float | None:
+        """The heartbeat's call: ask for a ping, or check the pong of the last one.
+
+        Returns when to be called next: ``heartbeat_timeout_s`` after a ping (to check its
+        pong), ``heartbeat_interval_s`` after the last ping once its pong came; None once the
+        connection is ending (a missed pong ends it).
+        """
+        if self._ending is not None:
+            return None
+        config = self.config
+        pong = self._pong
+        if pong is None:
+            self._pong = Pong()
+            self._ping_due = True
+            self._pinged_at = now
+            self._wake_closer()
+            return now + config.heartbeat_timeout_s
+        if not pong.received:
+            self.request_abort(f"no pong within {config.heartbeat_timeout_s:g} s")
+            return None
+        self._pong = None
+        return max(now, self._pinged_at + config.heartbeat_interval_s)

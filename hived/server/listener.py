@@ -7,7 +7,8 @@ dashboard's files, ``POST /v1/hooks/claude``, or a WebSocket upgrade on ``/v1/ws
 ``/v1/admin`` — Origin and a header token are checked before the upgrade, and the upgraded
 stream becomes a :class:`~hived.server.connection.Connection`. Every connection runs in a nursery
 of its own whose errors are caught and logged there: nothing a client does, and no library
-error, reaches the server or another connection.
+error, reaches the server or another connection. Once upgraded, a connection keeps nothing of
+its request head. One :class:`~hived.server.heartbeat.Heartbeat` task pings them all.
 
 Stopping (:meth:`Server.drain`): new upgrades are answered 503 and ``/healthz`` says 503, every
 open WebSocket is closed with 1001 and awaited; the port itself closes when the daemon cancels
@@ -59,6 +60,7 @@ from hived.core.protocol import Request as WireRequest
 from hived.hub import Hub, SubscribeResult
 from hived.server import routes
 from hived.server.connection import Connection, ConnectionStats
+from hived.server.heartbeat import Heartbeat
 from hived.server.router import Router
 from hived.server.ws import WebSocketClosed, accept
 
@@ -84,6 +86,17 @@ class ServerStats:
     tls: bool
     listen: tuple[str, ...]
     draining: bool
+
+
+@attrs.define
+class _Upgrade:
+    """A checked upgrade request, to be served once the frames that parsed it are gone."""
+
+    channel: str
+    token: TokenConfig | None
+    """The header token's; None when the client is to say ``hello``."""
+    received: bytes
+    """Every byte read so far (the head and what followed), for the WebSocket library."""
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -134,6 +147,7 @@ class Server:
         self._hook_sink = hook_sink
         self._sockets = sockets
         self._ids = itertools.count(1)
+        self._heartbeat = Heartbeat()
         self._connections: dict[int, Connection] = {}
         self._websockets_open = 0
         """Upgrades accepted and not yet ended (handshakes under way included)."""
@@ -173,12 +187,18 @@ class Server:
             listeners = [trio.SSLListener(tl, context, https_compatible=True) for tl in tcp]
             self._tls = True
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.run_heartbeat)
             await nursery.start(
                 partial(
                     trio.serve_listeners, self.serve_connection, listeners, handler_nursery=nursery
                 )
             )
             task_status.started(addresses)
+
+    async def run_heartbeat(self) -> None:
+        """Ping every WebSocket connection on its schedule until cancelled (:meth:`serve` runs
+        it; whoever calls :meth:`serve_connection` alone must run it too)."""
+        await self._heartbeat.run()
 
     async def _open_tcp_listeners(self) -> list[trio.SocketListener]:
         if self._sockets:
@@ -218,17 +238,20 @@ class Server:
         """True once :meth:`drain` began."""
         return self._draining
 
+    def _open(self) -> list[Connection]:
+        """The WebSocket connections open now, by id: not those closing (a client that has seen
+        its close frame is not listed, whether or not its closing handshake is over)."""
+        return [c for _, c in sorted(self._connections.items()) if not c.closing]
+
     def connections(self) -> list[ConnectionStats]:
         """A snapshot of every open WebSocket connection, by id."""
-        return [self._connections[key].stats() for key in sorted(self._connections)]
+        return [connection.stats() for connection in self._open()]
 
     def stats(self) -> ServerStats:
-        roles = Counter(
-            "unauthenticated" if c.token is None else c.token.role
-            for c in self._connections.values()
-        )
+        open_now = self._open()
+        roles = Counter("unauthenticated" if c.token is None else c.token.role for c in open_now)
         return ServerStats(
-            connections=len(self._connections),
+            connections=len(open_now),
             by_role=dict(roles),
             accepted_total=self._accepted,
             websockets_total=self._websockets,
@@ -245,7 +268,9 @@ class Server:
         peer = _peer(stream)
         try:
             async with trio.open_nursery() as nursery:
-                await self._serve(stream, peer, nursery)
+                upgrade = await self._serve(stream, peer)
+                if upgrade is not None:
+                    await self._serve_websocket(stream, upgrade, peer, nursery)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, routes.PeerGone) as group:
             log.debug("%s: connection lost: %s", peer, group.exceptions[0])
         except* Exception:
@@ -253,30 +278,32 @@ class Server:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _serve(self, stream: trio.abc.Stream, peer: str, nursery: trio.Nursery) -> None:
+    async def _serve(self, stream: trio.abc.Stream, peer: str) -> _Upgrade | None:
+        """Read and answer a plain HTTP request, or return the checked upgrade it asks for."""
         received = None
         try:
             with trio.move_on_after(HEAD_TIMEOUT_S):
                 received = await routes.read_head(stream)
         except HttpError as exc:
             await self._answer(stream, error_response(exc))
-            return
+            return None
         if received is None:
             log.debug("%s: no complete request head; dropped", peer)
-            return
+            return None
         head, rest = received
         request: Request | None = None
         try:
             request = parse_head(head)
             if request.path in CHANNELS:
-                await self._upgrade(stream, request, head + rest, peer, nursery)
-                return
+                token = self._check_upgrade(stream, request, peer)
+                return _Upgrade(request.path, token, head + rest)
             answer = await self._route(stream, request, rest)
         except HttpError as exc:
             head_only = request is not None and request.method == "HEAD"
             answer = error_response(exc, head_only=head_only)
         if answer is not None:
             await self._answer(stream, answer)
+        return None
 
     async def _answer(self, stream: trio.abc.Stream, answer: bytes) -> None:
         await stream.send_all(answer)
@@ -300,15 +327,10 @@ class Server:
             )
         return await routes.static_file(request)
 
-    async def _upgrade(
-        self,
-        stream: trio.abc.Stream,
-        request: Request,
-        received: bytes,
-        peer: str,
-        nursery: trio.Nursery,
-    ) -> None:
-        """Check an upgrade (Origin, then a header token) and serve the WebSocket it opens."""
+    def _check_upgrade(
+        self, stream: trio.abc.Stream, request: Request, peer: str
+    ) -> TokenConfig | None:
+        """Check an upgrade (Origin, then a header token): the header token, if any."""
         channel = request.path
         if request.method != "GET":
             raise HttpError(
@@ -333,56 +355,55 @@ class Server:
             if not may_open(channel, token.role):
                 log.info("%s: refused token %s (%s) on %s", peer, token.name, token.role, channel)
                 raise HttpError(403, f"role {token.role} may not open {channel}")
+        return token
+
+    async def _serve_websocket(
+        self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
+    ) -> None:
+        """Complete the handshake and serve the connection in ``nursery`` (the connection's)."""
         self._websockets_open += 1
         try:
-            await self._serve_websocket(stream, token, channel, received, peer, nursery)
+            server = self._config.server
+            received, upgrade.received = upgrade.received, b""
+            try:
+                ws = await accept(
+                    nursery,
+                    stream,
+                    received,
+                    max_message_size=server.max_message_bytes,
+                    timeout_s=HEAD_TIMEOUT_S,
+                )
+            except WebSocketClosed as exc:
+                log.debug("%s: WebSocket handshake failed: %s", peer, exc)
+                return
+            finally:
+                del received  # the head is the library's to replay, not this frame's to keep
+            connection = Connection(
+                next(self._ids),
+                peer,
+                upgrade.channel,
+                ws,
+                hub=self._hub,
+                router=self._router,
+                config=server,
+                version=self._version,
+                token=upgrade.token,
+                lookup=self._lookup,
+                heartbeat=self._heartbeat,
+            )
+            self._websockets += 1
+            self._connections[connection.id] = connection
+            log.debug("connection %d: opened from %s on %s", connection.id, peer, upgrade.channel)
+            try:
+                if self.draining:  # drain() began during the handshake
+                    connection.request_close(CloseCode.GOING_AWAY, "daemon stopping")
+                await connection.run(nursery)
+            finally:
+                del self._connections[connection.id]
         finally:
             self._websockets_open -= 1
             if self._websockets_open == 0 and self.draining:
                 self._all_closed.set()
-
-    async def _serve_websocket(
-        self,
-        stream: trio.abc.Stream,
-        token: TokenConfig | None,
-        channel: str,
-        received: bytes,
-        peer: str,
-        nursery: trio.Nursery,
-    ) -> None:
-        server = self._config.server
-        try:
-            ws = await accept(
-                nursery,
-                stream,
-                received,
-                max_message_size=server.max_message_bytes,
-                timeout_s=HEAD_TIMEOUT_S,
-            )
-        except WebSocketClosed as exc:
-            log.debug("%s: WebSocket handshake failed: %s", peer, exc)
-            return
-        connection = Connection(
-            next(self._ids),
-            peer,
-            channel,
-            ws,
-            hub=self._hub,
-            router=self._router,
-            config=server,
-            version=self._version,
-            token=token,
-            lookup=self._lookup,
-        )
-        self._websockets += 1
-        self._connections[connection.id] = connection
-        log.debug("connection %d: opened from %s on %s", connection.id, peer, channel)
-        try:
-            if self.draining:  # drain() began during the handshake
-                connection.request_close(CloseCode.GOING_AWAY, "daemon stopping")
-            await connection.run()
-        finally:
-            del self._connections[connection.id]
 
     def _lookup(self, secret: str) -> TokenConfig | None:
         return self._tokens.lookup(secret)

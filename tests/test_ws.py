@@ -1,0 +1,205 @@
+"""The WebSocket transport's own frames (hived/server/ws.py), read back by an independent peer:
+the ``websockets`` library, sans-IO for the framing and as a client over real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio.testing
+import trustme
+import websockets.trio.client
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from hived.hub import Hub
+from hived.server.listener import Server
+from hived.server.router import Router
+from hived.server.ws import Pong, text_frame
+from tests.test_listener import SECRETS, make_config
+
+
+def parse(data: bytes) -> list[Frame]:
+    """The frames in ``data``, as the ``websockets`` library reads a server's frames."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+        else:
+            raise AssertionError("a frame was cut short")
+    return frames
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])
+def test_a_text_frame_of_each_length_form_parses_back(size: int) -> None:
+    text = "x" * size
+    [frame] = parse(text_frame(text))
+    assert (frame.opcode, frame.fin, frame.rsv1, frame.rsv2, frame.rsv3) == (
+        Opcode.TEXT,
+        True,
+        False,
+        False,
+        False,
+    )
+    assert frame.data == text.encode()
+
+
+def test_a_text_frame_counts_utf8_bytes_not_characters() -> None:
+    text = "é€😀" * 30  # 90 characters, 270 bytes: the 126 form
+    data = text_frame(text)
+    assert data[1] == 126
+    [frame] = parse(data)
+    assert bytes(frame.data).decode() == text
+
+
+def test_the_same_text_object_is_framed_once_and_an_equal_one_alike() -> None:
+    text = "".join(["fan", "-out"])
+    assert text_frame(text) is text_frame(text)
+    assert text_frame("".join(["fan-", "out"])) == text_frame(text)
+
+
+def test_pong_is_marked_by_set_as_the_library_does() -> None:
+    pong = Pong()
+    assert not pong.received
+    pong.set()
+    assert pong.received
+
+
+async def serve(nursery: trio.Nursery, **server: Any) -> tuple[Hub, int]:
+    hub = Hub()
+    config = make_config(**{"subscriber_queue": 100_000, **server})
+    [(_, port)] = await nursery.start(Server(config, hub, Router(), version="9.9.9").serve)
+    return hub, port
+
+
+@contextlib.asynccontextmanager
+async def subscribed(
+    url: str, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[websockets.trio.client.ClientConnection]:
+    async with websockets.trio.client.connect(
+        url,
+        proxy=None,
+        compression=None,
+        max_size=None,
+        ssl=ssl_context,
+        additional_headers={"Authorization": f"Bearer {SECRETS['viewer']}"},
+    ) as ws:
+        with trio.fail_after(10):
+            assert orjson.loads(await ws.recv())["type"] == "welcome"
+            await ws.send(
+                orjson.dumps({"type": "subscribe", "id": 1, "topic": "sessions"}).decode()
+            )
+            assert orjson.loads(await ws.recv())["type"] == "result"
+        yield ws
+
+
+async def read_events(ws: websockets.trio.client.ClientConnection, count: int) -> list[Any]:
+    """The next ``count`` events, whether they came one per frame or as arrays."""
+    events: list[Any] = []
+    with trio.fail_after(30):
+        while len(events) < count:
+            message = orjson.loads(await ws.recv())
+            events.extend(message if isinstance(message, list) else [message])
+    return events
+
+
+TEXTS = ["a", "b" * 200, "c" * 70_000, "é€😀 " * 5_000]
+
+
+async def test_events_of_every_size_reach_a_websockets_client_over_a_socket(
+    nursery: trio.Nursery,
+) -> None:
+    hub, port = await serve(nursery)
+    async with subscribed(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+        for text in TEXTS:
+            hub.publish("sessions", "output", {"text": text})
+            [event] = await read_events(ws, 1)
+            assert event["data"] == {"text": text}
+
+
+async def test_events_of_every_size_reach_a_websockets_client_over_tls(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    hub, port = await serve(
+        nursery, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem")
+    )
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with subscribed(f"wss://127.0.0.1:{port}/v1/ws", context) as ws:
+        for text in TEXTS:
+            hub.publish("sessions", "output", {"text": text})
+            [event] = await read_events(ws, 1)
+            assert event["data"] == {"text": text}
+
+
+async def test_a_burst_to_a_client_that_is_not_reading_arrives_whole_and_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    hub, port = await serve(nursery)
+    async with subscribed(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+        for i in range(300):
+            hub.publish("sessions", "output", {"text": f"{i} " + "z" * 20_000})
+            if i % 30 == 0:
+                await trio.testing.wait_all_tasks_blocked()  # the writer fills the socket
+        events = await read_events(ws, 300)
+        assert [e["seq"] for e in events] == list(range(1, 301))
+        assert all(e["data"]["text"] == f"{i} " + "z" * 20_000 for i, e in enumerate(events))
+
+
+class PingSeen(logging.Handler):
+    """Sets ``seen`` when the ``websockets`` client logs a ping it received (it answers it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "< PING" in record.getMessage():
+            self.seen.set()
+
+
+async def test_pings_and_pongs_never_interleave_with_data_frames(nursery: trio.Nursery) -> None:
+    # The server pings every 10 ms and the client pings too (the library answers), while large
+    # frames are written: any frame written into the middle of another breaks the stream.
+    pings = PingSeen()
+    client_log = logging.getLogger("websockets.client")
+    client_log.addHandler(pings)
+    client_log.setLevel(logging.DEBUG)
+    try:
+        hub, port = await serve(nursery, heartbeat_interval_s=0.01, heartbeat_timeout_s=10.0)
+        async with subscribed(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+            pongs = []
+            for i in range(200):
+                hub.publish("sessions", "output", {"text": f"{i} " + "p" * 30_000})
+                if i % 10 == 0:
+                    pongs.append(await ws.ping())
+                    await trio.testing.wait_all_tasks_blocked()
+            events = await read_events(ws, 200)
+            assert [e["seq"] for e in events] == list(range(1, 201))
+            with trio.fail_after(10):
+                for pong in pongs:
+                    await pong.wait()
+                await pings.seen.wait()
+                hub.publish("sessions", "output", {"text": "after the pings"})
+                [event] = await read_events(ws, 1)
+            assert event["data"] == {"text": "after the pings"}
+    finally:
+        client_log.removeHandler(pings)
+        client_log.setLevel(logging.NOTSET)
