@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from hived.client import (
     FellBehind,
     Subscription,
     connect,
+    transport,
 )
 from hived.client import subscription as subscription_module
 
@@ -279,7 +281,7 @@ async def test_leaving_the_client_closes_with_1000_without_waiting_out_the_close
         with trio.fail_after(DEADLINE_S):
             await fake.peers[0].gone.wait()
     assert fake.peers[0].close_code == 1000
-    assert took_s < client_module.CLOSE_TIMEOUT_S / 2
+    assert took_s < transport.CLOSE_TIMEOUT_S / 2
 
 
 # -- close 1000 is final; the other closes and drops reconnect ------------------------------
@@ -570,3 +572,186 @@ async def test_hivectl_shows_control_characters_from_hived_as_escapes(
     err = capsys.readouterr().err
     assert code == hivectl.EXIT_REMOTE
     assert err == "hivectl: not_found: no session \\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2J\n"
+
+
+# -- hivectl: what it says and how it exits ---------------------------------------------------
+
+
+async def test_hivectl_start_of_a_session_that_failed_at_once_prints_its_id_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed = {"session": "01FAILED", "state": "FAILED", "reason": "command not found: nosuch"}
+
+    async def fail_start(peer: Peer) -> None:
+        await peer.welcome()
+        await peer.serve_requests({"session.start": failed})
+
+    async with fake_hived(fail_start) as fake:
+        code = await hivectl_main(fake, monkeypatch, "start", "broken", "--name", "b1")
+        captured = capsys.readouterr()
+        assert (code, captured.out) == (hivectl.EXIT_REMOTE, "01FAILED\n")
+        assert captured.err == "hivectl: b1 FAILED: command not found: nosuch\n"
+        code = await hivectl_main(fake, monkeypatch, "start", "broken", "--json")
+        captured = capsys.readouterr()
+        assert code == hivectl.EXIT_REMOTE
+        assert orjson.loads(captured.out) == failed
+
+
+async def test_hivectl_start_sends_cwd_and_sessions_upper_cases_the_state(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def serve(peer: Peer) -> None:
+        await peer.welcome()
+        await peer.serve_requests(
+            {
+                "session.start": {"session": "01OK", "state": "STARTING"},
+                "sessions": {"sessions": []},
+            }
+        )
+
+    async with fake_hived(serve) as fake:
+        started = await hivectl_main(fake, monkeypatch, "start", "claude", "--cwd", "/srv/app")
+        listed = await hivectl_main(fake, monkeypatch, "sessions", "--state", "waiting")
+    captured = capsys.readouterr()
+    assert (started, listed) == (hivectl.EXIT_OK, hivectl.EXIT_OK), captured.err
+    assert captured.out == "01OK\nno sessions\n"
+    received = [m for peer in fake.peers for m in peer.received]
+    assert [m["cwd"] for m in received if m["type"] == "session.start"] == ["/srv/app"]
+    assert [m["state"] for m in received if m["type"] == "sessions"] == ["WAITING"]
+
+
+SESSIONS = {
+    "sessions": [
+        {"id": "01JDXB0000", "name": "beta", "state": "RUNNING"},
+        {"id": "01JDXA0001", "name": "alpha", "state": "WAITING"},
+        {"id": "01JDXA0000", "name": "alpha", "state": "EXITED"},
+    ]
+}
+
+
+async def serve_sessions(peer: Peer) -> None:
+    await peer.welcome()
+    await peer.serve_requests({"sessions": SESSIONS, "session.events": {"events": []}})
+
+
+@pytest.mark.parametrize(
+    ("ref", "error"),
+    [
+        (
+            "nosuch",
+            "hivectl: not_found: no session 'nosuch' (give an id, an id prefix or a name)\n",
+        ),
+        (
+            "01jdxa",
+            "hivectl: bad_request: session '01jdxa' is ambiguous: it matches "
+            "01JDXA0001 (alpha), 01JDXA0000 (alpha)\n",
+        ),
+    ],
+)
+async def test_hivectl_says_not_found_and_ambiguous_as_hived_does(
+    ref: str, error: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with fake_hived(serve_sessions) as fake:
+        code = await hivectl_main(fake, monkeypatch, "logs", ref)
+    assert code == hivectl.EXIT_REMOTE
+    assert capsys.readouterr().err == error
+
+
+async def test_hivectl_finds_a_lower_case_prefix_and_the_live_session_of_a_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with fake_hived(serve_sessions) as fake:
+        assert await hivectl_main(fake, monkeypatch, "logs", "01jdxb") == hivectl.EXIT_OK
+        assert await hivectl_main(fake, monkeypatch, "logs", "alpha") == hivectl.EXIT_OK
+    asked = [m["session"] for p in fake.peers for m in p.received if m["type"] == "session.events"]
+    assert asked == ["01JDXB0000", "01JDXA0001"]
+
+
+def test_hivectl_an_empty_session_argument_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        hivectl.main(["stop", ""])
+    assert exited.value.code == hivectl.EXIT_USAGE
+    assert "SESSION must not be empty" in capsys.readouterr().err
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_refused_connection_says_connection_refused() -> None:
+    url = f"ws://127.0.0.1:{free_loopback_port()}/v1/ws"
+    with pytest.raises(client_module.ConnectError) as raised:
+        async with connect(url, TOKEN):
+            pass
+    assert str(raised.value) == f"cannot connect to {url}: connection refused"
+
+
+async def test_a_connect_timeout_says_how_long_it_waited(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def no_answer(host: str, port: int) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", no_answer)
+    url = "ws://127.0.0.1:9/v1/ws"
+    with pytest.raises(client_module.ConnectError) as raised:
+        async with connect(url, TOKEN):
+            pass
+    assert str(raised.value) == f"cannot connect to {url}: no answer within 10 s"
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+async def test_hivectl_tail_notes_a_reconnect_for_people_only(
+    json_mode: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def first(peer: Peer) -> None:
+        await peer.welcome()
+        await subscribe_answered(peer, last_seq=0)
+        await peer.send(event("sessions", 1), event("sessions", 2))
+        await peer.close(1001, "hived is stopping")
+
+    async def second(peer: Peer) -> None:
+        await peer.welcome()
+        await subscribe_answered(peer, last_seq=2)
+        await peer.close(1000, "done")
+
+    async with fake_hived(first, second) as fake:
+        code = await hivectl_main(fake, monkeypatch, "tail", *(["--json"] if json_mode else []))
+    err = capsys.readouterr().err
+    assert code == hivectl.EXIT_REMOTE
+    assert ("reconnected; resumed from seq 2\n" in err) is not json_mode
+
+
+# -- hivectl hook never fails the agent ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "note"),
+    [
+        (["hook", "--bogus"], "ignoring unknown arguments: --bogus"),
+        (["--url", "hook", "hook", "extra"], "ignoring unknown arguments: extra"),
+        (["hook", "--token"], "posting nothing"),
+    ],
+)
+def test_hivectl_hook_exits_0_on_bad_arguments(
+    argv: list[str], note: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HIVED_TOKEN", "")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"{}")))
+    assert hivectl.main(argv) == hivectl.EXIT_OK
+    assert note in capsys.readouterr().err
+
+
+def test_hivectl_hook_without_a_token_says_so_and_posts_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HIVED_TOKEN", raising=False)
+    monkeypatch.setenv("HIVED_URL", f"ws://127.0.0.1:{free_loopback_port()}")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"{}")))
+    assert hivectl.main(["hook"]) == hivectl.EXIT_OK
+    assert capsys.readouterr().err == "hivectl hook: no token: set HIVED_TOKEN\n"

@@ -246,3 +246,113 @@ def test_a_long_tool_input_is_one_line_cut_with_an_ellipsis() -> None:
     assert "\n" not in line
     assert line.endswith("…")
     assert len(line.split("Bash ", 1)[1]) == render.EVENT_TEXT_LIMIT
+
+
+# -- what each kind of event says -------------------------------------------------------------
+
+
+def what(line: str) -> str:
+    """An event line without its time and kind."""
+    return line[9:].split(" ", 1)[1].lstrip()
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        ({"approval": {"request_id": "r-1", "allow": True, "message": None}}, "approve r-1 allow"),
+        (
+            {"approval": {"request_id": "r-2", "allow": False, "message": "not today"}},
+            "approve r-2 deny not today",
+        ),
+        ({"interrupt": True, "by": "admin"}, "interrupt"),
+        ({"text": "first line\nsecond line", "by": "admin"}, "first line ⏎ second line"),
+    ],
+)
+def test_inputs_show_approvals_interrupts_and_prompt_line_breaks(
+    data: dict[str, Any], shown: str
+) -> None:
+    assert what(event_line(event("input", **data), PLAIN)) == shown
+
+
+def test_a_failed_tool_result_is_marked_as_an_error_in_red() -> None:
+    failed = event("tool_result", content="no such file", is_error=True)
+    assert what(event_line(failed, PLAIN)) == "error: no such file"
+    assert "\x1b[31merror:\x1b[0m" in event_line(failed, COLOUR)
+    assert what(event_line(event("tool_result", content="fine", is_error=False), PLAIN)) == "fine"
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        ({"hook_event_name": "UserPromptSubmit", "prompt": "fix it\nnow"}, "fix it ⏎ now"),
+        (
+            {"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_input": {"command": "ls"}},
+            'Bash {"command":"ls"}',
+        ),
+        ({"hook_event_name": "PostToolUse", "tool_name": "Read"}, "Read"),
+        ({"hook_event_name": "Notification", "message": "Claude needs you"}, "Claude needs you"),
+    ],
+)
+def test_hook_events_show_what_the_hook_carried(data: dict[str, Any], shown: str) -> None:
+    assert what(event_line(event("hook", **data), PLAIN)) == f"{data['hook_event_name']} {shown}"
+
+
+def test_a_codex_result_shows_its_tokens_without_a_double_space() -> None:
+    usage = {"input_tokens": 24763, "cached_input_tokens": 24448, "output_tokens": 122}
+    line = what(event_line(event("result", usage=usage), PLAIN))
+    assert line == "tokens=24.8k/122"
+    claude = event("result", subtype="success", num_turns=2, total_cost_usd=0.25, result="ok")
+    assert what(event_line(claude, PLAIN)) == "success turns=2 cost=$0.25 ok"
+
+
+def test_state_events_show_exit_only_on_ending_and_signals_by_name() -> None:
+    working = event("state", state="WAITING", previous="WORKING", reason="turn ended", exit_code=1)
+    assert what(event_line(working, PLAIN)) == "WORKING → WAITING (turn ended)"
+    exited = event("state", state="EXITED", previous="STOPPING", exit_code=0)
+    assert what(event_line(exited, PLAIN)) == "STOPPING → EXITED exit=0"
+    killed = event("state", state="FAILED", previous="STOPPING", exit_code=-9, signal=9)
+    assert what(event_line(killed, PLAIN)) == "STOPPING → FAILED SIGKILL"
+    named = event("state", state="BACKOFF", previous="RUNNING", exit_code=-15, signal="SIGTERM")
+    assert what(event_line(named, PLAIN)) == "RUNNING → BACKOFF SIGTERM"
+
+
+def test_a_claude_control_response_is_short_and_dim() -> None:
+    response = {"subtype": "success", "request_id": "r-1", "response": {"behavior": "allow"}}
+    control = event("agent_event", type="control_response", response=response)
+    assert what(event_line(control, PLAIN)) == "control_response success r-1"
+    assert "\x1b[2magent_event" in event_line(control, COLOUR)
+
+
+# -- tables -----------------------------------------------------------------------------------
+
+
+def test_tables_count_wide_characters_as_two_columns() -> None:
+    text = table(["NAME", "STATE"], [["日本", "RUNNING"], ["abcde", "WAITING"]])
+    assert text.splitlines() == ["NAME   STATE", "日本   RUNNING", "abcde  WAITING"]
+
+
+def test_long_names_are_cut_with_an_ellipsis() -> None:
+    text = sessions_table([session(name="n" * 100, agent="漢" * 30)], PLAIN)
+    row = text.splitlines()[1]
+    assert "n" * (render.CELL_LIMIT - 1) + "… " in row
+    assert "漢" * ((render.CELL_LIMIT - 1) // 2) + "…" in row
+    assert render._visible_len(render.cut("漢" * 30)) <= render.CELL_LIMIT
+
+
+def test_sessions_show_a_short_reason_after_the_state() -> None:
+    text = sessions_table([session(state="FAILED", reason="command not found: " + "x" * 80)], PLAIN)
+    header, row = text.splitlines()
+    assert header.split()[3:5] == ["STATE", "REASON"]
+    assert row.split()[3:6] == ["FAILED", "command", "not"]
+    assert "x" * 60 not in row
+    assert "…" in row
+
+
+def test_no_sessions_says_so_rather_than_a_bare_header() -> None:
+    assert sessions_table([], PLAIN) == "no sessions"
+
+
+def test_status_lists_sessions_newest_first() -> None:
+    older, newer = session(id="01AAAAAAAA", name="older"), session(id="01BBBBBBBB", name="newer")
+    text = status_text({"sessions": [older, newer]}, PLAIN)
+    assert text.index("newer") < text.index("older")

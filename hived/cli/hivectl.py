@@ -66,6 +66,8 @@ exit status: 0 ok, 1 hived answered with an error or closed the connection,
 2 usage, 3 cannot connect, 4 token or role refused, 130 interrupted. See hivectl(1).
 """
 
+AMBIGUOUS_SHOWN: Final = 5
+ENDED_STATES: Final = frozenset({"EXITED", "FAILED", "FATAL", "LOST"})
 ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown"})
 
 
@@ -102,33 +104,49 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", "the daemon's state, connections and sessions")
     sessions = command("sessions", "list sessions")
     sessions.add_argument("--all", action="store_true", help="include ended sessions")
-    sessions.add_argument("--state", help="only sessions in this state (e.g. WAITING)")
+    sessions.add_argument(
+        "--state", type=str.upper, help="only sessions in this state (e.g. WAITING)"
+    )
     sessions.add_argument("--agent", help="only sessions of this agent template")
-    start = command("start", "start a session of an agent template; prints its id")
+    start = command(
+        "start",
+        "start a session of an agent template; prints its id (exit 1 if it failed at once)",
+    )
     start.add_argument("agent", metavar="AGENT")
     start.add_argument("--prompt", metavar="TEXT", help="first prompt")
     start.add_argument("--name", metavar="N", help="a name for the session")
+    start.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="working folder; must be inside one of the template's cwd_roots",
+    )
     start.add_argument("args", nargs="*", metavar="ARGS", help="extra arguments, after --")
     send = command("send", "send a prompt to a session ('-' reads it from stdin)")
-    send.add_argument("session", metavar="SESSION")
+    send.add_argument("session", metavar="SESSION", type=session_ref)
     send.add_argument("text", metavar="TEXT")
-    approve = command("approve", "allow a pending permission request")
-    approve.add_argument("session", metavar="SESSION")
+    approve = command("approve", "allow a pending permission request (its full request id)")
+    approve.add_argument("session", metavar="SESSION", type=session_ref)
     approve.add_argument("request", metavar="REQUEST")
-    deny = command("deny", "refuse a pending permission request")
-    deny.add_argument("session", metavar="SESSION")
+    deny = command("deny", "refuse a pending permission request (its full request id)")
+    deny.add_argument("session", metavar="SESSION", type=session_ref)
     deny.add_argument("request", metavar="REQUEST")
     deny.add_argument("--message", metavar="M", help="why, for the agent")
     for name, help_ in (
         ("interrupt", "interrupt the session's current turn"),
         ("stop", "stop a session (SIGTERM, grace, SIGKILL)"),
-        ("restart", "stop a session and start it again"),
+        ("restart", "stop a session and start it again, re-sending its first prompt"),
     ):
-        command(name, help_).add_argument("session", metavar="SESSION")
-    tail = command("tail", "follow events live (a session, or 'sessions' for all lifecycles)")
-    tail.add_argument("target", nargs="?", default="sessions", metavar="SESSION|sessions")
+        command(name, help_).add_argument("session", metavar="SESSION", type=session_ref)
+    tail = command(
+        "tail",
+        "follow events live: a session's, or with 'sessions' (the default, without an "
+        "argument) every session's state changes",
+    )
+    tail.add_argument(
+        "target", nargs="?", default="sessions", metavar="SESSION|sessions", type=session_ref
+    )
     logs = command("logs", "print a session's stored events")
-    logs.add_argument("session", metavar="SESSION")
+    logs.add_argument("session", metavar="SESSION", type=session_ref)
     logs.add_argument("-f", "--follow", action="store_true", help="then follow live events")
     command("connections", "list the open WebSocket connections")
     kick = command("kick", "close a connection")
@@ -138,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("shutdown", "stop the daemon gracefully")
     command("hook", "post a Claude Code hook payload from stdin (always exits 0)")
     return parser
+
+
+def session_ref(value: str) -> str:
+    """A SESSION argument: an id, an id prefix or a name, never empty."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "SESSION must not be empty: give an id, an id prefix or a name"
+        )
+    return value
 
 
 def base_url(given: str | None) -> str:
@@ -184,24 +211,40 @@ class Output:
             sys.stdout.write(text() + "\n")
         sys.stdout.flush()
 
+    def resumed(self, topic: str, seq: int) -> None:
+        """A note for people that the connection dropped and the events go on where they were."""
+        colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        note = f"reconnected; resumed from seq {seq}"
+        sys.stderr.write(Painter(colour)(note, "dim") + "\n")
+        sys.stderr.flush()
+
     def event(self, event: dict[str, Any], show_session: bool) -> None:
         self.data(event, lambda: event_line(event, self.paint, show_session=show_session))
 
 
 async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
-    """A session's summary from its id, a unique prefix of its id, or its name."""
+    """A session's summary from its id, its name, or a unique prefix of its id.
+
+    The same rules and words as hived's own lookup: a name shared by several sessions means
+    the live one, else the newest; a prefix matches whatever its case (ids are upper case).
+    """
     result = await client.request("sessions", all=True)
     sessions = result.get("sessions", []) if isinstance(result, dict) else []
-    exact = [s for s in sessions if ref in (s.get("id"), s.get("name"))]
-    if exact:
-        return dict(exact[0])
-    matches = [s for s in sessions if str(s.get("id", "")).startswith(ref)]
+    for summary in sessions:
+        if summary.get("id") == ref:
+            return dict(summary)
+    named = [s for s in sessions if s.get("name") == ref]
+    if named:
+        live = [s for s in named if s.get("state") not in ENDED_STATES]
+        return dict((live or named)[0])  # newest first
+    matches = [s for s in sessions if str(s.get("id", "")).startswith(ref.upper())]
     if len(matches) == 1:
         return dict(matches[0])
     if not matches:
-        raise RemoteError("not_found", f"no session {ref!r} (by id, id prefix or name)")
-    names = ", ".join(f"{s.get('id')} ({s.get('name')})" for s in matches[:5])
-    raise RemoteError("bad_request", f"{ref!r} matches several sessions: {names}")
+        raise RemoteError("not_found", f"no session {ref!r} (give an id, an id prefix or a name)")
+    names = ", ".join(f"{s.get('id')} ({s.get('name')})" for s in matches[:AMBIGUOUS_SHOWN])
+    more = " and more" if len(matches) > AMBIGUOUS_SHOWN else ""
+    raise RemoteError("bad_request", f"session {ref!r} is ambiguous: it matches {names}{more}")
 
 
 async def run_command(args: argparse.Namespace, out: Output) -> int:
@@ -211,7 +254,8 @@ async def run_command(args: argparse.Namespace, out: Output) -> int:
         raise AuthError("no token: set HIVED_TOKEN, or pass --token or --token-file")
     channel = "/v1/admin" if args.command in ADMIN_COMMANDS else "/v1/ws"
     reconnect = args.command in ("tail", "logs")
-    async with connect(url + channel, token, reconnect=reconnect) as client:
+    on_resume = None if out.json else out.resumed
+    async with connect(url + channel, token, reconnect=reconnect, on_resume=on_resume) as client:
         return await COMMANDS[args.command](client, args, out)
 
 
@@ -236,9 +280,14 @@ async def cmd_start(client: Client, args: argparse.Namespace, out: Output) -> in
         agent=args.agent,
         prompt=args.prompt,
         name=args.name,
+        cwd=args.cwd,
         args=args.args or None,
     )
     out.data(result, lambda: printable(result.get("session")))
+    if result.get("state") == "FAILED":
+        # The id still goes to stdout, so that a script can look the session up.
+        name = args.name or result.get("name") or result.get("session")
+        return _fail(f"{name} FAILED: {result.get('reason') or 'no reason given'}", EXIT_REMOTE)
     return EXIT_OK
 
 
@@ -379,19 +428,46 @@ COMMANDS: Final[
 }
 
 
+def command_word(argv: Sequence[str]) -> str | None:
+    """The COMMAND of a command line, found without argparse (which exits on a mistake)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--url", "--token", "--token-file"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def hook_main(argv: Sequence[str]) -> int:
+    """``hivectl hook``: always exit 0, since a Claude Code command hook that exits 2 blocks
+    the tool call; a mistake in the arguments is only noted on stderr."""
+    parser = build_parser()
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as exc:
+        if exc.code:
+            sys.stderr.write("hivectl hook: bad arguments (see above); posting nothing\n")
+        return EXIT_OK
+    if unknown:
+        sys.stderr.write(f"hivectl hook: ignoring unknown arguments: {' '.join(unknown)}\n")
+    return post_hook(args)
+
+
 def post_hook(args: argparse.Namespace) -> int:
     """Post one hook payload; never fail the agent: exit 0, with a note on stderr if it failed."""
     payload = sys.stdin.buffer.read()
     try:
         url = urllib.parse.urlsplit(base_url(getattr(args, "url", None)))
         token = read_token(args)
+        if not token:
+            sys.stderr.write("hivectl hook: no token: set HIVED_TOKEN\n")
+            return EXIT_OK
         connection_class = (
             http.client.HTTPSConnection if url.scheme == "wss" else http.client.HTTPConnection
         )
         connection = connection_class(url.netloc, timeout=HOOK_TIMEOUT_S)
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         connection.request("POST", "/v1/hooks/claude", body=payload, headers=headers)
         response = connection.getresponse()
         body = response.read().decode(errors="replace").strip()
@@ -410,9 +486,10 @@ def _fail(message: str, code: int, hint: str = "") -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hivectl`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if command_word(argv) == "hook":
+        return hook_main(argv)
     args = build_parser().parse_args(argv)
-    if args.command == "hook":
-        return post_hook(args)
     if args.command == "send" and args.text == "-":
         # Before connecting: a slow writer on stdin must not hold up the connection's tasks
         # (the heartbeat would drop it).

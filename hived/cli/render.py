@@ -12,6 +12,8 @@ only control characters on the terminal are the colours of :class:`Painter`.
 from __future__ import annotations
 
 import datetime
+import signal
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -42,6 +44,13 @@ STATE_COLOURS: Final = {
     "LOST": "red",
 }
 EVENT_TEXT_LIMIT: Final = 160
+CELL_LIMIT: Final = 24
+"""Widest a table cell of names may be; longer ones are cut with ``…``."""
+REASON_LIMIT: Final = 32
+NEWLINE_MARK: Final = "⏎"
+"""Shown for a line break inside a prompt, so that a one-line event keeps its shape."""
+ENDED_STATES: Final = frozenset({"EXITED", "FAILED", "BACKOFF"})
+"""States whose ``state`` event says how the process ended (exit status or signal)."""
 
 _UNPRINTABLE: Final = str.maketrans(
     {code: " " if code == 0x09 else f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
@@ -135,7 +144,12 @@ def tokens(count: object) -> str:
     return f"{value / 1_000_000:.1f}M"
 
 
+def _char_width(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
 def _visible_len(text: str) -> int:
+    """Columns ``text`` takes on a terminal: colour codes take none, wide characters two."""
     length, skipping = 0, False
     for char in text:
         if char == "\033":
@@ -143,8 +157,21 @@ def _visible_len(text: str) -> int:
         elif skipping:
             skipping = char != "m"
         else:
-            length += 1
+            length += _char_width(char)
     return length
+
+
+def cut(text: str, limit: int = CELL_LIMIT) -> str:
+    """``text`` in at most ``limit`` columns (no colour codes in it), cut with ``…``."""
+    if _visible_len(text) <= limit:
+        return text
+    kept, width = [], 1
+    for char in text:
+        width += _char_width(char)
+        if width > limit:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -161,15 +188,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str:
+    """The sessions as a table, in the order given; ``no sessions`` rather than a bare header."""
+    if not sessions:
+        return "no sessions"
     rows = []
     for session in sessions:
         usage = session.get("usage") or {}
         rows.append(
             [
                 printable(session.get("id", ""))[:12],
-                printable(session.get("name", "")),
-                printable(session.get("agent", "")),
+                cut(printable(session.get("name", ""))),
+                cut(printable(session.get("agent", ""))),
                 paint.state(printable(session.get("state", ""))),
+                cut(_short(session.get("reason") or "-"), REASON_LIMIT),
                 printable(session.get("pid") or "-"),
                 relative_time(session.get("started_at")),
                 f"{tokens(usage.get('input_tokens'))}/{tokens(usage.get('output_tokens'))}",
@@ -178,7 +209,19 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str
             ]
         )
     return table(
-        ["ID", "NAME", "AGENT", "STATE", "PID", "STARTED", "TOKENS IN/OUT", "COST", "TURNS"], rows
+        [
+            "ID",
+            "NAME",
+            "AGENT",
+            "STATE",
+            "REASON",
+            "PID",
+            "STARTED",
+            "TOKENS IN/OUT",
+            "COST",
+            "TURNS",
+        ],
+        rows,
     )
 
 
@@ -188,7 +231,7 @@ def connections_table(connections: Sequence[Mapping[str, Any]]) -> str:
             printable(c.get("id", "")),
             printable(c.get("peer", "")),
             printable(c.get("channel", "")),
-            printable(c.get("token_name", "")),
+            cut(printable(c.get("token_name", ""))),
             printable(c.get("role", "")),
             relative_time(c.get("since") or c.get("connected_since")),
             printable(",".join(c.get("subscriptions") or ()) or "-"),
@@ -218,6 +261,22 @@ def _short(value: object, limit: int = EVENT_TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _prompt(text: object, limit: int = EVENT_TEXT_LIMIT) -> str:
+    """A prompt on one line, its line breaks kept visible as ``⏎``."""
+    lines = str(text).replace("\r\n", "\n").split("\n")
+    return _short(f" {NEWLINE_MARK} ".join(" ".join(line.split()) for line in lines), limit)
+
+
+def signal_name(value: object) -> str:
+    """``SIGKILL`` for 9 or ``"SIGKILL"``; the number itself when it names no signal."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return signal.Signals(value).name
+        except ValueError:
+            return f"signal {value}"
+    return printable(value)
+
+
 def event_line(event: Mapping[str, Any], paint: Painter, *, show_session: bool = False) -> str:
     """One event as one readable line: time, (session), kind, and what it says."""
     data = event.get("data") or {}
@@ -227,20 +286,87 @@ def event_line(event: Mapping[str, Any], paint: Painter, *, show_session: bool =
     prefix = paint(ts, "dim")
     if show_session:
         prefix += " " + printable(event.get("session") or "")[:12]
+    if kind == "tool_result" and data.get("is_error"):
+        what = paint("error:", "red") + " " + what
     return f"{prefix} {paint(f'{kind:<18}', colour)} {what}".rstrip()
+
+
+def _describe_state(data: Mapping[str, Any]) -> str:
+    summary = data.get("summary") or {}
+    name = printable(summary.get("name") or "")
+    state = printable(data.get("state"))
+    extra = ""
+    if state in ENDED_STATES:
+        if data.get("signal") is not None:
+            extra += f" {signal_name(data['signal'])}"
+        elif data.get("exit_code") is not None:
+            extra += f" exit={printable(data['exit_code'])}"
+    if data.get("reason"):
+        extra += f" ({_short(data['reason'], 80)})"
+    change = f"{printable(data.get('previous') or '-')} → {state}"
+    return f"{name} {change}{extra}".strip()
+
+
+def _describe_input(data: Mapping[str, Any]) -> str:
+    approval = data.get("approval")
+    if not isinstance(approval, Mapping) and "allow" in data:
+        approval = data
+    if isinstance(approval, Mapping):
+        verdict = "allow" if approval.get("allow") else "deny"
+        words = ["approve", printable(approval.get("request_id")), verdict]
+        if approval.get("message"):
+            words.append(_short(approval["message"], 100))
+        return " ".join(words)
+    if data.get("interrupt"):
+        return "interrupt"
+    return _prompt(data.get("text", ""))
+
+
+def _describe_hook(data: Mapping[str, Any]) -> str:
+    name = printable(data.get("hook_event_name") or "?")
+    if name == "UserPromptSubmit":
+        detail = _prompt(data.get("prompt", ""), 120)
+    elif name in ("PreToolUse", "PostToolUse"):
+        tool_input = data.get("tool_input")
+        detail = f"{printable(data.get('tool_name') or '?')}"
+        if tool_input:
+            detail += " " + _short(tool_input, 80)
+    elif name == "Notification":
+        detail = _short(data.get("message", ""), 120)
+    else:
+        detail = _short(data.get("tool_name", ""), 60)
+    return f"{name} {detail}".rstrip()
+
+
+def _describe_result(data: Mapping[str, Any]) -> str:
+    figures = []
+    if "num_turns" in data:
+        figures.append(f"turns={printable(data['num_turns'])}")
+    if "total_cost_usd" in data:
+        figures.append(f"cost={cost(data['total_cost_usd'])}")
+    usage = data.get("usage")
+    if isinstance(usage, Mapping) and usage:
+        figures.append(
+            f"tokens={tokens(usage.get('input_tokens'))}/{tokens(usage.get('output_tokens'))}"
+        )
+    words = [printable(data.get("subtype") or ""), *figures, _short(data.get("result") or "", 80)]
+    return " ".join(word for word in words if word)
+
+
+def _describe_agent_event(data: Mapping[str, Any]) -> tuple[str, str | None]:
+    if data.get("type") == "control_response":
+        response = data.get("response") or {}
+        subtype = printable(response.get("subtype") or "?") if isinstance(response, Mapping) else ""
+        request = (
+            printable(response.get("request_id") or "") if isinstance(response, Mapping) else ""
+        )
+        return f"control_response {subtype} {request}".rstrip(), "dim"
+    return _short(data), None
 
 
 def _describe_event(kind: str, data: Mapping[str, Any]) -> tuple[str, str | None]:
     if kind == "state":
-        summary = data.get("summary") or {}
-        name = printable(summary.get("name") or "")
-        extra = ""
-        if data.get("exit_code") is not None:
-            extra += f" exit={printable(data['exit_code'])}"
-        if data.get("reason"):
-            extra += f" ({printable(data['reason'])})"
-        change = f"{printable(data.get('previous') or '-')} → {printable(data.get('state'))}"
-        return f"{name} {change}{extra}".strip(), STATE_COLOURS.get(str(data.get("state")))
+        return _describe_state(data), STATE_COLOURS.get(str(data.get("state")))
     if kind == "tool_use":
         return f"{printable(data.get('name'))} {_short(data.get('input', {}))}", "cyan"
     if kind == "tool_result":
@@ -257,25 +383,20 @@ def _describe_event(kind: str, data: Mapping[str, Any]) -> tuple[str, str | None
             "yellow",
         )
     if kind == "result":
-        error = bool(data.get("is_error"))
-        turns = printable(data.get("num_turns", "-"))
-        figures = f"turns={turns} cost={cost(data.get('total_cost_usd'))}"
-        subtype = printable(data.get("subtype", ""))
-        return f"{subtype} {figures} {_short(data.get('result', ''), 80)}", (
-            "red" if error else "green"
-        )
+        return _describe_result(data), "red" if data.get("is_error") else "green"
     if kind in ("text", "stderr"):
         return _short(data.get("line", "")), "red" if kind == "stderr" else None
     if kind == "input":
-        return _short(data.get("text", data)), "blue"
+        return _describe_input(data), "blue"
     if kind == "hook":
-        event_name = printable(data.get("hook_event_name"))
-        return f"{event_name} {_short(data.get('tool_name', ''), 60)}", "magenta"
+        return _describe_hook(data), "magenta"
     if kind == "init":
         return (
             f"model={printable(data.get('model', '-'))} cwd={printable(data.get('cwd', '-'))}",
             "dim",
         )
+    if kind == "agent_event":
+        return _describe_agent_event(data)
     return _short(data), None
 
 
@@ -287,7 +408,8 @@ def status_text(status: Mapping[str, Any], paint: Painter) -> str:
     roles = printable(roles)
     hub = status.get("hub") or {}
     store = status.get("store") or {}
-    sessions = status.get("sessions") or []
+    # Newest first, as ``sessions`` answers (ids are ULIDs: they sort by creation time).
+    sessions = sorted(status.get("sessions") or [], key=lambda s: str(s.get("id")), reverse=True)
     clients = connections.get("connections", sum(by_role.values()))
     lines = [
         printable(

@@ -28,7 +28,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
@@ -103,6 +103,9 @@ class Client:
     token: str | None
     reconnect: bool
     ssl_context: ssl.SSLContext | None
+    on_resume: Callable[[str, int], None] | None = None
+    """Called with a topic and the seq it resumed from, after each resubscribe on a
+    reconnect (hivectl tells its user); it must not block."""
     welcome: dict[str, Any] = attrs.field(factory=dict)
     _ws: trio_websocket.WebSocketConnection | None = None
     _connected: trio.Event = attrs.field(factory=trio.Event)
@@ -285,6 +288,11 @@ class Client:
                 with self._holding(topic):
                     result = await self.request("subscribe", topic=topic, since=since)
                     self._took_effect(topic, result, resumed)
+                if self.on_resume is not None:
+                    last_seq = result.get("last_seq")
+                    self.on_resume(
+                        topic, min(since, last_seq) if isinstance(last_seq, int) else since
+                    )
             except RemoteError as exc:
                 log.warning("resubscribing to %s failed: %s", topic, exc)
                 for subscription in resumed:
@@ -373,14 +381,16 @@ async def connect(
     *,
     reconnect: bool = True,
     ssl_context: ssl.SSLContext | None = None,
+    on_resume: Callable[[str, int], None] | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to hived (``ws://host:port/v1/ws`` or ``/v1/admin``) and keep the connection.
 
     Raises :class:`ConnectError` or :class:`AuthError` when the first connection fails; after
     that, drops are repaired in the background when ``reconnect`` is true. Leaving the block
-    ends every subscription still open (quietly).
+    ends every subscription still open (quietly). ``on_resume(topic, seq)`` is told of each
+    subscription taken up again after a reconnect.
     """
-    client = Client(url, token, reconnect, ssl_context)
+    client = Client(url, token, reconnect, ssl_context, on_resume)
     # Errors are re-raised outside the nursery, so that callers catch AuthError, RemoteError
     # and friends themselves rather than an ExceptionGroup around them.
     raised: BaseException | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
 import trio_websocket
@@ -83,6 +84,17 @@ def raise_for_close(exc: trio_websocket.ConnectionClosed) -> None:
 
 
 def describe(exc: BaseException) -> str:
+    """Why a connection failed or ended, in a few words (``connection refused``)."""
     if isinstance(exc, trio_websocket.ConnectionClosed) and exc.reason is not None:
         return f"closed with {exc.reason.code} {exc.reason.reason or ''}".strip()
+    if isinstance(exc, OSError):
+        # trio's "all attempts to connect to HOST:PORT failed" carries the real errors in its
+        # cause; the first one says what went wrong.
+        cause = exc.__cause__
+        if isinstance(cause, BaseExceptionGroup):
+            found = [e for e in leaves(cause) if isinstance(e, OSError)]
+            if found:
+                exc = found[0]
+        if exc.errno:
+            return os.strerror(exc.errno).lower()
     return str(exc) or type(exc).__name__

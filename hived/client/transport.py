@@ -40,10 +40,13 @@ async def open_websocket(
         parts.port or (443 if parts.scheme == "wss" else 80),
     )
     headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
+    no_answer = f"cannot connect to {url}: no answer within {CONNECT_TIMEOUT_S:g} s"
     try:
         with trio.fail_after(CONNECT_TIMEOUT_S):
             stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-    except (OSError, trio.TooSlowError) as exc:
+    except trio.TooSlowError:
+        raise ConnectError(no_answer) from None
+    except OSError as exc:
         raise ConnectError(f"cannot connect to {url}: {describe(exc)}") from None
     raised: BaseException | None = None
     try:
@@ -62,7 +65,9 @@ async def open_websocket(
                         message_queue_size=1024,
                         max_message_size=MAX_MESSAGE_CHARS,
                     )
-            except (trio_websocket.HandshakeError, OSError, trio.TooSlowError) as exc:
+            except trio.TooSlowError:
+                raise ConnectError(no_answer) from None
+            except (trio_websocket.HandshakeError, OSError) as exc:
                 raise ConnectError(f"cannot connect to {url}: {describe(exc)}") from None
             try:
                 yield ws

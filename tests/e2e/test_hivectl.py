@@ -201,9 +201,9 @@ async def test_exit_codes(hived: Launcher) -> None:
 async def test_no_color_and_non_tty_output_have_no_escape_codes(hived: Launcher) -> None:
     daemon = await hived.start()
     await hivectl(daemon, "start", "text", "--name", "plain")
-    for extra in ({}, {"NO_COLOR": "1"}):
+    for no_color in ("", "1"):  # empty: as if unset
         for command in (("status",), ("sessions", "--all"), ("logs", "plain")):
-            result = await hivectl(daemon, *command, **extra)
+            result = await hivectl(daemon, *command, NO_COLOR=no_color)
             assert result.returncode == 0, result.stderr
             assert b"\033[" not in result.stdout
 
@@ -293,3 +293,44 @@ async def test_hook_posts_a_payload_and_never_fails(hived: Launcher) -> None:
         )
     assert down.returncode == 0
     assert b"could not post to hived" in down.stderr
+
+
+async def test_start_of_a_session_that_fails_at_once_exits_1_with_the_reason(
+    hived: Launcher,
+) -> None:
+    port, config = hived.config(body='[agents.broken]\ncommand = ["/nonexistent/agent"]\n')
+    daemon = await hived.start(config, port=port)
+    started = await hivectl(daemon, "start", "broken", "--name", "b1")
+    assert started.returncode == 1
+    session = out(started).strip()
+    assert len(session) == 26  # still printed, so that a script can look the session up
+    assert started.stderr.decode().startswith("hivectl: b1 FAILED: ")
+    failed = await wait_state(daemon, session, {"FAILED"})
+    assert failed["reason"] in started.stderr.decode()
+
+
+async def test_session_arguments_empty_lower_case_and_unknown(hived: Launcher) -> None:
+    daemon = await hived.start()
+    session = out(await hivectl(daemon, "start", "text", "--name", "plain")).strip()
+    empty = await hivectl(daemon, "logs", "")
+    assert empty.returncode == 2
+    lower = await hivectl(daemon, "logs", session[:12].lower(), "--json")
+    assert all(orjson.loads(line)["session"] == session for line in out(lower).splitlines())
+    unknown = await hivectl(daemon, "logs", "nosuch")
+    assert unknown.stderr.decode() == (
+        "hivectl: not_found: no session 'nosuch' (give an id, an id prefix or a name)\n"
+    )
+    nothing = await hivectl(daemon, "sessions", "--agent", "nosuch", "--state", "waiting")
+    assert (nothing.returncode, out(nothing)) == (0, "no sessions\n")
+
+
+async def test_hook_without_a_token_or_with_bad_arguments_still_exits_0(hived: Launcher) -> None:
+    daemon = await hived.start()
+    no_token = await hivectl(daemon, "hook", stdin=b"{}", HIVED_TOKEN="")
+    assert (no_token.returncode, no_token.stderr) == (
+        0,
+        b"hivectl hook: no token: set HIVED_TOKEN\n",
+    )
+    bad = await hivectl(daemon, "hook", "--url", role="agent", stdin=b"{}")
+    assert bad.returncode == 0
+    assert b"posting nothing" in bad.stderr
