@@ -10,6 +10,7 @@ once.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -91,15 +92,16 @@ class Daemon:
     async def run(self) -> None:
         store = Store.open(self.config.state)
         hub = Hub(history=store)
-        supervisor = Supervisor(self.config, hub, recorder=store)
+        supervisor = Supervisor(self.config, hub, recorder=store, recall=store.kept_observed)
         router = Router()
+        sockets = listen_sockets(os.environ) or None
         server = Server(
             self.config,
             hub,
             router,
             version=__version__,
             hook_sink=supervisor.ingest_hook,
-            sockets=listen_sockets(os.environ) or None,
+            sockets=sockets,
         )
         admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
         records = Records(supervisor, store)
@@ -120,7 +122,12 @@ class Daemon:
                 await nursery.start(supervisor.serve)
                 started.append(supervisor)
             if not self.stopping:
-                addresses = await nursery.start(server.serve)
+                try:
+                    addresses = await nursery.start(server.serve)
+                except OSError as exc:
+                    if sockets is not None or isinstance(exc, HivedError):
+                        raise
+                    raise HivedError(_cannot_listen(self.config.server.listen, exc)) from None
                 started.append(server)
                 self.listening = tuple(_address(host, port) for host, port in addresses)
                 scheme = "https" if self.config.server.tls_cert else "http"
@@ -223,6 +230,15 @@ def _settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _cannot_listen(listen: str, exc: OSError) -> str:
+    """One line naming the address, its key and why it cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use — is another hived running?"
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot listen on {listen} (server.listen): {why}"
 
 
 def _address(host: str, port: int) -> str:

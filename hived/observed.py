@@ -7,7 +7,9 @@ moves the session to the state the hook implies (:data:`HOOK_STATES`): ``Session
 RUNNING, a prompt or a tool hook → WORKING, a notification, a permission request or ``Stop`` →
 WAITING, ``SessionEnd`` → EXITED. Hook names it does not know are published all the same and
 change nothing. A session silent for ``hooks.observed_idle_s`` is marked LOST by
-:meth:`ObservedSessions.serve_idle_watch`; it comes back when it speaks again.
+:meth:`ObservedSessions.serve_idle_watch`; it comes back when it speaks again. So does one kept
+from an earlier run of hived (LOST when that run ended): the ``recall`` callback finds it in the
+store by its agent session id, and it comes back with its own id.
 
 A payload whose ``session_id`` belongs to a session hived supervises (a claude session that
 reports through hooks too) joins that session's topic instead: the supervisor tells which
@@ -26,6 +28,7 @@ import attrs
 import trio
 
 from hived.core.config import HooksConfig
+from hived.core.convert import expected
 from hived.core.errors import RequestError
 from hived.core.events import session_topic, utc_timestamp
 from hived.core.sessions import (
@@ -61,6 +64,13 @@ _LIVE: Final = frozenset({State.RUNNING, State.WORKING, State.WAITING})
 
 StateCallback = Callable[[SessionSummary, State | None], None]
 """Called with the new summary and the previous state (None for a new session)."""
+Recall = Callable[[str, str], SessionSummary | None]
+"""A kept observed session by name and agent session id (``Store.kept_observed``)."""
+
+
+def observed_name(agent_session_id: str) -> str:
+    """The name an observed session is shown with: the agent's and its session id's start."""
+    return f"{OBSERVED_AGENT}-{agent_session_id[:8]}"
 
 
 @attrs.define(eq=False)
@@ -85,7 +95,8 @@ class ObservedSessions:
 
     ``on_state`` publishes and records every state change (the supervisor's, so that observed
     sessions look like the others on the ``sessions`` topic); ``join`` maps an agent session id
-    to the id of a supervised session that has it, or None.
+    to the id of a supervised session that has it, or None; ``recall`` finds a kept one from an
+    earlier run.
     """
 
     def __init__(
@@ -94,11 +105,13 @@ class ObservedSessions:
         config: HooksConfig,
         on_state: StateCallback,
         join: Callable[[str], str | None],
+        recall: Recall | None = None,
     ) -> None:
         self._hub = hub
         self._config = config
         self._on_state = on_state
         self._join = join
+        self._recall = recall
         self._sessions: dict[str, ObservedSession] = {}
         """Every observed session kept, by hived's id."""
         self._by_agent_id: dict[str, ObservedSession] = {}
@@ -122,11 +135,11 @@ class ObservedSessions:
         agent_id = payload.get("session_id")
         hook = payload.get("hook_event_name")
         for field, value in (("session_id", agent_id), ("hook_event_name", hook)):
+            if value is None:
+                raise RequestError("bad_request", f"hook payload: {field}: missing")
             if not isinstance(value, str) or not value:
-                raise RequestError(
-                    "bad_request",
-                    f"hook payload: {field}: expected a non-empty string, got {value!r}",
-                )
+                message = expected("a non-empty string", value)
+                raise RequestError("bad_request", f"hook payload: {field}: {message}")
         assert isinstance(agent_id, str)
         assert isinstance(hook, str)
         data = dict(payload)
@@ -137,7 +150,7 @@ class ObservedSessions:
         now = trio.current_time()
         target = HOOK_STATES.get(hook)
         reason = _reason(hook, payload)
-        session = self._by_agent_id.get(agent_id)
+        session = self._by_agent_id.get(agent_id) or self._recalled(agent_id, now)
         if session is None or (session.summary.state is State.EXITED and hook == "SessionStart"):
             session = self._create(agent_id, payload, target, reason, now)
             self._publish_hook(session, data)
@@ -156,6 +169,17 @@ class ObservedSessions:
         elif state is not State.EXITED and target is not None and target is not state:
             self._move(session, target, reason)
 
+    def _recalled(self, agent_id: str, now: float) -> ObservedSession | None:
+        """The kept session of an earlier run with this agent session id, taken back; or None."""
+        kept = None if self._recall is None else self._recall(observed_name(agent_id), agent_id)
+        if kept is None or kept.id in self._sessions:
+            return None
+        session = ObservedSession(kept, now)
+        self._sessions[kept.id] = session
+        self._by_agent_id[agent_id] = session
+        log.info("observed session %s: %s is back (%s)", kept.id, agent_id, kept.state)
+        return session
+
     def _create(
         self,
         agent_id: str,
@@ -167,7 +191,7 @@ class ObservedSessions:
         cwd = payload.get("cwd")
         summary = SessionSummary(
             id=new_session_id(),
-            name=f"{OBSERVED_AGENT}-{agent_id[:8]}",
+            name=observed_name(agent_id),
             agent=OBSERVED_AGENT,
             state=target if target in INITIAL_STATES else State.RUNNING,
             started_at=utc_timestamp(),

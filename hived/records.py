@@ -4,10 +4,16 @@ The supervisor knows the sessions of this run; the store knows every kept sessio
 run and earlier ones. ``sessions`` merges the two (the supervisor's view wins for a session it
 runs), and ``session.events`` pages through a session's stored events. At start, sessions the
 store found running when the daemon died are announced as ``LOST`` on the ``sessions`` topic.
+
+The requests that act on one session (``session.input``, ``.approve``, ``.interrupt``,
+``.stop``, ``.restart``) resolve their ref here too, live or kept, so that an id, a prefix (any
+case) or a name of a session from an earlier run is found: a session this run holds is handed
+to the supervisor by its id; one only kept is answered ``conflict``, saying it is not running.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -17,7 +23,7 @@ from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import SessionEvents, Sessions
 from hived.core.protocol import Caller
-from hived.core.sessions import LIVE_STATES, SessionSummary, State
+from hived.core.sessions import LIVE_STATES, SessionSummary, State, ulid_time_ms
 from hived.hub import Hub
 from hived.store import Store
 from hived.supervisor import Supervisor
@@ -27,6 +33,14 @@ Handler = Callable[[Any, Caller], Awaitable[Any]]
 EVENTS_PAGE_DEFAULT: Final = 100
 AMBIGUOUS_SHOWN: Final = 10
 """Candidates named in the error for an ambiguous session prefix."""
+SESSION_ACTIONS: Final = (
+    "session.input",
+    "session.approve",
+    "session.interrupt",
+    "session.stop",
+    "session.restart",
+)
+"""The supervisor's requests on one session, whose ref is resolved here first."""
 
 
 def announce_recovered(hub: Hub, recovered: Iterable[SessionSummary]) -> None:
@@ -50,9 +64,41 @@ class Records:
 
     supervisor: Supervisor
     store: Store
+    started_ms: int = attrs.field(factory=lambda: int(time.time() * 1000))
+    """When this run began: a kept session started before it is of an earlier run."""
 
     def handlers(self) -> dict[str, Handler]:
-        return {"sessions": self.sessions, "session.events": self.session_events}
+        supervised = self.supervisor.handlers()
+        acting = {name: self._acting(name, supervised[name]) for name in SESSION_ACTIONS}
+        return {"sessions": self.sessions, "session.events": self.session_events, **acting}
+
+    def _acting(self, wire_type: str, handler: Handler) -> Handler:
+        """``handler`` (the supervisor's) given the resolved id of a session this run holds."""
+
+        async def handle(request: Any, caller: Caller) -> Any:
+            session_id = self.resolve(request.session)
+            if not self.supervisor.holds(session_id):
+                raise self._not_held(wire_type, session_id)
+            return await handler(attrs.evolve(request, session=session_id), caller)
+
+        return handle
+
+    def _not_held(self, wire_type: str, session_id: str) -> RequestError:
+        """The ``conflict`` for a request on a session only the store keeps."""
+        kept = self.store.get_session(session_id)
+        name = kept.name if kept is not None else session_id
+        state = kept.state if kept is not None else State.LOST
+        if ulid_time_ms(session_id) < self.started_ms:
+            when = f"{state} in an earlier run of hived"
+        else:
+            when = f"{state}; hived no longer holds it"
+        if wire_type == "session.restart" and kept is not None and not kept.observed:
+            return RequestError(
+                "conflict",
+                f"session {name} is not running ({when}); start a new one: "
+                f"hivectl start {kept.agent}",
+            )
+        return RequestError("conflict", f"session {name} is not running ({when})")
 
     async def sessions(self, request: Sessions, caller: Caller) -> dict[str, Any]:
         """Live sessions, newest first; with ``all``, ``state`` or ``since``, ended ones too."""

@@ -226,26 +226,40 @@ class Session:
         self._publish_input(by, text=text)
 
     def approve(self, request_id: str, allow: bool, message: str | None, by: str | None) -> None:
-        """Answer a pending permission request (claude); ``not_found`` when none has that id."""
+        """Answer a pending permission request (claude), named by its id or a unique prefix
+        of it (any case); ``not_found`` when none matches, ``bad_request`` when several do."""
         fmt = self.template.format
         if fmt not in FORMATS_WITH_CONTROL:
             raise RequestError(
                 "conflict", f"session {self.name} runs a {fmt} agent, which asks for no approvals"
             )
-        tool_input = self._pending.get(request_id)
-        if tool_input is None:
-            pending = ", ".join(self._pending) or "none"
-            raise RequestError(
-                "not_found",
-                f"session {self.name} has no pending permission request {request_id!r}; "
-                f"pending: {pending}",
-            )
+        request_id = self._pending_id(request_id)
+        tool_input = self._pending[request_id]
         self._send(encode_approval(request_id, allow, message, tool_input))
         del self._pending[request_id]
         approval = {"request_id": request_id, "allow": allow, "message": message}
         self._publish_input(by, approval=approval)
         if not self._pending and self.state is State.WAITING:
             self._move(State.WORKING, "allowed" if allow else "denied")
+
+    def _pending_id(self, ref: str) -> str:
+        """The pending request id that ``ref`` is, or is the only one to start with."""
+        if ref in self._pending:
+            return ref
+        matches = [key for key in self._pending if key.lower().startswith(ref.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise RequestError(
+                "bad_request",
+                f"request id {ref!r} is ambiguous in session {self.name}: "
+                f"it matches {', '.join(matches)}",
+            )
+        pending = ", ".join(self._pending) or "none"
+        raise RequestError(
+            "not_found",
+            f"session {self.name} has no pending permission request {ref!r}; pending: {pending}",
+        )
 
     def interrupt(self, by: str | None) -> None:
         """claude: the interrupt control request on stdin; other formats: SIGINT to the group."""

@@ -46,7 +46,7 @@ from hived.core.sessions import (
     ulid_time_ms,
 )
 from hived.hub import Hub
-from hived.observed import ObservedSessions
+from hived.observed import ObservedSessions, Recall
 from hived.process import REAP_BUDGET_S
 from hived.session import Host, Launch, Session, signal_name
 
@@ -78,7 +78,15 @@ class SupervisorStats:
 class Supervisor:
     """Runs agent sessions from the config's templates; a service (docs/internals.md)."""
 
-    def __init__(self, config: Config, hub: Hub, recorder: SessionRecorder | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        hub: Hub,
+        recorder: SessionRecorder | None = None,
+        recall: Recall | None = None,
+    ) -> None:
+        """``recorder`` keeps the summaries; ``recall`` finds a kept observed session of an
+        earlier run (both the store, in the daemon)."""
         self._config = config
         self._hub = hub
         self._recorder = recorder
@@ -88,7 +96,7 @@ class Supervisor:
         self._host: Host | None = None
         """What the sessions use of the supervisor; made by :meth:`serve`, with its nursery."""
         self._draining = False
-        self.observed = ObservedSessions(hub, config.hooks, self._announce, self._join)
+        self.observed = ObservedSessions(hub, config.hooks, self._announce, self._join, recall)
 
     # -- the service ------------------------------------------------------------------------
 
@@ -171,6 +179,12 @@ class Supervisor:
                 "bad_request", f"session {ref!r} is ambiguous: it matches {candidates}{more}"
             )
         raise RequestError("not_found", f"no session {ref!r} (give an id, an id prefix or a name)")
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this run keeps the session with this exact id (supervised or observed)."""
+        if session_id in self._sessions:
+            return True
+        return any(s.summary.id == session_id for s in self.observed)
 
     def _check_not_draining(self) -> None:
         if self._draining:

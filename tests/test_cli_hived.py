@@ -72,21 +72,46 @@ def test_run_with_a_bad_config_exits_78_with_the_errors(tmp_path: Path) -> None:
     assert "3 problems in the config file" in result.stderr
 
 
-def test_token_new_prints_a_secret_and_a_block_that_loads(
+def test_token_new_prints_the_secret_on_stderr_and_only_the_block_on_stdout(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["token", "new", "--role", "operator", "--name", "ci"]) == 0
-    out = capsys.readouterr().out
-    secret = next(line for line in out.splitlines() if line.startswith("HIVED_TOKEN="))[12:]
+    out, err = capsys.readouterr()
+    secret = next(line for line in err.splitlines() if line.startswith("HIVED_TOKEN="))[12:]
     assert len(secret) >= 43  # 32 random bytes, url-safe base64
-    block = out[out.index("[[tokens]]") :]
-    token = tomllib.loads(block)["tokens"][0]
+    assert secret not in out
+    assert "# Token for ci (operator)" in out
+    token = tomllib.loads(out)["tokens"][0]
     assert token == {
         "name": "ci",
         "role": "operator",
         "sha256": hashlib.sha256(secret.encode()).hexdigest(),
     }
-    assert parse_config(block).tokens[0].name == "ci"
+    assert parse_config(out).tokens[0].name == "ci"
+
+
+def test_token_new_appended_to_a_config_twice_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "hived.toml"
+    path.write_text('[server]\nlisten = "127.0.0.1:7420"\n')
+    for name in ("alice", "bob"):
+        result = run_hived("token", "new", "--role", "viewer", "--name", name)
+        assert result.returncode == 0
+        with path.open("a") as file:
+            file.write(result.stdout)
+    names = [token.name for token in parse_config(path.read_text()).tokens]
+    assert names == ["alice", "bob"]
+    assert "HIVED_TOKEN" not in path.read_text()
+
+
+def test_token_new_refuses_a_name_the_config_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["token", "new", "--role", "admin", "--name", "bad name"])
+    assert info.value.code == 2
+    assert "argument --name: expected letters, digits, _ . - (≤ 64), got 'bad name'" in (
+        capsys.readouterr().err
+    )
 
 
 def test_token_new_refuses_an_unknown_role(capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,3 +132,40 @@ def test_run_is_the_default_command() -> None:
     parser = build_parser()
     args = parser.parse_args(["run", "--config", "x.toml", "--log-level", "debug"])
     assert (args.command, args.config, args.log_level) == ("run", "x.toml", "debug")
+
+
+def test_an_unknown_command_is_named_with_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--log-level", "debug", "frobnicate"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "hived: unknown command 'frobnicate'; commands: run, check-config, token\n"
+    )
+
+
+def test_check_config_warns_of_a_missing_program_and_folder_but_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "hived.toml"
+    path.write_text(
+        '[state]\ndir = "state"\n'
+        '[agents.a]\ncommand = ["no-such-program-hived"]\ncwd = "nowhere"\n'
+        '[agents.b]\ncommand = ["./missing.sh"]\n'
+        '[agents.c]\ncommand = ["sh", "-c", "true"]\n'
+    )
+    result = run_hived("check-config", "--config", str(path))
+    assert (result.returncode, result.stdout) == (0, f"{path}: ok\n")
+    assert result.stderr.splitlines() == [
+        f"hived: warning: {path}: agents.a.cwd: {tmp_path}/nowhere is not a folder",
+        f"hived: warning: {path}: agents.a.command: no-such-program-hived is not found on PATH",
+        f"hived: warning: {path}: agents.b.command: ./missing.sh is not an executable file",
+    ]
+
+
+def test_check_config_refuses_a_state_dir_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "hived.toml"
+    (tmp_path / "state").write_text("")
+    path.write_text('[state]\ndir = "state"\n')
+    result = run_hived("check-config", "--config", str(path))
+    assert result.returncode == 78
+    assert f"{path}: state.dir: {tmp_path}/state exists and is not a folder" in result.stderr

@@ -173,7 +173,7 @@ def test_config_error_is_a_value_error_and_a_hived_error() -> None:
         ),
         (
             "[agents.a]\ncommand = []",
-            "agents.a.command: expected a non-empty list of strings, got a list",
+            "agents.a.command: expected a non-empty list of strings, got an empty list",
         ),
         (
             '[agents.a]\ncommand = "claude -p"',
@@ -219,9 +219,20 @@ def test_strings_are_not_booleans_or_numbers() -> None:
 
 def test_duplicate_token_names_are_reported() -> None:
     text = "".join(
-        f'[[tokens]]\nname = "alice"\nrole = "viewer"\nsha256 = "{SHA}"\n' for _ in range(2)
+        f'[[tokens]]\nname = "alice"\nrole = "viewer"\nsha256 = "{sha}"\n'
+        for sha in (SHA, "cd" * 32)
     )
     assert only_problem(text) == 'hived.toml: tokens[1].name: "alice" is already used by tokens[0]'
+
+
+def test_one_secret_for_two_tokens_is_refused_whatever_the_case() -> None:
+    text = (
+        f'[[tokens]]\nname = "alice"\nrole = "viewer"\nsha256 = "{SHA}"\n'
+        f'[[tokens]]\nname = "bob"\nrole = "admin"\nsha256 = "{SHA.upper()}"\n'
+    )
+    assert only_problem(text) == (
+        'hived.toml: tokens[1].sha256: the same secret as tokens[0] ("alice")'
+    )
 
 
 def test_several_mistakes_are_all_reported_one_line_each() -> None:

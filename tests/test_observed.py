@@ -17,7 +17,7 @@ from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.protocol import Caller, Sessions, SessionStop
 from hived.core.sessions import SessionSummary, State
 from hived.hub import Hub
-from hived.observed import ObservedSessions
+from hived.observed import ObservedSessions, Recall, observed_name
 from hived.supervisor import Supervisor
 
 IDLE_S = Seconds(60.0)
@@ -52,11 +52,12 @@ class Changes:
 @asynccontextmanager
 async def observing(
     joined: dict[str, str] | None = None,
+    recall: Recall | None = None,
 ) -> AsyncIterator[tuple[ObservedSessions, Changes, Hub]]:
     hub = Hub()
     changes = Changes()
     observed = ObservedSessions(
-        hub, HooksConfig(observed_idle_s=IDLE_S), changes, (joined or {}).get
+        hub, HooksConfig(observed_idle_s=IDLE_S), changes, (joined or {}).get, recall
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(observed.serve_idle_watch)
@@ -161,6 +162,43 @@ async def test_a_payload_without_session_id_or_hook_name_is_a_bad_request(
         assert info.value.code == "bad_request"
         assert "hook payload" in info.value.message
         assert changes.calls == []
+
+
+async def test_a_payload_without_session_id_says_it_is_missing() -> None:
+    async with observing() as (observed, _, _):
+        with pytest.raises(RequestError) as info:
+            observed.ingest_hook({"hook_event_name": "Stop"})
+        assert info.value.message == "hook payload: session_id: missing"
+
+
+async def test_a_hook_of_a_session_kept_from_an_earlier_run_brings_that_session_back() -> None:
+    kept = SessionSummary(
+        id="01KEPT0000000000000000000A",
+        name=observed_name(AGENT_ID),
+        agent="claude",
+        state=State.LOST,
+        reason="daemon stopped while the session ran",
+        observed=True,
+        agent_session_id=AGENT_ID,
+    )
+    asked: list[tuple[str, str]] = []
+
+    def recall(name: str, agent_session_id: str) -> SessionSummary | None:
+        asked.append((name, agent_session_id))
+        return kept if agent_session_id == AGENT_ID else None
+
+    async with observing(recall=recall) as (observed, changes, _):
+        observed.ingest_hook(hook("UserPromptSubmit", prompt="go on"))
+        assert asked == [(observed_name(AGENT_ID), AGENT_ID)]
+        assert [s.summary.id for s in observed] == [kept.id]
+        assert [(s.id, s.state, p) for s, p in changes.calls] == [
+            (kept.id, State.WORKING, State.LOST)
+        ]
+        observed.ingest_hook(hook("Stop"))
+        assert len(asked) == 1  # known now: not looked up again
+        assert changes.states()[-1] is State.WAITING
+        observed.ingest_hook(hook("SessionStart", session_id="another"))
+        assert len(list(observed)) == 2
 
 
 async def test_silence_makes_a_session_lost_and_a_hook_brings_it_back(

@@ -285,9 +285,16 @@ def test_installed_unit_runs_the_hived_of_bindir_and_verifies(installed: Path) -
 
 
 def test_installed_config_passes_check_config(installed: Path) -> None:
-    assert run(hived_bin(), "check-config", "--config", installed / "etc/hived/hived.toml") == (
-        f"{installed}/etc/hived/hived.toml: ok\n"
+    """It is valid; on this machine, without Claude Code or /srv/hived, it only warns."""
+    config = installed / "etc/hived/hived.toml"
+    checked = subprocess.run(
+        [hived_bin(), "check-config", "--config", config],
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    assert (checked.returncode, checked.stdout) == (0, f"{config}: ok\n")
+    assert all(line.startswith("hived: warning: ") for line in checked.stderr.splitlines())
 
 
 def test_installed_sysusers_and_tmpfiles_files_are_valid(installed: Path) -> None:

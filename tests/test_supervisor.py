@@ -171,7 +171,9 @@ async def test_claude_session_turns_usage_permission_interrupt_and_stop(tmp_path
         with pytest.raises(RequestError) as unknown:
             await h.call("session.approve", SessionApprove(session=sid, request_id="x", allow=True))
         assert unknown.value.code == "not_found"
-        approve = SessionApprove(session=sid, request_id=request["request_id"], allow=True)
+        # A unique prefix of the request id, in any case, names it.
+        prefix = request["request_id"][:8].upper()
+        approve = SessionApprove(session=sid, request_id=prefix, allow=True)
         await h.call("session.approve", approve)
         await ev.wait(lambda: len(ev.of("result")) == 2)
         assert ev.of("tool_result")[-1]["content"] == "hello from fake claude"

@@ -15,17 +15,15 @@ shown as ``\\xNN`` escapes (render.printable), so that no agent can drive the te
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import sys
-import urllib.parse
 from collections.abc import Callable, Coroutine, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 from hived import __version__
+from hived.cli.hook import command_word, hook_main
 from hived.cli.render import (
     Painter,
     connections_table,
@@ -35,6 +33,7 @@ from hived.cli.render import (
     sessions_table,
     status_text,
 )
+from hived.cli.settings import Usage, base_url, read_token
 from hived.client import (
     AuthError,
     Client,
@@ -45,8 +44,6 @@ from hived.client import (
     RemoteError,
     connect,
 )
-from hived.configfile import config_path, read_config
-from hived.core.errors import ConfigError
 
 EXIT_OK: Final = 0
 EXIT_REMOTE: Final = 1
@@ -55,8 +52,6 @@ EXIT_CONNECT: Final = 3
 EXIT_AUTH: Final = 4
 EXIT_INTERRUPTED: Final = 130
 
-DEFAULT_URL: Final = "ws://127.0.0.1:7420"
-HOOK_TIMEOUT_S: Final = 2.0
 LOG_PAGE: Final = 1000
 
 EPILOG: Final = """\
@@ -69,10 +64,6 @@ exit status: 0 ok, 1 hived answered with an error or closed the connection,
 AMBIGUOUS_SHOWN: Final = 5
 ENDED_STATES: Final = frozenset({"EXITED", "FAILED", "FATAL", "LOST"})
 ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown"})
-
-
-class Usage(Exception):
-    """A mistake on the command line found after parsing (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,35 +156,6 @@ def session_ref(value: str) -> str:
             "SESSION must not be empty: give an id, an id prefix or a name"
         )
     return value
-
-
-def base_url(given: str | None) -> str:
-    """``ws://host:port`` from --url, HIVED_URL, the local config's listen address, or default."""
-    url = given or os.environ.get("HIVED_URL")
-    if not url:
-        try:
-            server = read_config(config_path(None)).server
-        except ConfigError:
-            return DEFAULT_URL
-        url = f"{'wss' if server.tls_cert else 'ws'}://{server.listen}"
-    if "://" not in url:
-        url = f"ws://{url}"
-    parts = urllib.parse.urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise Usage(f"--url: expected ws://HOST:PORT or wss://HOST:PORT, got {url!r}")
-    return f"{scheme}://{parts.netloc}"
-
-
-def read_token(args: argparse.Namespace) -> str | None:
-    if getattr(args, "token", None):
-        return str(args.token)
-    if getattr(args, "token_file", None):
-        try:
-            return Path(args.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise Usage(f"--token-file: cannot read {args.token_file}: {exc.strerror}") from None
-    return os.environ.get("HIVED_TOKEN") or None
 
 
 class Output:
@@ -428,56 +390,6 @@ COMMANDS: Final[
 }
 
 
-def command_word(argv: Sequence[str]) -> str | None:
-    """The COMMAND of a command line, found without argparse (which exits on a mistake)."""
-    words = iter(argv)
-    for word in words:
-        if word in ("--url", "--token", "--token-file"):
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
-
-
-def hook_main(argv: Sequence[str]) -> int:
-    """``hivectl hook``: always exit 0, since a Claude Code command hook that exits 2 blocks
-    the tool call; a mistake in the arguments is only noted on stderr."""
-    parser = build_parser()
-    try:
-        args, unknown = parser.parse_known_args(argv)
-    except SystemExit as exc:
-        if exc.code:
-            sys.stderr.write("hivectl hook: bad arguments (see above); posting nothing\n")
-        return EXIT_OK
-    if unknown:
-        sys.stderr.write(f"hivectl hook: ignoring unknown arguments: {' '.join(unknown)}\n")
-    return post_hook(args)
-
-
-def post_hook(args: argparse.Namespace) -> int:
-    """Post one hook payload; never fail the agent: exit 0, with a note on stderr if it failed."""
-    payload = sys.stdin.buffer.read()
-    try:
-        url = urllib.parse.urlsplit(base_url(getattr(args, "url", None)))
-        token = read_token(args)
-        if not token:
-            sys.stderr.write("hivectl hook: no token: set HIVED_TOKEN\n")
-            return EXIT_OK
-        connection_class = (
-            http.client.HTTPSConnection if url.scheme == "wss" else http.client.HTTPConnection
-        )
-        connection = connection_class(url.netloc, timeout=HOOK_TIMEOUT_S)
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        connection.request("POST", "/v1/hooks/claude", body=payload, headers=headers)
-        response = connection.getresponse()
-        body = response.read().decode(errors="replace").strip()
-        if response.status >= 300:
-            sys.stderr.write(f"hivectl hook: hived answered {response.status}: {body}\n")
-    except (OSError, Usage, http.client.HTTPException) as exc:
-        sys.stderr.write(f"hivectl hook: could not post to hived: {exc}\n")
-    return EXIT_OK
-
-
 def _fail(message: str, code: int, hint: str = "") -> int:
     """Say what went wrong on stderr; ``message`` may quote hived, so it is made printable."""
     sys.stderr.write(f"hivectl: {printable(message)}\n{hint}")
@@ -488,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hivectl`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if command_word(argv) == "hook":
-        return hook_main(argv)
+        return hook_main(build_parser(), argv)
     args = build_parser().parse_args(argv)
     if args.command == "send" and args.text == "-":
         # Before connecting: a slow writer on stdin must not hold up the connection's tasks

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Final
 from hived import __version__
 from hived.configfile import config_path, read_config
 from hived.core.auth import hash_secret, new_secret
-from hived.core.config import ROLES, Config
+from hived.core.config import NAME_RULE, ROLES, AgentConfig, Config, is_name
 from hived.core.errors import ConfigError, HivedError
 from hived.logs import LEVELS, setup_logging
 from hived.server.listener import load_tls
@@ -63,27 +65,63 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands.required = True
     new = token_commands.add_parser("new", help="print a fresh secret and its [[tokens]] block")
     new.add_argument("--role", required=True, choices=ROLES, help="role the token grants")
-    new.add_argument("--name", help="who holds it (default: ROLE-xxxx)")
+    new.add_argument(
+        "--name", type=_token_name, help=f"who holds it, {NAME_RULE} (default: ROLE-xxxx)"
+    )
     return parser
 
 
+def _token_name(text: str) -> str:
+    """argparse type of ``--name``: the config's name rule, so the printed block loads."""
+    if not is_name(text):
+        raise argparse.ArgumentTypeError(f"expected {NAME_RULE}, got {text!r}")
+    return text
+
+
+_VALUE_OPTIONS: Final = ("--config", "--log-level")
+
+
 def _with_default_command(argv: Sequence[str]) -> list[str]:
-    """``hived --config X`` means ``hived run --config X``."""
+    """``hived --config X`` means ``hived run --config X``; an unknown command is refused.
+
+    The first word that is neither an option nor an option's value is the command.
+    """
     args = list(argv)
-    if any(arg in COMMANDS or arg in ("-h", "--help", "--version") for arg in args):
+    if any(arg in ("-h", "--help", "--version") for arg in args):
         return args
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            if arg in COMMANDS:
+                return args
+            sys.stderr.write(f"hived: unknown command {arg!r}; commands: {', '.join(COMMANDS)}\n")
+            raise SystemExit(EXIT_USAGE)
     return ["run", *args]
 
 
 def _token_new(role: str, name: str | None) -> int:
+    """The secret and how to use it on stderr; only the TOML block on stdout.
+
+    So ``hived token new ... >> hived.toml`` appends the block and never the secret.
+    """
     secret = new_secret()
     name = name or f"{role}-{hash_secret(secret)[:6]}"
-    sys.stdout.write(
-        f"# Give this secret to {name}; it is shown only this once. Clients send it as\n"
-        f"# 'Authorization: Bearer <secret>' or set HIVED_TOKEN for hivectl.\n"
+    sys.stderr.write(
+        f"Give this secret to {name}; it is shown only this once. Clients send it as\n"
+        f"'Authorization: Bearer <secret>' or set HIVED_TOKEN for hivectl:\n"
+        f"\n"
         f"HIVED_TOKEN={secret}\n"
         f"\n"
-        f"# Add this block to hived.toml, then reload hived (systemctl reload hived):\n"
+        f"Add the block on standard output to hived.toml (hived token new ... >> hived.toml),\n"
+        f"then reload hived (systemctl reload hived).\n"
+    )
+    sys.stdout.write(
+        f"\n"
+        f"# Token for {name} ({role}), made by hived token new.\n"
         f"[[tokens]]\n"
         f'name = "{name}"\n'
         f'role = "{role}"\n'
@@ -100,14 +138,43 @@ def _report_config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def _agent_warnings(name: str, agent: AgentConfig, state_dir: str) -> list[str]:
+    """What may fail when a session of ``agent`` starts, checked cheaply here.
+
+    Warnings, not errors: the daemon's PATH and folders at start (under systemd, say) may
+    differ from this shell's, and a missing folder may be made before a session starts.
+    """
+    warnings = []
+    cwd = agent.cwd or state_dir
+    if agent.cwd is not None and not os.path.isdir(agent.cwd):
+        warnings.append(f"agents.{name}.cwd: {agent.cwd} is not a folder")
+    program = agent.command[0]
+    if "/" in program:
+        where = os.path.join(cwd, program)
+        if not (os.path.isfile(where) and os.access(where, os.X_OK)):
+            warnings.append(f"agents.{name}.command: {program} is not an executable file")
+    elif shutil.which(program, path=agent.env.get("PATH", os.environ.get("PATH"))) is None:
+        warnings.append(f"agents.{name}.command: {program} is not found on PATH")
+    return warnings
+
+
 def _check_config(path: Path, config: Config) -> int:
-    """What a start would refuse too: the file, and the TLS certificate and key it names."""
+    """What a start would refuse too: the file, the TLS certificate and key it names, a state
+    folder that is a file. Agent programs and folders that are missing only warn."""
     server = config.server
     if server.tls_cert is not None and server.tls_key is not None:
         try:
             load_tls(server.tls_cert, server.tls_key)
         except ConfigError as exc:
             return _report_config_error(exc)
+    state_dir = config.state.dir
+    if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+        return _report_config_error(
+            ConfigError([f"{path}: state.dir: {state_dir} exists and is not a folder"])
+        )
+    for name, agent in config.agents.items():
+        for warning in _agent_warnings(name, agent, state_dir):
+            sys.stderr.write(f"hived: warning: {path}: {warning}\n")
     sys.stdout.write(f"{path}: ok\n")
     return EXIT_OK
 

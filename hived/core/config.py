@@ -4,7 +4,7 @@ How it works: ``tomllib`` parses the text into plain dicts; hived's strict conve
 (:mod:`hived.core.convert`) structures them into the frozen classes below, collecting every
 problem instead of stopping at the first. Value rules live in the structure hooks of small
 ``NewType`` s (``Listen``, ``Seconds``, ``Sha256``…), so a bad value is reported with its key path
-like a bad type is. Rules that span keys (duplicate token names, a TLS key without a
+like a bad type is. Rules that span keys (duplicate token names or secrets, a TLS key without a
 certificate) run after structuring. Relative paths are taken relative to the config file's
 folder. Reading the file is the caller's business: this module never touches the disk.
 """
@@ -53,6 +53,7 @@ Name = NewType("Name", str)
 """A short name: letters, digits, ``_ . -``, starting with a letter or digit."""
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE: Final = "letters, digits, _ . - (≤ 64)"
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 _ORIGIN_RE: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
 
@@ -163,6 +164,11 @@ class Config:
     agents: dict[str, AgentConfig] = attrs.field(factory=dict)
 
 
+def is_name(text: str) -> bool:
+    """Whether ``text`` follows :data:`NAME_RULE` (token and agent names)."""
+    return _NAME_RE.fullmatch(text) is not None
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """Split a valid ``host:port`` (IPv6 in brackets) into host and port."""
     host, _, port = text.rpartition(":")
@@ -220,8 +226,10 @@ def _matching(
 
 
 def _command(value: object, _: object) -> Command:
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         raise TypeError(expected("a non-empty list of strings", value))
+    if not value:
+        raise ValueError("expected a non-empty list of strings, got an empty list")
     problems = [i for i, arg in enumerate(value) if not isinstance(arg, str)]
     if problems:
         raise TypeError(expected("a list of strings", value[problems[0]]) + f" at [{problems[0]}]")
@@ -251,7 +259,7 @@ def _make_config_converter() -> cattrs.Converter:
     conv.register_structure_hook(
         Origin, _matching(_ORIGIN_RE, 'an origin such as "https://host:8443"')
     )
-    conv.register_structure_hook(Name, _matching(_NAME_RE, "letters, digits, _ . - (≤ 64)"))
+    conv.register_structure_hook(Name, _matching(_NAME_RE, NAME_RULE))
     conv.register_structure_hook(Command, _command)
     conv.register_structure_hook_factory(
         lambda t: getattr(t, "__origin__", None) is Literal, _literal
@@ -264,11 +272,17 @@ CONVERTER: Final = _make_config_converter()
 
 def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
     seen: dict[str, int] = {}
+    secrets: dict[str, int] = {}
     for index, token in enumerate(config.tokens):
         if token.name in seen:
             first = seen[token.name]
             yield f"tokens[{index}].name", f'"{token.name}" is already used by tokens[{first}]'
         seen.setdefault(token.name, index)
+        if token.sha256 in secrets:
+            first = secrets[token.sha256]
+            owner = config.tokens[first].name
+            yield f"tokens[{index}].sha256", f'the same secret as tokens[{first}] ("{owner}")'
+        secrets.setdefault(token.sha256, index)
     server = config.server
     if (server.tls_cert is None) != (server.tls_key is None):
         yield "server", "tls_cert and tls_key go together: set both or neither"
@@ -276,7 +290,7 @@ def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
         yield "server.heartbeat_timeout_s", "expected at most 10 × heartbeat_interval_s"
     for name in config.agents:
         if not _NAME_RE.fullmatch(name):
-            yield f"agents.{name}", "agent names are letters, digits, _ . - (≤ 64)"
+            yield f"agents.{name}", f"agent names are {NAME_RULE}"
 
 
 def _resolve(config: Config, base: PurePath) -> Config:

@@ -38,7 +38,9 @@ class Rule:
     what: str
     """What a valid value is, for ``expected WHAT, got VALUE``."""
     test: Callable[[Any], bool]
-    """True for a valid value (already of the base type)."""
+    """True for a valid value (already of the base type, and normalized)."""
+    normalize: Callable[[Any], Any] | None = None
+    """Applied to the value before the test, and kept: ``str.upper`` for session states."""
 
 
 def _is_iso_time(value: str) -> bool:
@@ -59,8 +61,14 @@ Topic = Annotated[
 ]
 NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: v != "")]
 SessionState = Annotated[
-    str, Rule("a session state (" + ", ".join(State) + ")", lambda v: v in State.__members__)
+    str,
+    Rule(
+        "a session state (" + ", ".join(State) + ")",
+        lambda v: v in State.__members__,
+        normalize=str.upper,
+    ),
 ]
+"""A state name in any case, kept upper-case (``waiting`` is ``WAITING``)."""
 Timestamp = Annotated[str, Rule('an ISO 8601 time such as "2026-11-26T08:00:00Z"', _is_iso_time)]
 
 
@@ -285,6 +293,8 @@ def _ruled(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
             result = structure_base(value, base)
         except TypeError:
             raise TypeError(expected(rule.what, value)) from None
+        if rule.normalize is not None:
+            result = rule.normalize(result)
         if not rule.test(result):
             raise ValueError(expected(rule.what, value))
         return result

@@ -92,6 +92,13 @@ class SessionQueries:
         found = _merge(prefixed, queued, lambda s: s.id.startswith(prefix))
         return sorted(found, key=lambda s: s.id)[:limit]
 
+    def named(self, name: str, limit: int) -> list[SessionSummary]:
+        """The sessions called ``name``, newest start first, at most ``limit`` (by index)."""
+        queued = self._queued()
+        kept = self._run(sql.select_sessions_named, name, limit + len(queued))
+        found = _merge(kept, queued, lambda s: s.name == name)
+        return sorted(found, key=newest_first, reverse=True)[:limit]
+
     def get(self, session_id: str) -> SessionSummary | None:
         """One session's latest summary, or None."""
         queued = self._queued().get(session_id)

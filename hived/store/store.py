@@ -35,6 +35,8 @@ READERS_MAX: Final = 4
 LOST_REASON: Final = "daemon stopped while the session ran"
 FIND_LIMIT: Final = 10
 """Most sessions :meth:`Store.find_sessions` returns for an ambiguous id prefix."""
+OBSERVED_NAMESAKES: Final = 20
+"""Sessions of one name read to find a kept observed session by its agent session id."""
 
 
 @attrs.frozen
@@ -126,11 +128,12 @@ class Store:
         for before, _ in recovered:
             store._note_lost(before)
         log.info(
-            "store: %s: %d events in %d topics; %d sessions marked LOST",
+            "store: %s: %d events in %d topics; %d session%s marked LOST",
             path,
             store._events_at_open,
             len(topics),
             len(recovered),
+            "" if len(recovered) == 1 else "s",
         )
         return store
 
@@ -298,6 +301,17 @@ class Store:
         id prefix, or none. Ask ``limit + 1`` to learn whether there are more than ``limit``.
         """
         return self._sessions.find(ref, limit)
+
+    def kept_observed(self, name: str, agent_session_id: str) -> SessionSummary | None:
+        """The newest kept observed session called ``name`` with this agent session id, or None.
+
+        Observed sessions are named after their agent session id, so this reads by the name
+        index; a hook from an earlier run's session brings that session back with it.
+        """
+        for summary in self._sessions.named(name, OBSERVED_NAMESAKES):
+            if summary.observed and summary.agent_session_id == agent_session_id:
+                return summary
+        return None
 
     def get_session(self, session_id: str) -> SessionSummary | None:
         """One session's latest summary (queued or kept), or None."""

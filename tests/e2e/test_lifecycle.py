@@ -97,8 +97,20 @@ async def test_a_taken_port_fails_start_with_one_line_and_exit_1(hived: Launcher
         daemon = await hived.start(config, port=port, ready=False)
         assert await daemon.wait_exit() == 1
     log = daemon.log()
-    assert "cannot run:" in log
-    assert "address already in use" in log.lower()
+    assert (
+        f"cannot run: cannot listen on 127.0.0.1:{port} (server.listen): "
+        "address already in use — is another hived running?"
+    ) in log
+    assert "Traceback" not in log
+
+
+async def test_a_host_that_does_not_resolve_fails_start_naming_the_key(hived: Launcher) -> None:
+    port, config = hived.config()
+    config = config.replace(f"127.0.0.1:{port}", f"not a host:{port}", 1)
+    daemon = await hived.start(config, port=port, ready=False)
+    assert await daemon.wait_exit() == 1
+    log = daemon.log()
+    assert f"cannot run: cannot listen on not a host:{port} (server.listen): " in log
     assert "Traceback" not in log
 
 
