@@ -14,12 +14,16 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final
 
 import attrs
 import trio
+from websockets.trio.client import ClientConnection
+from websockets.trio.client import connect as ws_connect
+from websockets.typing import Origin
 
 REPO: Final = Path(__file__).resolve().parents[2]
 AGENTS: Final = REPO / "examples" / "agents"
@@ -245,3 +249,24 @@ def process_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@asynccontextmanager
+async def websockets_client(
+    url: str, token: str | None, *, origin: str | None = None
+) -> AsyncIterator[ClientConnection]:
+    """A WebSocket of the independent ``websockets`` library (its Trio client), with a header
+    token when ``token`` is set; no pings of its own, no size limit, no compression."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+    async with ws_connect(
+        url,
+        additional_headers=headers,
+        origin=None if origin is None else Origin(origin),
+        proxy=None,
+        compression=None,
+        open_timeout=DEADLINE_S,
+        ping_interval=None,
+        close_timeout=2,
+        max_size=None,
+    ) as ws:
+        yield ws

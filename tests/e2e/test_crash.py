@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing, suppress
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,11 +27,16 @@ import attrs
 import orjson
 import pytest
 import trio
-from websockets.trio.client import ClientConnection
-from websockets.trio.client import connect as ws_connect
 
 from hived.client import ConnectionLost, Subscription, connect
-from tests.e2e.harness import DEADLINE_S, PYTHON, SECRETS, Launcher, process_alive
+from tests.e2e.harness import (
+    DEADLINE_S,
+    PYTHON,
+    SECRETS,
+    Launcher,
+    process_alive,
+    websockets_client,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -121,27 +125,12 @@ async def session_summary(url: str, session_id: str) -> dict[str, Any]:
     return dict(matches[0])
 
 
-@asynccontextmanager
-async def open_raw(url: str) -> AsyncIterator[ClientConnection]:
-    async with ws_connect(
-        url,
-        additional_headers={"Authorization": f"Bearer {SECRETS['viewer']}"},
-        proxy=None,
-        compression=None,
-        open_timeout=DEADLINE_S,
-        ping_interval=None,
-        close_timeout=2,
-        max_size=None,
-    ) as ws:
-        yield ws
-
-
 async def replay_from_zero(url: str, topic: str) -> tuple[dict[str, Any], list[Event]]:
     """Subscribe with ``since=0`` over a raw connection: the result, and every event up to its
     ``last_seq`` in arrival order, as the server sent them (duplicates included)."""
     messages: list[dict[str, Any]] = []
     result: dict[str, Any] | None = None
-    async with open_raw(url) as ws:
+    async with websockets_client(url, SECRETS["viewer"]) as ws:
         await ws.send(
             orjson.dumps({"type": "subscribe", "id": 1, "topic": topic, "since": 0}).decode()
         )

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import orjson
@@ -23,7 +21,6 @@ import pytest
 import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import ClientConnection
-from websockets.trio.client import connect as ws_connect
 
 from hived.client import AuthError, RemoteError, connect
 from tests.e2e.harness import (
@@ -34,6 +31,7 @@ from tests.e2e.harness import (
     agent_toml,
     free_port,
     http_get,
+    websockets_client,
 )
 
 pytestmark = pytest.mark.e2e
@@ -54,23 +52,6 @@ def harness_token(role: str) -> str:
 def replaced(text: str, old: str, new: str) -> str:
     assert old in text, f"{old!r} not in the config"
     return text.replace(old, new)
-
-
-@asynccontextmanager
-async def open_raw(url: str, token: str | None) -> AsyncIterator[ClientConnection]:
-    """A WebSocket of the ``websockets`` library; the first message read is the welcome."""
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-    async with ws_connect(
-        url,
-        additional_headers=headers,
-        proxy=None,
-        compression=None,
-        open_timeout=DEADLINE_S,
-        ping_interval=None,
-        close_timeout=2,
-        max_size=None,
-    ) as ws:
-        yield ws
 
 
 async def next_message(ws: ClientConnection) -> dict[str, Any]:
@@ -106,7 +87,7 @@ async def still_answers(ws: ClientConnection) -> bool:
 
 async def refused_status(url: str, token: str) -> int:
     with pytest.raises(InvalidStatus) as refused:
-        async with open_raw(url, token):
+        async with websockets_client(url, token):
             pass
     return refused.value.response.status_code
 
@@ -128,10 +109,10 @@ async def test_sighup_removing_a_token_closes_its_connections_with_4001_and_keep
 ) -> None:
     daemon = await hived.start()
     async with (
-        open_raw(daemon.ws_url, SECRETS["viewer"]) as by_header,
-        open_raw(daemon.ws_url, None) as by_hello,
-        open_raw(daemon.ws_url, SECRETS["operator"]) as other,
-        open_raw(daemon.admin_url, SECRETS["admin"]) as admin,
+        websockets_client(daemon.ws_url, SECRETS["viewer"]) as by_header,
+        websockets_client(daemon.ws_url, None) as by_hello,
+        websockets_client(daemon.ws_url, SECRETS["operator"]) as other,
+        websockets_client(daemon.admin_url, SECRETS["admin"]) as admin,
     ):
         await welcomed(by_header, "viewer")
         await by_hello.send(orjson.dumps({"type": "hello", "token": SECRETS["viewer"]}).decode())
@@ -155,8 +136,8 @@ async def test_sighup_lowering_a_tokens_role_closes_its_connections_with_4003(
 ) -> None:
     daemon = await hived.start()
     async with (
-        open_raw(daemon.ws_url, SECRETS["operator"]) as lowered,
-        open_raw(daemon.ws_url, SECRETS["viewer"]) as other,
+        websockets_client(daemon.ws_url, SECRETS["operator"]) as lowered,
+        websockets_client(daemon.ws_url, SECRETS["viewer"]) as other,
     ):
         await welcomed(lowered, "operator")
         await welcomed(other, "viewer")

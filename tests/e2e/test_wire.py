@@ -23,8 +23,6 @@ import pytest
 import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import ClientConnection
-from websockets.trio.client import connect as ws_connect
-from websockets.typing import Origin
 
 from hived.client import (
     AuthError,
@@ -42,6 +40,7 @@ from tests.e2e.harness import (
     RunningDaemon,
     http_get,
     http_request,
+    websockets_client,
 )
 
 pytestmark = pytest.mark.e2e
@@ -108,18 +107,7 @@ async def open_peer(
     url: str, token: str | None = None, *, origin: str | None = None
 ) -> AsyncIterator[Peer]:
     """Open a WebSocket with the ``websockets`` library; a header token when ``token`` is set."""
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else None
-    async with ws_connect(
-        url,
-        additional_headers=headers,
-        origin=None if origin is None else Origin(origin),
-        proxy=None,
-        compression=None,
-        open_timeout=DEADLINE_S,
-        ping_interval=None,
-        close_timeout=2,
-        max_size=None,
-    ) as ws:
+    async with websockets_client(url, token, origin=origin) as ws:
         yield Peer(ws)
 
 
