@@ -310,7 +310,9 @@ class Hub:
         Subscribing again to a topic restarts it from the new ``since``.
         """
         self.unsubscribe(sub, topic)
-        if sub.overflowed.is_set():
+        if sub.overflowed.is_set() or sub not in self._subscribers:
+            # Overflowed, or removed: its connection is ending (a subscribe request can still
+            # run after the connection's close removed its subscriber); feed it nothing.
             return SubscribeResult(topic, False, self.last_seq(topic))
         t = self._topic(topic)
         sub.topics.add(topic)

@@ -349,6 +349,22 @@ async def test_remove_stops_delivery_and_is_counted() -> None:
     assert (sub.depth, sub.topics, hub.stats().subscribers) == (0, set(), 0)
 
 
+async def test_a_subscribe_after_remove_feeds_nothing() -> None:
+    """A subscribe request can still run after its connection's close removed the subscriber."""
+    hub = Hub()
+    hub.publish("t", "text", {})
+    sub = hub.subscriber(10)
+    hub.remove(sub)
+    result = await hub.subscribe(sub, "t", 0)
+    hub.publish("t", "text", {})
+    assert (result.recovered, sub.depth, sub.topics, hub.stats().subscribers) == (
+        False,
+        0,
+        set(),
+        0,
+    )
+
+
 async def test_unsubscribe_during_a_replay_ends_it(autojump_clock: trio.abc.Clock) -> None:
     hub = Hub(SlowHistory(), ring_size=4)
     publish_many(hub, "t", 100)

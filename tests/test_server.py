@@ -169,6 +169,15 @@ async def test_hello_with_a_wrong_token_closes_4001(harness: Harness) -> None:
     assert reason == "not authenticated: unknown token"
 
 
+async def test_a_binary_first_frame_closes_4001_without_an_error_frame(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await ws.send_message(b'{"type": "hello"}')
+    with pytest.raises(trio_websocket.ConnectionClosed) as excinfo:
+        await ws.get_message()  # the close comes first: no error frame before it
+    assert excinfo.value.reason is not None
+    assert excinfo.value.reason.code == 4001
+
+
 async def test_a_first_frame_that_is_not_hello_closes_4001(harness: Harness) -> None:
     ws = await harness.connect("/v1/ws", role=None)
     await send(ws, type="ping", id=1)

@@ -216,6 +216,8 @@ class Client:
         while True:
             if self._fatal is not None:
                 raise self._fatal
+            if self._closing:
+                raise ConnectionLost(f"the client of {self.url} is closing")
             if self._ws is not None and not self._ws.closed:
                 return self._ws
             await self._connected.wait()

@@ -374,9 +374,12 @@ class Connection:
         self._frames_in += 1
         if isinstance(message, bytes):
             self._bytes_in += len(message)
-            self._reply(
-                error_frame(None, "bad_request", "binary frames are not accepted: send JSON text")
-            )
+            if self._sub is not None:  # before hello, the caller closes with 4001 instead
+                self._reply(
+                    error_frame(
+                        None, "bad_request", "binary frames are not accepted: send JSON text"
+                    )
+                )
             return None
         size = len(message) if message.isascii() else len(message.encode())
         self._bytes_in += size

@@ -375,6 +375,7 @@ class Server:
                 )
             except WebSocketClosed as exc:
                 log.debug("%s: WebSocket handshake failed: %s", peer, exc)
+                nursery.cancel_scope.cancel()  # the library's reader task would outlive it
                 return
             finally:
                 del received  # the head is the library's to replay, not this frame's to keep
