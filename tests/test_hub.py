@@ -569,3 +569,23 @@ async def test_rings_stay_within_the_bound_and_replays_stay_whole_under_mixed_pu
 def test_queue_ring_and_ring_memory_sizes_are_checked() -> None:
     with pytest.raises(ValueError, match="rings_max_bytes"):
         Hub(rings_max_bytes=-1)
+
+
+async def test_frames_a_replay_queued_count_at_once_against_overflow() -> None:
+    """Overflow means queue_size more events published since subscribe than queued: frames of a
+    history page already queued count, even while the rest of the page waits for room."""
+    hub = Hub(history=MemoryHistory(), ring_size=2)
+    for _ in range(8):
+        hub.publish("t", "text", {})
+    sub = hub.subscriber(4)
+    seqs: list[int] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.subscribe, sub, "t", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sub.depth == 4  # the first chunk of the page; the rest waits for the writer
+        for _ in range(5):
+            hub.publish("t", "text", {})
+        assert not sub.overflowed.is_set()
+        while len(seqs) < 13:
+            seqs += [orjson.loads(frame)["seq"] for frame in await sub.receive_batch()]
+    assert seqs == list(range(1, 14))
