@@ -3,6 +3,7 @@ roles, Origin), TLS, drain, and an independent client (the ``websockets`` librar
 
 from __future__ import annotations
 
+import errno
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from hived.core.auth import hash_secret
 from hived.core.config import Config, ServerConfig, TokenConfig
 from hived.core.errors import RequestError
 from hived.hub import Hub
-from hived.server.listener import Server
+from hived.server.listener import ACCEPT_RETRY_S, Server
 from hived.server.router import Router
 
 SECRETS = {"admin": "admin-secret", "viewer": "viewer-secret", "agent": "agent-secret"}
@@ -248,6 +249,39 @@ async def test_a_client_that_never_finishes_its_head_is_dropped(
     start = trio.current_time()
     assert await client.receive_some() == b""
     assert trio.current_time() - start == pytest.approx(10.0, abs=0.1)
+
+
+class _ShortOfFiles(trio.abc.Listener[trio.abc.Stream]):
+    """Fails its first accept with EMFILE, then hands out ``stream``, then waits."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.streams = [stream]
+        self.failed = False
+
+    async def accept(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        if self.streams:
+            return self.streams.pop()
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_accept_out_of_file_descriptors_pauses_and_goes_on(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = Server(make_config(), Hub(), Router(), version="9.9.9")
+    client, server_side = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    nursery.start_soon(server._accept, _ShortOfFiles(server_side), nursery)
+    await client.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (await client.receive_some()).startswith(b"HTTP/1.1 200 ")
+    assert trio.current_time() - start == pytest.approx(ACCEPT_RETRY_S)
+    assert "accept failed (Too many open files); retrying in 0.1 s" in caplog.text
 
 
 # -- hooks ------------------------------------------------------------------------------------

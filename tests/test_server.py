@@ -19,6 +19,7 @@ from hived.core.config import Config, ServerConfig, TokenConfig
 from hived.core.errors import RequestError
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
+from hived.server.connection import MAX_CONCURRENT_REQUESTS
 from hived.server.listener import Server
 from hived.server.router import Router
 
@@ -343,6 +344,42 @@ async def test_a_slow_handler_does_not_block_other_requests(
     await send(ws, type="ping", id=2)
     answers = [m["id"] for _ in range(2) for m in await receive(ws)]
     assert answers == [2, 1]
+
+
+async def test_requests_past_the_concurrency_cap_wait_for_a_free_slot(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def stop(request: Request, caller: Caller) -> dict[str, bool]:
+        await trio.sleep(5)
+        return {"stopped": True}
+
+    harness.router.add("session.stop", stop)
+    ws = await harness.welcomed()
+    start = trio.current_time()
+    for i in range(MAX_CONCURRENT_REQUESTS + 1):
+        await send(ws, type="session.stop", id=i, session="x")
+    done: dict[int, float] = {}
+    while len(done) < MAX_CONCURRENT_REQUESTS + 1:
+        for message in await receive(ws):
+            done[message["id"]] = trio.current_time() - start
+    assert [done[i] for i in range(MAX_CONCURRENT_REQUESTS)] == [pytest.approx(5.0)] * 16
+    assert done[MAX_CONCURRENT_REQUESTS] == pytest.approx(10.0)
+
+
+async def test_a_frame_breaking_the_protocol_ends_the_connection(harness: Harness) -> None:
+    stream = harness.stream()
+    extra = f"Authorization: Bearer {SECRETS['viewer']}\r\n"
+    await stream.send_all(UPGRADE_HEAD.format(path="/v1/ws", extra=extra).encode())
+    received = b""
+    while b'"welcome"' not in received:
+        received += await stream.receive_some()
+    await stream.send_all(b"\x81\x02{}")  # a client frame must be masked
+    with trio.fail_after(1):
+        while await stream.receive_some():
+            pass
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.server.connections() == []
+    assert harness.hub.stats().subscribers == 0
 
 
 async def test_an_unserved_request_type_is_not_found(harness: Harness) -> None:

@@ -1,12 +1,15 @@
 """One WebSocket connection: authentication, then a reader and a writer in one nursery.
 
-How it works (DESIGN §2): :meth:`Connection.run` opens a nursery holding
+How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its nursery with
 
-- the **reader**: authenticates the connection by a first ``hello`` when the upgrade carried
-  no token, then parses each frame, checks the caller's role and answers it — parse errors and
-  refusals at once, requests through the :class:`~hived.server.router.Router` in tasks of their
-  own (at most :data:`MAX_CONCURRENT_REQUESTS` at a time, so a slow ``session.stop`` does not
-  stop the reading, and a client cannot start without bound);
+- the **reader**, which runs in the WebSocket library's own reader task (it is handed each
+  message as it is parsed, :meth:`~hived.server.ws.WebSocket.deliver`: a task of our own for
+  it would cost memory on every idle connection): it authenticates the connection by a first
+  ``hello`` when the upgrade carried no token, then parses each frame, checks the caller's role
+  and answers it — parse errors and refusals at once, requests through the
+  :class:`~hived.server.router.Router` in tasks of their own (at most
+  :data:`MAX_CONCURRENT_REQUESTS` at a time, so a slow ``session.stop`` does not stop the
+  reading, and a client cannot start without bound);
 - the **writer** (once authenticated): takes every frame the hub queued for this connection
   and sends them as one text frame (a JSON array when there are several): one await per batch,
   never one per event, and nothing else on its path — it waits in the hub alone, so a delivery
@@ -15,9 +18,10 @@ How it works (DESIGN §2): :meth:`Connection.run` opens a nursery holding
 and, in :meth:`run`'s own task, the **closer**. It sends the replies and the pings (sends of
 rare frames, which are what would otherwise make the writer wait in a cancel scope for each
 event), and it waits until something asks the connection to end (a task ended, the peer closed,
-the hub overflowed the queue, a kick, a missed pong, the daemon stopping); then it sends the
-close frame and waits for the peer's answer (bounded), closes the transport, and only then
-cancels the nursery — close first, then cancel, so that clients see the close code and not 1006.
+no ``hello`` in time, the hub overflowed the queue, a kick, a missed pong, the daemon
+stopping); then it sends the close frame and waits for the peer's answer (bounded), closes the
+transport, and only then cancels the nursery — close first, then cancel, so that clients see
+the close code and not 1006.
 The writer and the closer never interleave frames: each frame is written whole under the
 transport's send lock (:class:`~hived.server.ws.WebSocket`).
 
@@ -27,8 +31,8 @@ connection): it calls :meth:`Connection.beat`, which asks the closer for a ping 
 ``heartbeat_timeout_s``.
 
 Whatever ends first ends all. The transport is always closed on the way out, which also covers
-a send cancelled half-way (its framing would be corrupt). An idle connection is four tasks:
-the listener's, which runs :meth:`run`, the WebSocket library's reader, the reader and the
+a send cancelled half-way (its framing would be corrupt). An idle connection is three tasks:
+the listener's, which runs :meth:`run`, the WebSocket library's reader (and ours in it) and the
 writer.
 """
 
@@ -137,11 +141,13 @@ class Connection:
         "_ping_due",
         "_pinged_at",
         "_pong",
+        "_reading_done",
         "_replies",
         "_router",
+        "_running",
         "_sending",
         "_since",
-        "_slots",
+        "_slot_freed",
         "_sub",
         "_token",
         "_version",
@@ -181,7 +187,11 @@ class Connection:
         self._since = utc_timestamp()
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
-        self._slots = trio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._running = 0
+        """Requests running now, at most :data:`MAX_CONCURRENT_REQUESTS`."""
+        self._slot_freed: trio.Event | None = None
+        """Set when a request ends, for the reader waiting for a free slot (made only then: a
+        semaphore per connection, idle or not, costs more)."""
         self._ending: _Ending | None = None
         self._idle: trio.CancelScope | None = None
         """The closer's wait (for replies, a ping, an ending, the hub's overflow); cancelled to
@@ -193,6 +203,8 @@ class Connection:
         self._ping_due = False
         self._pinged_at = 0.0
         self._nursery: trio.Nursery | None = None
+        self._reading_done = False
+        """No more messages are handled: the library reads no more, or the reader failed."""
         self._frames_in = self._bytes_in = 0
         self._frames_out = self._messages_out = self._bytes_out = 0
 
@@ -269,8 +281,9 @@ class Connection:
         """Serve the connection until it ends; the transport is closed on return.
 
         Call it from the body of ``nursery``, the connection's own (the WebSocket library's
-        reader runs there too): the reader and the writer run in it, and it is cancelled once
-        the connection is closed. One nursery per connection, not two, is less to keep alive.
+        reader, and ours in it, runs there too): the writer and the requests run in it, and it
+        is cancelled once the connection is closed. One nursery per connection, not two, is less
+        to keep alive.
 
         Meanwhile this task is the closer: it sends replies and pings as they come, and waits
         until the connection is asked to end (the hub overflowing the queue asks too), then
@@ -278,8 +291,11 @@ class Connection:
         """
         self._heartbeat.add(self, trio.current_time() + self.config.heartbeat_interval_s)
         self._nursery = nursery
+        self._ws.deliver(self._receive, self._received_all)
+        auth_deadline = trio.current_time() + self.config.auth_timeout_s
         try:
-            nursery.start_soon(self._run_reader)
+            if self._token is not None:
+                self._start_serving()
             while self._ending is None:
                 if self._replies or self._ping_due:
                     with trio.CancelScope() as self._sending:
@@ -292,7 +308,8 @@ class Connection:
                 sub = self._sub
                 with trio.CancelScope() as self._idle:
                     if sub is None:
-                        await trio.sleep_forever()  # until authenticated (or woken)
+                        await trio.sleep_until(auth_deadline)  # until authenticated (or woken)
+                        self._no_hello()
                     else:
                         await sub.overflowed.wait()
                         self.request_close(
@@ -351,22 +368,25 @@ class Connection:
 
     # -- reader ------------------------------------------------------------------------------
 
-    async def _run_reader(self) -> None:
+    async def _receive(self, message: str | bytes) -> None:
+        """The reader: handle one message (in the WebSocket library's reader task, which reads
+        on once this returns; a busy request slot stops the reading)."""
+        if self._reading_done:
+            return
         try:
-            if self._token is None:
-                token = await self._authenticate()
-                if token is None:
-                    return
-                self._token = token
-            self._start_serving()
-            while True:
-                text = self._take(await self._ws.receive())
-                if text is not None:
-                    await self._dispatch(text)
+            text = self._take(message)
+            if self._sub is None:
+                self._hello(text)
+            elif text is not None:
+                await self._dispatch(text)
         except Exception as exc:
+            self._reading_done = True
             self._task_ended("reader", exc)
-        finally:
-            self._task_ended("reader", None)
+
+    def _received_all(self, closed: WebSocketClosed) -> None:
+        """The library reads no more: the connection closed (by either side, or broke)."""
+        self._reading_done = True
+        self._task_ended("reader", closed)
 
     def _take(self, message: str | bytes) -> str | None:
         """A received message as text; None (after answering) for a binary one. Asks for 1009
@@ -389,22 +409,24 @@ class Connection:
             raise WebSocketClosed(CloseCode.TOO_BIG, "frame too big")
         return message
 
-    async def _authenticate(self) -> TokenConfig | None:
-        """Wait for ``hello``; its token, or None after asking for the close that says why."""
-        timeout_s = self.config.auth_timeout_s
-        with trio.move_on_after(timeout_s):
-            text = self._take(await self._ws.receive())
-            code, reason, token = self._check_hello(text)
-            if token is not None:
-                return token
+    def _hello(self, text: str | None) -> None:
+        """The first message: authenticate by ``hello``, or ask for the close that says why."""
+        code, reason, token = self._check_hello(text)
+        if token is None:
             log.info("connection %d: %s", self.id, reason)
+            self._reading_done = True
             self.request_close(code, reason)
-            return None
+            return
+        self._token = token
+        self._start_serving()
+
+    def _no_hello(self) -> None:
+        timeout_s = self.config.auth_timeout_s
         log.info("connection %d: no hello within %g s", self.id, timeout_s)
+        self._reading_done = True
         self.request_close(
             CloseCode.NOT_AUTHENTICATED, f"not authenticated: no hello within {timeout_s:g} s"
         )
-        return None
 
     def _check_hello(self, text: str | None) -> tuple[int, str, TokenConfig | None]:
         first = 'authenticate first: send {"type": "hello", "token": "..."}'
@@ -462,7 +484,11 @@ class Connection:
         if refused is not None:
             self._reply(error_frame(request.id, "forbidden", refused))
             return
-        await self._slots.acquire()
+        while self._running >= MAX_CONCURRENT_REQUESTS:
+            if self._slot_freed is None:
+                self._slot_freed = trio.Event()
+            await self._slot_freed.wait()
+        self._running += 1
         self._nursery.start_soon(self._run_request, request, caller)
 
     async def _run_request(self, request: Request, caller: Caller) -> None:
@@ -477,7 +503,10 @@ class Connection:
             message = f"{request.type} failed inside hived (the daemon's log has the details)"
             frame = error_frame(request.id, "internal", message)
         finally:
-            self._slots.release()
+            self._running -= 1
+            if self._slot_freed is not None:
+                self._slot_freed.set()
+                self._slot_freed = None
         self._reply(frame)
 
     # -- sending -----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The listener: one TCP port for plain HTTP and WebSocket, with its own accept loop.
 
-How it works (DESIGN §4, §9): ``trio.serve_listeners`` accepts (TLS-wrapped when a certificate
-is configured) and runs :meth:`Server.serve_connection` for each stream. Each connection reads
-its request head itself (bounded in size and time) and is routed: ``/healthz`` and the
-dashboard's files, ``POST /v1/hooks/claude``, or a WebSocket upgrade on ``/v1/ws`` or
+How it works (DESIGN §4, §9): an accept loop per listener (TLS-wrapped when a certificate is
+configured) runs :meth:`Server.serve_connection` for each stream in a task of its own (as
+``trio.serve_listeners`` does, without the wrapper coroutine every connection would keep). Each
+connection reads its request head itself (bounded in size and time) and is routed: ``/healthz``
+and the dashboard's files, ``POST /v1/hooks/claude``, or a WebSocket upgrade on ``/v1/ws`` or
 ``/v1/admin`` — Origin and a header token are checked before the upgrade, and the upgraded
 stream becomes a :class:`~hived.server.connection.Connection`. Every connection runs in a nursery
 of its own whose errors are caught and logged there: nothing a client does, and no library
@@ -20,13 +21,14 @@ The server answers some requests itself (``subscribe``, ``unsubscribe``, ``ping`
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
+import os
 import socket
 import ssl
 from collections import Counter
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, Final
 
 import attrs
@@ -70,6 +72,9 @@ HEAD_TIMEOUT_S: Final = 10.0
 """A client must send its whole request head (and finish TLS) within this."""
 CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
 HOOKS_PATH: Final = "/v1/hooks/claude"
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+"""Accept errors that mean "out of a resource for now": retried after :data:`ACCEPT_RETRY_S`."""
+ACCEPT_RETRY_S: Final = 0.1
 
 
 @attrs.frozen
@@ -188,12 +193,33 @@ class Server:
             self._tls = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.run_heartbeat)
-            await nursery.start(
-                partial(
-                    trio.serve_listeners, self.serve_connection, listeners, handler_nursery=nursery
-                )
-            )
+            for each in listeners:
+                nursery.start_soon(self._accept, each, nursery)
             task_status.started(addresses)
+
+    async def _accept(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
+        """Accept on ``listener`` until cancelled; serve each stream in a task of ``nursery``.
+
+        Running out of file descriptors or memory is logged and retried after a pause (as
+        ``trio.serve_listeners`` does): the connections open go on.
+        """
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    log.error(
+                        "listener: accept failed (%s); retrying in %g s",
+                        os.strerror(exc.errno),
+                        ACCEPT_RETRY_S,
+                    )
+                    await trio.sleep(ACCEPT_RETRY_S)
+                else:
+                    nursery.start_soon(self.serve_connection, stream)
 
     async def run_heartbeat(self) -> None:
         """Ping every WebSocket connection on its schedule until cancelled (:meth:`serve` runs
@@ -270,7 +296,20 @@ class Server:
             async with trio.open_nursery() as nursery:
                 upgrade = await self._serve(stream, peer)
                 if upgrade is not None:
-                    await self._serve_websocket(stream, upgrade, peer, nursery)
+                    self._websockets_open += 1
+                    try:
+                        connection = await self._open_websocket(stream, upgrade, peer, nursery)
+                        if connection is not None:
+                            # Awaited here, not in a helper: an idle connection keeps every
+                            # coroutine of this chain.
+                            try:
+                                await connection.run(nursery)
+                            finally:
+                                del self._connections[connection.id]
+                    finally:
+                        self._websockets_open -= 1
+                        if self._websockets_open == 0 and self.draining:
+                            self._all_closed.set()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, routes.PeerGone) as group:
             log.debug("%s: connection lost: %s", peer, group.exceptions[0])
         except* Exception:
@@ -357,54 +396,46 @@ class Server:
                 raise HttpError(403, f"role {token.role} may not open {channel}")
         return token
 
-    async def _serve_websocket(
+    async def _open_websocket(
         self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
-    ) -> None:
-        """Complete the handshake and serve the connection in ``nursery`` (the connection's)."""
-        self._websockets_open += 1
+    ) -> Connection | None:
+        """Complete the handshake in ``nursery`` (the connection's): the connection, registered;
+        None when the handshake failed."""
+        server = self._config.server
+        received, upgrade.received = upgrade.received, b""
         try:
-            server = self._config.server
-            received, upgrade.received = upgrade.received, b""
-            try:
-                ws = await accept(
-                    nursery,
-                    stream,
-                    received,
-                    max_message_size=server.max_message_bytes,
-                    timeout_s=HEAD_TIMEOUT_S,
-                )
-            except WebSocketClosed as exc:
-                log.debug("%s: WebSocket handshake failed: %s", peer, exc)
-                nursery.cancel_scope.cancel()  # the library's reader task would outlive it
-                return
-            finally:
-                del received  # the head is the library's to replay, not this frame's to keep
-            connection = Connection(
-                next(self._ids),
-                peer,
-                upgrade.channel,
-                ws,
-                hub=self._hub,
-                router=self._router,
-                config=server,
-                version=self._version,
-                token=upgrade.token,
-                lookup=self._lookup,
-                heartbeat=self._heartbeat,
+            ws = await accept(
+                nursery,
+                stream,
+                received,
+                max_message_size=server.max_message_bytes,
+                timeout_s=HEAD_TIMEOUT_S,
             )
-            self._websockets += 1
-            self._connections[connection.id] = connection
-            log.debug("connection %d: opened from %s on %s", connection.id, peer, upgrade.channel)
-            try:
-                if self.draining:  # drain() began during the handshake
-                    connection.request_close(CloseCode.GOING_AWAY, "daemon stopping")
-                await connection.run(nursery)
-            finally:
-                del self._connections[connection.id]
+        except WebSocketClosed as exc:
+            log.debug("%s: WebSocket handshake failed: %s", peer, exc)
+            nursery.cancel_scope.cancel()  # the library's reader task would outlive it
+            return None
         finally:
-            self._websockets_open -= 1
-            if self._websockets_open == 0 and self.draining:
-                self._all_closed.set()
+            del received  # the head is the library's to replay, not this frame's to keep
+        connection = Connection(
+            next(self._ids),
+            peer,
+            upgrade.channel,
+            ws,
+            hub=self._hub,
+            router=self._router,
+            config=server,
+            version=self._version,
+            token=upgrade.token,
+            lookup=self._lookup,
+            heartbeat=self._heartbeat,
+        )
+        self._websockets += 1
+        self._connections[connection.id] = connection
+        log.debug("connection %d: opened from %s on %s", connection.id, peer, upgrade.channel)
+        if self.draining:  # drain() began during the handshake
+            connection.request_close(CloseCode.GOING_AWAY, "daemon stopping")
+        return connection
 
     def _lookup(self, secret: str) -> TokenConfig | None:
         return self._tokens.lookup(secret)

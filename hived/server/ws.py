@@ -18,6 +18,10 @@ The edges, and how this module files them down:
 
 - The listener reads the request head itself (to route plain HTTP and check auth first), so the
   library is handed a :class:`PrefixedStream` that replays those bytes before the socket's.
+- The library hands each received message to a task of the caller's through a memory channel
+  (``get_message()``): a task, a channel and their buffers per connection, idle or not.
+  :meth:`WebSocket.deliver` puts an :class:`Inbox` in the channel's place, so the library's own
+  reader hands each message straight to the server's handler, in its task.
 - ``ping()`` waits for its pong in the caller's task: :meth:`WebSocket.send_ping` only sends
   and registers a :class:`Pong` that the library's reader marks, so that one task can watch the
   pongs of every connection.
@@ -30,17 +34,20 @@ The edges, and how this module files them down:
   the socket on unread bytes would reset the connection and could destroy the close frame in
   flight, so :meth:`WebSocket.finish` half-closes and drains first.
 - After the handshake, wsproto no longer needs its handshake state (an HTTP/1.1 parser, its
-  buffers, the parsed request): :func:`accept` drops it, which an idle connection would
-  otherwise keep.
-- Sending frames beside the library takes three of its private attributes: its send lock, its
-  table of pings in flight, and (to drop the handshake state) its wsproto object. Every test
-  that opens a WebSocket fails if a new version moves the first two; the third is best effort.
+  buffers, the parsed request), nor the library two of its events: :func:`accept` drops them,
+  which an idle connection would otherwise keep.
+- All this takes the library's private parts: its send lock, its table of pings in flight, its
+  message channel and reader task (``_send_channel``, ``_recv_channel``, ``_reader_task``,
+  ``_get_request``: :func:`accept` does what ``wrap_server_stream`` does, with the
+  :class:`Inbox` in place before the reader starts) and, best effort, its wsproto object and
+  events. Every test that opens a WebSocket fails if a new version moves any but the last.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -48,8 +55,6 @@ import trio_websocket
 import wsproto
 import wsproto.handshake
 
-MESSAGE_QUEUE_SIZE: Final = 4
-"""Messages the library buffers before it stops reading the socket (backpressure)."""
 RECEIVE_BUFFER_BYTES: Final = 65_536
 """Bytes asked of the socket per read."""
 ABNORMAL_CLOSURE: Final = 1006
@@ -143,6 +148,8 @@ class PrefixedStream(trio.abc.Stream):
         self._prefix = prefix
         self._stream = stream
         self._receiving = trio.Lock()
+        self.inbox: Inbox | None = None
+        """Closed with the stream (the library closes it on a protocol error, and reads no more)."""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         async with self._receiving:
@@ -159,7 +166,74 @@ class PrefixedStream(trio.abc.Stream):
         await self._stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
         await self._stream.aclose()
+
+
+OnMessage = Callable[[str | bytes], Awaitable[None]]
+"""Handles one received message, in the library's reader task (it reads on once it returns)."""
+OnClose = Callable[["WebSocketClosed"], None]
+"""Told once that no more messages will come, and why."""
+
+
+class Inbox:
+    """Stands in for both ends of the library's message channel (private: ``_send_channel``,
+    ``_recv_channel``).
+
+    The library's reader calls :meth:`send` for each message, which awaits the handler (so a
+    busy handler stops the reading, as a full channel would), and :meth:`aclose` when the
+    connection closes (by either side; a frame too big; the reader's end). Until
+    :meth:`WebSocket.deliver` gives it handlers (just after the handshake) a message waits.
+    """
+
+    __slots__ = ("_closed", "_connection", "_on_close", "_on_message", "_ready")
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+        self._connection = connection
+        self._on_message: OnMessage | None = None
+        self._on_close: OnClose | None = None
+        self._ready: trio.Event | None = None
+        self._closed = False
+
+    def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
+        self._on_message, self._on_close = on_message, on_close
+        if self._ready is not None:
+            self._ready.set()
+            self._ready = None
+        if self._closed:
+            on_close(self._why())
+
+    async def send(self, message: str | bytes) -> None:
+        if self._on_message is None:
+            if self._ready is None:
+                self._ready = trio.Event()
+            await self._ready.wait()
+        if self._closed or self._on_message is None:
+            raise trio.ClosedResourceError
+        await self._on_message(message)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._on_close is not None:
+            self._on_close(self._why())
+
+    def _why(self) -> WebSocketClosed:
+        reason = self._connection.closed
+        return WebSocketClosed(
+            None if reason is None else reason.code, None if reason is None else reason.reason
+        )
+
+    async def __aenter__(self) -> Inbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
@@ -180,6 +254,7 @@ class WebSocket:
     __slots__ = (
         "_broken",
         "_connection",
+        "_inbox",
         "_lock",
         "_pings",
         "_pings_sent",
@@ -193,8 +268,10 @@ class WebSocket:
         connection: trio_websocket.WebSocketConnection,
         stream: PrefixedStream,
         transport: trio.abc.Stream,
+        inbox: Inbox,
     ) -> None:
         self._connection = connection
+        self._inbox = inbox
         self._stream = stream
         self._transport = transport
         self._socket = _raw_socket(transport)
@@ -210,12 +287,11 @@ class WebSocket:
         reason = self._connection.closed
         return None if reason is None else reason.code
 
-    async def receive(self) -> str | bytes:
-        """The next message; :class:`WebSocketClosed` once the connection is closed."""
-        try:
-            return await self._connection.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
+    def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
+        """Hand every message received to ``on_message``, in the library's reader task (which
+        reads on when it returns; it must not raise), then ``on_close`` once, when no more will
+        come. Call it once, before the first checkpoint after :func:`accept`."""
+        self._inbox.deliver(on_message, on_close)
 
     async def send(self, text: str) -> None:
         """Send one text message. If this is cancelled mid-way, the framing is corrupt: abort.
@@ -320,13 +396,53 @@ _SPENT_HANDSHAKE: Final = wsproto.handshake.H11Handshake(wsproto.ConnectionType.
 events, and it has none."""
 
 
+class _Unwatched:
+    """Stands in for a ``trio.Event`` that the library only ever sets on a server connection
+    once it is open: nobody waits for it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_UNWATCHED: Final = _Unwatched()
+
+
+class _EventQueue(list[object]):
+    """Stands in for the ``deque`` wsproto keeps for the events it makes up itself (only an
+    abnormal close, on a server): an empty ``deque`` takes a 64-slot block, an empty list none."""
+
+    __slots__ = ()
+
+    def popleft(self) -> object:
+        return self.pop(0)
+
+
 def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
-    """Drop wsproto's handshake (its HTTP/1.1 parser and buffers, the parsed request, an event
-    queue), which only the opening needed; once open, wsproto reads and writes frames without
-    it. Best effort: these are private attributes, and keeping them only costs memory."""
+    """Drop what only the opening needed: wsproto's handshake (its HTTP/1.1 parser and buffers,
+    the parsed request, an event queue) — once open, wsproto reads and writes frames without
+    it —, the empty ``deque`` of wsproto's own events (for a list) and two of the library's
+    events that nobody waits for on an open server connection (the opening's, set already, and
+    one for the library's own tests). Best effort: these are private attributes, and keeping
+    them only costs memory."""
     proto = getattr(connection, "_wsproto", None)
     if isinstance(proto, wsproto.WSConnection) and proto.connection is not None:
         proto.handshake = _SPENT_HANDSHAKE
+        events = getattr(proto.connection, "_events", None)
+        if events is not None and not events:
+            proto.connection._events = _EventQueue()  # type: ignore[assignment]
+    for name in ("_open_handshake", "_for_testing_peer_closed_connection"):
+        if hasattr(connection, name):
+            setattr(connection, name, _UNWATCHED)
+
+
+def _install_inbox(connection: trio_websocket.WebSocketConnection) -> Inbox:
+    """Put an :class:`Inbox` in place of the library's message channel (before the handshake
+    completes, so that no message can reach the channel)."""
+    inbox = Inbox(connection)
+    connection._send_channel = connection._recv_channel = inbox  # type: ignore[assignment]
+    return inbox
 
 
 async def accept(
@@ -347,17 +463,22 @@ async def accept(
     prefixed = PrefixedStream(head, stream)
     del head
     with trio.move_on_after(timeout_s):
-        request = await trio_websocket.wrap_server_stream(
-            nursery,
+        # What ``trio_websocket.wrap_server_stream`` does, with the inbox put in place of the
+        # message channel before the library's reader starts (and holds on to the channel).
+        connection = trio_websocket.WebSocketConnection(
             prefixed,
-            message_queue_size=MESSAGE_QUEUE_SIZE,
+            wsproto.WSConnection(wsproto.ConnectionType.SERVER),
+            message_queue_size=0,
             max_message_size=max_message_size,
             receive_buffer_size=RECEIVE_BUFFER_BYTES,
         )
+        inbox = prefixed.inbox = _install_inbox(connection)
+        nursery.start_soon(connection._reader_task)
+        request = await connection._get_request()
         try:
             connection = await request.accept()
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
         _forget_handshake(connection)
-        return WebSocket(connection, prefixed, stream)
+        return WebSocket(connection, prefixed, stream, inbox)
     raise WebSocketClosed(None, "the WebSocket handshake did not complete in time")
