@@ -57,19 +57,19 @@ def agent_toml(name: str, script: str, *args: str, fmt: str = "text", extra: str
     return f'[agents.{name}]\ncommand = [{argv}]\nformat = "{fmt}"\n{extra}\n'
 
 
+CLAUDE_ARGS: Final = (
+    "fake_claude.py",
+    "-p",
+    "--output-format",
+    "stream-json",
+    "--input-format",
+    "stream-json",
+    "--verbose",
+)
+"""The fake Claude Code, with the flags the real one needs for stream-json both ways."""
+
 DEFAULT_AGENTS: Final = (
-    agent_toml(
-        "claude",
-        "fake_claude.py",
-        "-p",
-        "--output-format",
-        "stream-json",
-        "--input-format",
-        "stream-json",
-        "--verbose",
-        fmt="claude",
-        extra='restart = "no"\nstop_timeout_s = 3.0',
-    )
+    agent_toml("claude", *CLAUDE_ARGS, fmt="claude", extra='restart = "no"\nstop_timeout_s = 3.0')
     + agent_toml("codex", "fake_codex.py", "exec", "--json", fmt="codex", extra='restart = "no"')
     + agent_toml("text", "fake_text.py", extra='restart = "no"\nstop_timeout_s = 3.0')
 )

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from hived.client import Client, RemoteError, Subscription, connect
-from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, agent_toml
+from tests.e2e.harness import CLAUDE_ARGS, DEADLINE_S, SECRETS, Launcher, agent_toml
 
 pytestmark = pytest.mark.e2e
 
@@ -28,13 +28,7 @@ TURN_COST_USD: Final = 0.0042
 
 SLOW_CLAUDE: Final = agent_toml(
     "slowclaude",
-    "fake_claude.py",
-    "-p",
-    "--output-format",
-    "stream-json",
-    "--input-format",
-    "stream-json",
-    "--verbose",
+    *CLAUDE_ARGS,
     fmt="claude",
     extra='restart = "no"\nstop_timeout_s = 3.0\nenv = { FAKE_CLAUDE_DELAY_MS = "1000" }',
 )
