@@ -331,14 +331,16 @@ async def test_a_handler_learns_who_called(harness: Harness) -> None:
     assert callers == [Caller(connection=1, token_name="viewer-token", role="viewer")]
 
 
+async def slow_stop(request: Request, caller: Caller) -> dict[str, bool]:
+    """A handler that takes 5 s, as a session.stop waiting out an agent's grace may."""
+    await trio.sleep(5)
+    return {"stopped": True}
+
+
 async def test_a_slow_handler_does_not_block_other_requests(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async def stop(request: Request, caller: Caller) -> dict[str, bool]:
-        await trio.sleep(5)
-        return {"stopped": True}
-
-    harness.router.add("session.stop", stop)
+    harness.router.add("session.stop", slow_stop)
     ws = await harness.welcomed()
     await send(ws, type="session.stop", id=1, session="x")
     await send(ws, type="ping", id=2)
@@ -349,11 +351,7 @@ async def test_a_slow_handler_does_not_block_other_requests(
 async def test_requests_past_the_concurrency_cap_wait_for_a_free_slot(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async def stop(request: Request, caller: Caller) -> dict[str, bool]:
-        await trio.sleep(5)
-        return {"stopped": True}
-
-    harness.router.add("session.stop", stop)
+    harness.router.add("session.stop", slow_stop)
     ws = await harness.welcomed()
     start = trio.current_time()
     for i in range(MAX_CONCURRENT_REQUESTS + 1):
