@@ -8,7 +8,7 @@ every subscriber of the topic, waking a writer that waits. A subscriber whose qu
 *overflowed*: it is dropped from every topic and its connection closes with 4008; the client
 resumes with ``since``, so it loses nothing.
 
-A connection's writer calls :meth:`Subscriber.receive_batch`, which takes everything queued at
+A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everything queued at
 once: one await per batch, not per event (DESIGN §6).
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
@@ -91,8 +91,8 @@ class Subscriber:
 
     Made by :meth:`Hub.subscriber`. ``topics`` is the set of topics it is subscribed to (read
     only); ``depth`` the number of frames queued now. When a publish finds the queue holding
-    ``queue_size`` frames, ``overflowed`` is set, the queue is emptied and the hub stops feeding
-    it: the connection closes with 4008.
+    ``queue_size`` frames, ``overflowed`` turns True, the queue is emptied and the hub stops
+    feeding it: the connection closes with 4008.
     """
 
     __slots__ = ("_drained", "_frames", "_waiter", "bound", "overflowed", "topics")
@@ -102,7 +102,7 @@ class Subscriber:
             raise ValueError(f"queue_size: expected an integer ≥ 1, got {queue_size}")
         self.bound: Final = queue_size
         self.topics: set[str] = set()
-        self.overflowed = trio.Event()
+        self.overflowed = False
         self._frames: list[str] = []
         self._waiter: trio.lowlevel.Task | None = None
         self._drained: trio.Event | None = None
@@ -112,32 +112,34 @@ class Subscriber:
         return len(self._frames)
 
     async def receive_batch(self) -> list[str]:
-        """Wait until at least one frame is queued, then take every queued frame.
+        """Wait until a frame is queued, the queue overflows or :meth:`wake` is called; then
+        take every queued frame (none after an overflow, maybe none after a wake-up).
 
-        Call it from one task at a time (the connection's writer). After an overflow it waits
-        forever: watch ``overflowed`` and close the connection.
+        Call it from one task at a time (the connection's sender). Waking it up is how that
+        task is told of other work (a reply to send, the connection ending) without a second
+        task or a cancel scope per wait.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._frames:
+        if self._frames or self.overflowed:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        while not self._frames:
-            if self.overflowed.is_set():
-                await trio.sleep_forever()
+        else:
             self._waiter = trio.lowlevel.current_task()
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
         frames = self._frames
-        self._frames = []
-        self._release_replays()
+        if frames:
+            self._frames = []
+            self._release_replays()
         return frames
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`receive_batch` return (with the frames queued, if any)."""
+        if self._waiter is not None:
+            trio.lowlevel.reschedule(self._waiter)
+            self._waiter = None
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
         self._waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
-
-    def _wake_writer(self) -> None:
-        if self._waiter is not None:
-            trio.lowlevel.reschedule(self._waiter)
-            self._waiter = None
 
     def _release_replays(self) -> None:
         """Wake the replays waiting for room in the queue (or for news of being called off)."""
@@ -310,7 +312,7 @@ class Hub:
         Subscribing again to a topic restarts it from the new ``since``.
         """
         self.unsubscribe(sub, topic)
-        if sub.overflowed.is_set() or sub not in self._subscribers:
+        if sub.overflowed or sub not in self._subscribers:
             # Overflowed, or removed: its connection is ending (a subscribe request can still
             # run after the connection's close removed its subscriber); feed it nothing.
             return SubscribeResult(topic, False, self.last_seq(topic))
@@ -351,14 +353,14 @@ class Hub:
             if left <= room - sub.bound // 2:
                 # No await from here to `live`: nothing can be published in between.
                 sub._frames.extend(islice(t.ring, skip, None))
-                sub._wake_writer()
+                sub.wake()
                 del t.chasing[sub]
                 t.live[sub] = None
                 return
             if room >= min(left, half):
                 count = min(room, left)
                 sub._frames.extend(islice(t.ring, skip, skip + count))
-                sub._wake_writer()
+                sub.wake()
                 chase.cursor += count
             await sub._wait_drained()
 
@@ -392,7 +394,7 @@ class Hub:
             if room >= min(len(frames) - done, half):
                 chunk = frames[done : done + room]
                 sub._frames.extend(chunk)
-                sub._wake_writer()
+                sub.wake()
                 done += len(chunk)
             else:
                 await sub._wait_drained()
@@ -426,7 +428,7 @@ class Hub:
             self._detach(sub, self._topics[name])
 
     def _overflow(self, sub: Subscriber) -> None:
-        if sub.overflowed.is_set():
+        if sub.overflowed:
             return
         log.warning(
             "hub: subscriber overflowed its queue of %d on topics %s; closing it",
@@ -437,8 +439,8 @@ class Hub:
         self._subscribers.discard(sub)
         self._closed_slow += 1
         sub._frames = []
-        sub.overflowed.set()
-        sub._wake_writer()
+        sub.overflowed = True
+        sub.wake()
 
     async def wait_writable(self) -> None:
         """Return once the history can take more events (at once when it never pushes back).

@@ -19,7 +19,7 @@ from hived.core.config import Config, ServerConfig, TokenConfig
 from hived.core.errors import RequestError
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
-from hived.server.connection import MAX_CONCURRENT_REQUESTS
+from hived.server.connection import CLOSE_TIMEOUT_S, MAX_CONCURRENT_REQUESTS
 from hived.server.listener import Server
 from hived.server.router import Router
 
@@ -501,6 +501,61 @@ async def test_a_slow_consumer_is_closed_4008_while_a_fast_one_gets_everything(
     assert len(slow_seqs) < 100
     await trio.testing.wait_all_tasks_blocked()
     assert [c.id for c in harness.server.connections()] == [1]
+
+
+async def stalled_subscriber(harness: Harness) -> trio_websocket.WebSocketConnection:
+    """Connection 1, subscribed to ``sessions``, that has stopped reading: the server's send of
+    the third event published waits for it (lockstep stream; its client holds two messages)."""
+    ws = await harness.welcomed(stream=harness.stream(trio.testing.lockstep_stream_pair), queue=1)
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    for i in range(3):
+        harness.hub.publish("sessions", "state", {"i": i, "pad": "x" * 10_000})
+        await trio.testing.wait_all_tasks_blocked()
+    return ws
+
+
+async def test_a_close_asked_during_a_send_follows_the_whole_frame(harness: Harness) -> None:
+    stalled = await stalled_subscriber(harness)
+    admin = await harness.welcomed("/v1/admin")
+    reply = await ask(admin, type="connection.kick", id=1, connection=1, reason="bye")
+    assert reply["result"] == {"connection": 1}
+    seqs: list[int] = []
+    with pytest.raises(trio_websocket.ConnectionClosed) as excinfo:
+        await read_until_closed(stalled, seqs)
+    assert seqs == [1, 2, 3]
+    assert excinfo.value.reason is not None
+    assert (excinfo.value.reason.code, excinfo.value.reason.reason) == (1000, "bye")
+
+
+async def test_a_close_asked_during_a_send_that_never_ends_drops_it_after_the_close_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(heartbeat_interval_s=3600.0))
+    await stalled_subscriber(harness)
+    admin = await harness.welcomed("/v1/admin")
+    await ask(admin, type="connection.kick", id=1, connection=1, reason="bye")
+    await trio.sleep(CLOSE_TIMEOUT_S - 0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.hub.stats().subscribers == 2, "it waits for the send for a while"
+    await trio.sleep(0.2)
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.hub.stats().subscribers == 1, "then it is gone"
+
+
+async def test_a_client_that_stops_reading_is_dropped_by_the_heartbeat_during_a_send(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    harness = Harness(nursery, make_config(heartbeat_interval_s=20.0, heartbeat_timeout_s=10.0))
+    await stalled_subscriber(harness)
+    await trio.sleep(30.0 - 0.1)  # the first ping is due at 20 s, its pong at 30 s
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.hub.stats().subscribers == 1
+    await trio.sleep(0.2)
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.hub.stats().subscribers == 0
+    assert harness.server.connections() == []
+    assert "connection 1: dropped: no pong within 10 s" in caplog.text
 
 
 # -- admin: connections, kick, reload, drain ---------------------------------------------------

@@ -1,7 +1,7 @@
 """The TCP listener: plain HTTP routes, WebSocket upgrades, per-connection tasks, routing.
 
 ``listener`` accepts and routes; ``routes`` answers plain HTTP; ``connection`` runs one
-WebSocket (reader, writer, closer); ``heartbeat`` pings every connection from one task;
-``router`` maps request types to handlers; ``ws`` holds every call into the WebSocket library
-and writes the server's own frames.
+WebSocket (a reader, and a sender that also closes); ``heartbeat`` pings every connection from
+one task; ``router`` maps request types to handlers; ``ws`` holds every call into the WebSocket
+library and writes the server's own frames.
 """

@@ -1,4 +1,4 @@
-"""One WebSocket connection: authentication, then a reader and a writer in one nursery.
+"""One WebSocket connection: authentication, then a reader and a sender in one nursery.
 
 How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its nursery with
 
@@ -10,30 +10,28 @@ How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its n
   :class:`~hived.server.router.Router` in tasks of their own (at most
   :data:`MAX_CONCURRENT_REQUESTS` at a time, so a slow ``session.stop`` does not stop the
   reading, and a client cannot start without bound);
-- the **writer** (once authenticated): takes every frame the hub queued for this connection
-  and sends them as one text frame (a JSON array when there are several): one await per batch,
-  never one per event, and nothing else on its path — it waits in the hub alone, so a delivery
-  costs one wake-up and one ``send``;
+- the **sender**, in :meth:`run`'s own task: it waits in the hub
+  (:meth:`~hived.hub.Subscriber.receive_batch`) and sends every frame queued for this
+  connection as one text frame (a JSON array when there are several): one await per batch,
+  never one per event. Replies and pings wake it too (:meth:`~hived.hub.Subscriber.wake`), and
+  go first. It runs until something asks the connection to end (the peer closed, no ``hello``
+  in time, the hub overflowed the queue, a kick, a missed pong, the daemon stopping, the reader
+  failed); then it sends the close frame and waits for the peer's answer (bounded), closes the
+  transport, and only then cancels the nursery — close first, then cancel, so that clients see
+  the close code and not 1006.
 
-and, in :meth:`run`'s own task, the **closer**. It sends the replies and the pings (sends of
-rare frames, which are what would otherwise make the writer wait in a cancel scope for each
-event), and it waits until something asks the connection to end (a task ended, the peer closed,
-no ``hello`` in time, the hub overflowed the queue, a kick, a missed pong, the daemon
-stopping); then it sends the close frame and waits for the peer's answer (bounded), closes the
-transport, and only then cancels the nursery — close first, then cancel, so that clients see
-the close code and not 1006.
-The writer and the closer never interleave frames: each frame is written whole under the
-transport's send lock (:class:`~hived.server.ws.WebSocket`).
+Why one task sends everything: a writer apart from the task that closes would cost every
+idle connection a task's memory. Each frame is written whole under the transport's send lock
+(:class:`~hived.server.ws.WebSocket`), which the library's own pongs and close frames take too.
 
 The **heartbeat** is the server's (:mod:`hived.server.heartbeat`, one task for every
-connection): it calls :meth:`Connection.beat`, which asks the closer for a ping every
+connection): it calls :meth:`Connection.beat`, which asks the sender for a ping every
 ``heartbeat_interval_s`` and drops the connection when no pong came within
 ``heartbeat_timeout_s``.
 
 Whatever ends first ends all. The transport is always closed on the way out, which also covers
-a send cancelled half-way (its framing would be corrupt). An idle connection is three tasks:
-the listener's, which runs :meth:`run`, the WebSocket library's reader (and ours in it) and the
-writer.
+a send cancelled half-way (its framing would be corrupt). An idle connection is two tasks:
+the listener's, which runs :meth:`run`, and the WebSocket library's reader (and ours in it).
 """
 
 from __future__ import annotations
@@ -79,7 +77,7 @@ before the transport is closed."""
 MAX_CONCURRENT_REQUESTS: Final = 16
 """Requests one connection may have running at once; the reader waits for a free slot."""
 MAX_PENDING_REPLIES: Final = 1024
-"""Replies waiting for the closer; past this the client is not reading: closed with 4008."""
+"""Replies waiting for the sender; past this the client is not reading: closed with 4008."""
 
 
 @attrs.frozen
@@ -103,7 +101,7 @@ class ConnectionStats:
     messages_out: int
     bytes_out: int
     queue_depth: int
-    """Frames the hub has queued for it that the writer has not sent yet."""
+    """Frames the hub has queued for it that the sender has not sent yet."""
     subscriptions: tuple[str, ...]
 
 
@@ -145,12 +143,13 @@ class Connection:
         "_replies",
         "_router",
         "_running",
-        "_sending",
+        "_serving",
         "_since",
         "_slot_freed",
         "_sub",
         "_token",
         "_version",
+        "_waiting",
         "_ws",
         "channel",
         "config",
@@ -193,11 +192,12 @@ class Connection:
         """Set when a request ends, for the reader waiting for a free slot (made only then: a
         semaphore per connection, idle or not, costs more)."""
         self._ending: _Ending | None = None
+        self._serving: trio.CancelScope | None = None
+        """The sender's loop; cancelled, or given a deadline, when the connection ends."""
+        self._waiting = False
+        """The sender waits for the hub (else it is sending, or not yet authenticated)."""
         self._idle: trio.CancelScope | None = None
-        """The closer's wait (for replies, a ping, an ending, the hub's overflow); cancelled to
-        wake it."""
-        self._sending: trio.CancelScope | None = None
-        """The closer's sending of replies and pings; cancelled only when the connection ends."""
+        """The sender's wait for a ``hello``; cancelled to wake it."""
         self._pong: Pong | None = None
         """The answer awaited to the last ping; None between pings."""
         self._ping_due = False
@@ -271,53 +271,68 @@ class Connection:
             self._token = token
 
     def _end(self, ending: _Ending) -> None:
-        if self._ending is None:
-            self._ending = ending
-            for scope in (self._idle, self._sending):
-                if scope is not None:
-                    scope.cancel()
+        """Record the first ending and stop the sender's loop: at once when it waits or the
+        peer is gone; a send under way (of a batch the client reads) gets
+        :data:`CLOSE_TIMEOUT_S` to finish, so that the close frame does not follow a torn one."""
+        if self._ending is not None:
+            return
+        self._ending = ending
+        if self._idle is not None:
+            self._idle.cancel()
+        serving = self._serving
+        if serving is None:
+            return
+        if ending.abort or self._waiting:
+            serving.cancel()
+        else:
+            serving.deadline = min(serving.deadline, trio.current_time() + CLOSE_TIMEOUT_S)
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Serve the connection until it ends; the transport is closed on return.
 
         Call it from the body of ``nursery``, the connection's own (the WebSocket library's
-        reader, and ours in it, runs there too): the writer and the requests run in it, and it
-        is cancelled once the connection is closed. One nursery per connection, not two, is less
-        to keep alive.
+        reader, and ours in it, runs there too): the requests run in it, and it is cancelled
+        once the connection is closed. One nursery per connection, not two, is less to keep
+        alive.
 
-        Meanwhile this task is the closer: it sends replies and pings as they come, and waits
-        until the connection is asked to end (the hub overflowing the queue asks too), then
-        closes.
+        Meanwhile this task is the sender: it sends replies and a ping first, then every frame
+        the hub queued, as one text frame (one await per batch, never one per event), until the
+        connection is asked to end; then it closes. It waits in the hub alone, woken by a
+        publish or by :meth:`_wake_sender`.
         """
         self._heartbeat.add(self, trio.current_time() + self.config.heartbeat_interval_s)
         self._nursery = nursery
         self._ws.deliver(self._receive, self._received_all)
-        auth_deadline = trio.current_time() + self.config.auth_timeout_s
         try:
             if self._token is not None:
                 self._start_serving()
-            while self._ending is None:
-                if self._replies or self._ping_due:
-                    with trio.CancelScope() as self._sending:
-                        try:
+            with trio.CancelScope() as self._serving:
+                try:
+                    # The sender's loop, here rather than in a method of its own: an idle
+                    # connection keeps every coroutine of this chain.
+                    auth_deadline = trio.current_time() + self.config.auth_timeout_s
+                    while self._ending is None:
+                        if self._replies or self._ping_due:
                             await self._send_replies_and_ping()
-                        except Exception as exc:
-                            self._task_ended("closer", exc)
-                    self._sending = None
-                    continue
-                sub = self._sub
-                with trio.CancelScope() as self._idle:
-                    if sub is None:
-                        await trio.sleep_until(auth_deadline)  # until authenticated (or woken)
-                        self._no_hello()
-                    else:
-                        await sub.overflowed.wait()
-                        self.request_close(
-                            CloseCode.TOO_SLOW,
-                            f"too slow: more than {sub.bound} events queued; "
-                            "reconnect and resume with since",
-                        )
-                self._idle = None
+                            continue
+                        sub = self._sub
+                        if sub is None:
+                            with trio.CancelScope() as self._idle:
+                                await trio.sleep_until(auth_deadline)
+                                self._no_hello()
+                            self._idle = None
+                        elif sub.overflowed:
+                            self._too_slow(sub)
+                        else:
+                            self._waiting = True
+                            frames = await sub.receive_batch()
+                            self._waiting = False
+                            if frames:
+                                await self._send(frames)
+                except Exception as exc:
+                    self._task_ended("sender", exc)
+            self._serving = None
+            assert self._ending is not None
             await self._close(self._ending)
             nursery.cancel_scope.cancel()
         finally:
@@ -331,9 +346,14 @@ class Connection:
             # Last: the nursery is cancelled by now, and this await raises Cancelled.
             await self._ws.abort()
 
+    def _too_slow(self, sub: Subscriber) -> None:
+        self.request_close(
+            CloseCode.TOO_SLOW,
+            f"too slow: more than {sub.bound} events queued; reconnect and resume with since",
+        )
+
     def _task_ended(self, name: str, exc: BaseException | None) -> None:
-        """The reader or the writer ended, or the closer's sending failed (with ``exc``, unless
-        None): the connection ends.
+        """The reader or the sender ended (with ``exc``, unless None): the connection ends.
 
         They catch their errors themselves rather than through a wrapper coroutine: every
         coroutine an idle connection keeps suspended costs memory.
@@ -450,8 +470,7 @@ class Connection:
         assert token is not None
         assert self._nursery is not None
         self._sub = self._hub.subscriber(self.config.subscriber_queue)
-        self._nursery.start_soon(self._run_writer, self._sub)
-        self._wake_closer()  # it now watches the subscriber too
+        self._wake_sender()  # it now waits in the hub
         log.info(
             "connection %d: %s authenticated as %s (%s) on %s",
             self.id,
@@ -512,36 +531,27 @@ class Connection:
     # -- sending -----------------------------------------------------------------------------
 
     def _reply(self, frame: str) -> None:
-        """Queue a reply for the closer to send."""
+        """Queue a reply for the sender."""
         if len(self._replies) >= MAX_PENDING_REPLIES:
             self.request_close(CloseCode.TOO_SLOW, "too slow: replies are not being read")
             return
         self._replies.append(frame)
-        self._wake_closer()
+        self._wake_sender()
 
-    def _wake_closer(self) -> None:
+    def _wake_sender(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        elif self._sub is not None:
+            self._sub.wake()
 
     async def _send_replies_and_ping(self) -> None:
-        """The closer's sending: the ping asked for, then every reply waiting, as one frame."""
+        """The ping asked for, then every reply waiting, as one frame."""
         if self._ping_due and self._pong is not None:
             self._ping_due = False
             await self._ws.send_ping(self._pong)
         replies, self._replies = self._replies, []
         if replies:
             await self._send(replies)
-
-    async def _run_writer(self, sub: Subscriber) -> None:
-        """Send what the hub queues, as it comes (after an overflow it waits forever: the
-        closer ends the connection)."""
-        try:
-            while True:
-                await self._send(await sub.receive_batch())
-        except Exception as exc:
-            self._task_ended("writer", exc)
-        finally:
-            self._task_ended("writer", None)
 
     async def _send(self, frames: list[str]) -> None:
         """Send ``frames`` as one text frame: a lone one as it is, several as a JSON array."""
@@ -568,7 +578,7 @@ class Connection:
             self._pong = Pong()
             self._ping_due = True
             self._pinged_at = now
-            self._wake_closer()
+            self._wake_sender()
             return now + config.heartbeat_timeout_s
         if not pong.received:
             self.request_abort(f"no pong within {config.heartbeat_timeout_s:g} s")
