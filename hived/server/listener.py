@@ -75,6 +75,8 @@ HOOKS_PATH: Final = "/v1/hooks/claude"
 ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 """Accept errors that mean "out of a resource for now": retried after :data:`ACCEPT_RETRY_S`."""
 ACCEPT_RETRY_S: Final = 0.1
+CONNECTION_TASK_NAME: Final = "connection"
+"""The task of each accepted connection, named once (see ``ws.READER_TASK_NAME``)."""
 
 
 @attrs.frozen
@@ -219,7 +221,7 @@ class Server:
                     )
                     await trio.sleep(ACCEPT_RETRY_S)
                 else:
-                    nursery.start_soon(self.serve_connection, stream)
+                    nursery.start_soon(self.serve_connection, stream, name=CONNECTION_TASK_NAME)
 
     async def run_heartbeat(self) -> None:
         """Ping every WebSocket connection on its schedule until cancelled (:meth:`serve` runs

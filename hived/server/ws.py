@@ -12,12 +12,13 @@ of them. :meth:`WebSocket.send` then writes it straight to the socket when the s
 all (the common case: no await, no trip through the scheduler) and only falls back to an
 awaited ``send_all`` for the rest, holding the library's own send lock meanwhile; and it waits
 for that lock when another task holds it. So its frames never interleave with another sender's
-(the connection's other task, or the library writing a pong or a close frame).
+(the library writing a pong or a close frame).
 
 The edges, and how this module files them down:
 
 - The listener reads the request head itself (to route plain HTTP and check auth first), so the
-  library is handed a :class:`PrefixedStream` that replays those bytes before the socket's.
+  library is handed a :class:`PrefixedStream` that replays those bytes before the socket's
+  (which it then reads itself, for an idle connection's memory).
 - The library hands each received message to a task of the caller's through a memory channel
   (``get_message()``): a task, a channel and their buffers per connection, idle or not.
   :meth:`WebSocket.deliver` puts an :class:`Inbox` in the channel's place, so the library's own
@@ -66,6 +67,8 @@ _SHORT: Final = struct.Struct("!BB")
 _MEDIUM: Final = struct.Struct("!BBH")
 _LONG: Final = struct.Struct("!BBQ")
 _PING_PAYLOAD: Final = struct.Struct("!I")
+READER_TASK_NAME: Final = "websocket reader"
+"""The library's reader task, named once: a name trio makes up is a string per connection."""
 FRAME_CACHE_MAX_BYTES: Final = 65_536
 """The last frame built is kept for the next sender of the same text up to this size."""
 
@@ -137,27 +140,72 @@ class Pong:
         self.received = True
 
 
+def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS and anything else).
+
+    Writing to it directly is what trio does itself in a nonblocking ``send``; reaching it takes
+    trio's private ``_sock``, so its absence only costs the fast path.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    raw = getattr(stream.socket, "_sock", None)
+    return raw if isinstance(raw, socket.socket) else None
+
+
 class PrefixedStream(trio.abc.Stream):
     """A stream that first yields ``prefix`` (bytes already read from ``stream``), then reads on.
 
     Reads take turns (the library's reader, then :meth:`WebSocket.finish`); everything else
-    goes straight to ``stream``.
+    goes straight to ``stream``. Under a plain socket stream it reads the socket itself, as
+    trio's own ``recv`` does, so that the library's reader waits on an idle connection with
+    three coroutines fewer suspended (each one costs that connection memory).
     """
+
+    __slots__ = ("_prefix", "_receiving", "_socket", "_stream", "_turn", "inbox")
 
     def __init__(self, prefix: bytes, stream: trio.abc.Stream) -> None:
         self._prefix = prefix
         self._stream = stream
-        self._receiving = trio.Lock()
+        self._socket = _raw_socket(stream)
+        self._receiving = False
+        self._turn: trio.Event | None = None
+        """Set when a read ends, for a second reader waiting its turn (made only then)."""
         self.inbox: Inbox | None = None
         """Closed with the stream (the library closes it on a protocol error, and reads no more)."""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        async with self._receiving:
-            if not self._prefix:
+        while self._receiving:
+            if self._turn is None:
+                self._turn = trio.Event()
+            await self._turn.wait()
+        self._receiving = True
+        try:
+            if self._prefix:
+                await trio.lowlevel.checkpoint()
+                size = len(self._prefix) if max_bytes is None else max_bytes
+                data, self._prefix = self._prefix[:size], self._prefix[size:]
+                return data
+            sock = self._socket
+            if sock is None:
                 return await self._stream.receive_some(max_bytes)
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            return data
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                try:
+                    data = sock.recv(max_bytes or RECEIVE_BUFFER_BYTES)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                except OSError as exc:
+                    if sock.fileno() == -1:
+                        raise trio.ClosedResourceError("the socket was closed") from None
+                    raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        finally:
+            self._receiving = False
+            if self._turn is not None:
+                self._turn.set()
+                self._turn = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -234,18 +282,6 @@ class Inbox:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS and anything else).
-
-    Writing to it directly is what trio does itself in a nonblocking ``send``; reaching it takes
-    trio's private ``_sock``, so its absence only costs the fast path.
-    """
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    raw = getattr(stream.socket, "_sock", None)
-    return raw if isinstance(raw, socket.socket) else None
 
 
 class WebSocket:
@@ -473,7 +509,7 @@ async def accept(
             receive_buffer_size=RECEIVE_BUFFER_BYTES,
         )
         inbox = prefixed.inbox = _install_inbox(connection)
-        nursery.start_soon(connection._reader_task)
+        nursery.start_soon(connection._reader_task, name=READER_TASK_NAME)
         request = await connection._get_request()
         try:
             connection = await request.accept()
