@@ -9,7 +9,12 @@ every subscriber of the topic, waking a writer that waits. A subscriber whose qu
 resumes with ``since``, so it loses nothing.
 
 A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everything queued at
-once: one await per batch, not per event (DESIGN §6).
+once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
+hand, so the first frame published to it then may skip the queue: the subscriber's
+``send_now`` writes it to the socket from the publishing task (as ``websockets.broadcast``
+does), and the sender, woken all the same, takes whatever this tick publishes after it as one
+batch. At a steady rate each delivery is then one ``send`` with no task switch in between,
+which is what the last of many subscribers waits for.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -93,14 +98,19 @@ class Subscriber:
     only); ``depth`` the number of frames queued now. When a publish finds the queue holding
     ``queue_size`` frames, ``overflowed`` turns True, the queue is emptied and the hub stops
     feeding it: the connection closes with 4008.
+
+    ``send_now``, when given, delivers a frame at once without awaiting (it writes to the
+    socket) and says whether it did; a live publish tries it when the subscriber's task waits
+    with nothing in hand, and queues the frame when it returns False (see :meth:`Hub.publish`).
     """
 
-    __slots__ = ("_drained", "_frames", "_waiter", "bound", "overflowed", "topics")
+    __slots__ = ("_drained", "_frames", "_waiter", "bound", "overflowed", "send_now", "topics")
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, send_now: Callable[[str], bool] | None = None) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size: expected an integer ≥ 1, got {queue_size}")
         self.bound: Final = queue_size
+        self.send_now = send_now
         self.topics: set[str] = set()
         self.overflowed = False
         self._frames: list[str] = []
@@ -253,12 +263,20 @@ class Hub:
         self._published += 1
         slow: list[Subscriber] | None = None
         for sub in t.live:
+            waiter = sub._waiter
+            if waiter is not None:
+                # It waits with nothing in hand (so nothing queued): the frame may go out now,
+                # ahead of nothing. Woken either way, so that what this tick publishes next is
+                # queued for it and sent as one batch.
+                trio.lowlevel.reschedule(waiter)
+                sub._waiter = None
+                send_now = sub.send_now
+                if send_now is None or not send_now(frame):
+                    sub._frames.append(frame)
+                continue
             frames = sub._frames
             if len(frames) < sub.bound:
                 frames.append(frame)
-                if sub._waiter is not None:
-                    trio.lowlevel.reschedule(sub._waiter)
-                    sub._waiter = None
             elif slow is None:
                 slow = [sub]
             else:
@@ -287,9 +305,12 @@ class Hub:
             del recent[publishing.name]
             self._newest = None
 
-    def subscriber(self, queue_size: int) -> Subscriber:
-        """A new subscriber (one per connection) whose queue holds at most ``queue_size``."""
-        sub = Subscriber(queue_size)
+    def subscriber(
+        self, queue_size: int, send_now: Callable[[str], bool] | None = None
+    ) -> Subscriber:
+        """A new subscriber (one per connection) whose queue holds at most ``queue_size``; see
+        :class:`Subscriber` for ``send_now``."""
+        sub = Subscriber(queue_size, send_now)
         self._subscribers.add(sub)
         return sub
 

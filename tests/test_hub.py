@@ -176,6 +176,56 @@ async def test_overflow_wakes_a_waiting_receive_batch() -> None:
     assert got == [[]]
 
 
+class Socket:
+    """A ``send_now`` that takes frames while ``open``."""
+
+    def __init__(self, open: bool = True) -> None:
+        self.open = open
+        self.sent: list[str] = []
+
+    def send_now(self, frame: str) -> bool:
+        if self.open:
+            self.sent.append(frame)
+        return self.open
+
+
+async def test_a_frame_for_a_waiting_subscriber_is_sent_at_once_and_the_rest_queued() -> None:
+    hub = Hub()
+    socket = Socket()
+    sub = hub.subscriber(10, socket.send_now)
+    await hub.subscribe(sub, "t", None)
+    got: list[list[str]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _append_batch(sub, got))
+        await trio.testing.wait_all_tasks_blocked()
+        publish_many(hub, "t", 3)  # one tick: the first goes at once, the next two wait
+    assert seqs(socket.sent) == [1]
+    assert [seqs(batch) for batch in got] == [[2, 3]]
+
+
+async def test_a_frame_send_now_refuses_is_queued() -> None:
+    hub = Hub()
+    socket = Socket(open=False)
+    sub = hub.subscriber(10, socket.send_now)
+    await hub.subscribe(sub, "t", None)
+    got: list[list[str]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _append_batch(sub, got))
+        await trio.testing.wait_all_tasks_blocked()
+        publish_many(hub, "t", 1)
+    assert [seqs(batch) for batch in got] == [[1]]
+
+
+async def test_send_now_is_not_tried_while_the_subscriber_is_not_waiting() -> None:
+    hub = Hub()
+    socket = Socket()
+    sub = hub.subscriber(10, socket.send_now)
+    await hub.subscribe(sub, "t", None)
+    publish_many(hub, "t", 2)
+    assert socket.sent == []
+    assert seqs(await sub.receive_batch()) == [1, 2]
+
+
 async def test_slow_subscriber_overflows_while_fast_one_gets_every_event(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -24,7 +24,7 @@ from websockets.streams import StreamReader
 from hived.hub import Hub
 from hived.server.listener import Server
 from hived.server.router import Router
-from hived.server.ws import Pong, PrefixedStream, text_frame
+from hived.server.ws import Pong, PrefixedStream, accept, text_frame
 from tests.test_listener import SECRETS, make_config
 
 
@@ -284,3 +284,56 @@ async def test_prefixed_stream_read_of_a_reset_connection_is_broken() -> None:
         await left.aclose()
         with pytest.raises(trio.BrokenResourceError):
             await stream.receive_some()
+
+
+# -- send_nowait: a frame written from the publisher's task ------------------------------------
+
+UPGRADE = (
+    b"GET /v1/ws HTTP/1.1\r\nHost: hived.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+
+
+async def ignore(_: object) -> None:
+    pass
+
+
+async def read_exactly(stream: trio.SocketStream, size: int) -> bytes:
+    data = b""
+    with trio.fail_after(10):
+        while len(data) < size:
+            data += await stream.receive_some()
+    return data
+
+
+async def test_the_rest_of_a_frame_begun_at_once_goes_out_before_any_other_frame(
+    nursery: trio.Nursery,
+) -> None:
+    a, b = trio.socket.socketpair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client, server = trio.SocketStream(a), trio.SocketStream(b)
+    ws = await accept(nursery, server, UPGRADE, max_message_size=1 << 20, timeout_s=10)
+    ws.deliver(ignore, lambda _: None)
+    response = await read_exactly(client, 1)
+    while b"\r\n\r\n" not in response:
+        response += await client.receive_some()
+    assert response.startswith(b"HTTP/1.1 101 ")
+    assert response.endswith(b"\r\n\r\n")
+
+    text = "t" * 300_000
+    assert ws.send_nowait(text)
+    assert ws.unflushed, "the socket took only part of the frame"
+    assert not ws.send_nowait("not now"), "nothing may start before the rest is written"
+    await client.send_all(Frame(Opcode.PING, b"hi").serialize(mask=True))  # answered with a pong
+    await trio.testing.wait_all_tasks_blocked()
+    nursery.start_soon(ws.send, "after")
+    await trio.testing.wait_all_tasks_blocked()
+    frames = parse(await read_exactly(client, len(text_frame(text)) + 4 + 7))
+    assert (frames[0].opcode, frames[0].data) == (Opcode.TEXT, text.encode())
+    assert sorted((f.opcode.name, f.data) for f in frames[1:]) == [
+        ("PONG", b"hi"),
+        ("TEXT", b"after"),
+    ]
+    assert not ws.unflushed
+    await ws.abort()
+    await client.aclose()

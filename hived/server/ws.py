@@ -161,7 +161,7 @@ class PrefixedStream(trio.abc.Stream):
     three coroutines fewer suspended (each one costs that connection memory).
     """
 
-    __slots__ = ("_prefix", "_receiving", "_socket", "_stream", "_turn", "inbox")
+    __slots__ = ("_prefix", "_receiving", "_socket", "_stream", "_turn", "inbox", "tail")
 
     def __init__(self, prefix: bytes, stream: trio.abc.Stream) -> None:
         self._prefix = prefix
@@ -172,6 +172,9 @@ class PrefixedStream(trio.abc.Stream):
         """Set when a read ends, for a second reader waiting its turn (made only then)."""
         self.inbox: Inbox | None = None
         """Closed with the stream (the library closes it on a protocol error, and reads no more)."""
+        self.tail: memoryview | None = None
+        """The rest of a frame the socket took only part of (:meth:`WebSocket.send_nowait`):
+        written before anything else is."""
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         while self._receiving:
@@ -208,6 +211,11 @@ class PrefixedStream(trio.abc.Stream):
                 self._turn = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` after the :attr:`tail` (callers hold the library's send lock)."""
+        tail = self.tail
+        if tail is not None:
+            self.tail = None
+            await self._stream.send_all(tail)
         await self._stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -336,6 +344,51 @@ class WebSocket:
         """
         await self._send_frame(text_frame(text))
 
+    def send_nowait(self, text: str) -> bool:
+        """Write one text message at once if the socket takes some of it; never waits.
+
+        True when it is written: whole, or in part with the rest kept to go out before any
+        other frame (the next send, a ping, the library's pong or close frame); then call
+        :meth:`flush` soon. False when nothing was written: another task is sending, the
+        socket's buffer is full, the connection is closing or broken (the next :meth:`send`
+        says so), or the transport is not a plain socket (TLS).
+        """
+        sock = self._socket
+        stream = self._stream
+        if (
+            sock is None
+            or stream.tail is not None
+            or self._lock.locked()
+            or self._broken
+            or self._connection.closed is not None
+        ):
+            return False
+        frame = text_frame(text)
+        try:
+            sent = sock.send(frame)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self._broken = True
+            return False
+        if sent < len(frame):
+            stream.tail = memoryview(frame)[sent:]
+        return True
+
+    @property
+    def unflushed(self) -> bool:
+        """A frame :meth:`send_nowait` began is not all written yet."""
+        return self._stream.tail is not None
+
+    async def flush(self) -> None:
+        """Write the rest of the frame :meth:`send_nowait` began, if any."""
+        async with self._lock:
+            tail = self._stream.tail
+            if tail is not None:
+                self._stream.tail = None
+                self._check_open()
+                await self._send_all(tail)
+
     async def send_ping(self, pong: Pong) -> None:
         """Send a ping; ``pong`` is marked when its answer (or a later one) arrives."""
         self._pings_sent += 1
@@ -348,10 +401,11 @@ class WebSocket:
 
         When nobody holds the send lock, the socket gets the frame at once; if it takes it all,
         no other task ran in between, so the lock is not even needed. Whatever is left is
-        written with the lock held, as is the whole frame when another task holds it.
+        written with the lock held, as is the whole frame when another task holds it or part
+        of a frame is still to be written (:meth:`send_nowait`; it goes first).
         """
         lock = self._lock
-        if lock.locked():
+        if lock.locked() or self._stream.tail is not None:
             async with lock:
                 self._check_open()
                 await self._send_all(frame)
@@ -377,7 +431,7 @@ class WebSocket:
     async def _send_all(self, data: bytes | memoryview) -> None:
         """Write ``data`` (the lock held); a write cut short leaves the WebSocket broken."""
         try:
-            await self._transport.send_all(data)
+            await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._broken = True
             raise WebSocketClosed(ABNORMAL_CLOSURE, f"send failed: {exc}") from None
