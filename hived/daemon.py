@@ -91,24 +91,28 @@ class Daemon:
 
     async def run(self) -> None:
         store = Store.open(self.config.state)
-        hub = Hub(history=store)
-        supervisor = Supervisor(self.config, hub, recorder=store, recall=store.kept_observed)
-        router = Router()
-        sockets = listen_sockets(os.environ) or None
-        server = Server(
-            self.config,
-            hub,
-            router,
-            version=__version__,
-            hook_sink=supervisor.ingest_hook,
-            sockets=sockets,
-        )
-        admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
-        records = Records(supervisor, store)
-        handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
-        for wire_type, handler in handlers.items():
-            router.add(wire_type, handler)
-        self._services = (store, supervisor, server)
+        try:
+            hub = Hub(history=store)
+            supervisor = Supervisor(self.config, hub, recorder=store, recall=store.kept_observed)
+            router = Router()
+            sockets = listen_sockets(os.environ) or None
+            server = Server(
+                self.config,
+                hub,
+                router,
+                version=__version__,
+                hook_sink=supervisor.ingest_hook,
+                sockets=sockets,
+            )
+            admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
+            records = Records(supervisor, store)
+            handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
+            for wire_type, handler in handlers.items():
+                router.add(wire_type, handler)
+            self._services = (store, supervisor, server)
+        except BaseException:
+            store.close()  # store.serve, which closes it, has not started: release the folder
+            raise
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_signals, nursery.cancel_scope)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from hived.core.events import Event, encode_event, session_topic, utc_timestamp
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
 from hived.store import Store, schema, sql
+from hived.store.lock import StateLock
 
 DEADLINE_S = 10.0
 
@@ -110,6 +112,7 @@ async def test_open_creates_dir_0700_and_files_0600(store: Store, state: StateCo
         "hived.db": 0o600,
         "hived.db-wal": 0o600,
         "hived.db-shm": 0o600,
+        "hived.lock": 0o600,
     }
 
 
@@ -173,7 +176,7 @@ def test_a_corrupt_file_raises_store_error_and_is_left_as_it_was(state: StateCon
     assert str(path) in message
     assert "move it aside" in message
     assert path.read_bytes() == garbage
-    assert sorted(p.name for p in directory.iterdir()) == ["hived.db"]
+    assert sorted(p.name for p in directory.iterdir()) == ["hived.db", "hived.lock"]
 
 
 def test_a_database_that_hived_did_not_make_is_refused(state: StateConfig) -> None:
@@ -217,6 +220,79 @@ def test_a_folder_without_access_raises_store_error(state: StateConfig) -> None:
     finally:
         directory.chmod(0o700)
         (directory / "hived.db").chmod(0o600)
+
+
+# One daemon per state.dir: the lock.
+
+
+def in_use(state: StateConfig, holder: str) -> str:
+    return (
+        f"{state.dir}: state.dir is in use by {holder}; stop it, or give this one another state.dir"
+    )
+
+
+async def test_a_second_open_is_refused_naming_the_dir_and_pid_and_leaves_the_first_alone(
+    store: Store, state: StateConfig
+) -> None:
+    store.record_session(summary("run", State.WORKING, pid=None))
+    record(store, "t", range(1, 4))
+    await store.drain()
+    with pytest.raises(StoreError) as info:
+        Store.open(state)
+    assert str(info.value) == in_use(state, f"another hived (pid {os.getpid()})")
+    with sqlite3.connect(Path(state.dir) / "hived.db") as conn:
+        assert conn.execute("SELECT state FROM sessions").fetchall() == [("WORKING",)]
+    running = store.get_session("run")
+    assert running is not None
+    assert running.state == State.WORKING
+    record(store, "t", range(4, 6))  # the first store still writes
+    await store.drain()
+    assert seqs_of(await store.read("t", 0, 10, 10)) == [1, 2, 3, 4, 5]
+
+
+def test_an_open_works_again_once_the_holder_closed(state: StateConfig) -> None:
+    first = Store.open(state)
+    with pytest.raises(StoreError, match="in use"):
+        Store.open(state)
+    first.close()
+    second = Store.open(state)
+    try:
+        assert (Path(state.dir) / "hived.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        second.close()
+
+
+def test_a_lock_file_left_by_a_dead_holder_does_not_block(state: StateConfig) -> None:
+    """A daemon killed with SIGKILL leaves its pid in the file but no flock (see also
+    test_a_writer_killed_with_sigkill_keeps_every_committed_event, which reopens after one)."""
+    directory = Path(state.dir)
+    directory.mkdir(mode=0o700)
+    (directory / "hived.lock").write_text("4194303\n")
+    store = Store.open(state)
+    try:
+        assert (directory / "hived.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        store.close()
+
+
+def test_a_holder_that_wrote_no_pid_is_named_another_process(state: StateConfig) -> None:
+    directory = Path(state.dir)
+    directory.mkdir(mode=0o700)
+    with (directory / "hived.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StoreError) as info:
+            Store.open(state)
+    assert str(info.value) == in_use(state, "another process")
+    assert not (directory / "hived.db").exists()
+
+
+def test_an_open_that_fails_after_locking_releases_the_lock(state: StateConfig) -> None:
+    directory = Path(state.dir)
+    directory.mkdir(mode=0o700)
+    (directory / "hived.db").write_bytes(b"not a database\n" * 100)
+    with pytest.raises(StoreError, match="move it aside"):
+        Store.open(state)
+    StateLock.acquire(directory).release()
 
 
 # Frames.

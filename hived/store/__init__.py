@@ -39,7 +39,8 @@ Rules:
   live sessions are never removed, and size pruning removes only events.
 - **Opening.** A file that cannot be opened (not a database, damaged, not writable, a newer
   schema) raises :class:`~hived.core.errors.StoreError` with the path and a hint; the store is
-  never silently replaced by an empty one.
+  never silently replaced by an empty one. The folder is locked first (:mod:`~hived.store.lock`):
+  a second daemon on it gets a StoreError before it touches the database.
 """
 
 from __future__ import annotations

@@ -93,14 +93,13 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def prepare_dir(directory: Path) -> Path:
-    """Create the state folder (0700) and the database file (0600) if missing; the db path.
+def prepare_dir(directory: Path) -> None:
+    """Create the state folder (0700) if missing.
 
-    An existing folder is left as it is, with a warning when others can read it. An existing
-    database file that others can read is tightened to 0600, with its WAL and shared memory
-    files (SQLite gives those the database file's mode).
+    An existing folder is left as it is, with a warning when others can read it. Nothing in it
+    is touched: the daemon locks the folder (:mod:`hived.store.lock`) before
+    :func:`prepare_files` and the database.
     """
-    path = directory / DB_NAME
     if directory.exists() and not directory.is_dir():
         raise StoreError(f"{directory}: state.dir is not a folder; point state.dir at a folder")
     try:
@@ -113,22 +112,38 @@ def prepare_dir(directory: Path) -> Path:
                 log.warning(
                     "store: %s is open to other users (mode %04o); chmod 0700 it", directory, mode
                 )
+    except OSError as exc:
+        raise _cannot_open(directory / DB_NAME, exc) from exc
+
+
+def prepare_files(directory: Path) -> Path:
+    """Create the database file (0600) in the state folder if missing; the db path.
+
+    An existing database file that others can read is tightened to 0600, with its WAL and
+    shared memory files (SQLite gives those the database file's mode).
+    """
+    path = directory / DB_NAME
+    try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         os.close(fd)
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             file = directory / name
             if file.exists() and stat.S_IMODE(file.stat().st_mode) & 0o077:
                 file.chmod(FILE_MODE)
-    except PermissionError as exc:
-        raise StoreError(
-            f"{path}: cannot open the event store: {exc.strerror}; the daemon's user needs "
-            f"read and write access to {directory} and its files (chown it, mode 0700)"
-        ) from exc
     except OSError as exc:
-        raise StoreError(
-            f"{path}: cannot open the event store: {exc.strerror or exc}; check state.dir"
-        ) from exc
+        raise _cannot_open(path, exc) from exc
     return path
+
+
+def _cannot_open(path: Path, exc: OSError) -> StoreError:
+    if isinstance(exc, PermissionError):
+        return StoreError(
+            f"{path}: cannot open the event store: {exc.strerror}; the daemon's user needs "
+            f"read and write access to {path.parent} and its files (chown it, mode 0700)"
+        )
+    return StoreError(
+        f"{path}: cannot open the event store: {exc.strerror or exc}; check state.dir"
+    )
 
 
 def open_database(path: Path, connect: Connect = connect) -> sqlite3.Connection:

@@ -22,6 +22,7 @@ from hived.core.events import Event, session_topic, utc_timestamp
 from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
+from hived.store.lock import StateLock
 from hived.store.retention import Retention
 from hived.store.sessions import SessionQueries
 from hived.store.writer import BatchWriter
@@ -77,8 +78,10 @@ class Store:
         writer: sqlite3.Connection,
         connect: schema.Connect,
         max_pending: int,
+        lock: StateLock,
     ) -> None:
         self.path = path
+        self._lock = lock
         self._connect = connect
         self._writer = writer
         self._batches = BatchWriter(writer, path, state.sync_interval_ms / 1000, max_pending)
@@ -107,19 +110,29 @@ class Store:
     ) -> Store:
         """Open (or create) the store in ``state.dir``; raise StoreError if it cannot be used.
 
-        Continues the seq counters, marks sessions recorded as live LOST, and notes which of
-        their processes still run (for :meth:`reap_orphans`). ``connect`` opens each SQLite
+        First locks the folder (:class:`~hived.store.lock.StateLock`, until :meth:`close`): while
+        another daemon holds it, StoreError, with the database untouched. The kernel drops the
+        lock when its process dies, even by SIGKILL, so a killed daemon never blocks a start.
+        Then continues the seq counters, marks sessions recorded as live LOST, and notes which
+        of their processes still run (for :meth:`reap_orphans`). ``connect`` opens each SQLite
         connection; ``max_pending`` is the backpressure bound (see :meth:`wait_writable`).
         """
-        path = schema.prepare_dir(Path(state.dir))
-        writer = schema.open_database(path, connect)
+        directory = Path(state.dir)
+        schema.prepare_dir(directory)
+        lock = StateLock.acquire(directory)
         try:
-            topics = sql.load_topics(writer)
-            recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON)
-        except sqlite3.Error as exc:
-            writer.close()
-            raise StoreError(schema.describe_open_error(path, exc)) from exc
-        store = cls(state, path, writer, connect, max_pending)
+            path = schema.prepare_files(directory)
+            writer = schema.open_database(path, connect)
+            try:
+                topics = sql.load_topics(writer)
+                recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON)
+            except sqlite3.Error as exc:
+                writer.close()
+                raise StoreError(schema.describe_open_error(path, exc)) from exc
+        except BaseException:
+            lock.release()
+            raise
+        store = cls(state, path, writer, connect, max_pending, lock)
         for topic, (first, last) in topics.items():
             store._first[topic] = first
             store._last[topic] = store._batches.committed_seqs[topic] = last
@@ -381,7 +394,8 @@ class Store:
         )
 
     def close(self) -> None:
-        """Close every connection; anything still queued is lost (:meth:`drain` first)."""
+        """Close every connection, then release the folder's lock; anything still queued is
+        lost (:meth:`drain` first)."""
         if self._closed:
             return
         self._closed = True
@@ -395,3 +409,4 @@ class Store:
             conn.close()
         self._sessions.close()
         self._readers.clear()
+        self._lock.release()
