@@ -1,5 +1,5 @@
-"""The WebSocket transport's own frames (hived/server/ws.py), read back by an independent peer:
-the ``websockets`` library, sans-IO for the framing and as a client over real sockets."""
+"""The WebSocket transport (hived/server/ws.py), read back by an independent peer: the
+``websockets`` library, as a client over real sockets and sans-IO for the frames."""
 
 from __future__ import annotations
 
@@ -7,70 +7,24 @@ import contextlib
 import logging
 import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import trio
 import trio.testing
 import trustme
 import websockets.trio.client
 from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
 from hived.hub import Hub
+from hived.server.frames import text_frame
 from hived.server.listener import Server
 from hived.server.router import Router
-from hived.server.ws import Pong, PrefixedStream, accept, text_frame
+from hived.server.ws import Pong, accept
+from tests.test_frames import parse
 from tests.test_listener import SECRETS, make_config
-
-
-def parse(data: bytes) -> list[Frame]:
-    """The frames in ``data``, as the ``websockets`` library reads a server's frames."""
-    reader = StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    frames = []
-    while reader.buffer:
-        parser = Frame.parse(reader.read_exact, mask=False)
-        try:
-            next(parser)
-        except StopIteration as done:
-            frames.append(done.value)
-        else:
-            raise AssertionError("a frame was cut short")
-    return frames
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])
-def test_a_text_frame_of_each_length_form_parses_back(size: int) -> None:
-    text = "x" * size
-    [frame] = parse(text_frame(text))
-    assert (frame.opcode, frame.fin, frame.rsv1, frame.rsv2, frame.rsv3) == (
-        Opcode.TEXT,
-        True,
-        False,
-        False,
-        False,
-    )
-    assert frame.data == text.encode()
-
-
-def test_a_text_frame_counts_utf8_bytes_not_characters() -> None:
-    text = "é€😀" * 30  # 90 characters, 270 bytes: the 126 form
-    data = text_frame(text)
-    assert data[1] == 126
-    [frame] = parse(data)
-    assert bytes(frame.data).decode() == text
-
-
-def test_the_same_text_object_is_framed_once_and_an_equal_one_alike() -> None:
-    text = "".join(["fan", "-out"])
-    assert text_frame(text) is text_frame(text)
-    assert text_frame("".join(["fan-", "out"])) == text_frame(text)
 
 
 def test_pong_is_marked_by_set_as_the_library_does() -> None:
@@ -205,85 +159,6 @@ async def test_pings_and_pongs_never_interleave_with_data_frames(nursery: trio.N
     finally:
         client_log.removeHandler(pings)
         client_log.setLevel(logging.NOTSET)
-
-
-# -- PrefixedStream: what the library's reader reads -------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def socket_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
-    a, b = trio.socket.socketpair()
-    async with trio.SocketStream(a) as left, trio.SocketStream(b) as right:
-        yield left, right
-
-
-async def test_prefixed_stream_yields_the_prefix_then_the_socket_then_eof() -> None:
-    async with socket_pair() as (left, right):
-        stream = PrefixedStream(b"head+rest", right)
-        assert await stream.receive_some(5) == b"head+"
-        assert await stream.receive_some() == b"rest"
-        await left.send_all(b"frames")
-        assert await stream.receive_some(100) == b"frames"
-        await left.send_eof()
-        assert await stream.receive_some() == b""
-
-
-async def test_prefixed_stream_reads_a_stream_that_is_not_a_socket() -> None:
-    left, right = trio.testing.memory_stream_pair()
-    stream = PrefixedStream(b"", right)
-    await left.send_all(b"data")
-    assert await stream.receive_some() == b"data"
-
-
-async def test_prefixed_stream_readers_take_turns(nursery: trio.Nursery) -> None:
-    async with socket_pair() as (left, right):
-        stream = PrefixedStream(b"", right)
-        got: list[bytes | bytearray] = []
-
-        async def read() -> None:
-            got.append(await stream.receive_some())
-
-        nursery.start_soon(read)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(read)  # would be refused by trio (two waits on one socket) but waits
-        await trio.testing.wait_all_tasks_blocked()
-        await left.send_all(b"first")
-        await trio.testing.wait_all_tasks_blocked()
-        await left.send_all(b"second")
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == [b"first", b"second"]
-
-
-async def test_prefixed_stream_read_fails_when_the_socket_is_closed_under_it(
-    nursery: trio.Nursery,
-) -> None:
-    async with socket_pair() as (_, right):
-        stream = PrefixedStream(b"", right)
-        failed: list[BaseException] = []
-
-        async def read() -> None:
-            try:
-                await stream.receive_some()
-            except trio.ClosedResourceError as exc:
-                failed.append(exc)
-
-        nursery.start_soon(read)
-        await trio.testing.wait_all_tasks_blocked()
-        await trio.aclose_forcefully(right)
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(failed) == 1
-        with pytest.raises(trio.ClosedResourceError):
-            await stream.receive_some()
-
-
-async def test_prefixed_stream_read_of_a_reset_connection_is_broken() -> None:
-    async with socket_pair() as (left, right):
-        stream = PrefixedStream(b"", right)
-        left.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        await right.send_all(b"unread")  # closing with unread data resets the connection
-        await left.aclose()
-        with pytest.raises(trio.BrokenResourceError):
-            await stream.receive_some()
 
 
 # -- send_nowait: a frame written from the publisher's task ------------------------------------

@@ -5,20 +5,18 @@ Why one module: the library has sharp edges (DESIGN §9) and may be swapped for 
 :class:`WebSocket`, :class:`Pong`, :func:`accept` and :class:`WebSocketClosed`.
 
 The library does the opening handshake, reads and parses every frame the client sends, answers
-its pings and closes. What the server *sends* on the hot path it frames itself: a server frame
-is unmasked, so a text message is a 2-10 byte header and the UTF-8 payload (RFC 6455 §5.2), and
-a fan-out sends the same text to every subscriber, so :func:`text_frame` builds it once for all
-of them. :meth:`WebSocket.send` then writes it straight to the socket when the socket takes it
-all (the common case: no await, no trip through the scheduler) and only falls back to an
-awaited ``send_all`` for the rest, holding the library's own send lock meanwhile; and it waits
-for that lock when another task holds it. So its frames never interleave with another sender's
-(the library writing a pong or a close frame).
+its pings and closes. What the server *sends* on the hot path it frames itself
+(:mod:`hived.server.frames`), and :meth:`WebSocket.send` writes it straight to the socket when
+the socket takes it all (the common case: no await, no trip through the scheduler) and only
+falls back to an awaited ``send_all`` for the rest, holding the library's own send lock
+meanwhile; and it waits for that lock when another task holds it. So its frames never
+interleave with another sender's (the library writing a pong or a close frame).
 
 The edges, and how this module files them down:
 
 - The listener reads the request head itself (to route plain HTTP and check auth first), so the
-  library is handed a :class:`PrefixedStream` that replays those bytes before the socket's
-  (which it then reads itself, for an idle connection's memory).
+  library is handed a :class:`~hived.server.stream.PrefixedStream` that replays those bytes
+  before the socket's (which it then reads itself, for an idle connection's memory).
 - The library hands each received message to a task of the caller's through a memory channel
   (``get_message()``): a task, a channel and their buffers per connection, idle or not.
   :meth:`WebSocket.deliver` puts an :class:`Inbox` in the channel's place, so the library's own
@@ -46,7 +44,6 @@ The edges, and how this module files them down:
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -56,21 +53,15 @@ import trio_websocket
 import wsproto
 import wsproto.handshake
 
-RECEIVE_BUFFER_BYTES: Final = 65_536
-"""Bytes asked of the socket per read."""
+from hived.server.frames import ping_frame, text_frame
+from hived.server.stream import RECEIVE_BUFFER_BYTES, PrefixedStream, raw_socket
+
 ABNORMAL_CLOSURE: Final = 1006
 """The close code of a connection that ended without a closing handshake (RFC 6455 §7.4.1)."""
 
-_FIN_TEXT: Final = 0x81
-_FIN_PING: Final = 0x89
-_SHORT: Final = struct.Struct("!BB")
-_MEDIUM: Final = struct.Struct("!BBH")
-_LONG: Final = struct.Struct("!BBQ")
 _PING_PAYLOAD: Final = struct.Struct("!I")
 READER_TASK_NAME: Final = "websocket reader"
 """The library's reader task, named once: a name trio makes up is a string per connection."""
-FRAME_CACHE_MAX_BYTES: Final = 65_536
-"""The last frame built is kept for the next sender of the same text up to this size."""
 
 
 class WebSocketClosed(Exception):
@@ -89,41 +80,6 @@ def _closed(exc: trio_websocket.ConnectionClosed) -> WebSocketClosed:
     )
 
 
-def _frame(first: int, payload: bytes) -> bytes:
-    size = len(payload)
-    if size < 126:
-        return _SHORT.pack(first, size) + payload
-    if size < 65_536:
-        return _MEDIUM.pack(first, 126, size) + payload
-    return _LONG.pack(first, 127, size) + payload
-
-
-class _LastFrame:
-    """The frame of the text sent last: a fan-out sends one ``str`` object to every subscriber.
-
-    Keyed by identity, and it holds the text, so the id cannot be reused by another string.
-    """
-
-    __slots__ = ("frame", "text")
-
-    def __init__(self) -> None:
-        self.text: str | None = None
-        self.frame = b""
-
-
-_last = _LastFrame()
-
-
-def text_frame(text: str) -> bytes:
-    """The bytes of an unmasked, unfragmented server text frame carrying ``text``."""
-    if text is _last.text:
-        return _last.frame
-    frame = _frame(_FIN_TEXT, text.encode())
-    if len(frame) <= FRAME_CACHE_MAX_BYTES:
-        _last.text, _last.frame = text, frame
-    return frame
-
-
 class Pong:
     """The answer to one ping: ``received`` turns True when the client's pong arrives.
 
@@ -138,93 +94,6 @@ class Pong:
 
     def set(self) -> None:
         self.received = True
-
-
-def _raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The stdlib socket under a plain ``trio.SocketStream`` (None for TLS and anything else).
-
-    Writing to it directly is what trio does itself in a nonblocking ``send``; reaching it takes
-    trio's private ``_sock``, so its absence only costs the fast path.
-    """
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    raw = getattr(stream.socket, "_sock", None)
-    return raw if isinstance(raw, socket.socket) else None
-
-
-class PrefixedStream(trio.abc.Stream):
-    """A stream that first yields ``prefix`` (bytes already read from ``stream``), then reads on.
-
-    Reads take turns (the library's reader, then :meth:`WebSocket.finish`); everything else
-    goes straight to ``stream``. Under a plain socket stream it reads the socket itself, as
-    trio's own ``recv`` does, so that the library's reader waits on an idle connection with
-    three coroutines fewer suspended (each one costs that connection memory).
-    """
-
-    __slots__ = ("_prefix", "_receiving", "_socket", "_stream", "_turn", "inbox", "tail")
-
-    def __init__(self, prefix: bytes, stream: trio.abc.Stream) -> None:
-        self._prefix = prefix
-        self._stream = stream
-        self._socket = _raw_socket(stream)
-        self._receiving = False
-        self._turn: trio.Event | None = None
-        """Set when a read ends, for a second reader waiting its turn (made only then)."""
-        self.inbox: Inbox | None = None
-        """Closed with the stream (the library closes it on a protocol error, and reads no more)."""
-        self.tail: memoryview | None = None
-        """The rest of a frame the socket took only part of (:meth:`WebSocket.send_nowait`):
-        written before anything else is."""
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        while self._receiving:
-            if self._turn is None:
-                self._turn = trio.Event()
-            await self._turn.wait()
-        self._receiving = True
-        try:
-            if self._prefix:
-                await trio.lowlevel.checkpoint()
-                size = len(self._prefix) if max_bytes is None else max_bytes
-                data, self._prefix = self._prefix[:size], self._prefix[size:]
-                return data
-            sock = self._socket
-            if sock is None:
-                return await self._stream.receive_some(max_bytes)
-            await trio.lowlevel.checkpoint_if_cancelled()
-            while True:
-                try:
-                    data = sock.recv(max_bytes or RECEIVE_BUFFER_BYTES)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
-                except OSError as exc:
-                    if sock.fileno() == -1:
-                        raise trio.ClosedResourceError("the socket was closed") from None
-                    raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
-        finally:
-            self._receiving = False
-            if self._turn is not None:
-                self._turn.set()
-                self._turn = None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` after the :attr:`tail` (callers hold the library's send lock)."""
-        tail = self.tail
-        if tail is not None:
-            self.tail = None
-            await self._stream.send_all(tail)
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        if self.inbox is not None:
-            self.inbox.close()
-        await self._stream.aclose()
 
 
 OnMessage = Callable[[str | bytes], Awaitable[None]]
@@ -318,7 +187,7 @@ class WebSocket:
         self._inbox = inbox
         self._stream = stream
         self._transport = transport
-        self._socket = _raw_socket(transport)
+        self._socket = raw_socket(transport)
         # The library's own send lock and in-flight pings (private; checked by the tests).
         self._lock: trio.StrictFIFOLock = connection._stream_lock
         self._pings: dict[bytes, Pong] = connection._pings  # type: ignore[assignment]
@@ -394,7 +263,7 @@ class WebSocket:
         self._pings_sent += 1
         payload = _PING_PAYLOAD.pack(self._pings_sent & 0xFFFF_FFFF)
         self._pings[payload] = pong
-        await self._send_frame(_frame(_FIN_PING, payload))
+        await self._send_frame(ping_frame(payload))
 
     async def _send_frame(self, frame: bytes) -> None:
         """Write ``frame`` whole, never into the middle of another task's frame.
