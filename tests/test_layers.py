@@ -110,3 +110,20 @@ def test_the_checker_catches_an_upward_import() -> None:
     guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import trio\n")
     assert "trio" not in list(runtime_imports(guarded))
     assert layer_of("hived.daemon") == 4 > layer_of("hived.core.config") == 0  # type: ignore[operator]
+
+
+# DESIGN §9: the server's calls into the WebSocket library stay in one module, so that its
+# transport can be swapped without touching the rest. (The client library is built on
+# trio-websocket throughout: hived.client is left out.)
+WEBSOCKET_LIBRARIES: Final = ("trio_websocket", "wsproto")
+SERVER_TRANSPORT: Final = "hived.server.ws"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_only_the_server_transport_imports_the_websocket_library(path: Path) -> None:
+    name = module_name(path)
+    if name == SERVER_TRANSPORT or name == "hived.client" or name.startswith("hived.client."):
+        return
+    imported = runtime_imports(ast.parse(path.read_text(encoding="utf-8")))
+    used = sorted({i for i in imported if i.split(".")[0] in WEBSOCKET_LIBRARIES})
+    assert not used, f"{name} imports {used}: keep WebSocket library calls in {SERVER_TRANSPORT}"
