@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from hived.core.auth import TokenTable
+from hived.core.config import TokenConfig
 from hived.core.errors import ProtocolError
 from hived.core.events import KINDS
 from hived.core.protocol import (
@@ -24,6 +26,7 @@ from hived.core.protocol import (
     Connections,
     DaemonStop,
     Hello,
+    HelloOutcome,
     Ping,
     SessionApprove,
     SessionEvents,
@@ -36,6 +39,7 @@ from hived.core.protocol import (
     Status,
     Subscribe,
     Unsubscribe,
+    check_hello,
     close_reason,
     error_frame,
     forbidden_reason,
@@ -45,6 +49,7 @@ from hived.core.protocol import (
     result_frame,
     welcome_frame,
 )
+from tests.test_auth import ALICE_SECRET, BOT_SECRET, token
 
 PROTOCOL_MD = Path(__file__).parent.parent / "docs" / "protocol.md"
 
@@ -402,3 +407,90 @@ def test_protocol_md_documents_every_request_error_code_close_code_and_event_kin
     missing += [str(int(c)) for c in CloseCode if f"`{int(c)}`" not in text]
     missing += [f"`{k}`" for k in KINDS if f"`{k}`" not in text]
     assert missing == []
+
+
+# -- the first message of a connection without a token: hello --------------------------------
+
+AUTHENTICATE_FIRST = 'authenticate first: send {"type": "hello", "token": "..."}'
+OPERATOR_SECRET = "op-secret-0123456789abcdef0123456789abcdef"
+HELLO_TABLE = TokenTable(
+    [
+        token("alice", "admin", ALICE_SECRET),
+        token("ops", "operator", OPERATOR_SECRET),
+        token("bot", "agent", BOT_SECRET),
+    ]
+)
+
+
+def hello(secret: str) -> str:
+    return f'{{"type": "hello", "id": 1, "token": "{secret}"}}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,  # a binary message
+        "not json",
+        "[]",
+        '{"type": "hello"}',  # no token
+        '{"type": "hello", "token": ""}',
+        '{"type": "subscribe", "id": 1, "topic": "sessions"}',
+        '{"type": "ping"}',
+    ],
+    ids=["binary", "not-json", "not-an-object", "no-token", "empty-token", "subscribe", "ping"],
+)
+def test_anything_but_a_hello_first_closes_with_4001_saying_how_to_authenticate(
+    text: str | None,
+) -> None:
+    outcome = check_hello(text, HELLO_TABLE.lookup, "/v1/ws")
+    assert outcome == HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, AUTHENTICATE_FIRST)
+
+
+def test_a_hello_with_an_unknown_token_closes_with_4001_without_echoing_it() -> None:
+    outcome = check_hello(hello("guess"), HELLO_TABLE.lookup, "/v1/ws")
+    assert outcome == HelloOutcome(
+        None, CloseCode.NOT_AUTHENTICATED, "not authenticated: unknown token"
+    )
+    assert "guess" not in repr(outcome)
+
+
+@pytest.mark.parametrize(
+    ("secret", "channel", "reason"),
+    [
+        (BOT_SECRET, "/v1/ws", "role agent may not open /v1/ws"),
+        (OPERATOR_SECRET, "/v1/admin", "role operator may not open /v1/admin"),
+    ],
+)
+def test_a_hello_whose_role_is_too_low_for_the_channel_closes_with_4003(
+    secret: str, channel: str, reason: str
+) -> None:
+    outcome = check_hello(hello(secret), HELLO_TABLE.lookup, channel)
+    assert outcome == HelloOutcome(None, CloseCode.ROLE_TOO_LOW, reason)
+
+
+@pytest.mark.parametrize(
+    ("secret", "channel", "name"),
+    [
+        (OPERATOR_SECRET, "/v1/ws", "ops"),
+        (ALICE_SECRET, "/v1/ws", "alice"),
+        (ALICE_SECRET, "/v1/admin", "alice"),
+    ],
+)
+def test_a_hello_with_a_known_token_allowed_on_the_channel_authenticates(
+    secret: str, channel: str, name: str
+) -> None:
+    outcome = check_hello(hello(secret), HELLO_TABLE.lookup, channel)
+    assert outcome.token is not None
+    assert outcome.token.name == name
+    assert (outcome.code, outcome.reason) == (CloseCode.NORMAL, "")
+
+
+def test_check_hello_looks_up_the_secret_sent() -> None:
+    asked: list[str] = []
+
+    def lookup(secret: str) -> TokenConfig | None:
+        asked.append(secret)
+        return None
+
+    check_hello(hello("s3cret"), lookup, "/v1/ws")
+    assert asked == ["s3cret"]

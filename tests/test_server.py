@@ -19,8 +19,9 @@ from hived.core.config import Config, ServerConfig, TokenConfig
 from hived.core.errors import RequestError
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
-from hived.server.connection import CLOSE_TIMEOUT_S, MAX_CONCURRENT_REQUESTS
+from hived.server.connection import CLOSE_TIMEOUT_S
 from hived.server.listener import Server
+from hived.server.requests import MAX_CONCURRENT_REQUESTS
 from hived.server.router import Router
 
 SECRETS = {

@@ -9,20 +9,23 @@ structures the remaining fields through the strict converter, collecting every p
 error answers with an ``error`` frame and lives on. Server frames are built here as text
 (``welcome``, ``result``, ``error``); events are encoded once by :mod:`hived.core.events`. Which
 role a request needs, and which requests only the admin channel answers, is a table here; the
-role order itself is in :mod:`hived.core.auth`. Nothing here does I/O: the server feeds text in
+role order itself is in :mod:`hived.core.auth`. A WebSocket opened without a token
+authenticates by its first message, a ``hello``: :func:`check_hello` decides whether it may
+stay, and if not, with which close code and reason. Nothing here does I/O: the server feeds text in
 and sends text out. The reference for client authors is ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from typing import Any, Final, cast
 
 import attrs
 import orjson
 
-from hived.core.auth import ADMIN_CHANNEL, role_at_least
+from hived.core.auth import ADMIN_CHANNEL, may_open, role_at_least
+from hived.core.config import TokenConfig
 from hived.core.convert import expected, flatten_errors
 from hived.core.errors import ProtocolError
 from hived.core.messages import (
@@ -213,6 +216,46 @@ def _known_types() -> str:
 def _quote(text: str) -> str:
     shown = text if len(text) <= 60 else text[:57] + "..."
     return "'" + shown.replace("'", "\\'") + "'"
+
+
+@attrs.frozen
+class HelloOutcome:
+    """What a connection's first message decides: its token, or the close that says why not."""
+
+    token: TokenConfig | None
+    """The token the connection authenticated with; None when it must close."""
+    code: int
+    """The :class:`CloseCode` to close with (``NORMAL`` when authenticated)."""
+    reason: str
+    """The close reason, for the client and the log ("" when authenticated); never the secret."""
+
+
+def check_hello(
+    text: str | None, lookup: Callable[[str], TokenConfig | None], channel: str
+) -> HelloOutcome:
+    """Authenticate a connection on ``channel`` by its first message, ``text``.
+
+    ``text`` is None for a binary message. Anything but a valid ``hello`` closes with 4001 and
+    says how to authenticate; a secret that ``lookup`` does not know closes with 4001, a token
+    whose role may not open ``channel`` with 4003.
+    """
+    first = 'authenticate first: send {"type": "hello", "token": "..."}'
+    if text is None:
+        return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, first)
+    try:
+        request = parse_frame(text)
+    except ProtocolError:
+        return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, first)
+    if not isinstance(request, Hello):
+        return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, first)
+    token = lookup(request.token)
+    if token is None:
+        return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, "not authenticated: unknown token")
+    if not may_open(channel, token.role):
+        return HelloOutcome(
+            None, CloseCode.ROLE_TOO_LOW, f"role {token.role} may not open {channel}"
+        )
+    return HelloOutcome(token, CloseCode.NORMAL, "")
 
 
 def forbidden_reason(wire_type: str, role: str, channel: str) -> str | None:

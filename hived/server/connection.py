@@ -5,11 +5,12 @@ How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its n
 - the **reader**, which runs in the WebSocket library's own reader task (it is handed each
   message as it is parsed, :meth:`~hived.server.ws.WebSocket.deliver`: a task of our own for
   it would cost memory on every idle connection): it authenticates the connection by a first
-  ``hello`` when the upgrade carried no token, then parses each frame, checks the caller's role
-  and answers it — parse errors and refusals at once, requests through the
-  :class:`~hived.server.router.Router` in tasks of their own (at most
-  :data:`MAX_CONCURRENT_REQUESTS` at a time, so a slow ``session.stop`` does not stop the
-  reading, and a client cannot start without bound);
+  ``hello`` when the upgrade carried no token (:func:`~hived.core.protocol.check_hello` decides),
+  then hands each frame to the connection's :class:`~hived.server.requests.Requests`, which
+  parses it, checks the caller's role and answers it — parse errors and refusals at once,
+  requests through the :class:`~hived.server.router.Router` in tasks of their own (a bounded
+  number at a time, so a slow ``session.stop`` does not stop the reading, and a client cannot
+  start without bound);
 - the **sender**, in :meth:`run`'s own task: it waits in the hub
   (:meth:`~hived.hub.Subscriber.receive_batch`) and sends every frame queued for this
   connection as one text frame (a JSON array when there are several): one await per batch,
@@ -46,23 +47,18 @@ import trio
 
 from hived.core.auth import may_open
 from hived.core.config import ServerConfig, TokenConfig
-from hived.core.errors import ProtocolError, RequestError
 from hived.core.events import utc_timestamp
 from hived.core.protocol import (
-    ERROR_CODES,
     Caller,
     CloseCode,
-    Hello,
-    Request,
+    check_hello,
     close_reason,
     error_frame,
-    forbidden_reason,
-    parse_frame,
-    result_frame,
     welcome_frame,
 )
 from hived.hub import Hub, Subscriber
 from hived.server.heartbeat import Heartbeat
+from hived.server.requests import Requests
 from hived.server.router import Router
 from hived.server.ws import Pong, WebSocket, WebSocketClosed
 
@@ -74,8 +70,6 @@ before the transport is simply closed."""
 LINGER_S: Final = 2.0
 """After a close without the peer's handshake (1009), how long what it still sends is drained
 before the transport is closed."""
-MAX_CONCURRENT_REQUESTS: Final = 16
-"""Requests one connection may have running at once; the reader waits for a free slot."""
 MAX_PENDING_REPLIES: Final = 1024
 """Replies waiting for the sender; past this the client is not reading: closed with 4008."""
 
@@ -141,11 +135,10 @@ class Connection:
         "_pong",
         "_reading_done",
         "_replies",
+        "_requests",
         "_router",
-        "_running",
         "_serving",
         "_since",
-        "_slot_freed",
         "_sub",
         "_token",
         "_version",
@@ -186,11 +179,8 @@ class Connection:
         self._since = utc_timestamp()
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
-        self._running = 0
-        """Requests running now, at most :data:`MAX_CONCURRENT_REQUESTS`."""
-        self._slot_freed: trio.Event | None = None
-        """Set when a request ends, for the reader waiting for a free slot (made only then: a
-        semaphore per connection, idle or not, costs more)."""
+        self._requests: Requests | None = None
+        """Its requests, from the moment it is authenticated."""
         self._ending: _Ending | None = None
         self._serving: trio.CancelScope | None = None
         """The sender's loop; cancelled, or given a deadline, when the connection ends."""
@@ -397,10 +387,13 @@ class Connection:
             return
         try:
             text = self._take(message)
-            if self._sub is None:
+            requests = self._requests
+            if requests is None:
                 self._hello(text)
             elif text is not None:
-                await self._dispatch(text)
+                caller = self.caller
+                assert caller is not None
+                await requests.dispatch(text, caller)
         except Exception as exc:
             self._reading_done = True
             self._task_ended("reader", exc)
@@ -433,13 +426,13 @@ class Connection:
 
     def _hello(self, text: str | None) -> None:
         """The first message: authenticate by ``hello``, or ask for the close that says why."""
-        code, reason, token = self._check_hello(text)
-        if token is None:
-            log.info("connection %d: %s", self.id, reason)
+        outcome = check_hello(text, self._lookup, self.channel)
+        if outcome.token is None:
+            log.info("connection %d: %s", self.id, outcome.reason)
             self._reading_done = True
-            self.request_close(code, reason)
+            self.request_close(outcome.code, outcome.reason)
             return
-        self._token = token
+        self._token = outcome.token
         self._start_serving()
 
     def _no_hello(self) -> None:
@@ -450,27 +443,11 @@ class Connection:
             CloseCode.NOT_AUTHENTICATED, f"not authenticated: no hello within {timeout_s:g} s"
         )
 
-    def _check_hello(self, text: str | None) -> tuple[int, str, TokenConfig | None]:
-        first = 'authenticate first: send {"type": "hello", "token": "..."}'
-        if text is None:
-            return CloseCode.NOT_AUTHENTICATED, first, None
-        try:
-            request = parse_frame(text)
-        except ProtocolError:
-            return CloseCode.NOT_AUTHENTICATED, first, None
-        if not isinstance(request, Hello):
-            return CloseCode.NOT_AUTHENTICATED, first, None
-        token = self._lookup(request.token)
-        if token is None:
-            return CloseCode.NOT_AUTHENTICATED, "not authenticated: unknown token", None
-        if not may_open(self.channel, token.role):
-            return CloseCode.ROLE_TOO_LOW, f"role {token.role} may not open {self.channel}", None
-        return CloseCode.NORMAL, "", token
-
     def _start_serving(self) -> None:
         token = self._token
         assert token is not None
         assert self._nursery is not None
+        self._requests = Requests(self.channel, self._router, self._nursery, self._reply)
         self._sub = self._hub.subscriber(self.config.subscriber_queue, self._send_now)
         self._wake_sender()  # it now waits in the hub
         log.info(
@@ -484,51 +461,6 @@ class Connection:
         self._reply(
             welcome_frame(token.role, self.config.heartbeat_interval_s, self._version, self.id)
         )
-
-    async def _dispatch(self, text: str) -> None:
-        try:
-            request = parse_frame(text)
-        except ProtocolError as exc:
-            # Never log the frame itself: it may hold a secret.
-            log.debug("connection %d: bad frame: %s", self.id, exc.code)
-            request_id = exc.request_id if isinstance(exc.request_id, int | str) else None
-            self._reply(error_frame(request_id, exc.code, exc.message))
-            return
-        caller = self.caller
-        assert caller is not None
-        assert self._nursery is not None
-        if isinstance(request, Hello):
-            message = f"already authenticated as {caller.token_name}"
-            self._reply(error_frame(request.id, "conflict", message))
-            return
-        refused = forbidden_reason(request.type, caller.role, self.channel)
-        if refused is not None:
-            self._reply(error_frame(request.id, "forbidden", refused))
-            return
-        while self._running >= MAX_CONCURRENT_REQUESTS:
-            if self._slot_freed is None:
-                self._slot_freed = trio.Event()
-            await self._slot_freed.wait()
-        self._running += 1
-        self._nursery.start_soon(self._run_request, request, caller)
-
-    async def _run_request(self, request: Request, caller: Caller) -> None:
-        try:
-            result = await self._router.handle(request, caller)
-            frame = result_frame(request.id, result)
-        except RequestError as exc:
-            code = exc.code if exc.code in ERROR_CODES else "internal"
-            frame = error_frame(request.id, code, exc.message)
-        except Exception:
-            log.exception("connection %d: %s failed", self.id, request.type)
-            message = f"{request.type} failed inside hived (the daemon's log has the details)"
-            frame = error_frame(request.id, "internal", message)
-        finally:
-            self._running -= 1
-            if self._slot_freed is not None:
-                self._slot_freed.set()
-                self._slot_freed = None
-        self._reply(frame)
 
     # -- sending -----------------------------------------------------------------------------
 
