@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -132,31 +134,36 @@ async def test_receive_batch_returns_everything_queued_in_one_call() -> None:
     assert sub.depth == 0
 
 
-async def test_receive_batch_waits_for_a_publish() -> None:
-    hub = Hub()
-    sub = hub.subscriber(10)
-    await hub.subscribe(sub, "t", None)
+async def _append_batch(sub: Subscriber, got: list[list[str]]) -> None:
+    got.append(await sub.receive_batch())
+
+
+@contextlib.asynccontextmanager
+async def waiting(sub: Subscriber) -> AsyncIterator[list[list[str]]]:
+    """A task waiting in ``sub.receive_batch()`` during the block; the batch it got is in the
+    list yielded once the block is over."""
     got: list[list[str]] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: _append_batch(sub, got))
         await trio.testing.wait_all_tasks_blocked()
+        yield got
+
+
+async def test_receive_batch_waits_for_a_publish() -> None:
+    hub = Hub()
+    sub = hub.subscriber(10)
+    await hub.subscribe(sub, "t", None)
+    async with waiting(sub) as got:
         assert got == []
         publish_many(hub, "t", 3)
     assert seqs(got[0]) == [1, 2, 3]
-
-
-async def _append_batch(sub: Subscriber, got: list[list[str]]) -> None:
-    got.append(await sub.receive_batch())
 
 
 async def test_wake_makes_a_waiting_receive_batch_return_empty() -> None:
     hub = Hub()
     sub = hub.subscriber(10)
     await hub.subscribe(sub, "t", None)
-    got: list[list[str]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _append_batch(sub, got))
-        await trio.testing.wait_all_tasks_blocked()
+    async with waiting(sub) as got:
         sub.wake()
     assert got == [[]]
     publish_many(hub, "t", 2)
@@ -167,10 +174,7 @@ async def test_overflow_wakes_a_waiting_receive_batch() -> None:
     hub = Hub()
     sub = hub.subscriber(1)
     await hub.subscribe(sub, "t", None)
-    got: list[list[str]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _append_batch(sub, got))
-        await trio.testing.wait_all_tasks_blocked()
+    async with waiting(sub) as got:
         publish_many(hub, "t", 2)  # the second overflows before the waiter runs
     assert sub.overflowed
     assert got == [[]]
@@ -194,10 +198,7 @@ async def test_a_frame_for_a_waiting_subscriber_is_sent_at_once_and_the_rest_que
     socket = Socket()
     sub = hub.subscriber(10, socket.send_now)
     await hub.subscribe(sub, "t", None)
-    got: list[list[str]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _append_batch(sub, got))
-        await trio.testing.wait_all_tasks_blocked()
+    async with waiting(sub) as got:
         publish_many(hub, "t", 3)  # one tick: the first goes at once, the next two wait
     assert seqs(socket.sent) == [1]
     assert [seqs(batch) for batch in got] == [[2, 3]]
@@ -208,10 +209,7 @@ async def test_a_frame_send_now_refuses_is_queued() -> None:
     socket = Socket(open=False)
     sub = hub.subscriber(10, socket.send_now)
     await hub.subscribe(sub, "t", None)
-    got: list[list[str]] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _append_batch(sub, got))
-        await trio.testing.wait_all_tasks_blocked()
+    async with waiting(sub) as got:
         publish_many(hub, "t", 1)
     assert [seqs(batch) for batch in got] == [[1]]
 
