@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	@echo "hived demo: status page http://127.0.0.1:7420/  WebSocket ws://127.0.0.1:7420/v1/ws"
+	@echo "hived demo: dashboard http://127.0.0.1:7420/  WebSocket ws://127.0.0.1:7420/v1/ws"
 	@echo "token (admin, demo only): hived-demo-admin-token"
 	@echo "try:  HIVED_TOKEN=hived-demo-admin-token $(BIN)/hivectl status      (Ctrl-C stops hived)"
 	$(BIN)/hived --config examples/hived.toml

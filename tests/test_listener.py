@@ -230,6 +230,27 @@ async def test_the_dashboard_is_served_at_the_root(running: Running) -> None:
     assert (await running.get("/index.html")).body == answer.body
 
 
+async def test_the_dashboard_files_come_with_their_types_and_a_strict_csp(
+    running: Running,
+) -> None:
+    expected = {
+        "/": "text/html; charset=utf-8",
+        "/app.js": "text/javascript; charset=utf-8",
+        "/app.css": "text/css; charset=utf-8",
+    }
+    for path, content_type in expected.items():
+        answer = await running.get(path)
+        assert answer.status == 200, path
+        assert answer.headers["Content-Type"] == content_type, path
+        policy = answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy, path
+        assert "script-src 'self'" in policy, path
+        assert "frame-ancestors 'none'" in policy, path
+    page = (await running.get("/")).body
+    assert b'src="app.js"' in page
+    assert b'href="app.css"' in page
+
+
 @pytest.mark.parametrize(
     "path",
     ["/../pyproject.toml", "/%2e%2e/core/http.py", "/..%2f__init__.py", "/.hidden", "//etc/passwd"],

@@ -46,7 +46,14 @@ CONTENT_TYPES: Final = {
     ".ico": "image/x-icon",
     ".txt": "text/plain; charset=utf-8",
 }
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The dashboard runs only its own files: no inline script or style, nothing from elsewhere,
+so that agent output that slipped into the page as markup could still run nothing."""
 STATIC_HEADERS: Final = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("Cache-Control", "no-cache"),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
