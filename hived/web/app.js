@@ -151,6 +151,8 @@ function onWelcome(welcome) {
     const list = topic === "sessions" && !app.listed;
     (list ? subscribed.then(loadSessions) : subscribed).catch(quiet);
   }
+  // A session selected while disconnected, or whose tail had not started when it dropped.
+  if (app.selected && !app.topics.has(tailTopic())) startTail(app.selected).catch(quiet);
 }
 
 /** Browsers do not show WebSocket pings to scripts: ask the server for a `ping` reply instead. */
@@ -362,12 +364,20 @@ function select(id) {
   $("detail").dataset.session = id;
   $("detail").hidden = false;
   renderDetail();
-  // The subscribe result is the first to tell the topic's last seq, so the tail starts at
-  // the beginning and keeps only the newest TAIL_MAX items.
+  if (app.role) startTail(id).catch(quiet); // else onWelcome starts it
+}
+
+/** Follow a session's tail from its newest TAIL_MAX events, not from its first: a live-only
+ * subscribe tells the topic's last seq (its events are ignored: the topic is not followed
+ * yet), then the subscription that counts replays from there. A long session does not send
+ * the page its whole history. */
+async function startTail(id) {
   const topic = `session/${id}`;
-  app.lastSeq.set(topic, 0);
-  app.topics.add(topic);
-  if (app.role) subscribe(topic).catch(quiet);
+  const probe = await request("subscribe", { topic });
+  await request("unsubscribe", { topic });
+  if (app.selected !== id || app.topics.has(topic)) return; // another one selected meanwhile
+  app.lastSeq.set(topic, Math.max(0, probe.last_seq - TAIL_MAX));
+  await subscribe(topic);
 }
 
 function renderDetail() {

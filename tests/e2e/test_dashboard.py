@@ -33,7 +33,7 @@ from playwright.sync_api import (
 )
 
 from hived.client import Client, connect
-from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon
+from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon, agent_toml
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 
@@ -362,3 +362,42 @@ async def test_the_page_resumes_across_a_daemon_restart_with_nothing_lost_or_dou
             expect(event_items(page, "state", "→ EXITED")).to_have_count(1)
 
         await tab.run(resumes)
+
+
+async def test_a_long_session_sends_the_page_only_its_newest_events(
+    hived: Launcher, chrome: Chrome
+) -> None:
+    lines = 1500
+    port, config = hived.config(body=agent_toml("flood", "misbehave.py", "flood", str(lines)))
+    daemon = await hived.start(config, port=port)
+    async with (
+        connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as operator,
+        connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin,
+        open_tab(chrome, daemon) as tab,
+    ):
+        flood = await start(operator, "flood", name="flood")
+        # Every line is kept before the page looks: it must not be sent them all.
+        with trio.fail_after(DEADLINE_S):
+            while True:
+                page = await operator.request("session.events", session=flood, since=lines)
+                if page["events"]:
+                    break
+                await trio.sleep(0.05)
+
+        def shows_the_newest(page: Page) -> None:
+            log_in(page, "viewer")
+            page.click("#all")
+            row_of(page, flood).click()
+            expect(event_items(page, "text", f"line {lines - 1} ")).to_have_count(1)
+            seqs = page.eval_on_selector_all(
+                "#events li[data-seq]", "items => items.map(i => Number(i.dataset.seq))"
+            )
+            assert 0 < len(seqs) <= 500
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            expect(event_items(page, "text", "line 0 ")).to_have_count(0)
+
+        await tab.run(shows_the_newest)
+        [viewer] = [
+            c for c in (await admin.request("connections"))["connections"] if c["role"] == "viewer"
+        ]
+        assert viewer["messages_out"] < 700, "the page was sent the whole session"
