@@ -284,10 +284,10 @@ def test_protocol_error_is_a_value_error() -> None:
 
 
 def test_welcome_frame_is_the_documented_json() -> None:
-    frame = welcome_frame("operator", 20.0, "0.1.0", 17)
+    frame = welcome_frame("operator", "alice", 20.0, "0.1.0", 17)
     assert frame == (
         '{"type":"welcome","server":"hived","version":"0.1.0","role":"operator",'
-        '"heartbeat_interval_s":20.0,"connection":17}'
+        '"token_name":"alice","heartbeat_interval_s":20.0,"connection":17}'
     )
 
 

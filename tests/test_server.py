@@ -149,6 +149,7 @@ async def test_a_header_token_is_welcomed_with_its_role(harness: Harness) -> Non
         "server": "hived",
         "version": "9.9.9",
         "role": "operator",
+        "token_name": "operator-token",
         "heartbeat_interval_s": 20.0,
         "connection": 1,
     }

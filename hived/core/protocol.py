@@ -287,14 +287,18 @@ def dumps(value: object) -> str:
     return orjson.dumps(value, default=_default).decode()
 
 
-def welcome_frame(role: str, heartbeat_interval_s: float, version: str, connection: int) -> str:
-    """The first frame of an authenticated connection."""
+def welcome_frame(
+    role: str, token_name: str, heartbeat_interval_s: float, version: str, connection: int
+) -> str:
+    """The first frame of an authenticated connection (``token_name``: the token's name in the
+    config, never its secret)."""
     return dumps(
         {
             "type": "welcome",
             "server": SERVER_NAME,
             "version": version,
             "role": role,
+            "token_name": token_name,
             "heartbeat_interval_s": heartbeat_interval_s,
             "connection": connection,
         }

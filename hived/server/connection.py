@@ -459,7 +459,9 @@ class Connection:
             self.channel,
         )
         self._reply(
-            welcome_frame(token.role, self.config.heartbeat_interval_s, self._version, self.id)
+            welcome_frame(
+                token.role, token.name, self.config.heartbeat_interval_s, self._version, self.id
+            )
         )
 
     # -- sending -----------------------------------------------------------------------------

@@ -137,9 +137,7 @@ function onFrame(text) {
 function onWelcome(welcome) {
   app.role = welcome.role;
   app.attempt = 0;
-  // protocol.md: welcome names the role and the connection, not the token; show what there is.
-  const who = welcome.token_name ? `${welcome.token_name} (${welcome.role})` : welcome.role;
-  setConn(`connected as ${who}`);
+  setConn(`connected as ${welcome.token_name} (${welcome.role})`);
   const canOperate = OPERATOR_ROLES.has(welcome.role);
   for (const element of document.querySelectorAll(".operator")) element.hidden = !canOperate;
   startPinger(welcome.heartbeat_interval_s);

@@ -118,7 +118,7 @@ async def open_tab(chrome: Chrome, daemon: RunningDaemon) -> AsyncIterator[Tab]:
 def log_in(page: Page, role: str) -> None:
     page.fill("#token", SECRETS[role])
     page.click("#login button[type=submit]")
-    expect(page.locator("#conn")).to_have_text(f"connected as {role}")
+    expect(page.locator("#conn")).to_have_text(f"connected as {role}-token ({role})")
     expect(page.locator("#login")).to_be_hidden()
 
 
@@ -174,7 +174,7 @@ async def test_a_viewer_watches_sessions_live_and_is_offered_no_actions(
             expect_state(page, session, "EXITED")
             expect(event_items(page, "state", "EXITED")).to_have_count(1)
             page.reload()  # still logged in: the token is in sessionStorage
-            expect(page.locator("#conn")).to_have_text("connected as viewer")
+            expect(page.locator("#conn")).to_have_text("connected as viewer-token (viewer)")
             # Live sessions by default; #all asks for the ended ones too.
             expect(page.locator("#sessions tbody tr")).to_have_count(0)
             page.check("#all")
@@ -276,7 +276,7 @@ async def test_agent_output_and_names_are_shown_as_text_never_as_markup(
 
 def catches_up(page: Page, watched: str, said: str) -> None:
     """The tail of ``watched`` shows ``said`` once, and every seq from 1 once."""
-    expect(page.locator("#conn")).to_have_text("connected as viewer")
+    expect(page.locator("#conn")).to_have_text("connected as viewer-token (viewer)")
     expect(event_items(page, "text", f"you said: {said}")).to_have_count(1)
     expect(event_items(page, "text", "fake_text ready")).to_have_count(1)
     seqs = page.eval_on_selector_all(
