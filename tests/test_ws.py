@@ -35,10 +35,16 @@ def test_pong_is_marked_by_set_as_the_library_does() -> None:
 
 
 async def serve(nursery: trio.Nursery, **server: Any) -> tuple[Hub, int]:
+    hub, port, _ = await serve_server(nursery, **server)
+    return hub, port
+
+
+async def serve_server(nursery: trio.Nursery, **server: Any) -> tuple[Hub, int, Server]:
     hub = Hub()
     config = make_config(**{"subscriber_queue": 100_000, **server})
-    [(_, port)] = await nursery.start(Server(config, hub, Router(), version="9.9.9").serve)
-    return hub, port
+    listener = Server(config, hub, Router(), version="9.9.9")
+    [(_, port)] = await nursery.start(listener.serve)
+    return hub, port, listener
 
 
 @contextlib.asynccontextmanager
@@ -84,6 +90,22 @@ async def test_events_of_every_size_reach_a_websockets_client_over_a_socket(
             hub.publish("sessions", "output", {"text": text})
             [event] = await read_events(ws, 1)
             assert event["data"] == {"text": text}
+
+
+async def test_events_written_by_the_publisher_count_in_the_connection_figures(
+    nursery: trio.Nursery,
+) -> None:
+    hub, port, server = await serve_server(nursery)
+    async with subscribed(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+        for i in range(3):
+            await trio.testing.wait_all_tasks_blocked()  # the sender waits: a direct write
+            hub.publish("sessions", "output", {"i": i})
+            [event] = await read_events(ws, 1)
+            assert event["data"] == {"i": i}
+        [figures] = server.connections()
+    # The welcome, the subscribe result and the three events, each a frame of its own.
+    assert (figures.frames_out, figures.messages_out) == (5, 5)
+    assert figures.bytes_out > 3 * len('{"type":"event"}')
 
 
 async def test_events_of_every_size_reach_a_websockets_client_over_tls(
