@@ -28,6 +28,8 @@ heartbeat_interval_s = 15
 heartbeat_timeout_s = 5.5
 auth_timeout_s = 3.0
 subscriber_queue = 128
+rate_limit_per_s = 12.5
+rate_limit_burst = 40
 tls_cert = "cert.pem"
 tls_key = "key.pem"
 
@@ -87,6 +89,7 @@ def test_full_valid_config_loads_every_key() -> None:
     assert config.server.allowed_origins == ("https://dash.example:8443",)
     assert config.server.heartbeat_interval_s == 15.0
     assert config.server.tls_cert == "/etc/hived/cert.pem"
+    assert (config.server.rate_limit_per_s, config.server.rate_limit_burst) == (12.5, 40)
     assert config.state.dir == "/etc/hived/state"
     assert config.state.sync_interval_ms == 50
     assert config.daemon.shutdown_timeout_s == 12.0
@@ -105,6 +108,8 @@ def test_empty_file_gives_the_documented_defaults() -> None:
     assert config == Config()
     assert config.server.listen == DEFAULT_LISTEN
     assert config.server.subscriber_queue == 4096
+    assert config.server.rate_limit_per_s == 50.0
+    assert config.server.rate_limit_burst == 200
     assert config.state.retention_days == 30
 
 
@@ -151,6 +156,46 @@ def test_config_error_is_a_value_error_and_a_hived_error() -> None:
         (
             '[server]\nallowed_origins = ["x"]',
             "server.allowed_origins[0]: expected an origin such as",
+        ),
+        (
+            "[server]\nrate_limit_per_s = 0",
+            "server.rate_limit_per_s: expected a finite number greater than 0, got 0",
+        ),
+        (
+            "[server]\nrate_limit_per_s = -2.5",
+            "server.rate_limit_per_s: expected a finite number greater than 0, got -2.5",
+        ),
+        (
+            "[server]\nrate_limit_per_s = inf",
+            "server.rate_limit_per_s: expected a finite number greater than 0, got inf",
+        ),
+        (
+            "[server]\nrate_limit_per_s = nan",
+            "server.rate_limit_per_s: expected a finite number greater than 0, got nan",
+        ),
+        (
+            '[server]\nrate_limit_per_s = "50"',
+            'server.rate_limit_per_s: expected a number per second, got "50"',
+        ),
+        (
+            "[server]\nrate_limit_per_s = true",
+            "server.rate_limit_per_s: expected a number per second, got true",
+        ),
+        (
+            "[server]\nrate_limit_burst = 0",
+            "server.rate_limit_burst: expected an integer ≥ 1, got 0",
+        ),
+        (
+            "[server]\nrate_limit_burst = -1",
+            "server.rate_limit_burst: expected an integer ≥ 1, got -1",
+        ),
+        (
+            "[server]\nrate_limit_burst = 2.5",
+            "server.rate_limit_burst: expected an integer, got 2.5",
+        ),
+        (
+            '[server]\nrate_limit_burst = "200"',
+            'server.rate_limit_burst: expected an integer, got "200"',
         ),
         ('[server]\ntls_cert = "c.pem"', "server: tls_cert and tls_key go together"),
         ("[state]\ndir = 5", "state.dir: expected a string, got 5"),

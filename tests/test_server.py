@@ -13,6 +13,9 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Message, TextMessage
+from wsproto.events import Request as Upgrade
 
 from hived.core.auth import hash_secret
 from hived.core.config import Config, ServerConfig, TokenConfig
@@ -690,3 +693,104 @@ async def test_secrets_never_reach_the_log(
     await close_code(wrong)
     text = caplog.text
     assert all(secret not in text for secret in SECRETS.values())
+
+
+# -- rate limit -------------------------------------------------------------------------------
+
+
+async def flood(harness: Harness, count: int) -> tuple[list[int], CloseConnection]:
+    """A client (wsproto over an in-memory stream) that sends ``count`` pings in one write, so
+    that the server reads them all at once; the ids it answered, and its close."""
+    client = WSConnection(ConnectionType.CLIENT)
+    stream = harness.stream()
+    auth = [(b"authorization", f"Bearer {SECRETS['viewer']}".encode())]
+    await stream.send_all(
+        client.send(Upgrade(host="hived.test", target="/v1/ws", extra_headers=auth))
+    )
+    answered: list[int] = []
+    text = ""
+    while True:
+        client.receive_data(bytes(await stream.receive_some()) or None)
+        for event in client.events():
+            if isinstance(event, AcceptConnection):
+                pings = [orjson.dumps({"type": "ping", "id": i}).decode() for i in range(count)]
+                await stream.send_all(b"".join(client.send(Message(data=p)) for p in pings))
+            elif isinstance(event, TextMessage):
+                text += event.data
+                if event.message_finished:
+                    frame = orjson.loads(text)
+                    text = ""
+                    for message in frame if isinstance(frame, list) else [frame]:
+                        if message["type"] == "result":
+                            answered.append(message["id"])
+            elif isinstance(event, CloseConnection):
+                return answered, event
+
+
+async def test_a_client_over_the_burst_is_closed_4029_after_the_answers_to_the_burst(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    burst = harness.config.server.rate_limit_burst
+    answered, close = await flood(harness, burst + 1)
+    assert (close.code, close.reason) == (
+        4029,
+        "rate limited: more than 200 messages at once or 50/s; wait, then reconnect",
+    )
+    assert sorted(answered) == list(range(burst))
+
+
+async def test_every_frame_counts_against_the_rate_limit_hello_and_bad_ones_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(rate_limit_burst=3))
+    ws = await harness.connect("/v1/ws", role=None)
+    await send(ws, type="hello", token=SECRETS["viewer"])
+    await ws.send_message(b"binary")
+    await ws.send_message("{not json")
+    await send(ws, type="ping", id=1)
+    replies: list[str] = []
+
+    async def read_replies() -> None:
+        while True:
+            replies.extend(m.get("code", m["type"]) for m in await receive(ws))
+
+    with pytest.raises(trio_websocket.ConnectionClosed) as excinfo:
+        await read_replies()
+    assert replies == ["welcome", "bad_request", "bad_json"]
+    assert excinfo.value.reason is not None
+    assert excinfo.value.reason.code == 4029
+
+
+async def test_a_client_sending_steadily_below_the_rate_stays_open(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(rate_limit_per_s=2.0, rate_limit_burst=1))
+    ws = await harness.welcomed()
+    for i in range(600):  # 1.8 a second for 330 s
+        assert (await ask(ws, type="ping", id=i))["type"] == "result"
+        await trio.sleep(0.55)
+    assert [c.id for c in harness.server.connections()] == [1]
+    await send(ws, type="ping", id=600)
+    await send(ws, type="ping", id=601)  # two at once: one more than the burst
+    assert (await close_code(ws))[0] == 4029
+
+
+async def test_a_reload_with_a_higher_burst_lets_an_open_connection_send_more(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(rate_limit_per_s=1.0, rate_limit_burst=5))
+    ws = await harness.welcomed(queue=64)
+    assert (await ask(ws, type="ping", id=0))["type"] == "result"
+    harness.server.reload(make_config(rate_limit_per_s=1.0, rate_limit_burst=20))
+    await trio.sleep(30)
+    for i in range(1, 21):
+        await send(ws, type="ping", id=i)
+    answered: list[int] = []
+    while len(answered) < 20:
+        answered.extend(m["id"] for m in await receive(ws) if m["type"] == "result")
+    assert sorted(answered) == list(range(1, 21))
+    await send(ws, type="ping", id=21)
+    assert await close_code(ws) == (
+        4029,
+        "rate limited: more than 20 messages at once or 1/s; wait, then reconnect",
+    )

@@ -12,6 +12,7 @@ folder. Reading the file is the caller's business: this module never touches the
 from __future__ import annotations
 
 import ipaddress
+import math
 import os.path
 import re
 import tomllib
@@ -40,6 +41,8 @@ Listen = NewType("Listen", str)
 """``host:port``; an IPv6 host in brackets (``[::1]:7420``)."""
 Seconds = NewType("Seconds", float)
 """A duration in seconds, greater than 0."""
+PerSecond = NewType("PerSecond", float)
+"""A rate, in anything per second: a finite number greater than 0."""
 PositiveInt = NewType("PositiveInt", int)
 Count = NewType("Count", int)
 """An integer ≥ 0."""
@@ -76,6 +79,12 @@ class ServerConfig:
     """How long a client without a header token has to send ``hello``."""
     subscriber_queue: PositiveInt = PositiveInt(4096)
     """Events queued per subscriber before it is closed with 4008."""
+    rate_limit_per_s: PerSecond = PerSecond(50.0)
+    """Messages a second a WebSocket client may send for as long as it likes; a client that
+    sends more, once its ``rate_limit_burst`` is spent, is closed with 4029."""
+    rate_limit_burst: PositiveInt = PositiveInt(200)
+    """Messages a WebSocket client may send at once; after them it may go on at
+    ``rate_limit_per_s``."""
     tls_cert: str | None = None
     """PEM certificate chain; TLS is on when this and ``tls_key`` are set."""
     tls_key: str | None = None
@@ -203,6 +212,14 @@ def _seconds(value: object, _: object) -> Seconds:
     return Seconds(float(value))
 
 
+def _per_second(value: object, _: object) -> PerSecond:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(expected("a number per second", value))
+    if not 0 < value < math.inf:
+        raise ValueError(expected("a finite number greater than 0", value))
+    return PerSecond(float(value))
+
+
 def _integer(minimum: int) -> Callable[[object, object], int]:
     def structure(value: object, _: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -253,6 +270,7 @@ def _make_config_converter() -> cattrs.Converter:
     conv = make_converter()
     conv.register_structure_hook(Listen, _listen)
     conv.register_structure_hook(Seconds, _seconds)
+    conv.register_structure_hook(PerSecond, _per_second)
     conv.register_structure_hook(PositiveInt, _integer(1))
     conv.register_structure_hook(Count, _integer(0))
     conv.register_structure_hook(Sha256, _matching(_SHA256_RE, "64 hex digits", fold=True))

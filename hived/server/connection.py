@@ -10,16 +10,20 @@ How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its n
   parses it, checks the caller's role and answers it — parse errors and refusals at once,
   requests through the :class:`~hived.server.router.Router` in tasks of their own (a bounded
   number at a time, so a slow ``session.stop`` does not stop the reading, and a client cannot
-  start without bound);
+  start without bound). Before all that, each message takes a token from the connection's
+  rate-limit bucket (:mod:`hived.core.limits`; two floats on the connection, no task): a
+  client that sends more than ``rate_limit_burst`` messages at once, or more than
+  ``rate_limit_per_s`` for long, is closed with 4029 once the requests it sent before are
+  answered;
 - the **sender**, in :meth:`run`'s own task: it waits in the hub
   (:meth:`~hived.hub.Subscriber.receive_batch`) and sends every frame queued for this
   connection as one text frame (a JSON array when there are several): one await per batch,
   never one per event. Replies and pings wake it too (:meth:`~hived.hub.Subscriber.wake`), and
   go first. It runs until something asks the connection to end (the peer closed, no ``hello``
-  in time, the hub overflowed the queue, a kick, a missed pong, the daemon stopping, the reader
-  failed); then it sends the close frame and waits for the peer's answer (bounded), closes the
-  transport, and only then cancels the nursery — close first, then cancel, so that clients see
-  the close code and not 1006.
+  in time, the hub overflowed the queue, the rate limit, a kick, a missed pong, the daemon
+  stopping, the reader failed); then it sends the close frame and waits for the peer's answer
+  (bounded), closes the transport, and only then cancels the nursery — close first, then
+  cancel, so that clients see the close code and not 1006.
 
 Why one task sends everything: a writer apart from the task that closes would cost every
 idle connection a task's memory. Each frame is written whole under the transport's send lock
@@ -48,6 +52,7 @@ import trio
 from hived.core.auth import may_open
 from hived.core.config import ServerConfig, TokenConfig
 from hived.core.events import utc_timestamp
+from hived.core.limits import FULL, take
 from hived.core.protocol import (
     Caller,
     CloseCode,
@@ -119,6 +124,9 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
+        "_answered",
+        "_bucket",
+        "_bucket_at",
         "_bytes_in",
         "_bytes_out",
         "_ending",
@@ -141,6 +149,7 @@ class Connection:
         "_since",
         "_sub",
         "_token",
+        "_unanswered",
         "_version",
         "_waiting",
         "_ws",
@@ -197,6 +206,15 @@ class Connection:
         """No more messages are handled: the library reads no more, or the reader failed."""
         self._frames_in = self._bytes_in = 0
         self._frames_out = self._messages_out = self._bytes_out = 0
+        self._bucket = FULL
+        """What the client may still send at once (:mod:`hived.core.limits`), at
+        ``_bucket_at`` (trio's clock)."""
+        self._bucket_at = 0.0
+        self._unanswered = 0
+        """Requests handed to ``_requests`` and not yet answered (each gets one answer)."""
+        self._answered: trio.Event | None = None
+        """Set when the last of them is answered, for a reader that waits for that (made only
+        then)."""
 
     @property
     def token(self) -> TokenConfig | None:
@@ -382,8 +400,12 @@ class Connection:
 
     async def _receive(self, message: str | bytes) -> None:
         """The reader: handle one message (in the WebSocket library's reader task, which reads
-        on once this returns; a busy request slot stops the reading)."""
+        on once this returns; a busy request slot stops the reading). Each message takes its
+        token first: a message over the rate limit is not handled at all."""
         if self._reading_done:
+            return
+        if not self._within_rate_limit():
+            await self._rate_limited()
             return
         try:
             text = self._take(message)
@@ -393,6 +415,7 @@ class Connection:
             elif text is not None:
                 caller = self.caller
                 assert caller is not None
+                self._unanswered += 1
                 await requests.dispatch(text, caller)
         except Exception as exc:
             self._reading_done = True
@@ -402,6 +425,35 @@ class Connection:
         """The library reads no more: the connection closed (by either side, or broke)."""
         self._reading_done = True
         self._task_ended("reader", closed)
+
+    def _within_rate_limit(self) -> bool:
+        """Take a token for the message just received; False when none is left (then the
+        message is not handled). Every message counts, whatever it holds."""
+        config = self.config
+        now = trio.current_time()
+        left = take(
+            self._bucket, self._bucket_at, now, config.rate_limit_per_s, config.rate_limit_burst
+        )
+        if left is None:
+            return False
+        self._bucket, self._bucket_at = left, now
+        return True
+
+    async def _rate_limited(self) -> None:
+        """Read no more, and close with 4029 once the requests taken before are answered (for
+        :data:`CLOSE_TIMEOUT_S` at most), so that the client learns which of them ran. The
+        library reads nothing meanwhile: a flood waits in the socket."""
+        self._reading_done = True
+        config = self.config
+        reason = (
+            f"rate limited: more than {config.rate_limit_burst} messages at once or "
+            f"{config.rate_limit_per_s:g}/s; wait, then reconnect"
+        )
+        if self._unanswered:
+            self._answered = trio.Event()
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._answered.wait()
+        self.request_close(CloseCode.RATE_LIMITED, reason)
 
     def _take(self, message: str | bytes) -> str | None:
         """A received message as text; None (after answering) for a binary one. Asks for 1009
@@ -447,7 +499,7 @@ class Connection:
         token = self._token
         assert token is not None
         assert self._nursery is not None
-        self._requests = Requests(self.channel, self._router, self._nursery, self._reply)
+        self._requests = Requests(self.channel, self._router, self._nursery, self._answer)
         self._sub = self._hub.subscriber(self.config.subscriber_queue, self._send_now)
         self._wake_sender()  # it now waits in the hub
         log.info(
@@ -473,6 +525,13 @@ class Connection:
             return
         self._replies.append(frame)
         self._wake_sender()
+
+    def _answer(self, frame: str) -> None:
+        """Queue the answer to a request (each request handed to ``_requests`` gets one)."""
+        self._reply(frame)
+        self._unanswered -= 1
+        if not self._unanswered and self._answered is not None:
+            self._answered.set()
 
     def _wake_sender(self) -> None:
         if self._idle is not None:

@@ -123,6 +123,10 @@ def is_welcome(message: dict[str, Any]) -> bool:
     return bool(message["type"] == "welcome")
 
 
+def is_result(message: dict[str, Any]) -> bool:
+    return bool(message["type"] == "result")
+
+
 # -- a hand-rolled WebSocket over raw TCP -----------------------------------------------------
 
 
@@ -451,6 +455,26 @@ async def test_our_client_reports_1009_after_a_frame_over_max_message_bytes(
             await client.request("ping", pad="x" * (MAX_MESSAGE_BYTES + 1))
         with pytest.raises(ConnectionLost, match="1009"):
             await client.request("ping")
+
+
+async def test_pings_past_the_rate_limit_burst_close_with_4029(hived: Launcher) -> None:
+    # A refill of one message per 10 s: the 21 pings count as sent at once, however slowly a
+    # busy machine lets the daemon read them.
+    port, config = hived.config(server="rate_limit_burst = 20\nrate_limit_per_s = 0.1\n")
+    daemon = await hived.start(config, port=port)
+    async with open_peer(daemon.ws_url, SECRETS["viewer"]) as peer:
+        assert is_welcome(await peer.next())
+        for i in range(21):
+            await peer.send({"type": "ping", "id": i})
+        answered = [(await peer.until(is_result))["id"] for _ in range(20)]
+        with pytest.raises(ConnectionClosed) as closed:
+            await peer.next()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4029
+    assert closed.value.rcvd.reason == (
+        "rate limited: more than 20 messages at once or 0.1/s; wait, then reconnect"
+    )
+    assert sorted(answered) == list(range(20))
 
 
 # -- subscribe and resume -------------------------------------------------------------------
