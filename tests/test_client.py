@@ -755,3 +755,34 @@ def test_hivectl_hook_without_a_token_says_so_and_posts_nothing(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"{}")))
     assert hivectl.main(["hook"]) == hivectl.EXIT_OK
     assert capsys.readouterr().err == "hivectl hook: no token: set HIVED_TOKEN\n"
+
+
+@pytest.mark.parametrize(("stable_s", "attempts"), [(3600.0, [0, 1, 2, 3]), (0.0, [0, 0, 0, 0])])
+async def test_the_backoff_starts_afresh_only_after_a_connection_that_lived(
+    monkeypatch: pytest.MonkeyPatch, stable_s: float, attempts: list[int]
+) -> None:
+    # A server that closes every connection at once (4029, rate limited) must not be retried
+    # at the first delay forever: the backoff grows unless a connection lived STABLE_S.
+    seen: list[int] = []
+
+    def backoff_s(attempt: int) -> float:
+        seen.append(attempt)
+        return 0.001
+
+    monkeypatch.setattr(client_module, "STABLE_S", stable_s)
+    monkeypatch.setattr(client_module, "backoff_s", backoff_s)
+
+    async def limited(peer: Peer) -> None:
+        await peer.welcome()
+        await peer.close(4029, "rate limited")
+
+    async def serves(peer: Peer) -> None:
+        await peer.welcome()
+        await peer.serve_requests()
+
+    async with fake_hived(limited, limited, limited, limited, serves) as fake:
+        with trio.fail_after(DEADLINE_S):
+            async with connect(fake.url, TOKEN) as client:
+                await fake.wait_peers(5)
+                assert await client.request("ping") == {}
+    assert seen == attempts

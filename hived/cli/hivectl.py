@@ -44,6 +44,7 @@ from hived.client import (
     RemoteError,
     connect,
 )
+from hived.core.messages import MAX_LIMIT
 
 EXIT_OK: Final = 0
 EXIT_REMOTE: Final = 1
@@ -52,7 +53,9 @@ EXIT_CONNECT: Final = 3
 EXIT_AUTH: Final = 4
 EXIT_INTERRUPTED: Final = 130
 
-LOG_PAGE: Final = 1000
+LOG_PAGE: Final = MAX_LIMIT
+"""Events asked per ``session.events`` page: the most the protocol allows, so that reading a
+long session takes few requests (each one counts against the rate limit)."""
 
 EPILOG: Final = """\
 environment: HIVED_URL (default: the listen address of the local config, else

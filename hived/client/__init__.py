@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S: Final = 0.2
 BACKOFF_MAX_S: Final = 10.0
+STABLE_S: Final = 10.0
+"""A connection that lived this long starts the backoff afresh; one that ended sooner (a
+server closing it again and again, say with 4029) goes on where the backoff was."""
 
 
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
@@ -232,11 +235,12 @@ class Client:
         attempt = 0
         first = True
         while True:
+            welcomed_at: float | None = None
             try:
                 async with open_websocket(self.url, self.token, self.ssl_context) as ws:
                     self.welcome = await self._read_welcome(ws)
+                    welcomed_at = trio.current_time()
                     self._ws = ws
-                    attempt = 0
                     self._connected.set()
                     if first:
                         first = False
@@ -262,6 +266,8 @@ class Client:
                 self._connected = trio.Event()
                 if self._fatal is None:
                     self._fail_pending(ConnectionLost(f"connection to {self.url} lost"))
+            if welcomed_at is not None and trio.current_time() - welcomed_at >= STABLE_S:
+                attempt = 0
             await trio.sleep(backoff_s(attempt))
             attempt += 1
 
