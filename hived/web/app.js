@@ -15,6 +15,7 @@ const TOKEN_KEY = "hived.token";
 const TAIL_MAX = 500; // items kept in #events; older ones are removed from the top
 const BACKOFF_FIRST_S = 1;
 const BACKOFF_MAX_S = 30;
+const STABLE_MS = 10000; // a connection that lived this long starts the backoff afresh
 const PING_TIMEOUT_MS = 10000;
 const TEXT_MAX = 4000; // characters of one event shown; the rest is cut with a note
 const OPERATOR_ROLES = new Set(["operator", "admin"]);
@@ -39,7 +40,8 @@ const app = {
   listings: new Set(), // per `sessions` list on its way: the ids events updated meanwhile
   listed: false, // a `sessions` list has arrived
   selected: null,
-  attempt: 0, // reconnect attempts since the last welcome
+  attempt: 0, // reconnect attempts since a connection that lived STABLE_MS
+  welcomedAt: 0, // when the connection now open was welcomed (Date.now())
   timers: [],
 };
 
@@ -99,6 +101,10 @@ function lost(code, reason) {
     $("reconnect").hidden = false;
     return;
   }
+  // A server that closes each connection at once (4029, say) must not be retried at the first
+  // delay forever: the count starts afresh only after a connection that lived a while.
+  if (app.welcomedAt && Date.now() - app.welcomedAt >= STABLE_MS) app.attempt = 0;
+  app.welcomedAt = 0;
   // Exponential, capped, with jitter: many dashboards do not all come back at the same moment.
   const base = Math.min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** app.attempt);
   const delayMs = 1000 * Math.max(BACKOFF_FIRST_S, base * (0.5 + Math.random() / 2));
@@ -136,7 +142,7 @@ function onFrame(text) {
 
 function onWelcome(welcome) {
   app.role = welcome.role;
-  app.attempt = 0;
+  app.welcomedAt = Date.now();
   setConn(`connected as ${welcome.token_name} (${welcome.role})`);
   const canOperate = OPERATOR_ROLES.has(welcome.role);
   for (const element of document.querySelectorAll(".operator")) element.hidden = !canOperate;
