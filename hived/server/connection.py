@@ -2,19 +2,10 @@
 
 How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its nursery with
 
-- the **reader**, which runs in the WebSocket library's own reader task (it is handed each
-  message as it is parsed, :meth:`~hived.server.ws.WebSocket.deliver`: a task of our own for
-  it would cost memory on every idle connection): it authenticates the connection by a first
-  ``hello`` when the upgrade carried no token (:func:`~hived.core.protocol.check_hello` decides),
-  then hands each frame to the connection's :class:`~hived.server.requests.Requests`, which
-  parses it, checks the caller's role and answers it — parse errors and refusals at once,
-  requests through the :class:`~hived.server.router.Router` in tasks of their own (a bounded
-  number at a time, so a slow ``session.stop`` does not stop the reading, and a client cannot
-  start without bound). Before all that, each message takes a token from the connection's
-  rate-limit bucket (:mod:`hived.core.limits`; two floats on the connection, no task): a
-  client that sends more than ``rate_limit_burst`` messages at once, or more than
-  ``rate_limit_per_s`` for long, is closed with 4029 once the requests it sent before are
-  answered;
+- the **reader** (:class:`~hived.server.reader.Reader`, in :mod:`hived.server.reader`), which
+  runs in the WebSocket library's own reader task: it rate-limits what the client sends,
+  authenticates the connection by a first ``hello`` when the upgrade carried no token, then
+  hands each frame to the connection's requests;
 - the **sender**, in :meth:`run`'s own task: it waits in the hub
   (:meth:`~hived.hub.Subscriber.receive_batch`) and sends every frame queued for this
   connection as one text frame (a JSON array when there are several): one await per batch,
@@ -37,6 +28,7 @@ connection): it calls :meth:`Connection.beat`, which asks the sender for a ping 
 Whatever ends first ends all. The transport is always closed on the way out, which also covers
 a send cancelled half-way (its framing would be corrupt). An idle connection is two tasks:
 the listener's, which runs :meth:`run`, and the WebSocket library's reader (and ours in it).
+Its statistics are :class:`~hived.server.stats.ConnectionStats`.
 """
 
 from __future__ import annotations
@@ -52,56 +44,21 @@ import trio
 from hived.core.auth import may_open
 from hived.core.config import ServerConfig, TokenConfig
 from hived.core.events import utc_timestamp
-from hived.core.limits import FULL, take
-from hived.core.protocol import (
-    Caller,
-    CloseCode,
-    check_hello,
-    close_reason,
-    error_frame,
-    welcome_frame,
-)
+from hived.core.protocol import Caller, CloseCode, close_reason, welcome_frame
 from hived.hub import Hub, Subscriber
 from hived.server.heartbeat import Heartbeat
-from hived.server.requests import Requests
+from hived.server.reader import CLOSE_TIMEOUT_S, Reader
 from hived.server.router import Router
+from hived.server.stats import ConnectionStats
 from hived.server.ws import Pong, WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S: Final = 5.0
-"""How long a close may take (finishing the send under way, the peer's closing handshake)
-before the transport is simply closed."""
 LINGER_S: Final = 2.0
 """After a close without the peer's handshake (1009), how long what it still sends is drained
 before the transport is closed."""
 MAX_PENDING_REPLIES: Final = 1024
 """Replies waiting for the sender; past this the client is not reading: closed with 4008."""
-
-
-@attrs.frozen
-class ConnectionStats:
-    """A snapshot of one connection, as the ``connections`` request lists it."""
-
-    id: int
-    peer: str
-    """The client's address, ``host:port``."""
-    channel: str
-    """``/v1/ws`` or ``/v1/admin``."""
-    token_name: str | None
-    """The name of the token it authenticated with; None while it has not yet."""
-    role: str | None
-    since: str
-    """When the WebSocket opened (ISO 8601, UTC)."""
-    frames_in: int
-    bytes_in: int
-    frames_out: int
-    """WebSocket frames sent; a frame may carry several messages."""
-    messages_out: int
-    bytes_out: int
-    queue_depth: int
-    """Frames the hub has queued for it that the sender has not sent yet."""
-    subscriptions: tuple[str, ...]
 
 
 @attrs.frozen
@@ -124,32 +81,24 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
-        "_answered",
-        "_bucket",
-        "_bucket_at",
-        "_bytes_in",
         "_bytes_out",
         "_ending",
-        "_frames_in",
         "_frames_out",
         "_heartbeat",
         "_hub",
         "_idle",
-        "_lookup",
         "_messages_out",
         "_nursery",
         "_ping_due",
         "_pinged_at",
         "_pong",
-        "_reading_done",
+        "_reader",
         "_replies",
-        "_requests",
         "_router",
         "_serving",
         "_since",
         "_sub",
         "_token",
-        "_unanswered",
         "_version",
         "_waiting",
         "_ws",
@@ -183,13 +132,11 @@ class Connection:
         self._router = router
         self._version = version
         self._token = token
-        self._lookup = lookup
         self._heartbeat = heartbeat
         self._since = utc_timestamp()
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
-        self._requests: Requests | None = None
-        """Its requests, from the moment it is authenticated."""
+        self._reader = Reader(self, lookup)
         self._ending: _Ending | None = None
         self._serving: trio.CancelScope | None = None
         """The sender's loop; cancelled, or given a deadline, when the connection ends."""
@@ -202,19 +149,7 @@ class Connection:
         self._ping_due = False
         self._pinged_at = 0.0
         self._nursery: trio.Nursery | None = None
-        self._reading_done = False
-        """No more messages are handled: the library reads no more, or the reader failed."""
-        self._frames_in = self._bytes_in = 0
         self._frames_out = self._messages_out = self._bytes_out = 0
-        self._bucket = FULL
-        """What the client may still send at once (:mod:`hived.core.limits`), at
-        ``_bucket_at`` (trio's clock)."""
-        self._bucket_at = 0.0
-        self._unanswered = 0
-        """Requests handed to ``_requests`` and not yet answered (each gets one answer)."""
-        self._answered: trio.Event | None = None
-        """Set when the last of them is answered, for a reader that waits for that (made only
-        then)."""
 
     @property
     def token(self) -> TokenConfig | None:
@@ -239,7 +174,7 @@ class Connection:
         return self._sub
 
     def stats(self) -> ConnectionStats:
-        token, sub = self._token, self._sub
+        token, sub, reader = self._token, self._sub, self._reader
         return ConnectionStats(
             id=self.id,
             peer=self.peer,
@@ -247,8 +182,8 @@ class Connection:
             token_name=None if token is None else token.name,
             role=None if token is None else token.role,
             since=self._since,
-            frames_in=self._frames_in,
-            bytes_in=self._bytes_in,
+            frames_in=reader.frames_in,
+            bytes_in=reader.bytes_in,
             frames_out=self._frames_out,
             messages_out=self._messages_out,
             bytes_out=self._bytes_out,
@@ -310,10 +245,11 @@ class Connection:
         """
         self._heartbeat.add(self, trio.current_time() + self.config.heartbeat_interval_s)
         self._nursery = nursery
-        self._ws.deliver(self._receive, self._received_all)
+        reader = self._reader
+        self._ws.deliver(reader.receive, reader.received_all)
         try:
             if self._token is not None:
-                self._start_serving()
+                self.authenticate(self._token)
             with trio.CancelScope() as self._serving:
                 try:
                     # The sender's loop, here rather than in a method of its own: an idle
@@ -327,7 +263,7 @@ class Connection:
                         if sub is None:
                             with trio.CancelScope() as self._idle:
                                 await trio.sleep_until(auth_deadline)
-                                self._no_hello()
+                                reader.no_hello()
                             self._idle = None
                         elif sub.overflowed:
                             self._too_slow(sub)
@@ -340,7 +276,7 @@ class Connection:
                             elif self._ws.unflushed:
                                 await self._ws.flush()
                 except Exception as exc:
-                    self._task_ended("sender", exc)
+                    self.task_ended("sender", exc)
             self._serving = None
             assert self._ending is not None
             await self._close(self._ending)
@@ -362,7 +298,7 @@ class Connection:
             f"too slow: more than {sub.bound} events queued; reconnect and resume with since",
         )
 
-    def _task_ended(self, name: str, exc: BaseException | None) -> None:
+    def task_ended(self, name: str, exc: BaseException | None) -> None:
         """The reader or the sender ended (with ``exc``, unless None): the connection ends.
 
         They catch their errors themselves rather than through a wrapper coroutine: every
@@ -396,110 +332,12 @@ class Connection:
                 )
         await self._ws.abort()
 
-    # -- reader ------------------------------------------------------------------------------
-
-    async def _receive(self, message: str | bytes) -> None:
-        """The reader: handle one message (in the WebSocket library's reader task, which reads
-        on once this returns; a busy request slot stops the reading). Each message takes its
-        token first: a message over the rate limit is not handled at all."""
-        if self._reading_done:
-            return
-        if not self._within_rate_limit():
-            await self._rate_limited()
-            return
-        try:
-            text = self._take(message)
-            requests = self._requests
-            if requests is None:
-                self._hello(text)
-            elif text is not None:
-                caller = self.caller
-                assert caller is not None
-                self._unanswered += 1
-                await requests.dispatch(text, caller)
-        except Exception as exc:
-            self._reading_done = True
-            self._task_ended("reader", exc)
-
-    def _received_all(self, closed: WebSocketClosed) -> None:
-        """The library reads no more: the connection closed (by either side, or broke)."""
-        self._reading_done = True
-        self._task_ended("reader", closed)
-
-    def _within_rate_limit(self) -> bool:
-        """Take a token for the message just received; False when none is left (then the
-        message is not handled). Every message counts, whatever it holds."""
-        config = self.config
-        now = trio.current_time()
-        left = take(
-            self._bucket, self._bucket_at, now, config.rate_limit_per_s, config.rate_limit_burst
-        )
-        if left is None:
-            return False
-        self._bucket, self._bucket_at = left, now
-        return True
-
-    async def _rate_limited(self) -> None:
-        """Read no more, and close with 4029 once the requests taken before are answered (for
-        :data:`CLOSE_TIMEOUT_S` at most), so that the client learns which of them ran. The
-        library reads nothing meanwhile: a flood waits in the socket."""
-        self._reading_done = True
-        config = self.config
-        reason = (
-            f"rate limited: more than {config.rate_limit_burst} messages at once or "
-            f"{config.rate_limit_per_s:g}/s; wait, then reconnect"
-        )
-        if self._unanswered:
-            self._answered = trio.Event()
-            with trio.move_on_after(CLOSE_TIMEOUT_S):
-                await self._answered.wait()
-        self.request_close(CloseCode.RATE_LIMITED, reason)
-
-    def _take(self, message: str | bytes) -> str | None:
-        """A received message as text; None (after answering) for a binary one. Asks for 1009
-        and raises :class:`WebSocketClosed` on a frame too big."""
-        self._frames_in += 1
-        if isinstance(message, bytes):
-            self._bytes_in += len(message)
-            if self._sub is not None:  # before hello, the caller closes with 4001 instead
-                self._reply(
-                    error_frame(
-                        None, "bad_request", "binary frames are not accepted: send JSON text"
-                    )
-                )
-            return None
-        size = len(message) if message.isascii() else len(message.encode())
-        self._bytes_in += size
-        limit = self.config.max_message_bytes
-        if size > limit:
-            self.request_close(CloseCode.TOO_BIG, f"a frame of {size} bytes is over {limit}")
-            raise WebSocketClosed(CloseCode.TOO_BIG, "frame too big")
-        return message
-
-    def _hello(self, text: str | None) -> None:
-        """The first message: authenticate by ``hello``, or ask for the close that says why."""
-        outcome = check_hello(text, self._lookup, self.channel)
-        if outcome.token is None:
-            log.info("connection %d: %s", self.id, outcome.reason)
-            self._reading_done = True
-            self.request_close(outcome.code, outcome.reason)
-            return
-        self._token = outcome.token
-        self._start_serving()
-
-    def _no_hello(self) -> None:
-        timeout_s = self.config.auth_timeout_s
-        log.info("connection %d: no hello within %g s", self.id, timeout_s)
-        self._reading_done = True
-        self.request_close(
-            CloseCode.NOT_AUTHENTICATED, f"not authenticated: no hello within {timeout_s:g} s"
-        )
-
-    def _start_serving(self) -> None:
-        token = self._token
-        assert token is not None
+    def authenticate(self, token: TokenConfig) -> None:
+        """Serve the connection as ``token``'s (the upgrade's, or the reader's on a good
+        ``hello``): its requests run, the sender waits in the hub, a welcome is sent."""
         assert self._nursery is not None
-        self._requests = Requests(self.channel, self._router, self._nursery, self._answer)
+        self._token = token
+        self._reader.serve(self._router, self._nursery)
         self._sub = self._hub.subscriber(self.config.subscriber_queue, self._send_now)
         self._wake_sender()  # it now waits in the hub
         log.info(
@@ -510,7 +348,7 @@ class Connection:
             token.role,
             self.channel,
         )
-        self._reply(
+        self.reply(
             welcome_frame(
                 token.role, token.name, self.config.heartbeat_interval_s, self._version, self.id
             )
@@ -518,20 +356,13 @@ class Connection:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _reply(self, frame: str) -> None:
+    def reply(self, frame: str) -> None:
         """Queue a reply for the sender."""
         if len(self._replies) >= MAX_PENDING_REPLIES:
             self.request_close(CloseCode.TOO_SLOW, "too slow: replies are not being read")
             return
         self._replies.append(frame)
         self._wake_sender()
-
-    def _answer(self, frame: str) -> None:
-        """Queue the answer to a request (each request handed to ``_requests`` gets one)."""
-        self._reply(frame)
-        self._unanswered -= 1
-        if not self._unanswered and self._answered is not None:
-            self._answered.set()
 
     def _wake_sender(self) -> None:
         if self._idle is not None:

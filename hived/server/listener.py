@@ -28,7 +28,6 @@ import os
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
@@ -61,9 +60,10 @@ from hived.core.protocol import (
 from hived.core.protocol import Request as WireRequest
 from hived.hub import Hub, SubscribeResult
 from hived.server import routes
-from hived.server.connection import Connection, ConnectionStats
+from hived.server.connection import Connection
 from hived.server.heartbeat import Heartbeat
 from hived.server.router import Router
+from hived.server.stats import ConnectionStats, ServerStats
 from hived.server.ws import WebSocketClosed, accept
 
 log = logging.getLogger(__name__)
@@ -77,22 +77,6 @@ ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENO
 ACCEPT_RETRY_S: Final = 0.1
 CONNECTION_TASK_NAME: Final = "connection"
 """The task of each accepted connection, named once (see ``ws.READER_TASK_NAME``)."""
-
-
-@attrs.frozen
-class ServerStats:
-    """The listener's figures for ``status``."""
-
-    connections: int
-    """Open WebSocket connections."""
-    by_role: Mapping[str, int]
-    """Open WebSocket connections per role (``unauthenticated`` before ``hello``)."""
-    accepted_total: int
-    """TCP connections accepted since the start (plain HTTP included)."""
-    websockets_total: int
-    tls: bool
-    listen: tuple[str, ...]
-    draining: bool
 
 
 @attrs.define
