@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types pytest bench bench-quick clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+bench-idle: $(STAMP)
+	$(BIN)/python -m bench.run --idle
 
 clean:
 	rm -rf $(VENV) .state build dist *.egg-info

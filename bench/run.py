@@ -3,6 +3,7 @@
     python -m bench.run --quick     N=100 only, small bursts; prints fanout_ratio_n100=...
     python -m bench.run --full      N ∈ {1, 10, 100, 1000}, 3 interleaved pairs; writes RESULTS.md
     python -m bench.run --profile   hived under py-spy: the hot spots, into RESULTS.md
+    python -m bench.run --idle      RSS per idle connection only (2000 idle), ~25 s
 
 Both servers are fed by the same agent (``bench/agents/flood.py``: 300-byte stdout lines), so
 each figure covers "agent stdout line → event → N subscribers" on loopback. For each N, and in
@@ -56,6 +57,8 @@ class Plan:
 QUICK: Final = Plan(
     ns=(100,), burst_events={100: 10_000}, paced_s=2.0, repeats=3, idle_connections=0
 )
+IDLE: Final = Plan(ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=2000)
+"""Only the memory figure (about 25 s): what a change to a connection's state costs."""
 FULL: Final = Plan(
     ns=(1, 10, 100, 1000),
     burst_events={1: 200_000, 10: 50_000, 100: 10_000, 1000: 1_000},
@@ -165,16 +168,21 @@ def targets(out: Collected, plan: Plan) -> list[Target]:
 
 
 def render(out: Collected, plan: Plan, elapsed_s: float) -> str:
+    runs = f"{plan.repeats} interleaved pairs; {elapsed_s:.0f} s in all."
+    if plan.ns:
+        runs = (
+            f"Paced rates (lines/s): {', '.join(f'N={n}: {paced_rate(n):g}' for n in plan.ns)}; "
+            f"{plan.paced_s:g} s each. Burst lines: "
+            + ", ".join(f"N={n}: {plan.burst_events[n]}" for n in plan.ns)
+            + f". {runs}"
+        )
     lines = [
         report.table(out.figures()),
         "",
         "Targets:",
         *(t.line() for t in targets(out, plan)),
         "",
-        f"Paced rates (lines/s): {', '.join(f'N={n}: {paced_rate(n):g}' for n in plan.ns)}; "
-        f"{plan.paced_s:g} s each. Burst lines: "
-        + ", ".join(f"N={n}: {plan.burst_events[n]}" for n in plan.ns)
-        + f". {plan.repeats} interleaved pairs; {elapsed_s:.0f} s in all.",
+        runs,
         "",
         f"Versions: {report.versions()}.",
         f"Machine: {report.machine()}.",
@@ -202,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="N=100 only, < 2 min")
     mode.add_argument("--full", action="store_true", help="every N; writes bench/RESULTS.md")
     mode.add_argument("--profile", action="store_true", help="hived under py-spy; RESULTS.md")
+    mode.add_argument("--idle", action="store_true", help="RSS per idle connection only, ~25 s")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             report.write_results(RESULTS, text, section="profile")
             log(f"wrote {RESULTS}")
         return 0
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else IDLE if args.idle else FULL
     started = time.monotonic()
     out = collect(plan)
     text = render(out, plan, time.monotonic() - started)
