@@ -271,6 +271,11 @@ class Connection:
                             self._waiting = True
                             frames = await sub.receive_batch()
                             self._waiting = False
+                            if self.closing:
+                                # Woken with frames, then asked to end while waiting: the
+                                # scope is cancelled, and a send begun in it could be cut
+                                # mid-frame; the client resumes with since instead.
+                                break
                             if frames:
                                 await self._send(frames)
                             elif self._ws.unflushed:
