@@ -146,8 +146,14 @@ DEFAULT_SCRIPT: Final[dict[str, Any]] = {
                 "error": {
                     "status": 400,
                     "type": "invalid_request_error",
-                    "message": "prompt is too long: 999999 tokens > 200000 maximum",
+                    "message": "standin: this request is refused on purpose",
                 }
+            },
+        },
+        {
+            "keyword": "overloaded",
+            "reply": {
+                "error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}
             },
         },
         {
@@ -224,7 +230,7 @@ def reply_events(
         "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
     )
     start_usage = {**usage, "output_tokens": 1}
-    message = {
+    message: dict[str, Any] = {
         "id": f"msg_standin_{next(ids):04d}",
         "type": "message",
         "role": "assistant",
@@ -257,22 +263,32 @@ def reply_events(
             ]
         else:
             raise ValueError(f"reply block type {kind!r}: expected text, thinking or tool_use")
-        yield 0.0, sse(
-            "content_block_start",
-            {"type": "content_block_start", "index": index, "content_block": start},
+        yield (
+            0.0,
+            sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start},
+            ),
         )
         for delta in deltas:
-            yield pause, sse(
-                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+            yield (
+                pause,
+                sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                ),
             )
         yield 0.0, sse("content_block_stop", {"type": "content_block_stop", "index": index})
-    yield 0.0, sse(
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": usage,
-        },
+    yield (
+        0.0,
+        sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": usage,
+            },
+        ),
     )
     yield 0.0, sse("message_stop", {"type": "message_stop"})
 
@@ -282,7 +298,9 @@ def reply_message(reply: dict[str, Any], model: str, ids: Iterator[int]) -> dict
     content: list[dict[str, Any]] = []
     for block in reply.get("blocks", []):
         if block["type"] == "text":
-            text = block["repeat"] * int(block.get("times", 1)) if "repeat" in block else block["text"]
+            text = (
+                block["repeat"] * int(block.get("times", 1)) if "repeat" in block else block["text"]
+            )
             content.append({"type": "text", "text": text})
         elif block["type"] == "thinking":
             content.append({"type": "thinking", "thinking": block["thinking"], "signature": "x"})
@@ -311,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.0: one response per connection, so an SSE stream simply ends when the socket closes.
     protocol_version = "HTTP/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("standin: " + format, *args)
 
     def _record(self) -> dict[str, Any] | None:
@@ -339,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
         self.send_header("request-id", "req_standin")
-        if status >= 400:
+        if 400 <= status < 500:
             self.send_header("x-should-retry", "false")
         self.end_headers()
         if self.command != "HEAD":
@@ -383,7 +401,10 @@ class _Handler(BaseHTTPRequestHandler):
                 int(error.get("status", 400)),
                 {
                     "type": "error",
-                    "error": {"type": error.get("type", "invalid_request_error"), "message": error.get("message", "bad request")},
+                    "error": {
+                        "type": error.get("type", "invalid_request_error"),
+                        "message": error.get("message", "bad request"),
+                    },
                     "request_id": "req_standin",
                 },
             )
@@ -404,7 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             log.info("standin: the client closed the stream early")
-            standin.record({"method": "-", "path": "(client closed the stream)", "headers": {}, "body": None})
+            standin.record(
+                {"method": "-", "path": "(client closed the stream)", "headers": {}, "body": None}
+            )
 
 
 class _Server(ThreadingHTTPServer):
@@ -423,7 +446,9 @@ class StandIn:
         self._requests: list[dict[str, Any]] = []
         self._server = _Server((HOST, port), _Handler)
         self._server.standin = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="standin", daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -44,8 +44,15 @@ def claude_env(port: int, home: Path) -> dict[str, str]:
     """The whole environment for a run against the stand-in on 127.0.0.1:``port``.
 
     Built from scratch (only PATH and the locale are inherited) so that a developer's own
-    ANTHROPIC_* or CLAUDE_* variables cannot leak into a test.
+    ANTHROPIC_* or CLAUDE_* variables cannot leak into a test. Creates the runtime and temp
+    directories under ``home`` that it points the CLI at.
     """
+    # The CLI opens a socket at $XDG_RUNTIME_DIR/cc-socks/<pid>.sock (else /tmp/cc-socks/),
+    # and left there by a killed process; keep it, and its temp files, inside the test's HOME.
+    runtime = home / ".run"
+    tmp = home / ".tmp"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -61,6 +68,9 @@ def claude_env(port: int, home: Path) -> dict[str, str]:
         "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
         "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "CLAUDE_CODE_TMPDIR": str(tmp),
+        "TMPDIR": str(tmp),
     }
     return env
 
