@@ -23,6 +23,9 @@ def test_usage_adds_field_by_field() -> None:
         "cost_usd": 0.75,
         "turns": 3,
         "duration_ms": 15,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
     }
 
 

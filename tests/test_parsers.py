@@ -1,26 +1,18 @@
-"""Agent output parsers and stdin encoders, on the real-shaped lines of agent-formats.md."""
+"""Agent output lines → events, through each format's driver, on the real-shaped lines of
+agent-formats.md. The two-way part of the claude driver is in test_driver_claude.py."""
 
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 
+from hived.core.drivers import FORMATS, get_format
+from hived.core.drivers.base import Driver, DriverLaunch, DriverRefusal, Step
 from hived.core.events import KINDS, AgentEvent, Usage
-from hived.core.parsers import (
-    FORMATS,
-    FORMATS_WITH_CONTROL,
-    FORMATS_WITH_INPUT,
-    encode_approval,
-    encode_input,
-    encode_interrupt,
-    make_parser,
-    new_request_id,
-)
 
 SID = "9f1c2b4e-0000-4000-8000-000000000001"
 
@@ -179,9 +171,17 @@ def line(obj: object) -> str:
     return orjson.dumps(obj).decode()
 
 
-def parse(format: str, obj_or_line: object) -> list[AgentEvent]:
+def make_driver(format: str) -> Driver:
+    return get_format(format).make(DriverLaunch(cwd="/srv/app"))
+
+
+def feed(format: str, obj_or_line: object) -> Step:
     text = obj_or_line if isinstance(obj_or_line, str) else line(obj_or_line)
-    return make_parser(format).parse_line(text)
+    return make_driver(format).feed(text)
+
+
+def parse(format: str, obj_or_line: object) -> list[AgentEvent]:
+    return list(feed(format, obj_or_line).events)
 
 
 def parse_one(format: str, obj_or_line: object) -> AgentEvent:
@@ -336,28 +336,37 @@ def test_claude_can_use_tool_is_a_permission_request_that_waits() -> None:
     assert event.data["input"] == {"command": "rm -rf build"}
     assert event.data["tool_use_id"] == "toolu_02"
     assert event.data["permission_suggestions"] == [{"type": "addRules"}]
+    assert event.data["request_kind"] == "permission"
 
 
-def test_claude_other_control_requests_and_responses_are_agent_events() -> None:
-    hook = {"type": "control_request", "request_id": "r", "request": {"subtype": "hook_callback"}}
+def test_claude_control_responses_are_agent_events() -> None:
     response = {
         "type": "control_response",
         "response": {"subtype": "success", "request_id": "hived-1", "response": {}},
     }
-    assert parse_one("claude", hook).kind == "agent_event"
     event = parse_one("claude", response)
     assert event.kind == "agent_event"
     assert event.data == response
 
 
 def test_claude_result_waits_and_carries_usage() -> None:
-    event = parse_one("claude", CLAUDE_RESULT)
+    step = feed("claude", CLAUDE_RESULT)
+    [event] = step.events
     assert event.kind == "result"
-    assert event.data == CLAUDE_RESULT
+    assert event.data == {
+        **CLAUDE_RESULT,
+        "last_turn": {"ok": True, "error": None, "message": None},
+    }
     assert event.state == "WAITING"
     assert event.agent_session_id == SID
-    assert event.usage == Usage(
-        input_tokens=18, output_tokens=2577, cost_usd=0.2416735, turns=15, duration_ms=74096
+    assert step.usage == Usage(
+        input_tokens=18,
+        output_tokens=2577,
+        cost_usd=0.2416735,
+        turns=1,
+        duration_ms=74096,
+        cache_read_tokens=169817,
+        cache_write_tokens=14760,
     )
 
 
@@ -370,8 +379,6 @@ def test_claude_result_waits_and_carries_usage() -> None:
         ("total_cost_usd", "0.24"),
         ("total_cost_usd", None),
         ("total_cost_usd", -1),
-        ("num_turns", True),
-        ("num_turns", 2.5),
         ("duration_ms", {"ms": 3}),
     ],
 )
@@ -380,29 +387,25 @@ def test_claude_result_with_a_wrong_typed_figure_counts_it_as_zero(
 ) -> None:
     obj = copy.deepcopy(CLAUDE_RESULT)
     obj[field] = value
-    event = parse_one("claude", obj)
+    step = feed("claude", obj)
+    [event] = step.events
     assert event.kind == "result"
     assert event.state == "WAITING"
-    assert event.usage is not None
+    usage = step.usage
+    assert usage is not None
     figures = {
-        "usage": (event.usage.input_tokens, event.usage.output_tokens),
-        "total_cost_usd": event.usage.cost_usd,
-        "num_turns": event.usage.turns,
-        "duration_ms": event.usage.duration_ms,
+        "usage": (usage.input_tokens, usage.output_tokens),
+        "total_cost_usd": usage.cost_usd,
+        "duration_ms": usage.duration_ms,
     }
-    expected = {
-        "usage": (0, 0),
-        "total_cost_usd": 0.0,
-        "num_turns": 2 if value == 2.5 else 0,
-        "duration_ms": 0,
-    }
-    assert figures[field] == expected[field]
+    assert figures[field] in ((0, 0), 0.0, 0)
 
 
-def test_claude_result_without_any_figures_has_zero_usage() -> None:
-    event = parse_one("claude", {"type": "result", "subtype": "error_during_execution"})
+def test_claude_result_without_any_figures_counts_only_the_turn() -> None:
+    step = feed("claude", {"type": "result", "subtype": "error_during_execution"})
+    [event] = step.events
     assert event.kind == "result"
-    assert event.usage == Usage()
+    assert step.usage == Usage(turns=1)
     assert event.agent_session_id is None
 
 
@@ -624,11 +627,11 @@ CLAUDE_SAMPLES = [
 def test_every_field_of_every_sample_with_a_wrong_type_never_raises(
     format: str, samples: list[dict[str, Any]]
 ) -> None:
-    parser = make_parser(format)
+    driver = make_driver(format)
     count = 0
     for sample in samples:
         for mutated in _mutations(sample):
-            assert_publishable(parser.parse_line(line(mutated)))
+            assert_publishable(list(driver.feed(line(mutated)).events))
             count += 1
     assert count > 100
 
@@ -640,11 +643,11 @@ def test_every_field_of_every_sample_with_a_wrong_type_never_raises(
 def test_every_truncation_of_every_sample_never_raises(
     format: str, samples: list[dict[str, Any]]
 ) -> None:
-    parser = make_parser(format)
+    driver = make_driver(format)
     for sample in samples:
         text = line(sample)
         for end in range(len(text)):
-            events = parser.parse_line(text[:end])
+            events = list(driver.feed(text[:end]).events)
             assert_publishable(events)
             assert all(e.kind == "text" for e in events)
 
@@ -666,13 +669,19 @@ def test_codex_turn_started_means_working() -> None:
     assert event.state == "WORKING"
 
 
-def test_codex_turn_completed_is_a_result_with_usage_that_waits() -> None:
-    event = parse_one("codex", CODEX_LINES["turn.completed"])
+def test_codex_turn_completed_is_a_result_with_usage_counted_claudes_way() -> None:
+    step = feed("codex", CODEX_LINES["turn.completed"])
+    [event] = step.events
     assert event.kind == "result"
     assert event.state == "WAITING"
     assert event.data["is_error"] is False
     assert event.data["usage"] == CODEX_LINES["turn.completed"]["usage"]
-    assert event.usage == Usage(input_tokens=24763, output_tokens=122, turns=1)
+    # Codex's input_tokens include the cached ones; hived counts those apart.
+    assert step.usage == Usage(
+        input_tokens=24763 - 24448, cache_read_tokens=24448, output_tokens=122, turns=1
+    )
+    assert step.last_turn is not None
+    assert step.last_turn.ok
 
 
 def test_codex_turn_failed_is_an_error_result() -> None:
@@ -682,7 +691,10 @@ def test_codex_turn_failed_is_an_error_result() -> None:
     assert event.state == "WAITING"
     assert event.data["is_error"] is True
     assert event.data["error"] == {"message": "stream disconnected"}
-    assert event.usage == Usage(turns=1)
+    step = feed("codex", obj)
+    assert step.usage == Usage(turns=1)
+    assert step.last_turn is not None
+    assert (step.last_turn.ok, step.last_turn.message) == (False, "stream disconnected")
 
 
 def test_codex_error_is_an_agent_event_without_a_state() -> None:
@@ -714,10 +726,7 @@ def test_codex_command_completed_is_a_tool_result_with_exit_code() -> None:
 
 
 def test_codex_completed_item_without_a_started_one_still_gives_a_tool_result() -> None:
-    parser = make_parser("codex")
-    assert [e.kind for e in parser.parse_line(line(CODEX_LINES["command.completed"]))] == [
-        "tool_result"
-    ]
+    assert [e.kind for e in parse("codex", CODEX_LINES["command.completed"])] == ["tool_result"]
 
 
 @pytest.mark.parametrize(
@@ -854,7 +863,7 @@ def test_codex_wrong_structure_is_an_agent_event_with_a_note(
 
 
 def test_codex_wrong_typed_usage_and_thread_id_count_as_absent() -> None:
-    done = parse_one("codex", {"type": "turn.completed", "usage": {"input_tokens": "many"}})
+    done = feed("codex", {"type": "turn.completed", "usage": {"input_tokens": "many"}})
     assert done.usage == Usage(turns=1)
     init = parse_one("codex", {"type": "thread.started", "thread_id": 5})
     assert init.kind == "init"
@@ -887,111 +896,46 @@ def test_jsonl_object_is_an_agent_event_with_the_object() -> None:
 # -- the registry ------------------------------------------------------------------------------
 
 
-def test_make_parser_knows_the_config_formats_and_refuses_others() -> None:
-    assert {"text", "jsonl", "claude", "codex"} == FORMATS
+def test_the_formats_are_the_config_formats_and_others_are_refused() -> None:
+    assert {"text", "jsonl", "claude", "codex"} == set(FORMATS)
     with pytest.raises(ValueError, match="unknown agent format 'yaml'"):
-        make_parser("yaml")
+        get_format("yaml")
 
 
-def test_make_parser_gives_a_fresh_parser_each_time() -> None:
-    assert make_parser("claude") is not make_parser("claude")
+def test_each_run_gets_a_fresh_driver() -> None:
+    assert make_driver("claude") is not make_driver("claude")
 
 
-def test_capability_sets() -> None:
-    assert {"text", "jsonl", "claude"} == FORMATS_WITH_INPUT
-    assert {"claude"} == FORMATS_WITH_CONTROL
+@pytest.mark.parametrize(("format", "takes_input"), [("text", True), ("jsonl", True), ("claude", True), ("codex", False)])  # fmt: skip
+def test_which_formats_take_prompts(format: str, takes_input: bool) -> None:
+    assert make_driver(format).takes_input is takes_input
 
 
-# -- encoders ----------------------------------------------------------------------------------
+def test_argv_of_each_format() -> None:
+    command, args = ("agent", "--json"), ("-m", "x")
+    assert get_format("text").argv(command, args, "hi", None) == ("agent", "--json", "-m", "x")
+    assert get_format("codex").argv(command, args, "hi", None) == (*command, *args, "hi")
+    assert get_format("claude").argv(command, args, "hi", "abc") == (
+        *command, *args, "--resume", "abc"
+    )  # fmt: skip
 
 
-def decode_line(data: bytes) -> Any:
-    assert data.endswith(b"\n")
-    assert data.count(b"\n") == 1
-    return orjson.loads(data)
-
-
-def test_claude_input_is_a_stream_json_user_message() -> None:
-    data = encode_input("claude", "Run the tests\nand then lint")
-    assert data is not None
-    obj = decode_line(data)
-    assert obj == {
-        "type": "user",
-        "session_id": "",
-        "uuid": obj["uuid"],
-        "message": {
-            "role": "user",
-            "content": [{"type": "text", "text": "Run the tests\nand then lint"}],
-        },
-        "parent_tool_use_id": None,
-    }
-    assert uuid.UUID(obj["uuid"]).version == 4
-
-
-def test_claude_input_gets_a_fresh_uuid_each_time() -> None:
-    first = encode_input("claude", "a")
-    second = encode_input("claude", "a")
-    assert first is not None
-    assert second is not None
-    assert decode_line(first)["uuid"] != decode_line(second)["uuid"]
-
-
-def test_claude_input_reads_back_as_a_user_message() -> None:
-    data = encode_input("claude", "hi")
-    assert data is not None
-    event = parse_one("claude", data.decode())
-    assert event.kind == "message"
-    assert event.data["role"] == "user"
-    assert event.data["text"] == "hi"
+# -- what text and jsonl agents read -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("format", ["text", "jsonl"])
 def test_text_and_jsonl_input_is_the_text_and_a_newline(format: str) -> None:
-    assert encode_input(format, "héllo") == "héllo\n".encode()
+    assert make_driver(format).prompt("héllo").stdin == "héllo\n".encode()
 
 
-def test_codex_takes_no_input_and_unknown_formats_are_refused() -> None:
-    assert encode_input("codex", "hi") is None
-    with pytest.raises(ValueError, match="unknown agent format"):
-        encode_input("yaml", "hi")
+@pytest.mark.parametrize("format", ["text", "jsonl", "codex"])
+def test_agents_without_a_protocol_are_interrupted_by_sigint(format: str) -> None:
+    assert make_driver(format).interrupt().signal == "SIGINT"
 
 
-def test_approval_allow_echoes_the_tool_input() -> None:
-    tool_input = {"command": "rm -rf build", "timeout": 5}
-    obj = decode_line(encode_approval("req-1", True, "ignored", tool_input))
-    assert obj == {
-        "type": "control_response",
-        "response": {
-            "subtype": "success",
-            "request_id": "req-1",
-            "response": {"behavior": "allow", "updatedInput": tool_input},
-        },
-    }
-
-
-def test_approval_deny_carries_the_message() -> None:
-    obj = decode_line(encode_approval("req-1", False, "not on main", {"command": "x"}))
-    assert obj["response"]["request_id"] == "req-1"
-    assert obj["response"]["response"] == {"behavior": "deny", "message": "not on main"}
-
-
-def test_approval_deny_without_a_message_has_a_default_one() -> None:
-    obj = decode_line(encode_approval("req-1", False, None, {}))
-    assert obj["response"]["response"]["behavior"] == "deny"
-    assert obj["response"]["response"]["message"]
-
-
-def test_interrupt_is_a_control_request() -> None:
-    request_id = new_request_id()
-    obj = decode_line(encode_interrupt(request_id))
-    assert obj == {
-        "type": "control_request",
-        "request_id": request_id,
-        "request": {"subtype": "interrupt"},
-    }
-    assert new_request_id() != request_id
-
-
-def test_encoded_control_lines_read_back_as_agent_events() -> None:
-    for data in (encode_interrupt("r1"), encode_approval("r2", True, None, {"a": 1})):
-        assert parse_one("claude", data.decode()).kind == "agent_event"
+def test_codex_exec_closes_stdin_at_start_and_refuses_prompts() -> None:
+    driver = make_driver("codex")
+    assert driver.start().close_stdin
+    with pytest.raises(DriverRefusal, match="takes its one prompt at start") as refused:
+        driver.prompt("more")
+    assert refused.value.code == "conflict"

@@ -28,11 +28,13 @@ from hived.core.protocol import (
     Hello,
     HelloOutcome,
     Ping,
+    SessionAnswer,
     SessionApprove,
     SessionEvents,
     SessionInput,
     SessionInterrupt,
     SessionRestart,
+    SessionResume,
     Sessions,
     SessionStart,
     SessionStop,
@@ -85,9 +87,28 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
         ' "message": "not on prod"}',
         SessionApprove("01JDX4", "req-1", False, "not on prod"),
     ),
+    (
+        '{"type": "session.approve", "session": "01JDX4", "request_id": "req-2", "allow": true,'
+        ' "always": true, "input": {"command": "ls"}}',
+        SessionApprove("01JDX4", "req-2", True, always=True, input={"command": "ls"}),
+    ),
+    (
+        '{"type": "session.answer", "session": "01JDX4", "request_id": "q-1",'
+        ' "answers": {"Which color?": "Blue"}}',
+        SessionAnswer("01JDX4", "q-1", answers={"Which color?": "Blue"}),
+    ),
+    (
+        '{"type": "session.answer", "session": "01JDX4", "request_id": "e-1",'
+        ' "action": "accept", "content": {"name": "x"}}',
+        SessionAnswer("01JDX4", "e-1", action="accept", content={"name": "x"}),
+    ),
     ('{"type": "session.interrupt", "session": "01JDX4"}', SessionInterrupt("01JDX4")),
     ('{"type": "session.stop", "session": "01JDX4"}', SessionStop("01JDX4")),
     ('{"type": "session.restart", "session": "01JDX4"}', SessionRestart("01JDX4")),
+    (
+        '{"type": "session.resume", "session": "01JDX4", "prompt": "go on"}',
+        SessionResume("01JDX4", prompt="go on"),
+    ),
     (
         '{"type": "session.events", "session": "01JDX4", "since": 0, "limit": 10000}',
         SessionEvents("01JDX4", since=0, limit=10000),
@@ -266,7 +287,7 @@ def test_every_problem_of_a_frame_is_reported_in_one_message() -> None:
     error = reject('{"type": "session.approve", "id": 2, "session": "", "allw": true}')
     assert error.message == (
         "session.approve.allw: unknown field; known fields: type, id, session, request_id,"
-        ' allow, message; session.approve.session: expected a non-empty string, got "";'
+        ' allow, message, always, input; session.approve.session: expected a non-empty string, got "";'
         " session.approve.request_id: required, but missing;"
         " session.approve.allow: required, but missing"
     )
@@ -374,8 +395,8 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
     assert by_role == {
         "viewer": {"hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events"},
         "operator": {
-            "session.start", "session.input", "session.approve",
-            "session.interrupt", "session.stop", "session.restart",
+            "session.start", "session.input", "session.approve", "session.answer",
+            "session.interrupt", "session.stop", "session.restart", "session.resume",
         },
         "admin": {"status", "connections", "connection.kick", "config.reload", "daemon.stop"},
     }  # fmt: skip

@@ -7,6 +7,7 @@ import attrs
 import orjson
 import pytest
 
+from hived.core.drivers.base import TurnOutcome
 from hived.core.errors import HivedError
 from hived.core.events import Usage, utc_timestamp
 from hived.core.sessions import (
@@ -183,13 +184,23 @@ def full_summary() -> SessionSummary:
         started_at=utc_timestamp(1_700_000_000.5),
         ended_at=None,
         exit_code=None,
-        usage=Usage(input_tokens=10, output_tokens=20, cost_usd=0.25, turns=2, duration_ms=900),
+        usage=Usage(
+            input_tokens=10,
+            output_tokens=20,
+            cost_usd=0.25,
+            turns=2,
+            duration_ms=900,
+            cache_read_tokens=300,
+            cache_write_tokens=40,
+        ),
         reason="permission_request",
         restarts=1,
         observed=False,
         agent_session_id="6f1c-...",
         cwd="/srv/work",
         pid_start=123456,
+        last_turn=TurnOutcome(ok=False, error="api_error", message="API Error: 400"),
+        launch={"args": ["--model", "opus"], "cwd": "/srv/work", "prompt": "go", "started_by": "a"},
     )
 
 
@@ -211,12 +222,16 @@ def test_summary_json_has_the_wire_fields_and_survives_json_text() -> None:
             "cost_usd": 0.25,
             "turns": 2,
             "duration_ms": 900,
+            "cache_read_tokens": 300,
+            "cache_write_tokens": 40,
+            "reasoning_tokens": 0,
         },
         "reason": "permission_request",
         "restarts": 1,
         "observed": False,
         "agent_session_id": "6f1c-...",
         "cwd": "/srv/work",
+        "last_turn": {"ok": False, "error": "api_error", "message": "API Error: 400"},
     }
 
 
@@ -225,11 +240,14 @@ def test_summary_round_trips_through_the_wire_shape_all_but_pid_start() -> None:
     back = SessionSummary.from_json(orjson.loads(orjson.dumps(summary.to_json())))
     assert back.state is S.WAITING
     assert back == attrs.evolve(summary, pid_start=None)
+    assert back.launch is None
 
 
 def test_summary_round_trips_whole_through_the_store_record() -> None:
     summary = full_summary()
-    assert SessionSummary.from_json(orjson.loads(orjson.dumps(summary.to_record()))) == summary
+    back = SessionSummary.from_json(orjson.loads(orjson.dumps(summary.to_record())))
+    assert back == summary
+    assert back.launch == summary.launch
 
 
 def test_summary_from_a_minimal_row_takes_the_defaults() -> None:

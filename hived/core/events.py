@@ -32,6 +32,7 @@ KINDS: Final = frozenset(
         "stderr",
         "hook",
         "input",
+        "request_withdrawn",
         "agent_event",
     }
 )
@@ -47,13 +48,22 @@ def session_topic(session_id: str) -> str:
 
 @attrs.frozen
 class Usage:
-    """Tokens, cost and turns, summed per session from the agent's own figures."""
+    """Tokens, cost, turns and time of a session, as the agent reported them.
+
+    Tokens are counted Claude's way: ``input_tokens`` excludes the cached input, which is in
+    ``cache_read_tokens`` (read from the cache) and ``cache_write_tokens`` (written to it);
+    ``reasoning_tokens`` is the part of the output spent reasoning, where the agent says.
+    ``cost_usd`` is what the agent reports (DESIGN §10): never a sum of running totals.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     turns: int = 0
     duration_ms: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -62,6 +72,9 @@ class Usage:
             cost_usd=self.cost_usd + other.cost_usd,
             turns=self.turns + other.turns,
             duration_ms=self.duration_ms + other.duration_ms,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def to_json(self) -> dict[str, Any]:

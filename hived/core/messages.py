@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Final, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args, get_origin
 
 import attrs
 import cattrs
@@ -163,6 +163,27 @@ class SessionApprove(BaseRequest):
     allow: bool
     message: str | None = None
     """Why, told to the agent (mostly useful with ``allow: false``)."""
+    always: bool = False
+    """Allow this kind of call from now on, where the request offers it (``permission_suggestions``
+    of a Claude request, ``acceptForSession`` of a Codex one)."""
+    input: dict[str, Any] | None = None
+    """The tool input to run instead of the one the agent asked for (allow only)."""
+
+
+@attrs.frozen
+class SessionAnswer(BaseRequest):
+    """Answer an agent's question (``request_kind: question``) or elicitation."""
+
+    type: ClassVar[str] = "session.answer"
+    session: NonEmpty
+    request_id: NonEmpty
+    answers: dict[str, str] | None = None
+    """A question's answers: each question's text → the chosen option's label (several labels
+    joined with ", " where the question allows several) or free text."""
+    action: Literal["accept", "decline", "cancel"] | None = None
+    """An elicitation's outcome."""
+    content: dict[str, Any] | None = None
+    """An accepted elicitation's form fields."""
 
 
 @attrs.frozen
@@ -187,6 +208,17 @@ class SessionRestart(BaseRequest):
 
     type: ClassVar[str] = "session.restart"
     session: NonEmpty
+
+
+@attrs.frozen
+class SessionResume(BaseRequest):
+    """Go on with an ended session (of this daemon run or an earlier one): the same session id,
+    its seq continuing, the agent resuming its own conversation where its format allows."""
+
+    type: ClassVar[str] = "session.resume"
+    session: NonEmpty
+    prompt: str | None = None
+    """A prompt for the resumed conversation."""
 
 
 @attrs.frozen
@@ -254,9 +286,11 @@ Request = (
     | SessionStart
     | SessionInput
     | SessionApprove
+    | SessionAnswer
     | SessionInterrupt
     | SessionStop
     | SessionRestart
+    | SessionResume
     | SessionEvents
     | Status
     | Connections

@@ -57,6 +57,7 @@ from typing import Any, Final
 
 import attrs
 
+from hived.core.drivers.base import TurnOutcome
 from hived.core.errors import HivedError
 from hived.core.events import Usage
 
@@ -251,6 +252,11 @@ class SessionSummary:
     pid_start: int | None = None
     """The process start time in clock ticks since boot (``/proc/PID/stat`` field 22): with
     ``pid`` it tells the agent's process from a later one that reused the pid. Not on the wire."""
+    last_turn: TurnOutcome | None = None
+    """How the agent's last turn ended, where its format tells (DESIGN §10)."""
+    launch: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    """What the session was started with (args, cwd, first prompt, who), kept so that a later
+    daemon run can resume it (:class:`hived.session.Launch`). Not on the wire."""
 
     def to_json(self) -> dict[str, Any]:
         """The wire shape of a session summary (DESIGN §4)."""
@@ -269,11 +275,12 @@ class SessionSummary:
             "observed": self.observed,
             "agent_session_id": self.agent_session_id,
             "cwd": self.cwd,
+            "last_turn": None if self.last_turn is None else self.last_turn.to_json(),
         }
 
     def to_record(self) -> dict[str, Any]:
         """What the store keeps: the wire shape plus the fields clients do not see."""
-        return self.to_json() | {"pid_start": self.pid_start}
+        return self.to_json() | {"pid_start": self.pid_start, "launch": self.launch}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SessionSummary:
@@ -299,6 +306,8 @@ class SessionSummary:
             agent_session_id=d.get("agent_session_id"),
             cwd=d.get("cwd"),
             pid_start=d.get("pid_start"),
+            last_turn=TurnOutcome.from_json(d["last_turn"]) if d.get("last_turn") else None,
+            launch=d.get("launch"),
         )
 
 

@@ -122,6 +122,10 @@ class Step:
     """A signal name (``SIGINT``) to send the agent's process group."""
     close_stdin: bool = False
     """Close the agent's stdin (after writing :attr:`stdin`)."""
+    state: str | None = None
+    """``WORKING`` or ``WAITING`` after this step's events (an answer puts the agent back to
+    work), with :attr:`reason`."""
+    reason: str | None = None
 
 
 NOTHING: Final = Step()

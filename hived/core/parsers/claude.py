@@ -1,43 +1,29 @@
-"""The ``claude`` format: Claude Code's ``--output-format stream-json`` (and its stdin side).
+"""Claude Code's ``--output-format stream-json`` lines, mapped to hived events.
 
 How it works: each stdout line is one JSON object keyed by ``type``. A handler per type turns it
 into hived events: ``assistant`` and ``user`` lines into one event per content block (text,
-thinking, tool use, tool result), ``control_request`` ``can_use_tool`` into a
-``permission_request`` (the agent waits: state WAITING), ``result`` into a ``result`` with the
-turn's usage (the agent waits for the next prompt: state WAITING). Anything hived does not map
-(other ``system`` subtypes, ``stream_event``, new types) is kept whole as an ``agent_event``. A
-field of the wrong type costs only what needs it: the line becomes an ``agent_event`` with a
-``parse_error`` note, and usage figures hived cannot read count as 0.
-
-The encoders write what Claude reads on stdin with ``--input-format stream-json``: a user message
-per prompt, and ``control_response`` / ``control_request`` lines for approvals and interrupts.
+thinking, tool use, tool result), ``system``/``init`` into ``init``, ``rate_limit_event`` into
+``rate_limit``. Anything hived does not map (other ``system`` subtypes, ``stream_event``, new
+types) is kept whole as an ``agent_event``. A field of the wrong type costs only what needs it:
+the line becomes an ``agent_event`` with a ``parse_error`` note. The two-way part (control
+requests, results, usage, prompts) is the driver's: :mod:`hived.core.drivers.claude`.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
 from typing import Any, Final
 
-import orjson
-
-from hived.core.events import AgentEvent, Usage
+from hived.core.events import AgentEvent
 from hived.core.parsers.jsonl import (
     Handler,
     JsonObject,
-    as_amount,
-    as_count,
     as_object,
     as_str,
     expected_note,
     parse_typed,
 )
-from hived.core.parsers.text import clean_text
 
 WORKING: Final = "WORKING"
-WAITING: Final = "WAITING"
-
-DEFAULT_DENY_MESSAGE: Final = "Denied by the operator through hived."
 
 _BLOCK_FIELDS: Final = {"text": "text", "thinking": "thinking", "tool_use": "name"}
 """Assistant content blocks hived maps, each with the string field it cannot do without."""
@@ -71,8 +57,6 @@ class ClaudeParser:
             "system": self._system,
             "assistant": self._assistant,
             "user": self._user,
-            "result": self._result,
-            "control_request": self._control_request,
             "rate_limit_event": self._rate_limit,
         }
 
@@ -104,6 +88,11 @@ class ClaudeParser:
             "session_id": obj.get("session_id"),
             "uuid": obj.get("uuid"),
         }
+        # The message that stands for a failed API call says so (``error``,
+        # ``is_api_error_message``); keep it beside the text.
+        for field in ("error", "is_api_error_message"):
+            if field in obj:
+                context[field] = obj[field]
         return [self._assistant_block(block, i, context, obj) for i, block in enumerate(blocks)]
 
     def _assistant_block(
@@ -174,95 +163,8 @@ class ClaudeParser:
             return AgentEvent(kind="message", data=data, state=WORKING, agent_session_id=sid)
         return AgentEvent(kind="agent_event", data=data, agent_session_id=sid)
 
-    def _control_request(self, obj: JsonObject) -> list[AgentEvent]:
-        request = obj.get("request")
-        if not isinstance(request, dict):
-            return [_raw(obj, expected_note("request", "an object", request))]
-        if request.get("subtype") != "can_use_tool":
-            return [_raw(obj)]
-        request_id = obj.get("request_id")
-        if not isinstance(request_id, str):
-            # Without its id the request cannot be answered; show it, do not offer it.
-            return [_raw(obj, expected_note("request_id", "a string", request_id))]
-        data = {
-            **request,
-            "request_id": request_id,
-            "tool_name": as_str(request.get("tool_name")),
-            "input": as_object(request.get("input")),
-            "tool_use_id": as_str(request.get("tool_use_id")),
-        }
-        return [
-            AgentEvent(
-                kind="permission_request",
-                data=data,
-                state=WAITING,
-                reason="permission_request",
-                agent_session_id=_sid(obj),
-            )
-        ]
-
     def _rate_limit(self, obj: JsonObject) -> list[AgentEvent]:
         # The limit's own fields (status, resetsAt, rateLimitType) also at the top, as for the
         # other kinds; the line's fields win a clash.
         data = {**as_object(obj.get("rate_limit_info")), **obj}
         return [AgentEvent(kind="rate_limit", data=data, agent_session_id=_sid(obj))]
-
-    def _result(self, obj: JsonObject) -> list[AgentEvent]:
-        usage = as_object(obj.get("usage"))
-        return [
-            AgentEvent(
-                kind="result",
-                data=obj,
-                state=WAITING,
-                reason="result",
-                usage=Usage(
-                    input_tokens=as_count(usage.get("input_tokens")),
-                    output_tokens=as_count(usage.get("output_tokens")),
-                    cost_usd=as_amount(obj.get("total_cost_usd")),
-                    turns=as_count(obj.get("num_turns")),
-                    duration_ms=as_count(obj.get("duration_ms")),
-                ),
-                agent_session_id=_sid(obj),
-            )
-        ]
-
-
-def _line(obj: JsonObject) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
-
-
-def encode_user_message(text: str) -> bytes:
-    """A prompt as the stream-json user message Claude reads on stdin."""
-    return _line(
-        {
-            "type": "user",
-            "session_id": "",
-            "uuid": str(uuid.uuid4()),
-            "message": {"role": "user", "content": [{"type": "text", "text": clean_text(text)}]},
-            "parent_tool_use_id": None,
-        }
-    )
-
-
-def encode_permission_response(
-    request_id: str, allow: bool, message: str | None, tool_input: Mapping[str, Any]
-) -> bytes:
-    """The answer to a ``can_use_tool`` control request: allow (with the input) or deny."""
-    response: JsonObject = (
-        {"behavior": "allow", "updatedInput": dict(tool_input)}
-        if allow
-        else {"behavior": "deny", "message": clean_text(message or DEFAULT_DENY_MESSAGE)}
-    )
-    return _line(
-        {
-            "type": "control_response",
-            "response": {"subtype": "success", "request_id": request_id, "response": response},
-        }
-    )
-
-
-def encode_interrupt_request(request_id: str) -> bytes:
-    """A control request that makes Claude stop the current turn (it ends with a ``result``)."""
-    return _line(
-        {"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}}
-    )

@@ -73,6 +73,24 @@ def _tool_failed(item: JsonObject) -> bool:
     )
 
 
+def turn_usage(usage: JsonObject) -> Usage:
+    """A Codex turn's usage counted Claude's way: ``input_tokens`` without the cached part.
+
+    Codex's ``input_tokens`` includes ``cached_input_tokens``; hived reports those as
+    ``cache_read_tokens`` (and the newer ``cache_write_input_tokens``,
+    ``reasoning_output_tokens`` under hived's names).
+    """
+    cached = as_count(usage.get("cached_input_tokens"))
+    return Usage(
+        input_tokens=max(as_count(usage.get("input_tokens")) - cached, 0),
+        output_tokens=as_count(usage.get("output_tokens")),
+        cache_read_tokens=cached,
+        cache_write_tokens=as_count(usage.get("cache_write_input_tokens")),
+        reasoning_tokens=as_count(usage.get("reasoning_output_tokens")),
+        turns=1,
+    )
+
+
 class CodexParser:
     """``codex exec --json`` lines into hived events."""
 
@@ -114,11 +132,7 @@ class CodexParser:
                 data={**obj, "is_error": False},
                 state=WAITING,
                 reason="turn.completed",
-                usage=Usage(
-                    input_tokens=as_count(usage.get("input_tokens")),
-                    output_tokens=as_count(usage.get("output_tokens")),
-                    turns=1,
-                ),
+                usage=turn_usage(usage),
             )
         ]
 
