@@ -5,10 +5,12 @@ run and earlier ones. ``sessions`` merges the two (the supervisor's view wins fo
 runs), and ``session.events`` pages through a session's stored events. At start, sessions the
 store found running when the daemon died are announced as ``LOST`` on the ``sessions`` topic.
 
-The requests that act on one session (``session.input``, ``.approve``, ``.interrupt``,
-``.stop``, ``.restart``) resolve their ref here too, live or kept, so that an id, a prefix (any
-case) or a name of a session from an earlier run is found: a session this run holds is handed
-to the supervisor by its id; one only kept is answered ``conflict``, saying it is not running.
+The requests that act on one session (``session.input``, ``.approve``, ``.answer``,
+``.interrupt``, ``.stop``, ``.restart``, ``.resume``) resolve their ref here too, live or kept,
+so that an id, a prefix (any case) or a name of a session from an earlier run is found: a
+session this run holds is handed to the supervisor by its id; one only kept is adopted by the
+supervisor for ``.restart`` and ``.resume`` (it goes on as the same session), and answered
+``conflict`` for the others, saying it is not running.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ Handler = Callable[[Any, Caller], Awaitable[Any]]
 EVENTS_PAGE_DEFAULT: Final = 100
 AMBIGUOUS_SHOWN: Final = 10
 """Candidates named in the error for an ambiguous session prefix."""
+REVIVING: Final = frozenset({"session.restart", "session.resume"})
+"""Requests that may take up a session only the store keeps (an earlier run's)."""
 SESSION_ACTIONS: Final = (
     "session.input",
     "session.approve",
+    "session.answer",
     "session.interrupt",
     "session.stop",
     "session.restart",
+    "session.resume",
 )
 """The supervisor's requests on one session, whose ref is resolved here first."""
 
@@ -78,7 +84,10 @@ class Records:
         async def handle(request: Any, caller: Caller) -> Any:
             session_id = self.resolve(request.session)
             if not self.supervisor.holds(session_id):
-                raise self._not_held(wire_type, session_id)
+                kept = self.store.get_session(session_id)
+                if wire_type not in REVIVING or kept is None:
+                    raise self._not_held(wire_type, session_id)
+                self.supervisor.adopt(kept)
             return await handler(attrs.evolve(request, session=session_id), caller)
 
         return handle
@@ -92,12 +101,6 @@ class Records:
             when = f"{state} in an earlier run of hived"
         else:
             when = f"{state}; hived no longer holds it"
-        if wire_type == "session.restart" and kept is not None and not kept.observed:
-            return RequestError(
-                "conflict",
-                f"session {name} is not running ({when}); start a new one: "
-                f"hivectl start {kept.agent}",
-            )
         return RequestError("conflict", f"session {name} is not running ({when})")
 
     async def sessions(self, request: Sessions, caller: Caller) -> dict[str, Any]:

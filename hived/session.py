@@ -28,16 +28,10 @@ import attrs
 import trio
 
 from hived.core.config import AgentConfig
+from hived.core.drivers import get_format
+from hived.core.drivers.base import Answer, Driver, DriverLaunch, DriverRefusal, Step
 from hived.core.errors import RequestError
-from hived.core.events import AgentEvent, Usage, session_topic, utc_timestamp
-from hived.core.parsers import (
-    FORMATS_WITH_CONTROL,
-    encode_approval,
-    encode_input,
-    encode_interrupt,
-    make_parser,
-    new_request_id,
-)
+from hived.core.events import session_topic, utc_timestamp
 from hived.core.sessions import (
     ACTIVE_STATES,
     TRANSITIONS,
@@ -85,15 +79,37 @@ def _exit_reason(exit_code: int) -> str:
 
 @attrs.frozen
 class Launch:
-    """What a run starts: fixed when the session is made, the same for every restart."""
+    """What a session starts: fixed when the session is made, the same for every run, and kept
+    with the session (:meth:`to_json`) so that a later daemon run can resume it."""
 
-    argv: tuple[str, ...]
+    args: tuple[str, ...]
+    """Appended to the template's command."""
     cwd: str
     env: Mapping[str, str]
     prompt: str | None = None
-    """The first input, written to stdin at each run's start (formats that take input)."""
+    """The first prompt: sent at the start of a run that begins a conversation (never into a
+    resumed one)."""
     started_by: str | None = None
     """The token that started the session (shown on the prompt's ``input`` event)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The launch as the store keeps it (the environment is the template's: not kept)."""
+        return {
+            "args": list(self.args),
+            "cwd": self.cwd,
+            "prompt": self.prompt,
+            "started_by": self.started_by,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> Launch:
+        return cls(
+            args=tuple(str(a) for a in d.get("args") or ()),
+            cwd=str(d["cwd"]),
+            env=env,
+            prompt=d.get("prompt"),
+            started_by=d.get("started_by"),
+        )
 
 
 @attrs.frozen
@@ -126,9 +142,14 @@ class Session:
     done: trio.Event = attrs.Factory(trio.Event)
     """Set when the session's task has ended; a new one for each task (:meth:`start`)."""
     _process: trio.Process | None = attrs.field(default=None, init=False)
-    _inbox: trio.MemorySendChannel[bytes] | None = attrs.field(default=None, init=False)
-    _pending: dict[str, Mapping[str, Any]] = attrs.field(factory=dict, init=False)
-    """Permission requests awaiting an answer: request_id → the tool input."""
+    _driver: Driver | None = attrs.field(default=None, init=False)
+    """The current run's driver (the agent's protocol), while a run is up."""
+    _inbox: trio.MemorySendChannel[bytes | None] | None = attrs.field(default=None, init=False)
+    """Bytes for the agent's stdin; ``None`` closes it."""
+    _next_prompt: str | None = attrs.field(default=None, init=False)
+    """A prompt for the next run only (``session.resume`` with a prompt)."""
+    _interrupted: bool = attrs.field(default=False, init=False)
+    """An interrupt was a signal: the run's end is no failure, and no reason to restart."""
     _stop_requested: bool = attrs.field(default=False, init=False)
     _restart_requested: bool = attrs.field(default=False, init=False)
     _spawn_failed: bool = attrs.field(default=False, init=False)
@@ -199,9 +220,11 @@ class Session:
             self.request_stop()
             await self.done.wait()
 
-    def request_restart(self) -> None:
+    def request_restart(self, prompt: str | None = None) -> None:
         """Stop the run (if any), then start a new one at once; a FATAL session gets a fresh
-        restart budget. Counts one restart."""
+        restart budget. Counts one restart. An agent whose format resumes (claude) goes on
+        with its conversation; ``prompt`` is sent into the new run."""
+        self._next_prompt = prompt
         if self.done.is_set():
             if self.state is State.FATAL:
                 self.budget.reset()
@@ -215,38 +238,44 @@ class Session:
             self._cut_short()
 
     def send_input(self, text: str, by: str | None) -> None:
-        """Queue a line of input; ``conflict`` when the format or the session cannot take it."""
-        data = encode_input(self.template.format, text)
-        if data is None:
+        """Send a prompt; ``conflict`` when the agent or the session cannot take it now."""
+        driver = self._running_driver("input")
+        if not driver.takes_input:
             raise RequestError(
                 "conflict",
                 f"session {self.name} runs a {self.template.format} agent, which takes no input",
             )
-        self._send(data)
+        self._perform(self._ask(driver.prompt, text))
         self._publish_input(by, text=text)
 
-    def approve(self, request_id: str, allow: bool, message: str | None, by: str | None) -> None:
-        """Answer a pending permission request (claude), named by its id or a unique prefix
-        of it (any case); ``not_found`` when none matches, ``bad_request`` when several do."""
-        fmt = self.template.format
-        if fmt not in FORMATS_WITH_CONTROL:
-            raise RequestError(
-                "conflict", f"session {self.name} runs a {fmt} agent, which asks for no approvals"
-            )
-        request_id = self._pending_id(request_id)
-        tool_input = self._pending[request_id]
-        self._send(encode_approval(request_id, allow, message, tool_input))
-        del self._pending[request_id]
-        approval = {"request_id": request_id, "allow": allow, "message": message}
-        self._publish_input(by, approval=approval)
-        if not self._pending and self.state is State.WAITING:
-            self._move(State.WORKING, "allowed" if allow else "denied")
+    def answer_request(self, ref: str, answer: Answer, by: str | None) -> str:
+        """Answer a pending request named by its id or a unique prefix of it (any case);
+        ``not_found`` when none matches, ``bad_request`` when several do or the answer does
+        not fit the request. The request's full id."""
+        driver = self._running_driver("an answer")
+        request_id = self._pending_id(driver, ref)
+        self._perform(self._ask(driver.answer, request_id, answer))
+        data: dict[str, Any] = {"request_id": request_id}
+        if answer.allow is not None:
+            data["approval"] = {
+                "request_id": request_id,
+                "allow": answer.allow,
+                "message": answer.message,
+                "always": answer.always,
+            }
+        if answer.answers is not None:
+            data["answers"] = dict(answer.answers)
+        if answer.action is not None:
+            data["action"] = answer.action
+        self._publish_input(by, **data)
+        return request_id
 
-    def _pending_id(self, ref: str) -> str:
+    def _pending_id(self, driver: Driver, ref: str) -> str:
         """The pending request id that ``ref`` is, or is the only one to start with."""
-        if ref in self._pending:
+        pending = driver.pending
+        if ref in pending:
             return ref
-        matches = [key for key in self._pending if key.lower().startswith(ref.lower())]
+        matches = [key for key in pending if key.lower().startswith(ref.lower())]
         if len(matches) == 1:
             return matches[0]
         if matches:
@@ -255,21 +284,30 @@ class Session:
                 f"request id {ref!r} is ambiguous in session {self.name}: "
                 f"it matches {', '.join(matches)}",
             )
-        pending = ", ".join(self._pending) or "none"
+        waiting = ", ".join(f"{key} ({p.kind})" for key, p in pending.items()) or "none"
         raise RequestError(
-            "not_found",
-            f"session {self.name} has no pending permission request {ref!r}; pending: {pending}",
+            "not_found", f"session {self.name} has no pending request {ref!r}; pending: {waiting}"
         )
 
     def interrupt(self, by: str | None) -> None:
-        """claude: the interrupt control request on stdin; other formats: SIGINT to the group."""
-        if self.template.format in FORMATS_WITH_CONTROL:
-            self._send(encode_interrupt(new_request_id()))
-        else:
-            self._check_active("an interrupt")
-            assert self._process is not None
-            signal_group(self._process, signal.SIGINT)
+        """End the agent's current turn the way its driver knows (a control request, a
+        JSON-RPC call, or SIGINT to the group)."""
+        driver = self._running_driver("an interrupt")
+        self._perform(self._ask(driver.interrupt))
         self._publish_input(by, interrupt=True)
+
+    def _running_driver(self, what: str) -> Driver:
+        self._check_active(what)
+        if self._driver is None:
+            raise RequestError("conflict", f"session {self.name} is starting; {what} must wait")
+        return self._driver
+
+    def _ask(self, action: Callable[..., Step], *args: Any) -> Step:
+        """A driver's step for an operator's action; its refusal as the request's error."""
+        try:
+            return action(*args)
+        except DriverRefusal as exc:
+            raise RequestError(exc.code, f"session {self.name}: {exc.message}") from None
 
     def _check_active(self, what: str) -> None:
         if self.state not in ACTIVE_STATES:
@@ -277,9 +315,9 @@ class Session:
                 "conflict", f"session {self.name} is {self.state}; {what} needs a running one"
             )
 
-    def _send(self, data: bytes) -> None:
-        """Queue bytes for the session's stdin; ``conflict`` when it cannot take them now."""
-        self._check_active("input")
+    def _send(self, data: bytes | None) -> None:
+        """Queue bytes for the session's stdin (``None`` closes it); ``conflict`` when it cannot
+        take them now."""
         assert self._inbox is not None
         try:
             self._inbox.send_nowait(data)
@@ -349,7 +387,7 @@ class Session:
     async def _restart_by_policy(self) -> bool:
         """Whether the policy restarts the session (after BACKOFF), or FATAL once the budget is
         spent."""
-        if self._stop_requested or self._spawn_failed:
+        if self._stop_requested or self._spawn_failed or self._interrupted:
             return False
         template = self.template
         if template.restart == "no" or (
@@ -382,10 +420,17 @@ class Session:
             return
         if self.state is not State.STARTING:
             self._move(State.STARTING, "restart")
-        self._spawn_failed = False
-        launch = self.launch
+        self._spawn_failed = self._interrupted = False
+        launch, fmt = self.launch, get_format(self.template.format)
+        # A conversation the agent can resume goes on; its first prompt is never sent again.
+        resume_id = self.summary.agent_session_id if fmt.resumable else None
+        prompt = self._next_prompt if resume_id else (self._next_prompt or launch.prompt)
+        self._next_prompt = None
+        argv = fmt.argv(
+            self.template.command, launch.args, prompt if fmt.prompt_in_argv else None, resume_id
+        )
         try:
-            proc = await spawn(launch.argv, cwd=launch.cwd, env=launch.env)
+            proc = await spawn(argv, cwd=launch.cwd, env=launch.env)
         except SpawnError as exc:
             self._spawn_failed = True
             self._move(State.FAILED, exc.reason, pid=None, ended_at=utc_timestamp())
@@ -396,7 +441,7 @@ class Session:
         if not self._stop_requested:
             self._move(
                 State.RUNNING,
-                "spawned",
+                "resumed" if resume_id else "spawned",
                 started_at=utc_timestamp(),
                 ended_at=None,
                 exit_code=None,
@@ -405,42 +450,49 @@ class Session:
             )
         else:
             self.summary = attrs.evolve(self.summary, pid=pid, pid_start=pid_start)
+        driver = fmt.make(
+            DriverLaunch(
+                cwd=launch.cwd,
+                prompt=None if fmt.prompt_in_argv else prompt,
+                resume_id=resume_id,
+                usage=self.summary.usage,
+            )
+        )
+        if prompt is not None:
+            self._publish_input(launch.started_by, text=prompt)
         try:
-            await self._supervise(proc)
+            await self._supervise(proc, driver)
         finally:
             with trio.CancelScope(shield=True):
                 exit_code = await stop_process_group(proc, 0.0)
                 for stream in (proc.stdin, proc.stdout, proc.stderr):
                     if stream is not None:
                         await stream.aclose()
-            self._process = self._inbox = None
-            self._pending.clear()
+            self._process = self._inbox = self._driver = None
+            self._publish_step(driver.exited())
         if self._stop_requested:
             new, reason = State.EXITED, "stopped"
         elif exit_code == 0:
             new, reason = State.EXITED, "exit status 0"
+        elif self._interrupted:
+            new, reason = State.EXITED, f"interrupted ({_exit_reason(exit_code)})"
         else:
             new, reason = State.FAILED, _exit_reason(exit_code)
         self._move(new, reason, exit_code=exit_code, ended_at=utc_timestamp(), pid=None)
 
-    async def _supervise(self, proc: trio.Process) -> None:
+    async def _supervise(self, proc: trio.Process, driver: Driver) -> None:
         """Run the process's tasks until it has ended and its output is read."""
         assert proc.stdin is not None
         assert proc.stdout is not None
         assert proc.stderr is not None
-        send, receive = trio.open_memory_channel[bytes](INPUT_QUEUE)
-        self._inbox = send
-        launch = self.launch
-        if launch.prompt is not None:
-            prompt = encode_input(self.template.format, launch.prompt)
-            assert prompt is not None  # a format without input got it on the command line
-            send.send_nowait(prompt)
-            self._publish_input(launch.started_by, text=launch.prompt)
+        send, receive = trio.open_memory_channel[bytes | None](INPUT_QUEUE)
+        self._inbox, self._driver = send, driver
+        self._perform(driver.start())
         async with trio.open_nursery() as run:
             run.start_soon(_write_input, proc.stdin, receive)
             run.start_soon(self._watch_stall)
             async with trio.open_nursery() as readers:
-                readers.start_soon(self._read_stdout, proc.stdout)
+                readers.start_soon(self._read_stdout, proc.stdout, driver)
                 readers.start_soon(self._read_stderr, proc.stderr)
                 await self._wait_exit(proc)
                 readers.cancel_scope.deadline = trio.current_time() + READER_GRACE_S
@@ -475,23 +527,18 @@ class Session:
         if self.state is State.STALLED:
             self._move(self._before_stall, "output")
 
-    async def _read_stdout(self, stream: trio.abc.ReceiveStream) -> None:
-        parser = make_parser(self.template.format)
-        hub, topic, sid = self.host.hub, self.topic, self.id
+    async def _read_stdout(self, stream: trio.abc.ReceiveStream, driver: Driver) -> None:
         async for batch in read_lines(stream):
             self._touch()
             cut = batch.cut
             for index, line in enumerate(batch.lines):
-                for event in parser.parse_line(line):
-                    data = event.data
-                    if cut and index in cut:
-                        data = {**data, "note": CUT_NOTE}
-                    hub.publish(topic, event.kind, data, sid)
-                    if event.state or event.usage or event.agent_session_id:
-                        self._apply(event)
-                    if event.kind == "permission_request":
-                        self._remember_request(event)
-            await hub.wait_writable()
+                step = driver.feed(line)
+                self._publish_step(step, CUT_NOTE if cut and index in cut else None)
+                if step.stdin and self._inbox is not None:
+                    # The agent waits for this answer: wait for room rather than drop it.
+                    await self._inbox.send(step.stdin)
+                self._signal(step)
+            await self.host.hub.wait_writable()
 
     async def _read_stderr(self, stream: trio.abc.ReceiveStream) -> None:
         hub, topic, sid = self.host.hub, self.topic, self.id
@@ -504,35 +551,72 @@ class Session:
                 hub.publish(topic, "stderr", data, sid)
             await hub.wait_writable()
 
-    def _apply(self, event: AgentEvent) -> None:
-        """What an event tells about its session: its agent id, usage, and state."""
-        agent_id = event.agent_session_id
+    def _perform(self, step: Step) -> None:
+        """Carry out a step asked for outside the stdout reader: publish, write, signal."""
+        self._publish_step(step)
+        if step.stdin:
+            self._send(step.stdin)
+        if step.close_stdin:
+            self._send(None)
+        self._signal(step)
+
+    def _signal(self, step: Step) -> None:
+        if step.signal is None or self._process is None:
+            return
+        if step.signal == "SIGINT":
+            self._interrupted = True
+        signal_group(self._process, signal.Signals[step.signal])
+
+    def _publish_step(self, step: Step, note: str | None = None) -> None:
+        """Publish a step's events, and take what they tell about the session.
+
+        Usage and the turn's outcome go into the summary first, so that the state change the
+        same step makes (a turn's end: WAITING) announces them.
+        """
+        changes: dict[str, Any] = {}
+        if step.usage is not None:
+            changes["usage"] = step.usage
+        if step.last_turn is not None:
+            changes["last_turn"] = step.last_turn
+        if changes:
+            self.summary = attrs.evolve(self.summary, **changes)
+        announced = False
+        hub, topic, sid = self.host.hub, self.topic, self.id
+        for event in step.events:
+            data = event.data if note is None else {**event.data, "note": note}
+            hub.publish(topic, event.kind, data, sid)
+            if event.state or event.agent_session_id:
+                announced |= self._apply(event.state, event.reason, event.agent_session_id)
+        if step.state is not None:
+            announced |= self._apply(step.state, step.reason, None)
+        if changes and not announced:
+            self.host.record(self.summary)
+
+    def _apply(self, state: str | None, reason: str | None, agent_id: str | None) -> bool:
+        """What an event tells about its session: its agent id and its state. Whether the
+        state changed (and so was announced and recorded)."""
         if agent_id and agent_id != self.summary.agent_session_id:
             self.summary = attrs.evolve(self.summary, agent_session_id=agent_id)
             self.host.learned_agent_id(agent_id, self)
             self.host.record(self.summary)
-        if event.usage is not None:
-            usage: Usage = self.summary.usage + event.usage
-            self.summary = attrs.evolve(self.summary, usage=usage)
-            self.host.record(self.summary)
-        if event.kind == "result":
-            self._pending.clear()
-        if event.state and self.state in ACTIVE_STATES:
-            new = State(event.state)
+        if state and self.state in ACTIVE_STATES:
+            new = State(state)
             if new is not self.state:
-                self._move(new, event.reason)
-
-    def _remember_request(self, event: AgentEvent) -> None:
-        request_id = event.data.get("request_id")
-        tool_input = event.data.get("input")
-        if isinstance(request_id, str):
-            self._pending[request_id] = tool_input if isinstance(tool_input, Mapping) else {}
+                self._move(new, reason)
+                return True
+        return False
 
 
-async def _write_input(stdin: trio.abc.SendStream, inbox: trio.MemoryReceiveChannel[bytes]) -> None:
-    """Write queued input to the agent's stdin until the queue closes or the agent's end does."""
+async def _write_input(
+    stdin: trio.abc.SendStream, inbox: trio.MemoryReceiveChannel[bytes | None]
+) -> None:
+    """Write queued input to the agent's stdin until the queue closes, the agent's end does,
+    or the driver closes it (``None``)."""
     async with inbox:
         async for data in inbox:
+            if data is None:
+                await stdin.aclose()
+                return
             try:
                 await stdin.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

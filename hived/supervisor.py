@@ -24,15 +24,18 @@ import attrs
 import trio
 
 from hived.core.config import AgentConfig, Config
+from hived.core.drivers import get_format
+from hived.core.drivers.base import Answer
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
-from hived.core.parsers import encode_input
 from hived.core.protocol import (
     Caller,
+    SessionAnswer,
     SessionApprove,
     SessionInput,
     SessionInterrupt,
     SessionRestart,
+    SessionResume,
     Sessions,
     SessionStart,
     SessionStop,
@@ -246,30 +249,68 @@ class Supervisor:
         name: str | None,
         started_by: str | None = None,
     ) -> Session:
-        if self._host is None:
-            raise RequestError("conflict", "the supervisor is not running")
-        argv = (*template.command, *args)
-        if prompt is not None and encode_input(template.format, prompt) is None:
-            argv, prompt = (*argv, prompt), None
         cwd = cwd or template.cwd or self._config.state.dir
-        session = Session(
-            summary=SessionSummary(
-                id=new_session_id(),
-                name=name or self._next_name(agent),
-                agent=agent,
-                state=State.STARTING,
-                cwd=cwd,
-            ),
-            template=template,
-            launch=Launch(argv, cwd, template.env, prompt, started_by),
-            host=self._host,
-            budget=RestartBudget(template.max_restarts, template.restart_window_s),
+        launch = Launch(args, cwd, template.env, prompt, started_by)
+        summary = SessionSummary(
+            id=new_session_id(),
+            name=name or self._next_name(agent),
+            agent=agent,
+            state=State.STARTING,
+            cwd=cwd,
+            launch=launch.to_json(),
         )
-        self._sessions[session.id] = session
-        self._forget_ended()
+        session = self._hold(summary, template, launch)
         self._announce(session.summary, None)
         session.start()
         return session
+
+    def _hold(self, summary: SessionSummary, template: AgentConfig, launch: Launch) -> Session:
+        """Keep a session of this run (made now, or adopted from the store) in the table."""
+        if self._host is None:
+            raise RequestError("conflict", "the supervisor is not running")
+        session = Session(
+            summary=summary,
+            template=template,
+            launch=launch,
+            host=self._host,
+            budget=RestartBudget(template.max_restarts, template.restart_window_s),
+        )
+        session.done.set()
+        self._sessions[session.id] = session
+        if summary.agent_session_id:
+            self._by_agent_id[summary.agent_session_id] = session
+        self._forget_ended()
+        return session
+
+    def adopt(self, kept: SessionSummary) -> None:
+        """Hold an ended session that only the store keeps (an earlier daemon run's), so that
+        it can be restarted or resumed as the same session. ``conflict`` when it cannot be:
+        observed, its template gone, or kept before launches were (no way to know its args)."""
+        self._check_not_draining()
+        if kept.observed:
+            raise RequestError(
+                "conflict",
+                f"session {kept.name} was observed through hooks; hived did not start it and "
+                "cannot resume it",
+            )
+        template = self._config.agents.get(kept.agent)
+        if template is None:
+            raise RequestError(
+                "conflict", f"session {kept.name}: its agent template {kept.agent!r} is gone"
+            )
+        if kept.launch is None:
+            raise RequestError(
+                "conflict",
+                f"session {kept.name} was kept by an older hived without its launch; start a "
+                f"new one: hivectl start {kept.agent}",
+            )
+        try:
+            launch = Launch.from_json(kept.launch, template.env)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RequestError(
+                "conflict", f"session {kept.name}: its kept launch is unreadable ({exc!r})"
+            ) from None
+        self._hold(kept, template, launch)
 
     def _next_name(self, agent: str) -> str:
         taken = {s.name for s in self.summaries() if is_live(s.state)}
@@ -295,9 +336,11 @@ class Supervisor:
             "session.start": self._on_start,
             "session.input": self._on_input,
             "session.approve": self._on_approve,
+            "session.answer": self._on_answer,
             "session.interrupt": self._on_interrupt,
             "session.stop": self._on_stop,
             "session.restart": self._on_restart,
+            "session.resume": self._on_resume,
         }
 
     async def _on_sessions(self, request: Sessions, caller: Caller) -> dict[str, Any]:
@@ -358,9 +401,30 @@ class Supervisor:
         return session.answer()
 
     async def _on_approve(self, request: SessionApprove, caller: Caller) -> dict[str, Any]:
+        """Allow or deny a pending permission request (or deny a question or elicitation)."""
         session = self._supervised(request.session, "answer")
-        session.approve(request.request_id, request.allow, request.message, caller.token_name)
-        return session.answer()
+        if request.input is not None and not request.allow:
+            raise RequestError("bad_request", "input replaces the tool input of an allow only")
+        answer = Answer(
+            allow=request.allow,
+            message=request.message,
+            always=request.always,
+            updated_input=request.input,
+        )
+        request_id = session.answer_request(request.request_id, answer, caller.token_name)
+        return session.answer() | {"request_id": request_id}
+
+    async def _on_answer(self, request: SessionAnswer, caller: Caller) -> dict[str, Any]:
+        """Answer a pending question (``answers``) or elicitation (``action``, ``content``)."""
+        session = self._supervised(request.session, "answer")
+        if (request.answers is None) == (request.action is None):
+            raise RequestError(
+                "bad_request",
+                "session.answer takes answers (a question) or action (an elicitation): one of them",
+            )
+        answer = Answer(answers=request.answers, action=request.action, content=request.content)
+        request_id = session.answer_request(request.request_id, answer, caller.token_name)
+        return session.answer() | {"request_id": request_id}
 
     async def _on_interrupt(self, request: SessionInterrupt, caller: Caller) -> dict[str, Any]:
         """claude: the interrupt control request on stdin; other formats: SIGINT to the group."""
@@ -384,9 +448,35 @@ class Supervisor:
         As with a stop, the work is the session task's; the request only waits for it.
         """
         session = self._supervised(request.session, "restart")
+        return await self._restart(session, prompt=None)
+
+    async def _on_resume(self, request: SessionResume, caller: Caller) -> dict[str, Any]:
+        """Go on with an ended session: a new run of the same session whose agent resumes its
+        conversation (claude ``--resume``); ``prompt`` is sent into it. ``conflict`` for a
+        session that still runs, or whose format cannot resume."""
+        session = self._supervised(request.session, "resume")
+        if not session.done.is_set():
+            raise RequestError(
+                "conflict", f"session {session.name} is {session.state}; only an ended one resumes"
+            )
+        fmt = get_format(session.template.format)
+        if not fmt.resumable:
+            raise RequestError(
+                "conflict",
+                f"session {session.name} runs a {fmt.name} agent, which cannot resume a "
+                "conversation; restart it instead (session.restart)",
+            )
+        if session.summary.agent_session_id is None:
+            raise RequestError(
+                "conflict",
+                f"session {session.name} never told its agent session id; nothing to resume",
+            )
+        return await self._restart(session, prompt=request.prompt)
+
+    async def _restart(self, session: Session, prompt: str | None) -> dict[str, Any]:
         self._check_not_draining()
         before = session.summary.restarts
-        session.request_restart()
+        session.request_restart(prompt)
         await session.wait_until(
             lambda s: (
                 s.done.is_set() or (s.summary.restarts > before and s.state is not State.STARTING)

@@ -1,4 +1,4 @@
-"""The fake agents of examples/agents, run as real subprocesses and read through hived's parsers."""
+"""The fake agents of examples/agents, run as real subprocesses and driven by hived's drivers."""
 
 from __future__ import annotations
 
@@ -13,17 +13,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import orjson
 import trio
 import trio.lowlevel
 
+from hived.core.drivers import get_format
+from hived.core.drivers.base import Answer, Driver, DriverLaunch
+from hived.core.drivers.claude import interrupt_request
 from hived.core.events import AgentEvent, Usage
-from hived.core.parsers import (
-    Parser,
-    encode_approval,
-    encode_input,
-    encode_interrupt,
-    make_parser,
-)
 
 AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents"
 DEADLINE_S = 15
@@ -55,11 +52,13 @@ FAKE_TEXT = load_agent("fake_text")
 
 
 class Agent:
-    """A running agent: line-wise stdout, stdin, and its hived parser."""
+    """A running agent: line-wise stdout, stdin, and its hived driver."""
 
     def __init__(self, proc: trio.Process, format: str) -> None:
         self.proc = proc
-        self.parser: Parser = make_parser(format)
+        self.driver: Driver = driver_of(format)
+        self.usage: Usage | None = None
+        """The driver's last running total."""
         self._buffer = bytearray()
 
     async def readline(self) -> bytes | None:
@@ -79,9 +78,10 @@ class Agent:
         await self.proc.stdin.send_all(data)
 
     async def prompt(self, text: str) -> None:
-        data = encode_input("claude", text)
-        assert data is not None
-        await self.send(data)
+        await self.send(self.driver.prompt(text).stdin)
+
+    async def answer(self, request_id: str, answer: Answer) -> None:
+        await self.send(self.driver.answer(request_id, answer).stdin)
 
     async def close_stdin(self) -> None:
         assert self.proc.stdin is not None
@@ -93,10 +93,21 @@ class Agent:
         while True:
             line = await self.readline()
             assert line is not None, f"output ended before a {kind!r} event: {events}"
-            new = self.parser.parse_line(line.decode("utf-8", "replace"))
+            step = self.driver.feed(line.decode("utf-8", "replace"))
+            self.usage = step.usage or self.usage
+            new = list(step.events)
             events.extend(new)
             if any(event.kind == kind for event in new):
                 return events
+
+
+def driver_of(format: str) -> Driver:
+    return get_format(format).make(DriverLaunch(cwd=str(AGENTS)))
+
+
+def read_all(format: str, stdout: bytes) -> list[AgentEvent]:
+    driver = driver_of(format)
+    return [e for raw in stdout.splitlines() for e in driver.feed(raw.decode()).events]
 
 
 @asynccontextmanager
@@ -156,15 +167,23 @@ async def test_fake_claude_result_reports_usage_and_cost() -> None:
     async with running("fake_claude.py", *CLAUDE_FLAGS, format="claude") as agent:
         await agent.prompt("hello")
         result = (await agent.events_until("result"))[-1]
+        first = agent.usage
+        await agent.prompt("again")
+        await agent.events_until("result")
+        second = agent.usage
     assert result.data["subtype"] == "success"
-    assert result.usage is not None
-    assert result.usage.input_tokens == FAKE_CLAUDE.TURN_INPUT_TOKENS
-    assert result.usage.output_tokens == FAKE_CLAUDE.TURN_OUTPUT_TOKENS
-    assert result.usage.cost_usd == FAKE_CLAUDE.TURN_COST_USD
-    assert result.usage.turns == FAKE_CLAUDE.TURN_NUM_TURNS
-    assert result.usage.duration_ms >= 0
+    assert first is not None
+    assert second is not None
+    assert first.input_tokens == FAKE_CLAUDE.TURN_INPUT_TOKENS
+    assert first.output_tokens == FAKE_CLAUDE.TURN_OUTPUT_TOKENS
+    assert first.cost_usd == FAKE_CLAUDE.TURN_COST_USD
+    assert first.turns == 1
+    assert first.duration_ms >= 0
     model_usage = result.data["modelUsage"]["claude-opus-4-1"]
     assert model_usage["costUSD"] == FAKE_CLAUDE.TURN_COST_USD
+    # As the real CLI's, the fake's total_cost_usd runs on: the driver takes it, not its sum.
+    assert second.cost_usd == 2 * FAKE_CLAUDE.TURN_COST_USD
+    assert (second.input_tokens, second.turns) == (2 * FAKE_CLAUDE.TURN_INPUT_TOKENS, 2)
 
 
 async def test_fake_claude_keeps_the_pinned_session_id_and_opens_each_turn_with_init() -> None:
@@ -189,9 +208,7 @@ async def test_fake_claude_permission_allowed_runs_the_tool() -> None:
         assert request.state == "WAITING"
         assert request.data["tool_name"] == "Bash"
         assert request.data["tool_use_id"] == before[-2].data["id"]
-        await agent.send(
-            encode_approval(str(request.data["request_id"]), True, None, request.data["input"])
-        )
+        await agent.answer(str(request.data["request_id"]), Answer(allow=True))
         after = await agent.events_until("result")
     assert kinds(before) == ["init", "message", "tool_use", "permission_request"]
     assert kinds(after) == ["tool_result", "message", "result"]
@@ -205,7 +222,7 @@ async def test_fake_claude_permission_denied_says_so() -> None:
         await agent.prompt("this needs Permission")
         request = (await agent.events_until("permission_request"))[-1]
         request_id = str(request.data["request_id"])
-        await agent.send(encode_approval(request_id, False, "not today", request.data["input"]))
+        await agent.answer(request_id, Answer(allow=False, message="not today"))
         after = await agent.events_until("result")
     assert kinds(after) == ["tool_result", "message", "result"]
     assert after[0].data["is_error"] is True
@@ -217,15 +234,20 @@ async def test_fake_claude_permission_denied_says_so() -> None:
 async def test_fake_claude_interrupt_while_waiting_for_permission_ends_the_turn() -> None:
     async with running("fake_claude.py", *CLAUDE_FLAGS, format="claude") as agent:
         await agent.prompt("permission please")
-        await agent.events_until("permission_request")
-        await agent.send(encode_interrupt("hived-int-1"))
+        request = (await agent.events_until("permission_request"))[-1]
+        interrupt = agent.driver.interrupt().stdin
+        await agent.send(interrupt)
         after = await agent.events_until("result")
-    assert kinds(after) == ["agent_event", "result"]
-    response = after[0].data["response"]
-    assert response == {"subtype": "success", "request_id": "hived-int-1", "response": {}}
-    assert after[1].data["subtype"] == "error_during_execution"
-    assert after[1].data["is_error"] is True
-    assert after[1].state == "WAITING"
+    # As the real CLI: the request is withdrawn first, then the interrupt answered.
+    assert kinds(after) == ["agent_event", "request_withdrawn", "agent_event", "result"]
+    assert after[1].data["request_id"] == request.data["request_id"]
+    response = after[2].data["response"]
+    request_id = orjson.loads(interrupt)["request_id"]
+    assert response == {"subtype": "success", "request_id": request_id, "response": {}}
+    assert after[3].data["subtype"] == "error_during_execution"
+    assert after[3].data["terminal_reason"] == "aborted_tools"
+    assert after[3].data["last_turn"]["error"] == "interrupted"
+    assert after[3].state == "WAITING"
 
 
 async def test_fake_claude_with_a_delay_can_be_interrupted_mid_turn() -> None:
@@ -233,7 +255,7 @@ async def test_fake_claude_with_a_delay_can_be_interrupted_mid_turn() -> None:
     async with running("fake_claude.py", *CLAUDE_FLAGS, format="claude", env=env) as agent:
         await agent.prompt("take your time")
         first = await agent.events_until("init")
-        await agent.send(encode_interrupt("hived-int-2"))
+        await agent.send(agent.driver.interrupt().stdin)
         after = await agent.events_until("result")
     assert first[-1].state == "WORKING"
     assert "tool_result" not in kinds(after)
@@ -242,12 +264,13 @@ async def test_fake_claude_with_a_delay_can_be_interrupted_mid_turn() -> None:
 
 async def test_fake_claude_answers_an_interrupt_between_turns() -> None:
     async with running("fake_claude.py", *CLAUDE_FLAGS, format="claude") as agent:
-        await agent.send(encode_interrupt("idle-1"))
+        interrupt = interrupt_request()
+        await agent.send(interrupt)
         line = await agent.readline()
     assert line is not None
-    event = agent.parser.parse_line(line.decode())[0]
+    event = agent.driver.feed(line.decode()).events[0]
     assert event.kind == "agent_event"
-    assert event.data["response"]["request_id"] == "idle-1"
+    assert event.data["response"]["request_id"] == orjson.loads(interrupt)["request_id"]
 
 
 async def test_fake_claude_exits_0_at_end_of_input_after_finishing_the_turn() -> None:
@@ -272,8 +295,7 @@ async def test_fake_claude_exits_0_on_sigterm() -> None:
 async def test_fake_claude_prompt_argument_runs_one_turn_and_exits() -> None:
     result = await run("fake_claude.py", "-p", "hi", "--output-format", "stream-json", "--verbose")
     assert result.returncode == 0
-    parser = make_parser("claude")
-    events = [e for raw in result.stdout.splitlines() for e in parser.parse_line(raw.decode())]
+    events = read_all("claude", result.stdout)
     assert kinds(events) == ["init", "message", "tool_use", "tool_result", "message", "result"]
 
 
@@ -283,8 +305,9 @@ async def test_fake_claude_prompt_argument_runs_one_turn_and_exits() -> None:
 async def test_fake_codex_reads_through_the_codex_parser() -> None:
     result = await run("fake_codex.py", "exec", "--json", "list the files")
     assert result.returncode == 0
-    parser = make_parser("codex")
-    events = [e for raw in result.stdout.splitlines() for e in parser.parse_line(raw.decode())]
+    driver = driver_of("codex")
+    steps = [driver.feed(raw.decode()) for raw in result.stdout.splitlines()]
+    events = [e for step in steps for e in step.events]
     assert kinds(events) == ["init", "agent_event", "tool_use", "tool_result", "message", "result"]
     assert events[0].agent_session_id
     assert events[2].data["input"] == {"command": FAKE_CODEX.COMMAND}
@@ -292,17 +315,18 @@ async def test_fake_codex_reads_through_the_codex_parser() -> None:
     assert events[3].data["content"] == FAKE_CODEX.COMMAND_OUTPUT
     assert "list the files" in events[4].data["text"]
     assert events[-1].state == "WAITING"
-    assert events[-1].usage == Usage(
-        input_tokens=FAKE_CODEX.INPUT_TOKENS, output_tokens=FAKE_CODEX.OUTPUT_TOKENS, turns=1
+    assert steps[-1].usage == Usage(
+        input_tokens=FAKE_CODEX.INPUT_TOKENS - FAKE_CODEX.CACHED_INPUT_TOKENS,
+        cache_read_tokens=FAKE_CODEX.CACHED_INPUT_TOKENS,
+        output_tokens=FAKE_CODEX.OUTPUT_TOKENS,
+        turns=1,
     )
 
 
 async def test_fake_text_greets_echoes_and_exits_0_at_end_of_input() -> None:
     async with running("fake_text.py", format="text") as agent:
         assert await agent.readline() == FAKE_TEXT.GREETING.encode()
-        data = encode_input("text", "hi there")
-        assert data is not None
-        await agent.send(data)
+        await agent.prompt("hi there")
         assert await agent.readline() == b"you said: hi there"
         await agent.close_stdin()
         assert await agent.proc.wait() == 0
@@ -360,8 +384,7 @@ async def test_misbehave_flood_prints_n_lines_of_300_bytes() -> None:
 
 async def test_misbehave_flood_jsonl_prints_json_objects() -> None:
     result = await run("misbehave.py", "flood", "500", "--jsonl")
-    parser = make_parser("jsonl")
-    events = [e for raw in result.stdout.splitlines() for e in parser.parse_line(raw.decode())]
+    events = read_all("jsonl", result.stdout)
     assert len(events) == 500
     assert {e.kind for e in events} == {"agent_event"}
     assert events[-1].data["i"] == 499
@@ -380,8 +403,8 @@ async def test_misbehave_garbage_is_invalid_utf8_ending_without_a_newline() -> N
     lines = result.stdout.split(b"\n")
     assert any(b"\xff" in raw for raw in lines)
     for format in ("text", "claude"):
-        parser = make_parser(format)
-        events = [e for raw in lines for e in parser.parse_line(raw.decode("utf-8", "replace"))]
+        driver = driver_of(format)
+        events = [e for raw in lines for e in driver.feed(raw.decode("utf-8", "replace")).events]
         assert len(events) == len(lines)
 
 

@@ -9,15 +9,19 @@ Run it as Claude would be run under hived::
 Each user message read on stdin is one turn, printed one JSON object per line with the field
 names real Claude Code uses (see docs/formats.md): ``system``/``init``, an assistant text, an
 assistant ``tool_use`` (Bash), the user ``tool_result``, a closing assistant text, and a
-``result``. Every turn reports the same usage: ``TURN_INPUT_TOKENS`` in, ``TURN_OUTPUT_TOKENS``
-out, ``TURN_COST_USD``, ``TURN_NUM_TURNS`` turns.
+``result``. Every turn uses the same: ``TURN_INPUT_TOKENS`` in, ``TURN_OUTPUT_TOKENS`` out,
+``TURN_COST_USD``, ``TURN_NUM_TURNS`` turns. As the real CLI does, a result's ``usage`` is the
+turn's and its ``total_cost_usd`` is the process's running total.
 
 A prompt containing the word "permission" asks before running the tool: a ``control_request``
 ``can_use_tool`` is printed and the turn waits for the matching ``control_response`` (allow: the
 tool runs; deny: a failed ``tool_result`` and an assistant text saying it was denied). A
-``control_request`` ``interrupt`` is answered with a success ``control_response`` and, during a
-turn, ends it with a ``result`` of subtype ``error_during_execution``. A prompt given as an
-argument runs as the first turn.
+``control_request`` ``interrupt`` is answered with a success ``control_response`` (after a
+``control_cancel_request`` withdrawing the permission request it was waiting on, if any) and,
+during a turn, ends it with a ``result`` of subtype ``error_during_execution`` with no ``result``
+text and a ``terminal_reason`` (``aborted_tools`` or ``aborted_streaming``), as Claude Code
+2.1.336 does; other control requests get an error response. A prompt given as an argument runs
+as the first turn.
 
 Exits 0 on end of input and, at once, on SIGTERM. ``FAKE_CLAUDE_DELAY_MS`` (default 0) pauses
 between output lines so that tests can watch the session work. Standard library only.
@@ -96,7 +100,7 @@ def prompt_text(message: dict[str, Any]) -> str:
 
 class FakeClaude:
     def __init__(self, args: argparse.Namespace) -> None:
-        self.session_id: str = args.session_id or new_uuid()
+        self.session_id: str = args.session_id or args.resume or new_uuid()
         self.model: str = args.model or "claude-opus-4-1"
         self.permission_mode: str = args.permission_mode or "default"
         self.reads_prompts = args.input_format == "stream-json"
@@ -106,6 +110,10 @@ class FakeClaude:
         self.eof = False
         self.responses: dict[str, dict[str, Any]] = {}
         """control_response lines read so far, by request id."""
+        self.asking: str | None = None
+        """The id of the permission request the turn waits on."""
+        self.cost_usd = 0.0
+        """The process's cost so far (results report it cumulatively, as the real CLI does)."""
 
     # -- reading stdin ------------------------------------------------------------------------
 
@@ -137,16 +145,21 @@ class FakeClaude:
             self.pending.append(obj)
 
     def answer_control(self, obj: dict[str, Any]) -> None:
-        emit(
-            {
-                "type": "control_response",
-                "response": {
-                    "subtype": "success",
-                    "request_id": obj.get("request_id", ""),
-                    "response": {},
-                },
+        request = obj.get("request")
+        request_id = obj.get("request_id", "")
+        if not isinstance(request, dict) or request.get("subtype") != "interrupt":
+            subtype = request.get("subtype") if isinstance(request, dict) else None
+            response: dict[str, Any] = {
+                "subtype": "error",
+                "request_id": request_id,
+                "error": f"Unsupported control request subtype: {subtype}",
+                "error_code": "unsupported_request",
             }
-        )
+        else:
+            if self.asking is not None:
+                emit({"type": "control_cancel_request", "request_id": self.asking})
+            response = {"subtype": "success", "request_id": request_id, "response": {}}
+        emit({"type": "control_response", "response": response})
 
     def step(self, obj: dict[str, Any]) -> None:
         """Print one line of the turn, then pause and look at stdin for interrupts."""
@@ -223,9 +236,26 @@ class FakeClaude:
         }
 
     def result(
-        self, started: float, text: str, subtype: str = "success", denials: list[Any] | None = None
+        self,
+        started: float,
+        text: str | None,
+        subtype: str = "success",
+        denials: list[Any] | None = None,
     ) -> dict[str, Any]:
         duration_ms = int((time.monotonic() - started) * 1000)
+        self.cost_usd += TURN_COST_USD
+        if subtype == "success":
+            terminal_reason = "completed"
+        else:
+            terminal_reason = "aborted_tools" if self.asking else "aborted_streaming"
+        line = self.result_line(duration_ms, subtype, denials)
+        if text is not None:
+            line["result"] = text
+        return line | {"terminal_reason": terminal_reason}
+
+    def result_line(
+        self, duration_ms: int, subtype: str, denials: list[Any] | None
+    ) -> dict[str, Any]:
         return {
             "type": "result",
             "subtype": subtype,
@@ -233,9 +263,8 @@ class FakeClaude:
             "duration_ms": duration_ms,
             "duration_api_ms": duration_ms,
             "num_turns": TURN_NUM_TURNS,
-            "result": text,
             "session_id": self.session_id,
-            "total_cost_usd": TURN_COST_USD,
+            "total_cost_usd": round(self.cost_usd, 10),
             "usage": {
                 "input_tokens": TURN_INPUT_TOKENS,
                 "cache_creation_input_tokens": 0,
@@ -248,7 +277,7 @@ class FakeClaude:
                     "outputTokens": TURN_OUTPUT_TOKENS,
                     "cacheReadInputTokens": 0,
                     "cacheCreationInputTokens": 0,
-                    "costUSD": TURN_COST_USD,
+                    "costUSD": round(self.cost_usd, 10),
                 }
             },
             "permission_denials": denials or [],
@@ -261,7 +290,9 @@ class FakeClaude:
         try:
             self.run_turn(prompt, started)
         except Interrupted:
-            emit(self.result(started, "Interrupted.", subtype="error_during_execution"))
+            emit(self.result(started, None, subtype="error_during_execution"))
+        finally:
+            self.asking = None
 
     def run_turn(self, prompt: str, started: float) -> None:
         self.step(
@@ -301,7 +332,9 @@ class FakeClaude:
                     },
                 }
             )
+            self.asking = request_id
             answer = self.wait_permission(request_id)
+            self.asking = None
             if answer.get("behavior") != "allow":
                 why = str(answer.get("message") or "no reason given")
                 self.step(self.tool_result(tool_use_id, why, is_error=True))
@@ -366,7 +399,10 @@ def main() -> None:
     except BrokenPipeError:
         # Nobody reads our output any more: leave quietly.
         os._exit(0)
-    sys.exit(0)
+    # Not sys.exit: the stdin reader thread may hold stdin's lock, and an interpreter shutdown
+    # under it aborts (SIGABRT, "could not acquire lock for <stdin>").
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

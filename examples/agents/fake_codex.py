@@ -5,6 +5,8 @@ The prompt is the last argument; every other argument (``exec``, ``--json``, ``-
 ignored. One turn: ``thread.started``, ``turn.started``, a ``command_execution`` item (started,
 then completed with its output and exit code), an ``agent_message`` item, and ``turn.completed``
 with usage (``INPUT_TOKENS``, ``CACHED_INPUT_TOKENS``, ``OUTPUT_TOKENS``); then it exits 0.
+As the real ``codex exec`` does, it first reads stdin to its end when stdin is not a terminal
+(the real one appends it to the prompt): with a pipe left open it never starts the turn.
 ``FAKE_CODEX_DELAY_MS`` (default 0) pauses between lines. Standard library only.
 """
 
@@ -28,6 +30,10 @@ COMMAND_OUTPUT = "README.md\n"
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(0))
     prompt = sys.argv[-1] if len(sys.argv) > 1 else ""
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        if piped:
+            prompt = f"{prompt}\n<stdin>\n{piped}</stdin>"
     delay_s = int(os.environ.get("FAKE_CODEX_DELAY_MS", "0") or 0) / 1000
 
     def emit(obj: dict[str, Any]) -> None:

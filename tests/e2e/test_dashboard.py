@@ -222,7 +222,7 @@ async def test_an_operator_starts_prompts_approves_and_stops_a_session(
             expect(asked.locator(".answer")).to_have_text("allowed")
             expect(event_items(page, "result")).to_have_count(2)
             expect(row.locator("td.cost")).to_have_text("$0.0084")
-            expect(row.locator("td.turns")).to_have_text("4")
+            expect(row.locator("td.turns")).to_have_text("2")
 
             page.click("#stop")
             expect_state(page, session, "EXITED")

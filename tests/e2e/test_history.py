@@ -2,8 +2,9 @@
 
 A first daemon runs a supervised session and an observed one, then stops; a second daemon on
 the same state folder keeps both in its store. Requests on the ended supervised session find it
-(by name or by a lower-case id prefix) and say it is not running; a hook from the observed one
-brings that same session back instead of making a second one.
+(by name or by a lower-case id prefix) and say it is not running, until a restart takes it up
+again as the same session; a hook from the observed one brings that same session back instead of
+making a second one.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ async def stop_daemon(daemon: RunningDaemon) -> None:
     assert await daemon.wait_exit() == 0
 
 
-async def test_requests_on_a_session_of_an_earlier_run_say_it_is_not_running(
+async def test_a_session_of_an_earlier_run_is_not_running_until_restarted_as_itself(
     hived: Launcher,
 ) -> None:
     port, config = hived.config()
@@ -53,6 +54,7 @@ async def test_requests_on_a_session_of_an_earlier_run_say_it_is_not_running(
         started = await client.request("session.start", agent="text", name="fixer")
         session = started["session"]
         await client.request("session.stop", session="fixer")
+        before = await client.request("session.events", session=session, limit=10000)
     await stop_daemon(first)
 
     port, config = hived.config()
@@ -61,24 +63,31 @@ async def test_requests_on_a_session_of_an_earlier_run_say_it_is_not_running(
         kept = await wait_state(client, "EXITED", name="fixer")
         assert kept["id"] == session
         not_running = "session fixer is not running (EXITED in an earlier run of hived)"
-        with pytest.raises(RemoteError) as restart:
-            await client.request("session.restart", session="fixer")
-        assert (restart.value.code, restart.value.message) == (
-            "conflict",
-            f"{not_running}; start a new one: hivectl start text",
-        )
         prefix = session[:12].lower()
         for wire_type, fields in (
             ("session.input", {"text": "hello"}),
             ("session.stop", {}),
             ("session.interrupt", {}),
             ("session.approve", {"request_id": "r1", "allow": True}),
+            ("session.answer", {"request_id": "r1", "answers": {"q": "a"}}),
         ):
             with pytest.raises(RemoteError) as refused:
                 await client.request(wire_type, session=prefix, **fields)
             assert (refused.value.code, refused.value.message) == ("conflict", not_running)
-        events = await client.request("session.events", session=prefix)
-        assert events["session"] == session
+        with pytest.raises(RemoteError) as resume:
+            await client.request("session.resume", session="fixer")
+        assert resume.value.code == "conflict"
+        assert "cannot resume a conversation; restart it instead" in resume.value.message
+
+        # A restart takes the kept session up again: the same id, its topic's seq going on.
+        restarted = await client.request("session.restart", session=prefix)
+        assert (restarted["session"], restarted["state"]) == (session, "RUNNING")
+        await wait_state(client, "RUNNING", id=session)
+        after = await client.request("session.events", session=session, since=0, limit=10000)
+        seqs = [e["seq"] for e in after["events"]]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert len(seqs) > len(before["events"])
+        await client.request("session.stop", session=session)
     await stop_daemon(second)
 
 
