@@ -118,17 +118,40 @@ def build_parser() -> argparse.ArgumentParser:
     send = command("send", "send a prompt to a session ('-' reads it from stdin)")
     send.add_argument("session", metavar="SESSION", type=session_ref)
     send.add_argument("text", metavar="TEXT")
-    approve = command("approve", "allow a pending permission request (its full request id)")
+    approve = command("approve", "allow a pending permission request (its id, or a prefix)")
     approve.add_argument("session", metavar="SESSION", type=session_ref)
     approve.add_argument("request", metavar="REQUEST")
-    deny = command("deny", "refuse a pending permission request (its full request id)")
+    approve.add_argument(
+        "--always", action="store_true", help="allow such calls from now on, where offered"
+    )
+    deny = command("deny", "refuse a pending request (its id, or a prefix)")
     deny.add_argument("session", metavar="SESSION", type=session_ref)
     deny.add_argument("request", metavar="REQUEST")
     deny.add_argument("--message", metavar="M", help="why, for the agent")
+    answer = command(
+        "answer", "answer an agent's question: each --answer 'QUESTION=ANSWER' (or just ANSWER)"
+    )
+    answer.add_argument("session", metavar="SESSION", type=session_ref)
+    answer.add_argument("request", metavar="REQUEST")
+    answer.add_argument(
+        "--answer",
+        dest="answers",
+        action="append",
+        required=True,
+        metavar="Q=A",
+        help="the answer to a question; without 'QUESTION=', to the only question asked",
+    )
+    resume = command("resume", "go on with an ended session's conversation (claude)")
+    resume.add_argument("session", metavar="SESSION", type=session_ref)
+    resume.add_argument("prompt", nargs="?", metavar="PROMPT", help="a prompt to go on with")
     for name, help_ in (
         ("interrupt", "interrupt the session's current turn"),
         ("stop", "stop a session (SIGTERM, grace, SIGKILL)"),
-        ("restart", "stop a session and start it again, re-sending its first prompt"),
+        (
+            "restart",
+            "stop a session and run it again as the same session (claude resumes its "
+            "conversation; other agents start afresh with the first prompt)",
+        ),
     ):
         command(name, help_).add_argument("session", metavar="SESSION", type=session_ref)
     tail = command(
@@ -270,8 +293,53 @@ async def _approve(client: Client, args: argparse.Namespace, out: Output, allow:
         request_id=args.request,
         allow=allow,
         message=getattr(args, "message", None),
+        always=getattr(args, "always", False),
     )
     out.data(result, lambda: "allowed" if allow else "denied")
+    return EXIT_OK
+
+
+async def cmd_answer(client: Client, args: argparse.Namespace, out: Output) -> int:
+    answers: dict[str, str] = {}
+    for given in args.answers:
+        question, sep, text = given.partition("=")
+        if not sep:
+            question, text = "", given
+        answers[question] = text
+    if "" in answers:
+        answers = await _fill_in_question(client, args, answers)
+    result = await client.request(
+        "session.answer", session=args.session, request_id=args.request, answers=answers
+    )
+    out.data(result, lambda: "answered")
+    return EXIT_OK
+
+
+async def _fill_in_question(
+    client: Client, args: argparse.Namespace, answers: dict[str, str]
+) -> dict[str, str]:
+    """An answer given without its question goes to the request's only question."""
+    page = await client.request("session.events", session=args.session, limit=10000)
+    questions: list[str] = []
+    for event in page["events"]:
+        data = event.get("data", {})
+        if event.get("kind") == "permission_request" and str(
+            data.get("request_id", "")
+        ).lower().startswith(args.request.lower()):
+            asked = data.get("input", {}).get("questions") or []
+            questions = [q.get("question", "") for q in asked if isinstance(q, dict)]
+    if len(questions) != 1:
+        raise Usage(
+            f"request {args.request} asks {len(questions)} questions: give each as "
+            "--answer 'QUESTION=ANSWER'"
+        )
+    return {questions[0]: answers.pop("")} | answers
+
+
+async def cmd_resume(client: Client, args: argparse.Namespace, out: Output) -> int:
+    fields = {} if args.prompt is None else {"prompt": args.prompt}
+    result = await client.request("session.resume", session=args.session, **fields)
+    out.data(result, lambda: f"resumed: {printable(result.get('session', args.session))}")
     return EXIT_OK
 
 
@@ -381,6 +449,8 @@ COMMANDS: Final[
     "send": cmd_send,
     "approve": cmd_approve,
     "deny": cmd_deny,
+    "answer": cmd_answer,
+    "resume": cmd_resume,
     "interrupt": _session_command("session.interrupt", "interrupted"),
     "stop": _session_command("session.stop", "stopped"),
     "restart": _session_command("session.restart", "restarted"),
