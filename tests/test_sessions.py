@@ -208,6 +208,9 @@ def test_summary_json_has_the_wire_fields_and_survives_json_text() -> None:
         "usage": {
             "input_tokens": 10,
             "output_tokens": 20,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
             "cost_usd": 0.25,
             "turns": 2,
             "duration_ms": 900,

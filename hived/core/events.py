@@ -50,7 +50,12 @@ class Usage:
     """Tokens, cost and turns, summed per session from the agent's own figures."""
 
     input_tokens: int = 0
+    """Input tokens not read from the cache (Claude's meaning; Codex's figure minus cached)."""
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Output tokens spent reasoning, where the agent reports them (part of ``output_tokens``)."""
     cost_usd: float = 0.0
     turns: int = 0
     duration_ms: int = 0
@@ -59,6 +64,9 @@ class Usage:
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
             turns=self.turns + other.turns,
             duration_ms=self.duration_ms + other.duration_ms,
