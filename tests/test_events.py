@@ -15,17 +15,27 @@ def test_timestamps_are_utc_with_milliseconds_and_round_correctly() -> None:
 
 
 def test_usage_adds_field_by_field() -> None:
-    total = Usage(1, 2, 0.5, 1, 10) + Usage(10, 20, 0.25, 2, 5)
-    assert total == Usage(11, 22, 0.75, 3, 15)
+    one = Usage(input_tokens=1, output_tokens=2, cost_usd=0.5, turns=1, duration_ms=10)
+    two = Usage(
+        input_tokens=10,
+        output_tokens=20,
+        cache_read_tokens=7,
+        cache_write_tokens=3,
+        reasoning_tokens=5,
+        cost_usd=0.25,
+        turns=2,
+        duration_ms=5,
+    )
+    total = one + two
     assert total.to_json() == {
         "input_tokens": 11,
         "output_tokens": 22,
+        "cache_read_tokens": 7,
+        "cache_write_tokens": 3,
+        "reasoning_tokens": 5,
         "cost_usd": 0.75,
         "turns": 3,
         "duration_ms": 15,
-        "cache_read_tokens": 0,
-        "cache_write_tokens": 0,
-        "reasoning_tokens": 0,
     }
 
 

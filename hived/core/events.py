@@ -57,6 +57,7 @@ class Usage:
     """
 
     input_tokens: int = 0
+    """Input tokens not read from the cache (Claude's meaning; Codex's figure minus cached)."""
     output_tokens: int = 0
     cost_usd: float = 0.0
     turns: int = 0
@@ -64,6 +65,7 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    """Output tokens spent reasoning, where the agent reports them (part of ``output_tokens``)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
