@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle agents clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench-quick: $(STAMP)
 
 bench-idle: $(STAMP)
 	$(BIN)/python -m bench.run --idle
+
+# The real agent programs the driver tests run (pinned, from npm, into .agents/); the tests that
+# need one skip, saying so, where it is missing. .ci/run calls this.
+agents:
+	bash tests/realagents/install_claude.sh
+	bash tests/realagents/install_codex.sh
 
 clean:
 	rm -rf $(VENV) .state build dist *.egg-info

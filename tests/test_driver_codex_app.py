@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hived.core.drivers import get_format
 from hived.core.drivers.base import (
     Answer,
     DriverLaunch,
@@ -22,7 +23,7 @@ from hived.core.drivers.base import (
     Step,
     TurnOutcome,
 )
-from hived.core.drivers.codex_app import CodexAppDriver, codex_app_argv
+from hived.core.drivers.codex_app import CodexAppDriver
 from hived.core.events import AgentEvent, Usage
 from hived.core.parsers.codex import CodexParser
 
@@ -514,8 +515,10 @@ def test_a_budget_failure_and_a_sandbox_failure_are_told_apart() -> None:
     assert outcome == TurnOutcome(ok=False, error="error", message="sandbox")
 
 
-def test_argv_is_the_command_and_its_args() -> None:
-    assert codex_app_argv(["codex", "app-server"], ["-c", "model=x"]) == (
+def test_argv_is_the_command_and_its_args_and_a_resume_is_the_drivers() -> None:
+    codex_app = get_format("codex-app")
+    assert codex_app.resumable
+    assert codex_app.argv(["codex", "app-server"], ["-c", "model=x"], "hi", "thread-1") == (
         "codex",
         "app-server",
         "-c",

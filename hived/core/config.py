@@ -30,7 +30,7 @@ DEFAULT_CONFIG_PATH: Final = "/etc/hived/hived.toml"
 DEFAULT_LISTEN: Final = "127.0.0.1:7420"
 
 Role = Literal["viewer", "operator", "admin", "agent"]
-AgentFormat = Literal["text", "jsonl", "claude", "codex"]
+AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app"]
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 ROLES: Final[tuple[str, ...]] = get_args(Role)

@@ -59,22 +59,24 @@ def claude_template(standin: StandIn, home: Path) -> str:
 
 
 class Watch:
-    """The session's events as they come, and waits on them."""
+    """The session's events as they come, read in order: each wait goes on after the event the
+    last one matched."""
 
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
         self.events: list[dict[str, Any]] = []
+        self.read = 0
+        """How many of :attr:`events` the waits are past."""
 
     async def until(self, what: str, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        for event in self.events:
-            if condition(event):
-                self.events.remove(event)
-                return event
         with trio.move_on_after(AGENT_DEADLINE_S):
-            async for event in self.subscription:
-                if condition(event):
-                    return event
-                self.events.append(event)
+            while True:
+                for index in range(self.read, len(self.events)):
+                    if condition(self.events[index]):
+                        self.read = index + 1
+                        return self.events[index]
+                self.read = len(self.events)
+                self.events.append(await self.subscription.__anext__())
         raise AssertionError(f"no {what} within {AGENT_DEADLINE_S} s; saw {self.events[-20:]}")
 
     async def kind(self, kind: str) -> dict[str, Any]:
@@ -215,13 +217,11 @@ async def test_a_real_claude_session_from_first_prompt_to_resume_after_a_crash(
     daemon = await hived.start(config, port=port)
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
         assert (await summary(client, session))["state"] == "LOST"
+        watch = Watch(await client.subscribe(f"session/{session}"))
         resumed = await trio.to_thread.run_sync(hivectl, port, "resume", session, "once again")
         assert resumed.returncode == 0, resumed.stderr
-        watch = Watch(await client.subscribe(f"session/{session}", since=0))
-        again = await watch.until(
-            "the resumed turn's result",
-            lambda e: e["kind"] == "result" and e["data"].get("result") == "Hi again",
-        )
+        again = await watch.kind("result")
+        assert again["data"]["result"] == "Hi again"
         after = await summary(client, session)
         assert after["agent_session_id"] == agent_id
         assert after["usage"]["cost_usd"] == pytest.approx(again["data"]["total_cost_usd"])

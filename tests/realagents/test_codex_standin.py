@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from hived.core.drivers.base import Answer, DriverLaunch, Step, TurnOutcome
-from hived.core.drivers.codex_app import CodexAppDriver, codex_app_argv
+from hived.core.drivers.codex_app import CodexAppDriver
 from hived.core.events import AgentEvent
 from tests.realagents.codex_env import CodexEnv, codex_binary, codex_env
 from tests.realagents.openai_standin import StandIn
@@ -41,9 +41,8 @@ class Session:
 
     def __init__(self, env: CodexEnv, launch: DriverLaunch) -> None:
         self.driver = CodexAppDriver(launch)
-        argv = codex_app_argv(env.app_server_argv[:1], env.app_server_argv[1:])
         self.proc = subprocess.Popen(
-            argv,
+            env.app_server_argv,
             env=env.env,
             cwd=env.workdir,
             stdin=subprocess.PIPE,

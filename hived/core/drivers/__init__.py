@@ -16,6 +16,7 @@ import attrs
 
 from hived.core.drivers.base import Driver, DriverLaunch
 from hived.core.drivers.claude import ClaudeDriver
+from hived.core.drivers.codex_app import CodexAppDriver
 from hived.core.drivers.codex_exec import CodexExecDriver
 from hived.core.drivers.lines import jsonl_driver, text_driver
 
@@ -59,6 +60,7 @@ FORMATS: Final[Mapping[str, Format]] = {
         Format("jsonl", jsonl_driver, _plain_argv),
         Format("claude", ClaudeDriver, _claude_argv, resumable=True),
         Format("codex", CodexExecDriver, _codex_exec_argv, prompt_in_argv=True),
+        Format("codex-app", CodexAppDriver, _plain_argv, resumable=True),
     )
 }
 """Every format hived drives, by name."""

@@ -1,4 +1,4 @@
-"""The ``codex`` driver: ``codex app-server``, JSON-RPC 2.0 over stdio, one object per line.
+"""The ``codex-app`` driver: ``codex app-server``, JSON-RPC 2.0 over stdio, one object per line.
 
 How it works: :meth:`CodexAppDriver.start` writes ``initialize``; its response lets the driver
 send ``initialized`` and open the thread (``thread/start`` with the cwd, or ``thread/resume`` of
@@ -27,7 +27,7 @@ Decisions, from the real Codex 0.171 (tests/realagents/CODEX_NOTES.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -90,11 +90,6 @@ _TOTAL_FIELDS: Final = (
 )
 Totals = tuple[int, int, int, int, int]
 _ZERO: Final[Totals] = (0, 0, 0, 0, 0)
-
-
-def codex_app_argv(command: Sequence[str], args: Sequence[str]) -> tuple[str, ...]:
-    """The argv to spawn: the template's command (``codex app-server``) and its args."""
-    return (*command, *args)
 
 
 def _totals(breakdown: object) -> Totals:
@@ -397,6 +392,7 @@ class CodexAppDriver:
             "error": outcome.error,
             "message": outcome.message,
             "usage": turn_usage.to_json(),
+            "last_turn": outcome.to_json(),
         }
         events.append(self._event("result", data, state=WAITING, reason="result"))
         if turn_id is None or turn_id == self._turn_id or self._turn_id is None:

@@ -53,7 +53,7 @@ class CodexExecDriver:
     def feed(self, line: str) -> Step:
         events = self._parser.parse_line(line)
         usage = last_turn = None
-        for event in events:
+        for index, event in enumerate(events):
             if event.usage is not None:
                 self._usage = usage = self._usage + event.usage
             if event.kind == "result":
@@ -63,6 +63,8 @@ class CodexExecDriver:
                     if event.data.get("is_error")
                     else TurnOutcome(ok=True)
                 )
+                data = {**event.data, "last_turn": last_turn.to_json()}
+                events[index] = attrs.evolve(event, data=data)
         return Step(events=events, usage=usage, last_turn=last_turn)
 
     def prompt(self, text: str) -> Step:
