@@ -29,6 +29,7 @@ import trio
 
 from hived.core.config import HooksConfig
 from hived.core.convert import expected
+from hived.core.drivers.base import TurnOutcome
 from hived.core.errors import RequestError
 from hived.core.events import session_topic, utc_timestamp
 from hived.core.sessions import (
@@ -48,12 +49,18 @@ HOOK_STATES: Final[Mapping[str, State]] = {
     "PreToolUse": State.WORKING,
     "PostToolUse": State.WORKING,
     "PostToolUseFailure": State.WORKING,
+    "PermissionDenied": State.WORKING,
+    "SubagentStart": State.WORKING,
     "Notification": State.WAITING,
     "PermissionRequest": State.WAITING,
     "Stop": State.WAITING,
+    "StopFailure": State.WAITING,
+    "Interrupt": State.WAITING,
     "SessionEnd": State.EXITED,
 }
-"""The state each hook puts an observed session in; other hooks leave the state as it is."""
+"""The state each hook puts an observed session in; other hooks leave the state as it is.
+``Interrupt`` (the person pressed Esc) and ``StopFailure`` (the turn died on an API error) end a
+turn as ``Stop`` does, without a ``Stop`` after them."""
 
 OBSERVED_AGENT: Final = "claude"
 """The agent an observed session is shown as (the hook endpoint is Claude Code's)."""
@@ -79,6 +86,25 @@ class ObservedSession:
 
     summary: SessionSummary
     last_seen: float
+
+
+def turn_outcome(hook: str, payload: Mapping[str, Any]) -> TurnOutcome | None:
+    """How the hook says the turn ended (``Stop``, ``StopFailure``, ``Interrupt``), or None."""
+    if hook == "Stop":
+        return TurnOutcome(ok=True)
+    if hook == "Interrupt":
+        return TurnOutcome(ok=False, error="interrupted")
+    if hook != "StopFailure":
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    kind = payload.get("error_type")
+    return TurnOutcome(
+        ok=False,
+        error=kind if isinstance(kind, str) and kind else "api_error",
+        message=error if isinstance(error, str) else None,
+    )
 
 
 def _reason(hook: str, payload: Mapping[str, Any]) -> str:
@@ -159,6 +185,9 @@ class ObservedSessions:
             return
         session.last_seen = now
         self._publish_hook(session, data)
+        outcome = turn_outcome(hook, payload)
+        if outcome is not None:
+            session.summary = attrs.evolve(session.summary, last_turn=outcome)
         state = session.summary.state
         if state is State.LOST:
             # It speaks again: the person came back to it.

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from hived.core.config import Config, HooksConfig, Seconds
+from hived.core.drivers.base import TurnOutcome
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.protocol import Caller, Sessions, SessionStop
@@ -71,6 +72,30 @@ async def hook_events(hub: Hub, topic: str) -> list[dict[str, Any]]:
     if not sub.depth:
         return []
     return [orjson.loads(f) for f in await sub.receive_batch()]
+
+
+async def test_interrupt_and_stop_failure_end_the_turn_and_say_how() -> None:
+    async with observing() as (observed, changes, _hub):
+        observed.ingest_hook(hook("UserPromptSubmit", prompt="go"))
+        observed.ingest_hook(hook("Interrupt"))  # Esc: no Stop follows
+        assert changes.calls[-1][0].state is State.WAITING
+        assert changes.calls[-1][0].last_turn == TurnOutcome(ok=False, error="interrupted")
+        observed.ingest_hook(hook("UserPromptSubmit", prompt="again"))
+        observed.ingest_hook(hook("PermissionRequest", tool_name="Bash"))
+        observed.ingest_hook(hook("PermissionDenied", tool_name="Bash"))  # the agent goes on
+        assert changes.calls[-1][0].state is State.WORKING
+        observed.ingest_hook(hook("PostToolUseFailure", tool_name="Bash", error="exit 1"))
+        observed.ingest_hook(
+            hook("StopFailure", error_type="rate_limit", error="API Error: 429 rate limited")
+        )
+        last = changes.calls[-1][0]
+        assert (last.state, last.reason) == (State.WAITING, "StopFailure")
+        assert last.last_turn == TurnOutcome(
+            ok=False, error="rate_limit", message="API Error: 429 rate limited"
+        )
+        observed.ingest_hook(hook("UserPromptSubmit", prompt="once more"))
+        observed.ingest_hook(hook("Stop", stop_hook_active=False))
+        assert changes.calls[-1][0].last_turn == TurnOutcome(ok=True)
 
 
 async def test_hooks_move_an_observed_session_through_its_states() -> None:
