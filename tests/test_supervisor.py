@@ -285,6 +285,31 @@ async def test_an_interrupted_text_agent_that_exits_is_not_failed_nor_restarted(
         assert "BACKOFF" not in ev.states()
 
 
+async def test_a_claude_restart_by_policy_resumes_and_never_resends_the_first_prompt(
+    tmp_path: Path,
+) -> None:
+    claude = agent(*FAKE_CLAUDE, format="claude", restart="on-failure")
+    async with supervising(make_config(tmp_path, claude=claude)) as h:
+        sid = (await h.start("claude", prompt="say hello"))["session"]
+        ev = await h.events(session_topic(sid))
+        await ev.wait(lambda: len(ev.of("result")) == 1)
+        first = h.sup.find(sid)
+        assert first.agent_session_id
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)  # a crash: FAILED, then the policy restarts it
+        await ev.wait(lambda: ev.states().count("RUNNING") == 2)
+        again = h.sup.find(sid)
+        assert again.reason == "resumed"
+        assert again.pid != first.pid
+        argv = Path(f"/proc/{again.pid}/cmdline").read_bytes().split(b"\0")  # noqa: ASYNC240
+        assert argv[-3:-1] == [b"--resume", first.agent_session_id.encode()]
+        # The conversation already has its first prompt: nothing is sent again.
+        assert [i["text"] for i in ev.of("input") if "text" in i] == ["say hello"]
+        await h.call("session.input", SessionInput(session=sid, text="go on"))
+        await ev.wait(lambda: len(ev.of("result")) == 2)
+        assert h.sup.find(sid).agent_session_id == first.agent_session_id
+
+
 # -- starting -----------------------------------------------------------------------------------
 
 
