@@ -222,6 +222,33 @@ async def test_hello_with_an_agent_token_closes_4003_on_the_client_channel(
     assert code == 4003
 
 
+HUGE_START = (
+    '{"type": "session.start", "id": 1, "agent": "x", "args": [' + ",".join(["0"] * 500_000) + "]}"
+)
+"""About 1 MB, under max_message_bytes: issue #19's amplification frame."""
+
+
+async def test_a_huge_first_frame_closes_4001_with_a_short_reason(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await ws.send_message(HUGE_START)
+    with trio.fail_after(3):  # the full validation took 14 s (issue #19)
+        code, reason = await close_code(ws)
+    assert code == 4001
+    assert reason is not None
+    assert "hello" in reason
+
+
+async def test_a_huge_bad_request_gets_a_small_error_reply(harness: Harness) -> None:
+    ws = await harness.welcomed(role="viewer")
+    await ws.send_message(HUGE_START)
+    with trio.fail_after(3):
+        frame = await ws.get_message()
+    assert len(frame) < 1000
+    [reply] = orjson.loads(f"[{frame}]")
+    assert (reply["code"], reply["id"]) == ("bad_request", 1)
+    assert reply["message"].startswith("session.start.args[0]: expected a string, got 0")
+
+
 async def test_hello_once_authenticated_is_a_conflict(harness: Harness) -> None:
     ws = await harness.welcomed()
     reply = await ask(ws, type="hello", id=3, token=SECRETS["admin"])
