@@ -19,6 +19,7 @@ import trio
 from hived.core.config import Config, StateConfig
 from hived.core.errors import StoreError
 from hived.core.events import Event, session_topic, utc_timestamp
+from hived.core.logtext import printable
 from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
@@ -151,7 +152,12 @@ class Store:
         return store
 
     def _note_lost(self, s: SessionSummary) -> None:
-        log.warning("store: session %s (%s) was %s when hived stopped: LOST", s.id, s.name, s.state)
+        log.warning(
+            "store: session %s (%s) was %s when hived stopped: LOST",
+            s.id,
+            printable(s.name),
+            s.state,
+        )
         if s.observed or s.pid is None or s.pid_start is None:
             return
         if is_running(s.pid, s.pid_start):
