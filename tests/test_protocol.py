@@ -231,7 +231,7 @@ def test_missing_field_is_named() -> None:
         ({"type": "session.events", "session": "a", "limit": False}, "session.events.limit: expected an integer from 1 to 10000, got false"),
         # a list field
         ({"type": "session.start", "agent": "a", "args": "--fast"}, 'session.start.args: expected a list, got "--fast"'),
-        ({"type": "session.start", "agent": "a", "args": ["ok", 2]}, "session.start.args[1]: expected a string, got 2"),
+        ({"type": "session.start", "agent": "a", "args": ["ok", 2]}, "session.start.args[1]: expected a string without NUL characters, got 2"),
         # value rules
         ({"type": "subscribe", "topic": "sessions", "since": -1}, "subscribe.since: expected an integer ≥ 0, got -1"),
         ({"type": "subscribe", "topic": "events"}, 'subscribe.topic: expected "sessions" or "session/<id>", got "events"'),
@@ -277,6 +277,26 @@ def test_every_problem_of_a_frame_is_reported_in_one_message() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            '"args": ["ok", "a\\u0000b"]',
+            'session.start.args[1]: expected a string without NUL characters, got "a\x00b"',
+        ),
+        (
+            '"cwd": "/srv/\\u0000x"',
+            'session.start.cwd: expected a non-empty path without NUL characters, got "/srv/\x00x"',
+        ),
+    ],
+)
+def test_a_nul_in_session_start_args_or_cwd_is_a_bad_request_naming_the_field(
+    fields: str, message: str
+) -> None:
+    error = reject('{"type": "session.start", "id": 1, "agent": "x", ' + fields + "}")
+    assert (error.code, error.message) == ("bad_request", message)
+
+
 HUGE_ARGS = (
     '{"type": "session.start", "id": 4, "agent": "x", "args": [' + ",".join(["0"] * 500_000) + "]}"
 )
@@ -286,7 +306,9 @@ HUGE_ARGS = (
 def test_a_list_of_bad_items_is_reported_by_its_first_few_only() -> None:
     error = reject(HUGE_ARGS)
     assert (error.code, error.request_id) == ("bad_request", 4)
-    assert error.message.startswith("session.start.args[0]: expected a string, got 0;")
+    assert error.message.startswith(
+        "session.start.args[0]: expected a string without NUL characters, got 0;"
+    )
     assert error.message.count("expected a string") == MAX_PROBLEMS
     assert "args[5]" not in error.message
     assert len(error.message) < 400

@@ -246,7 +246,9 @@ async def test_a_huge_bad_request_gets_a_small_error_reply(harness: Harness) -> 
     assert len(frame) < 1000
     [reply] = orjson.loads(f"[{frame}]")
     assert (reply["code"], reply["id"]) == ("bad_request", 1)
-    assert reply["message"].startswith("session.start.args[0]: expected a string, got 0")
+    assert reply["message"].startswith(
+        "session.start.args[0]: expected a string without NUL characters, got 0"
+    )
 
 
 async def test_hello_once_authenticated_is_a_conflict(harness: Harness) -> None:
