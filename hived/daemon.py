@@ -11,7 +11,6 @@ once.
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
 from hived.core.errors import ConfigError, HivedError
 from hived.hub import Hub
+from hived.memory import run_gc_sweeps, settle_garbage_collector
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
 from hived.server.router import Router
@@ -137,7 +137,8 @@ class Daemon:
                 scheme = "https" if self.config.server.tls_cert else "http"
                 for where in self.listening:
                     log.info("listening on %s (%s://%s/, WebSocket /v1/ws)", where, scheme, where)
-                _settle_garbage_collector()
+                settle_garbage_collector()
+                nursery.start_soon(run_gc_sweeps, lambda: server.accepted_total)
                 self.notifier.ready()
                 nursery.start_soon(self._serve_status, supervisor, server)
             await self._stop_requested.wait()
@@ -219,21 +220,6 @@ class Daemon:
         self.config_loaded_at = time.time()
         log.info("reload: applied (changed: %s)", ", ".join(changed) or "nothing")
         return ReloadOutcome(reloaded=True, changed=changed, restart_needed=pending)
-
-
-GC_THRESHOLDS: Final = (50_000, 50, 1000)
-"""Young-generation collections every 50k allocations instead of 700 (see bench/RESULTS.md)."""
-
-
-def _settle_garbage_collector() -> None:
-    """Move what startup made out of the collector's sight, and collect less often.
-
-    A daemon with thousands of connections holds many long-lived objects; full collections over
-    them took up to 178 ms each under load, which showed up as p99 latency.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _cannot_listen(listen: str, exc: OSError) -> str:

@@ -102,15 +102,34 @@ class Subscriber:
     ``send_now``, when given, delivers a frame at once without awaiting (it writes to the
     socket) and says whether it did; a live publish tries it when the subscriber's task waits
     with nothing in hand, and queues the frame when it returns False (see :meth:`Hub.publish`).
+
+    ``on_overflow``, when given, is called (synchronously, from the publishing task) the moment
+    the queue overflows: its connection may be stuck in a send that never ends (a client that
+    stopped reading), where :meth:`receive_batch` would never be reached to learn of it.
     """
 
-    __slots__ = ("_drained", "_frames", "_waiter", "bound", "overflowed", "send_now", "topics")
+    __slots__ = (
+        "_drained",
+        "_frames",
+        "_waiter",
+        "bound",
+        "on_overflow",
+        "overflowed",
+        "send_now",
+        "topics",
+    )
 
-    def __init__(self, queue_size: int, send_now: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        queue_size: int,
+        send_now: Callable[[str], bool] | None = None,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size: expected an integer ≥ 1, got {queue_size}")
         self.bound: Final = queue_size
         self.send_now = send_now
+        self.on_overflow = on_overflow
         self.topics: set[str] = set()
         self.overflowed = False
         self._frames: list[str] = []
@@ -306,11 +325,14 @@ class Hub:
             self._newest = None
 
     def subscriber(
-        self, queue_size: int, send_now: Callable[[str], bool] | None = None
+        self,
+        queue_size: int,
+        send_now: Callable[[str], bool] | None = None,
+        on_overflow: Callable[[], None] | None = None,
     ) -> Subscriber:
         """A new subscriber (one per connection) whose queue holds at most ``queue_size``; see
-        :class:`Subscriber` for ``send_now``."""
-        sub = Subscriber(queue_size, send_now)
+        :class:`Subscriber` for ``send_now`` and ``on_overflow``."""
+        sub = Subscriber(queue_size, send_now, on_overflow)
         self._subscribers.add(sub)
         return sub
 
@@ -462,6 +484,8 @@ class Hub:
         sub._frames = []
         sub.overflowed = True
         sub.wake()
+        if sub.on_overflow is not None:
+            sub.on_overflow()
 
     async def wait_writable(self) -> None:
         """Return once the history can take more events (at once when it never pushes back).

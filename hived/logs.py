@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
+from hived.core.logtext import printable
+
 LEVELS: Final = ("debug", "info", "warning", "error")
 
 _SYSLOG_PRIORITY: Final = {
@@ -24,7 +26,16 @@ _SYSLOG_PRIORITY: Final = {
 }
 
 
-class JournalFormatter(logging.Formatter):
+class OneLineFormatter(logging.Formatter):
+    """A formatter whose messages stay one line: control characters in the message (a name
+    with a newline, an escape sequence) are escaped; a traceback after it keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, max_chars=None)
+        return super().formatMessage(record)
+
+
+class JournalFormatter(OneLineFormatter):
     """``<priority>logger: message``, the format journald parses from a stream."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -39,7 +50,7 @@ def setup_logging(level: str = "info", environ: Mapping[str, str] = os.environ) 
     if environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

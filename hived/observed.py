@@ -32,6 +32,7 @@ from hived.core.convert import expected
 from hived.core.drivers.base import TurnOutcome
 from hived.core.errors import RequestError
 from hived.core.events import session_topic, utc_timestamp
+from hived.core.logtext import printable
 from hived.core.sessions import (
     INITIAL_STATES,
     SessionSummary,
@@ -206,7 +207,7 @@ class ObservedSessions:
         session = ObservedSession(kept, now)
         self._sessions[kept.id] = session
         self._by_agent_id[agent_id] = session
-        log.info("observed session %s: %s is back (%s)", kept.id, agent_id, kept.state)
+        log.info("observed session %s: %s is back (%s)", kept.id, printable(agent_id), kept.state)
         return session
 
     def _create(
@@ -232,7 +233,7 @@ class ObservedSessions:
         session = ObservedSession(summary, now)
         self._sessions[summary.id] = session
         self._by_agent_id[agent_id] = session
-        log.info("observed session %s: %s seen through hooks", summary.id, agent_id)
+        log.info("observed session %s: %s seen through hooks", summary.id, printable(agent_id))
         self._on_state(summary, None)
         self._forget_ended()
         self._woken.set()

@@ -33,6 +33,9 @@ from hived.supervisor import Supervisor
 Handler = Callable[[Any, Caller], Awaitable[Any]]
 
 EVENTS_PAGE_DEFAULT: Final = 100
+EVENTS_PAGE_MAX_BYTES: Final = 262_144
+"""A ``session.events`` page stops before this many bytes of events (it holds at least one):
+pages of large events stay small in memory and on the wire, whatever their ``limit``."""
 AMBIGUOUS_SHOWN: Final = 10
 """Candidates named in the error for an ambiguous session prefix."""
 REVIVING: Final = frozenset({"session.restart", "session.resume"})
@@ -124,7 +127,9 @@ class Records:
         """A page of one session's events after ``since``, oldest first."""
         session_id = self.resolve(request.session)
         limit = request.limit or EVENTS_PAGE_DEFAULT
-        events = await self.store.events(session_id, since=request.since, limit=limit)
+        events = await self.store.events(
+            session_id, since=request.since, limit=limit, max_bytes=EVENTS_PAGE_MAX_BYTES
+        )
         return {"session": session_id, "events": events}
 
     def resolve(self, ref: str) -> str:

@@ -16,6 +16,7 @@ LAYERS: Final = (
     ("hived.core",),
     (
         "hived.logs",
+        "hived.memory",
         "hived.configfile",
         "hived.systemd",
         "hived.hub",

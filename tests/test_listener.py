@@ -539,3 +539,35 @@ async def test_tls_serves_https_and_wss(
     assert (
         await running.http(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", client_context)
     ).status == 200
+
+
+async def test_a_websockets_client_with_default_limits_gets_every_big_event(
+    nursery: trio.Nursery,
+) -> None:
+    """Batched frames stay under server.max_frame_bytes: a client of the websockets library
+    with its default max_size (1 MiB) is never cut with 1009 by a frame hived chose to make
+    big (40 events of 100 kB published at once used to go out as one 4 MB frame)."""
+    hub = Hub()
+    server = Server(make_config(), hub, Router(), version="9.9.9", hook_sink=Sink())
+    [(_, port)] = await nursery.start(server.serve)
+    pad = "x" * 100_000
+    got: list[int] = []
+    with trio.fail_after(20):
+        async with websockets.trio.client.connect(
+            f"ws://127.0.0.1:{port}/v1/ws", proxy=None, compression=None
+        ) as ws:
+            await ws.send(orjson.dumps({"type": "hello", "token": SECRETS["viewer"]}).decode())
+            assert orjson.loads(await ws.recv())["type"] == "welcome"
+            await ws.send('{"type": "subscribe", "id": 1, "topic": "sessions"}')
+            assert orjson.loads(await ws.recv())["result"]["topic"] == "sessions"
+            for i in range(40):
+                hub.publish("sessions", "state", {"i": i, "pad": pad})
+            hub.publish("sessions", "state", {"i": 40, "pad": "y" * 400_000})  # alone: over the cap
+            while len(got) < 41:
+                frame = await ws.recv()
+                assert len(frame) <= 400_200
+                messages = orjson.loads(frame)
+                got.extend(
+                    m["seq"] for m in (messages if isinstance(messages, list) else [messages])
+                )
+    assert got == list(range(1, 42))

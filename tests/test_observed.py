@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -132,6 +133,20 @@ async def test_hooks_move_an_observed_session_through_its_states() -> None:
         assert events[0]["data"]["hook_event_name"] == "SessionStart"
         assert len(events) == 9
         assert all(e["kind"] == "hook" and e["session"] == summary.id for e in events)
+
+
+async def test_a_hook_session_id_is_logged_with_its_control_characters_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hived.observed")
+    forged = "abc\n2026-12-01 INFO    hived.admin: daemon.stop by alice\x1b[2J"
+    async with observing() as (observed, _, _):
+        observed.ingest_hook(hook("SessionStart", session_id=forged))
+    [line] = [r.getMessage() for r in caplog.records if "seen through hooks" in r.getMessage()]
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert "abc\\n2026-12-01 INFO    hived.admin" in line
+    assert "\\x1b[2J" in line
 
 
 async def test_unknown_hooks_are_published_and_change_nothing() -> None:

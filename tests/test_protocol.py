@@ -8,7 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+from cattrs.errors import IterableValidationError
 
+from hived.core import convert, protocol
 from hived.core.auth import TokenTable
 from hived.core.config import TokenConfig
 from hived.core.errors import ProtocolError
@@ -16,6 +18,9 @@ from hived.core.events import KINDS
 from hived.core.protocol import (
     ADMIN_ONLY,
     ERROR_CODES,
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_HELLO_CHARS,
+    MAX_PROBLEMS,
     REQUEST_TYPES,
     ROLE_REQUIRED,
     BaseRequest,
@@ -247,7 +252,7 @@ def test_missing_field_is_named() -> None:
         ({"type": "session.events", "session": "a", "limit": False}, "session.events.limit: expected an integer from 1 to 10000, got false"),
         # a list field
         ({"type": "session.start", "agent": "a", "args": "--fast"}, 'session.start.args: expected a list, got "--fast"'),
-        ({"type": "session.start", "agent": "a", "args": ["ok", 2]}, "session.start.args[1]: expected a string, got 2"),
+        ({"type": "session.start", "agent": "a", "args": ["ok", 2]}, "session.start.args[1]: expected a string without NUL characters, got 2"),
         # value rules
         ({"type": "subscribe", "topic": "sessions", "since": -1}, "subscribe.since: expected an integer ≥ 0, got -1"),
         ({"type": "subscribe", "topic": "events"}, 'subscribe.topic: expected "sessions" or "session/<id>", got "events"'),
@@ -291,6 +296,77 @@ def test_every_problem_of_a_frame_is_reported_in_one_message() -> None:
         " session.approve.request_id: required, but missing;"
         " session.approve.allow: required, but missing"
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            '"args": ["ok", "a\\u0000b"]',
+            'session.start.args[1]: expected a string without NUL characters, got "a\x00b"',
+        ),
+        (
+            '"cwd": "/srv/\\u0000x"',
+            'session.start.cwd: expected a non-empty path without NUL characters, got "/srv/\x00x"',
+        ),
+    ],
+)
+def test_a_nul_in_session_start_args_or_cwd_is_a_bad_request_naming_the_field(
+    fields: str, message: str
+) -> None:
+    error = reject('{"type": "session.start", "id": 1, "agent": "x", ' + fields + "}")
+    assert (error.code, error.message) == ("bad_request", message)
+
+
+HUGE_ARGS = (
+    '{"type": "session.start", "id": 4, "agent": "x", "args": [' + ",".join(["0"] * 500_000) + "]}"
+)
+"""About 1 MB: the frame of issue #19 that built millions of objects and a 27 MB reply."""
+
+
+def test_a_list_of_bad_items_is_reported_by_its_first_few_only() -> None:
+    error = reject(HUGE_ARGS)
+    assert (error.code, error.request_id) == ("bad_request", 4)
+    assert error.message.startswith(
+        "session.start.args[0]: expected a string without NUL characters, got 0;"
+    )
+    assert error.message.count("expected a string") == MAX_PROBLEMS
+    assert "args[5]" not in error.message
+    assert len(error.message) < 400
+
+
+def test_the_validation_of_a_list_stops_at_its_first_bad_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[object] = []
+    structure_str = convert._strict_str
+
+    def counting(value: object, type_: type) -> str:
+        seen.append(value)
+        return structure_str(value, type_)
+
+    monkeypatch.setattr(convert, "_strict_str", counting)
+    conv = convert.make_converter()
+    with pytest.raises(IterableValidationError) as excinfo:
+        conv.structure([1] * 100_000, tuple[str, ...])
+    assert len(seen) == convert.MAX_ITEM_PROBLEMS
+    paths = [path for path, _ in convert.flatten_errors(excinfo.value)]
+    assert paths == [f"[{i}]" for i in range(convert.MAX_ITEM_PROBLEMS)]
+
+
+def test_many_unknown_fields_are_reported_by_the_first_few_and_names_are_cut() -> None:
+    fields = ", ".join(f'"{"k" * 100}{i}": 0' for i in range(10_000))
+    error = reject('{"type": "ping", ' + fields + "}")
+    assert error.message.count("unknown field") == MAX_PROBLEMS
+    assert "k" * 61 not in error.message
+    assert error.message.endswith("; and more (only the first problems are listed)")
+    assert len(error.message) < 800
+
+
+def test_an_error_frame_cuts_a_long_message() -> None:
+    frame = orjson.loads(error_frame(1, "not_found", "x" * 100_000))
+    assert len(frame["message"]) == MAX_ERROR_MESSAGE_CHARS
+    assert frame["message"].endswith("...")
 
 
 def test_the_id_is_returned_even_for_an_unknown_type_with_bad_fields() -> None:
@@ -504,6 +580,38 @@ def test_a_hello_with_a_known_token_allowed_on_the_channel_authenticates(
     assert outcome.token is not None
     assert outcome.token.name == name
     assert (outcome.code, outcome.reason) == (CloseCode.NORMAL, "")
+
+
+def test_a_huge_first_message_closes_4001_without_being_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def never(*args: object) -> object:
+        raise AssertionError("a first message was validated as a request")
+
+    monkeypatch.setattr(protocol, "_structure", never)
+    monkeypatch.setattr(protocol, "parse_frame", never)
+    outcome = check_hello(HUGE_ARGS, HELLO_TABLE.lookup, "/v1/ws")
+    assert outcome == HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, AUTHENTICATE_FIRST)
+
+
+def test_a_first_message_longer_than_any_hello_is_refused_unread() -> None:
+    padded = '{"type": "hello", "token": "' + OPERATOR_SECRET + '"' + " " * MAX_HELLO_CHARS + "}"
+    assert check_hello(padded, HELLO_TABLE.lookup, "/v1/ws").token is None
+    assert check_hello(hello(OPERATOR_SECRET), HELLO_TABLE.lookup, "/v1/ws").token is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "hello", "token": "x", "extra": 1}',
+        '{"type": "hello", "token": 5}',
+        '{"type": "hello", "token": "x", "id": true}',
+        '{"type": "hello", "token": "x", "id": [1]}',
+    ],
+)
+def test_a_hello_with_anything_but_token_and_id_closes_4001(text: str) -> None:
+    outcome = check_hello(text, HELLO_TABLE.lookup, "/v1/ws")
+    assert outcome == HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, AUTHENTICATE_FIRST)
 
 
 def test_check_hello_looks_up_the_secret_sent() -> None:

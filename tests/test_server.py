@@ -22,7 +22,7 @@ from hived.core.config import Config, ServerConfig, TokenConfig
 from hived.core.errors import RequestError
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
-from hived.server.connection import CLOSE_TIMEOUT_S
+from hived.server.connection import CLOSE_TIMEOUT_S, frame_batches
 from hived.server.listener import Server
 from hived.server.requests import MAX_CONCURRENT_REQUESTS
 from hived.server.router import Router
@@ -220,6 +220,35 @@ async def test_hello_with_an_agent_token_closes_4003_on_the_client_channel(
     await send(ws, type="hello", token=SECRETS["agent"])
     code, _ = await close_code(ws)
     assert code == 4003
+
+
+HUGE_START = (
+    '{"type": "session.start", "id": 1, "agent": "x", "args": [' + ",".join(["0"] * 500_000) + "]}"
+)
+"""About 1 MB, under max_message_bytes: issue #19's amplification frame."""
+
+
+async def test_a_huge_first_frame_closes_4001_with_a_short_reason(harness: Harness) -> None:
+    ws = await harness.connect("/v1/ws", role=None)
+    await ws.send_message(HUGE_START)
+    with trio.fail_after(3):  # the full validation took 14 s (issue #19)
+        code, reason = await close_code(ws)
+    assert code == 4001
+    assert reason is not None
+    assert "hello" in reason
+
+
+async def test_a_huge_bad_request_gets_a_small_error_reply(harness: Harness) -> None:
+    ws = await harness.welcomed(role="viewer")
+    await ws.send_message(HUGE_START)
+    with trio.fail_after(3):
+        frame = await ws.get_message()
+    assert len(frame) < 1000
+    [reply] = orjson.loads(f"[{frame}]")
+    assert (reply["code"], reply["id"]) == ("bad_request", 1)
+    assert reply["message"].startswith(
+        "session.start.args[0]: expected a string without NUL characters, got 0"
+    )
 
 
 async def test_hello_once_authenticated_is_a_conflict(harness: Harness) -> None:
@@ -500,12 +529,27 @@ async def test_a_slow_consumer_is_closed_4008_while_a_fast_one_gets_everything(
     slow_seqs: list[int] = []
     with pytest.raises(trio_websocket.ConnectionClosed) as excinfo:
         await read_until_closed(slow, slow_seqs)
+    # It overflowed in the middle of a send it did not read: dropped at once, no close frame.
     assert excinfo.value.reason is not None
-    assert excinfo.value.reason.code == 4008
+    assert excinfo.value.reason.code == 1006
+    assert harness.hub.stats().subscribers_closed_slow == 1
     assert slow_seqs == list(range(1, len(slow_seqs) + 1))
     assert len(slow_seqs) < 100
     await trio.testing.wait_all_tasks_blocked()
     assert [c.id for c in harness.server.connections()] == [1]
+
+
+async def test_a_burst_past_the_queue_closes_a_waiting_subscriber_with_4008(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(subscriber_queue=8))
+    ws = await harness.welcomed()
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    for i in range(20):  # in one tick: its sender has no chance to take them
+        harness.hub.publish("sessions", "state", {"i": i})
+    code, reason = await close_code(ws)
+    assert code == 4008
+    assert reason == "too slow: more than 8 events queued; reconnect and resume with since"
 
 
 async def stalled_subscriber(harness: Harness) -> trio_websocket.WebSocketConnection:
@@ -561,6 +605,22 @@ async def test_a_client_that_stops_reading_is_dropped_by_the_heartbeat_during_a_
     assert harness.hub.stats().subscribers == 0
     assert harness.server.connections() == []
     assert "connection 1: dropped: no pong within 10 s" in caplog.text
+
+
+async def test_a_client_that_stops_reading_is_dropped_at_once_as_4008_when_its_queue_overflows(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    harness = Harness(nursery, make_config(subscriber_queue=8, heartbeat_interval_s=3600.0))
+    await stalled_subscriber(harness)
+    start = trio.current_time()
+    for i in range(9):  # the send of event 3 never ends; 4 to 11 fill the queue, 12 overflows
+        harness.hub.publish("sessions", "state", {"i": i})
+    await trio.testing.wait_all_tasks_blocked()
+    assert trio.current_time() == start, "no timeout was waited for"
+    assert harness.server.connections() == []
+    assert harness.hub.stats().subscribers == 0
+    assert "connection 1: dropped (4008): too slow: more than 8 events queued" in caplog.text
 
 
 # -- admin: connections, kick, reload, drain ---------------------------------------------------
@@ -794,3 +854,28 @@ async def test_a_reload_with_a_higher_burst_lets_an_open_connection_send_more(
         4029,
         "rate limited: more than 20 messages at once or 1/s; wait, then reconnect",
     )
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_bytes", "runs"),
+    [
+        ([10, 10, 10], 100, [3]),
+        ([10, 10, 10], 23, [2, 1]),  # [a,b] is 23 bytes
+        ([10, 10, 10], 22, [1, 1, 1]),
+        ([50, 10, 10], 20, [1, 1, 1]),  # one over the cap goes alone
+        ([10, 50, 10, 10], 30, [1, 1, 2]),
+    ],
+)
+def test_frame_batches_cut_a_batch_into_arrays_within_the_byte_cap(
+    sizes: list[int], max_bytes: int, runs: list[int]
+) -> None:
+    frames = ["x" * size for size in sizes]
+    batches = list(frame_batches(frames, max_bytes))
+    assert [len(b) for b in batches] == runs
+    assert [f for b in batches for f in b] == frames
+    for batch in batches:
+        assert len(batch) == 1 or len("[" + ",".join(batch) + "]") <= max_bytes
+
+
+def test_frame_batches_count_bytes_not_characters() -> None:
+    assert [len(b) for b in frame_batches(["é" * 10, "é" * 10], 30)] == [1, 1]

@@ -513,6 +513,35 @@ async def test_a_replay_through_the_hub_meets_live_events_without_gap(store: Sto
     assert got == list(range(1, 6001))
 
 
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "queued"])
+async def test_session_events_pages_are_bounded_by_bytes(store: Store, committed: bool) -> None:
+    topic = session_topic("S1")
+    record(store, topic, range(1, 41), size=20_000)
+    record(store, topic, range(41, 42), size=300_000)  # alone over the cap
+    record(store, topic, range(42, 51), size=20_000)
+    if committed:
+        await store.drain()
+    page = await store.events("S1", limit=10_000, max_bytes=100_000)
+    assert [e["seq"] for e in page] == [1, 2, 3, 4]  # 4 x ~20 kB fit, a fifth does not
+    page = await store.events("S1", since=38, limit=10_000, max_bytes=100_000)
+    assert [e["seq"] for e in page] == [39, 40]
+    page = await store.events("S1", since=40, limit=10_000, max_bytes=100_000)
+    assert [e["seq"] for e in page] == [41], "a larger event comes alone"
+    assert len(await store.events("S1", since=41, limit=10_000, max_bytes=100_000)) == 4
+    assert len(await store.events("S1", limit=10_000)) == 50, "no byte bound asked: by count"
+
+
+async def test_session_events_pages_span_committed_and_queued_within_the_bytes(
+    store: Store,
+) -> None:
+    topic = session_topic("S1")
+    record(store, topic, range(1, 3), size=20_000)
+    await store.drain()
+    record(store, topic, range(3, 11), size=20_000)
+    page = await store.events("S1", limit=10_000, max_bytes=100_000)
+    assert [e["seq"] for e in page] == [1, 2, 3, 4]
+
+
 async def test_session_events_are_read_in_pages(store: Store) -> None:
     topic = session_topic("S1")
     record(store, topic, range(1, 251))

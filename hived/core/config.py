@@ -79,6 +79,9 @@ class ServerConfig:
     """How long a client without a header token has to send ``hello``."""
     subscriber_queue: PositiveInt = PositiveInt(4096)
     """Events queued per subscriber before it is closed with 4008."""
+    max_frame_bytes: PositiveInt = PositiveInt(262_144)
+    """Largest frame hived makes by batching events or replies (a single larger message still
+    goes alone). Well under the 1 MiB that client libraries accept by default."""
     rate_limit_per_s: PerSecond = PerSecond(50.0)
     """Messages a second a WebSocket client may send for as long as it likes; a client that
     sends more, once its ``rate_limit_burst`` is spent, is closed with 4029."""

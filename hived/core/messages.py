@@ -60,6 +60,11 @@ Topic = Annotated[
     str, Rule('"sessions" or "session/<id>"', lambda v: TOPIC_RE.fullmatch(v) is not None)
 ]
 NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: v != "")]
+Argument = Annotated[str, Rule("a string without NUL characters", lambda v: "\x00" not in v)]
+"""A command-line argument: the OS cannot pass a NUL."""
+Path = Annotated[
+    str, Rule("a non-empty path without NUL characters", lambda v: v != "" and "\x00" not in v)
+]
 SessionState = Annotated[
     str,
     Rule(
@@ -135,9 +140,9 @@ class SessionStart(BaseRequest):
     """The template's name (``[agents.NAME]``)."""
     prompt: str | None = None
     """A first prompt, sent as the session's first input."""
-    args: tuple[str, ...] = ()
+    args: tuple[Argument, ...] = ()
     """Arguments appended to the template's command."""
-    cwd: NonEmpty | None = None
+    cwd: Path | None = None
     """Working folder, where the template allows choosing one."""
     name: NonEmpty | None = None
     """A human name for the session."""

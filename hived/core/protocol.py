@@ -3,21 +3,25 @@
 How it works: a client frame is one JSON object with a ``type``. :func:`parse_frame` decodes it
 with orjson, reads the ``id`` first (so that every error about the frame can still name the
 request it answers), finds the request class of :mod:`hived.core.messages` for the ``type``, and
-structures the remaining fields through the strict converter, collecting every problem into one
-:class:`~hived.core.errors.ProtocolError` whose message names the field
+structures the remaining fields through the strict converter, collecting the problems (the
+first :data:`MAX_PROBLEMS`: what a frame makes hived do and say stays small whatever its size)
+into one :class:`~hived.core.errors.ProtocolError` whose message names the field
 (``subscribe.since: expected an integer ≥ 0, got "five"``). The connection that receives the
 error answers with an ``error`` frame and lives on. Server frames are built here as text
 (``welcome``, ``result``, ``error``); events are encoded once by :mod:`hived.core.events`. Which
 role a request needs, and which requests only the admin channel answers, is a table here; the
 role order itself is in :mod:`hived.core.auth`. A WebSocket opened without a token
 authenticates by its first message, a ``hello``: :func:`check_hello` decides whether it may
-stay, and if not, with which close code and reason. Nothing here does I/O: the server feeds text in
+stay, and if not, with which close code and reason, from a bounded look at the message (never
+the full request validation, which an unauthenticated client must not be able to set off).
+Nothing here does I/O: the server feeds text in
 and sends text out. The reference for client authors is ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Mapping, Set
 from typing import Any, Final, cast
 
@@ -99,6 +103,18 @@ ERROR_CODES: Final = frozenset(
     {"bad_json", "bad_request", "unknown_type", "not_found", "forbidden", "conflict", "internal"}
 )
 """The ``code`` of every ``error`` frame is one of these."""
+
+MAX_PROBLEMS: Final = 5
+"""A request's ``bad_request`` error lists at most this many problems (a list field stops
+being checked at as many bad items: :data:`hived.core.convert.MAX_ITEM_PROBLEMS`)."""
+
+MAX_ERROR_MESSAGE_CHARS: Final = 1024
+"""An ``error`` frame's ``message`` is cut to this many characters."""
+
+MAX_HELLO_CHARS: Final = 4096
+"""A first message longer than this is not a ``hello``: it closes with 4001 unread."""
+
+_HELLO_KEYS: Final = frozenset({"type", "id", "token"})
 
 
 class CloseCode(enum.IntEnum):
@@ -200,10 +216,10 @@ def _structure(
     cls: type[BaseRequest], raw: dict[str, Any], request_id: int | str | None
 ) -> BaseRequest:
     known = field_names(cls)
+    unknown = (key for key in raw if key not in known)
     problems = [
-        f"{cls.type}.{key}: unknown field; known fields: {', '.join(known)}"
-        for key in raw
-        if key not in known
+        f"{cls.type}.{_shorten(key)}: unknown field; known fields: {', '.join(known)}"
+        for key in itertools.islice(unknown, MAX_PROBLEMS + 1)
     ]
     fields = {key: value for key, value in raw.items() if key != "type" and key in known}
     try:
@@ -211,7 +227,10 @@ def _structure(
     except Exception as exc:  # cattrs raises exception groups of many kinds
         problems.extend(f"{cls.type}.{path}: {message}" for path, message in flatten_errors(exc))
     if problems:
-        raise ProtocolError("bad_request", "; ".join(problems), request_id)
+        shown = "; ".join(problems[:MAX_PROBLEMS])
+        if len(problems) > MAX_PROBLEMS:
+            shown += "; and more (only the first problems are listed)"
+        raise ProtocolError("bad_request", shown, request_id)
     return request
 
 
@@ -219,9 +238,12 @@ def _known_types() -> str:
     return ", ".join(REQUEST_TYPES)
 
 
+def _shorten(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _quote(text: str) -> str:
-    shown = text if len(text) <= 60 else text[:57] + "..."
-    return "'" + shown.replace("'", "\\'") + "'"
+    return "'" + _shorten(text).replace("'", "\\'") + "'"
 
 
 @attrs.frozen
@@ -241,20 +263,30 @@ def check_hello(
 ) -> HelloOutcome:
     """Authenticate a connection on ``channel`` by its first message, ``text``.
 
-    ``text`` is None for a binary message. Anything but a valid ``hello`` closes with 4001 and
-    says how to authenticate; a secret that ``lookup`` does not know closes with 4001, a token
-    whose role may not open ``channel`` with 4003.
+    ``text`` is None for a binary message. Anything but a ``hello`` (an object of at most
+    :data:`MAX_HELLO_CHARS` with ``type``, a non-empty string ``token`` and an optional ``id``,
+    nothing else) closes with 4001 and says how to authenticate; a secret that ``lookup`` does
+    not know closes with 4001, a token whose role may not open ``channel`` with 4003.
     """
     first = 'authenticate first: send {"type": "hello", "token": "..."}'
-    if text is None:
+    # A bounded look, never the full request validation: before authentication a client must
+    # not make hived do work (or build replies) in proportion to what it sends.
+    if text is None or len(text) > MAX_HELLO_CHARS:
         return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, first)
     try:
-        request = parse_frame(text)
-    except ProtocolError:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError:
         return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, first)
-    if not isinstance(request, Hello):
+    if (
+        not isinstance(raw, dict)
+        or raw.get("type") != "hello"
+        or not raw.keys() <= _HELLO_KEYS
+        or not isinstance(raw.get("token"), str)
+        or not raw["token"]
+        or not (raw.get("id") is None or _has_usable_id(raw["id"]))
+    ):
         return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, first)
-    token = lookup(request.token)
+    token = lookup(raw["token"])
     if token is None:
         return HelloOutcome(None, CloseCode.NOT_AUTHENTICATED, "not authenticated: unknown token")
     if not may_open(channel, token.role):
@@ -320,6 +352,8 @@ def error_frame(request_id: int | str | None, code: str, message: str) -> str:
     """The answer to a request that failed (``id`` is null when the frame had none)."""
     if code not in ERROR_CODES:
         raise ValueError(f"unknown error code {code!r}; known: {', '.join(sorted(ERROR_CODES))}")
+    if len(message) > MAX_ERROR_MESSAGE_CHARS:
+        message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
     return dumps({"type": "error", "id": request_id, "code": code, "message": message})
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
@@ -59,6 +59,22 @@ LINGER_S: Final = 2.0
 before the transport is closed."""
 MAX_PENDING_REPLIES: Final = 1024
 """Replies waiting for the sender; past this the client is not reading: closed with 4008."""
+
+
+def frame_batches(frames: list[str], max_bytes: int) -> Iterator[list[str]]:
+    """``frames`` in order, cut into runs whose JSON array (brackets and commas counted) is at
+    most ``max_bytes`` bytes of UTF-8; a frame that alone is larger is a run of its own."""
+    sizes = [len(f) if f.isascii() else len(f.encode()) for f in frames]
+    if sum(sizes) + len(frames) + 1 <= max_bytes:
+        yield frames
+        return
+    start, size = 0, 1
+    for index, frame_size in enumerate(sizes):
+        if index > start and size + frame_size + 1 > max_bytes:
+            yield frames[start:index]
+            start, size = index, 1
+        size += frame_size + 1
+    yield frames[start:]
 
 
 @attrs.frozen
@@ -266,7 +282,7 @@ class Connection:
                                 reader.no_hello()
                             self._idle = None
                         elif sub.overflowed:
-                            self._too_slow(sub)
+                            self._overflowed()
                         else:
                             self._waiting = True
                             frames = await sub.receive_batch()
@@ -290,18 +306,30 @@ class Connection:
             if self._sub is not None:
                 self._hub.remove(self._sub)
             ending = self._ending
-            if ending is not None and ending.abort:
+            if ending is not None and ending.abort and ending.code == CloseCode.TOO_SLOW:
+                log.info("connection %d: dropped (%d): %s", self.id, ending.code, ending.reason)
+            elif ending is not None and ending.abort:
                 log.info("connection %d: dropped: %s", self.id, ending.reason)
             elif ending is not None:
                 log.info("connection %d: closed (%d) %s", self.id, ending.code, ending.reason)
             # Last: the nursery is cancelled by now, and this await raises Cancelled.
             await self._ws.abort()
 
-    def _too_slow(self, sub: Subscriber) -> None:
-        self.request_close(
-            CloseCode.TOO_SLOW,
-            f"too slow: more than {sub.bound} events queued; reconnect and resume with since",
+    def _overflowed(self) -> None:
+        """The hub's call when this connection's queue overflowed (or the sender's, finding it
+        so): it ends with 4008."""
+        bound = self.config.subscriber_queue if self._sub is None else self._sub.bound
+        self._too_slow(
+            f"too slow: more than {bound} events queued; reconnect and resume with since"
         )
+
+    def _too_slow(self, reason: str) -> None:
+        """End with 4008. A send under way is to a client that reads too slowly, or not at all,
+        and may never end: the connection is dropped at once rather than after
+        :data:`CLOSE_TIMEOUT_S` (the close frame could not follow a torn frame anyway); a sender
+        that waits sends the close frame."""
+        sending = self._serving is not None and not self._waiting and self._sub is not None
+        self._end(_Ending(CloseCode.TOO_SLOW, reason, abort=sending))
 
     def task_ended(self, name: str, exc: BaseException | None) -> None:
         """The reader or the sender ended (with ``exc``, unless None): the connection ends.
@@ -343,7 +371,9 @@ class Connection:
         assert self._nursery is not None
         self._token = token
         self._reader.serve(self._router, self._nursery)
-        self._sub = self._hub.subscriber(self.config.subscriber_queue, self._send_now)
+        self._sub = self._hub.subscriber(
+            self.config.subscriber_queue, self._send_now, self._overflowed
+        )
         self._wake_sender()  # it now waits in the hub
         log.info(
             "connection %d: %s authenticated as %s (%s) on %s",
@@ -364,7 +394,7 @@ class Connection:
     def reply(self, frame: str) -> None:
         """Queue a reply for the sender."""
         if len(self._replies) >= MAX_PENDING_REPLIES:
-            self.request_close(CloseCode.TOO_SLOW, "too slow: replies are not being read")
+            self._too_slow("too slow: replies are not being read")
             return
         self._replies.append(frame)
         self._wake_sender()
@@ -385,10 +415,16 @@ class Connection:
             await self._send(replies)
 
     async def _send(self, frames: list[str]) -> None:
-        """Send ``frames`` as one text frame: a lone one as it is, several as a JSON array."""
-        text = frames[0] if len(frames) == 1 else "[" + ",".join(frames) + "]"
-        await self._ws.send(text)
-        self._count(text, len(frames))
+        """Send ``frames`` as few text frames as ``server.max_frame_bytes`` allows: a lone one
+        as it is, several as a JSON array (a message larger than the cap goes alone)."""
+        if len(frames) == 1:
+            batches = [frames]
+        else:
+            batches = list(frame_batches(frames, self.config.max_frame_bytes))
+        for batch in batches:
+            text = batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]"
+            await self._ws.send(text)
+            self._count(text, len(batch))
 
     def _send_now(self, frame: str) -> bool:
         """The hub's way to deliver a frame while the sender waits: written to the socket at

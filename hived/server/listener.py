@@ -259,6 +259,12 @@ class Server:
         """A snapshot of every open WebSocket connection, by id."""
         return [connection.stats() for connection in self._open()]
 
+    @property
+    def accepted_total(self) -> int:
+        """Connections accepted since the start (what :func:`hived.memory.run_gc_sweeps`
+        watches: a closed connection leaves garbage only a full collection frees)."""
+        return self._accepted
+
     def stats(self) -> ServerStats:
         open_now = self._open()
         roles = Counter("unauthenticated" if c.token is None else c.token.role for c in open_now)

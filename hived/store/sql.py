@@ -49,6 +49,10 @@ _READ_EVENTS: Final = (
 )
 
 
+_FRAME_OVERHEAD_BYTES: Final = 160
+"""About what an event's frame holds besides its data (type, topic, seq, ts, kind, session)."""
+
+
 def _quote(text: str | None) -> str:
     return orjson.dumps(text).decode()
 
@@ -161,11 +165,28 @@ def _write(
 
 
 def read_frames(
-    conn: sqlite3.Connection, topic: str, after: int, upto: int, limit: int
+    conn: sqlite3.Connection,
+    topic: str,
+    after: int,
+    upto: int,
+    limit: int,
+    max_bytes: int | None = None,
 ) -> list[tuple[int, str]]:
     """``(seq, frame)`` of ``topic``'s events with ``after < seq <= upto``, ascending, at most
-    ``limit``."""
-    rows = conn.execute(_READ_EVENTS, (topic, after, upto, limit)).fetchall()
+    ``limit``, and (when ``max_bytes`` is set) no more rows than fit in about ``max_bytes`` of
+    event data: the first row always, then while they fit. Rows are read one by one, so a page
+    of large events never holds more than that in memory."""
+    cursor = conn.execute(_READ_EVENTS, (topic, after, upto, limit))
+    if max_bytes is None:
+        rows = cursor.fetchall()
+    else:
+        rows = []
+        size = 0
+        for row in cursor:
+            size += len(row[4]) + _FRAME_OVERHEAD_BYTES
+            if rows and size > max_bytes:
+                break
+            rows.append(row)
     return list(zip((row[0] for row in rows), build_frames(topic, rows), strict=True))
 
 

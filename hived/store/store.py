@@ -19,6 +19,7 @@ import trio
 from hived.core.config import Config, StateConfig
 from hived.core.errors import StoreError
 from hived.core.events import Event, session_topic, utc_timestamp
+from hived.core.logtext import printable
 from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
@@ -151,7 +152,12 @@ class Store:
         return store
 
     def _note_lost(self, s: SessionSummary) -> None:
-        log.warning("store: session %s (%s) was %s when hived stopped: LOST", s.id, s.name, s.state)
+        log.warning(
+            "store: session %s (%s) was %s when hived stopped: LOST",
+            s.id,
+            printable(s.name),
+            s.state,
+        )
         if s.observed or s.pid is None or s.pid_start is None:
             return
         if is_running(s.pid, s.pid_start):
@@ -229,9 +235,12 @@ class Store:
         """
         await self._batches.wait_writable()
 
-    async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
+    async def read(
+        self, topic: str, after: int, upto: int, limit: int, max_bytes: int | None = None
+    ) -> list[tuple[int, str]]:
         """``(seq, frame)`` of ``topic``'s events with ``after < seq <= upto``, ascending, at
-        most ``limit``.
+        most ``limit`` — and, with ``max_bytes``, about that many bytes at most (always at
+        least one event).
 
         Committed events come from the database (in a worker thread, on a read connection of
         its own); the others from the writer's queue, so every recorded event can be read.
@@ -242,24 +251,39 @@ class Store:
         frames: list[tuple[int, str]] = []
         last = after
         committed = self._batches.committed_seqs
-        while len(frames) < limit and last < upto:
+        left_bytes = max_bytes
+        while len(frames) < limit and last < upto and (left_bytes is None or left_bytes > 0):
             stored = min(upto, committed.get(topic, 0))
             if last >= stored:
-                frames += self._batches.queued_frames(topic, last, upto, limit - len(frames))
+                queued = self._batches.queued_frames(topic, last, upto, limit - len(frames))
+                frames += _within(queued, left_bytes, first=not frames)
                 break
-            page = await self._read_db(topic, last, stored, limit - len(frames))
+            page = await self._read_db(topic, last, stored, limit - len(frames), left_bytes)
+            if frames and left_bytes is not None:
+                page = _within(page, left_bytes, first=False)
+                if not page:
+                    break
             # An empty page: retention removed those events; go on after them.
             last = page[-1][0] if page else stored
             frames += page
+            if left_bytes is not None:
+                left_bytes -= sum(len(frame) for _, frame in page)
         return frames
 
     async def _read_db(
-        self, topic: str, after: int, upto: int, limit: int
+        self, topic: str, after: int, upto: int, limit: int, max_bytes: int | None = None
     ) -> list[tuple[int, str]]:
         conn = self._readers.pop() if self._readers else None
         try:
             used, page = await trio.to_thread.run_sync(
-                self._read_db_sync, conn, topic, after, upto, limit, limiter=self._read_limiter
+                self._read_db_sync,
+                conn,
+                topic,
+                after,
+                upto,
+                limit,
+                max_bytes,
+                limiter=self._read_limiter,
             )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read events of {topic}: {exc}") from exc
@@ -270,13 +294,19 @@ class Store:
         return page
 
     def _read_db_sync(
-        self, conn: sqlite3.Connection | None, topic: str, after: int, upto: int, limit: int
+        self,
+        conn: sqlite3.Connection | None,
+        topic: str,
+        after: int,
+        upto: int,
+        limit: int,
+        max_bytes: int | None,
     ) -> tuple[sqlite3.Connection, list[tuple[int, str]]]:
         if conn is None:
             conn = self._connect(self.path)
             conn.execute("PRAGMA query_only = 1")
         try:
-            frames = sql.read_frames(conn, topic, after, upto, limit)
+            frames = sql.read_frames(conn, topic, after, upto, limit, max_bytes)
         except BaseException:
             conn.close()
             raise
@@ -331,11 +361,16 @@ class Store:
         return self._sessions.get(session_id)
 
     async def events(
-        self, session_id: str, since: int | None = None, limit: int = 100
+        self,
+        session_id: str,
+        since: int | None = None,
+        limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[dict[str, Any]]:
-        """A page of one session's events (its topic's, ``seq`` > since), as wire objects."""
+        """A page of one session's events (its topic's, ``seq`` > since), as wire objects: at
+        most ``limit`` and about ``max_bytes`` (at least one event)."""
         topic = session_topic(session_id)
-        frames = await self.read(topic, since or 0, self._last.get(topic, 0), limit)
+        frames = await self.read(topic, since or 0, self._last.get(topic, 0), limit, max_bytes)
         return [orjson.loads(frame) for _, frame in frames]
 
     # The service.
@@ -410,3 +445,18 @@ class Store:
         self._sessions.close()
         self._readers.clear()
         self._lock.release()
+
+
+def _within(
+    frames: list[tuple[int, str]], max_bytes: int | None, *, first: bool
+) -> list[tuple[int, str]]:
+    """The first of ``frames`` that fit in ``max_bytes`` (the very first anyway when ``first``:
+    a page holds at least one event)."""
+    if max_bytes is None:
+        return frames
+    size = 0
+    for index, (_, frame) in enumerate(frames):
+        size += len(frame)
+        if size > max_bytes and (index or not first):
+            return frames[:index]
+    return frames
