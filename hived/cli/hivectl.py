@@ -212,6 +212,14 @@ async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
     raise RemoteError("bad_request", f"session {ref!r} is ambiguous: it matches {names}{more}")
 
 
+def say_which(what: str, session: dict[str, Any]) -> None:
+    """Tell on stderr which session a name was taken to mean (stdout stays the data): a name
+    shared by an ended session and a live one means the live one, for every command."""
+    name = printable(session.get("name") or session.get("id"))
+    sys.stderr.write(f"{what} {name} ({printable(session.get('id'))}, {session.get('state')})\n")
+    sys.stderr.flush()
+
+
 async def run_command(args: argparse.Namespace, out: Output) -> int:
     url = base_url(getattr(args, "url", None))
     token = read_token(args)
@@ -296,7 +304,9 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
     if args.target == "sessions":
         topic, show_session = "sessions", True
     else:
-        topic, show_session = f"session/{(await resolve_session(client, args.target))['id']}", False
+        session = await resolve_session(client, args.target)
+        say_which("following", session)
+        topic, show_session = f"session/{session['id']}", False
     return await follow(client, topic, None, out, show_session)
 
 
@@ -321,6 +331,7 @@ async def follow(
 
 async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
     session = await resolve_session(client, args.session)
+    say_which("logs of", session)
     since = 0
     while True:
         page = await client.request(
