@@ -26,6 +26,7 @@ from hived import __version__
 from hived.cli.hook import command_word, hook_main
 from hived.cli.render import (
     Painter,
+    agents_table,
     connections_table,
     event_line,
     json_text,
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=help_, description=help_)
 
     command("status", "the daemon's state, connections and sessions")
+    command("agents", "list the agent templates sessions can be started from")
     sessions = command("sessions", "list sessions")
     sessions.add_argument("--all", action="store_true", help="include ended sessions")
     sessions.add_argument(
@@ -235,6 +237,12 @@ async def run_command(args: argparse.Namespace, out: Output) -> int:
 async def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
     status = await client.request("status")
     out.data(status, lambda: status_text(status, out.paint))
+    return EXIT_OK
+
+
+async def cmd_agents(client: Client, args: argparse.Namespace, out: Output) -> int:
+    agents = (await client.request("agents")).get("agents", [])
+    out.data(agents, lambda: agents_table(agents))
     return EXIT_OK
 
 
@@ -387,6 +395,7 @@ COMMANDS: Final[
     dict[str, Callable[[Client, argparse.Namespace, Output], Coroutine[Any, Any, int]]]
 ] = {
     "status": cmd_status,
+    "agents": cmd_agents,
     "sessions": cmd_sessions,
     "start": cmd_start,
     "send": cmd_send,
