@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint types pytest bench bench-quick bench-idle agents clean
 
@@ -10,15 +11,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Two stamps: `make run` installs only what hived needs to run; `make test` adds the test
+# extras (Playwright, mypy, ruff…) on top.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
-	@echo "hived demo: dashboard http://127.0.0.1:7420/  WebSocket ws://127.0.0.1:7420/v1/ws"
-	@echo "token (admin, demo only): hived-demo-admin-token"
-	@echo "try:  HIVED_TOKEN=hived-demo-admin-token $(BIN)/hivectl status      (Ctrl-C stops hived)"
-	$(BIN)/hived --config examples/hived.toml
+# The banner is printed once hived is ready, never before a start that fails.
+run: $(RUN_STAMP)
+	@$(BIN)/python examples/run_demo.py
 
 test: $(STAMP) lint types pytest
 

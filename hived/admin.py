@@ -15,6 +15,7 @@ import attrs
 import trio
 
 from hived import __version__
+from hived.core.drivers import get_format
 from hived.core.events import utc_timestamp
 from hived.core.protocol import Caller, Request
 
@@ -60,6 +61,27 @@ class Admin:
             "status": self.status,
             "config.reload": self.config_reload,
             "daemon.stop": self.daemon_stop,
+            "agents": self.agents,
+        }
+
+    async def agents(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """The agent templates of the running config (a viewer request, on both channels):
+        what a start form offers. ``cwd_choosable`` follows ``session.start``'s rule: a ``cwd``
+        is accepted only inside the template's ``cwd_roots``."""
+        templates = self.daemon.config.agents
+        return {
+            "agents": [
+                {
+                    "name": name,
+                    "description": template.description,
+                    "format": template.format,
+                    "command": list(template.command),
+                    "cwd_choosable": bool(template.cwd_roots),
+                    "cwd_roots": list(template.cwd_roots),
+                    "takes_input": get_format(template.format).takes_input,
+                }
+                for name, template in sorted(templates.items())
+            ]
         }
 
     async def status(self, request: Request, caller: Caller) -> dict[str, Any]:

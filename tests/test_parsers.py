@@ -909,6 +909,7 @@ def test_each_run_gets_a_fresh_driver() -> None:
 @pytest.mark.parametrize(("format", "takes_input"), [("text", True), ("jsonl", True), ("claude", True), ("codex", False)])  # fmt: skip
 def test_which_formats_take_prompts(format: str, takes_input: bool) -> None:
     assert make_driver(format).takes_input is takes_input
+    assert get_format(format).takes_input is takes_input
 
 
 def test_argv_of_each_format() -> None:

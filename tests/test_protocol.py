@@ -23,6 +23,7 @@ from hived.core.protocol import (
     MAX_PROBLEMS,
     REQUEST_TYPES,
     ROLE_REQUIRED,
+    Agents,
     BaseRequest,
     Caller,
     CloseCode,
@@ -127,6 +128,7 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
     ('{"type": "config.reload"}', ConfigReload()),
     ('{"type": "daemon.stop", "id": "stop"}', DaemonStop(id="stop")),
     ('{"type": "ping", "id": 0}', Ping(id=0)),
+    ('{"type": "agents", "id": 5}', Agents(id=5)),
 ]
 
 
@@ -469,7 +471,9 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
         for role in ("viewer", "operator", "admin")
     }
     assert by_role == {
-        "viewer": {"hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events"},
+        "viewer": {
+            "hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events", "agents",
+        },
         "operator": {
             "session.start", "session.input", "session.approve", "session.answer",
             "session.interrupt", "session.stop", "session.restart", "session.resume",

@@ -220,12 +220,13 @@ def test_relative_time(moment: str | None, shown: str) -> None:
 
 
 def test_costs_tokens_and_durations_read_as_people_write_them() -> None:
-    assert [render.cost(v) for v in (0.25, 0.004, 0, None, 12.5)] == [
-        "$0.25",
-        "$0.004",
-        "$0.00",
-        "$0.00",
-        "$12.50",
+    assert [render.cost(v) for v in (0.25, 0.004, 0.046, 0, None, 12.5)] == [
+        "$0.2500",
+        "$0.0040",
+        "$0.0460",
+        "$0.0000",
+        "$0.0000",
+        "$12.5000",
     ]
     assert [render.tokens(v) for v in (950, 12345, 4_100_000, None)] == [
         "950",
@@ -302,7 +303,7 @@ def test_a_codex_result_shows_its_tokens_without_a_double_space() -> None:
     line = what(event_line(event("result", usage=usage), PLAIN))
     assert line == "tokens=24.8k/122"
     claude = event("result", subtype="success", num_turns=2, total_cost_usd=0.25, result="ok")
-    assert what(event_line(claude, PLAIN)) == "success turns=2 cost=$0.25 ok"
+    assert what(event_line(claude, PLAIN)) == "success turns=2 cost=$0.2500 ok"
 
 
 def test_state_events_show_exit_only_on_ending_and_signals_by_name() -> None:

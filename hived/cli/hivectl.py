@@ -26,6 +26,7 @@ from hived import __version__
 from hived.cli.hook import command_word, hook_main
 from hived.cli.render import (
     Painter,
+    agents_table,
     connections_table,
     event_line,
     json_text,
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=help_, description=help_)
 
     command("status", "the daemon's state, connections and sessions")
+    command("agents", "list the agent templates sessions can be started from")
     sessions = command("sessions", "list sessions")
     sessions.add_argument("--all", action="store_true", help="include ended sessions")
     sessions.add_argument(
@@ -235,6 +237,14 @@ async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
     raise RemoteError("bad_request", f"session {ref!r} is ambiguous: it matches {names}{more}")
 
 
+def say_which(what: str, session: dict[str, Any]) -> None:
+    """Tell on stderr which session a name was taken to mean (stdout stays the data): a name
+    shared by an ended session and a live one means the live one, for every command."""
+    name = printable(session.get("name") or session.get("id"))
+    sys.stderr.write(f"{what} {name} ({printable(session.get('id'))}, {session.get('state')})\n")
+    sys.stderr.flush()
+
+
 async def run_command(args: argparse.Namespace, out: Output) -> int:
     url = base_url(getattr(args, "url", None))
     token = read_token(args)
@@ -250,6 +260,12 @@ async def run_command(args: argparse.Namespace, out: Output) -> int:
 async def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
     status = await client.request("status")
     out.data(status, lambda: status_text(status, out.paint))
+    return EXIT_OK
+
+
+async def cmd_agents(client: Client, args: argparse.Namespace, out: Output) -> int:
+    agents = (await client.request("agents")).get("agents", [])
+    out.data(agents, lambda: agents_table(agents))
     return EXIT_OK
 
 
@@ -364,7 +380,9 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
     if args.target == "sessions":
         topic, show_session = "sessions", True
     else:
-        topic, show_session = f"session/{(await resolve_session(client, args.target))['id']}", False
+        session = await resolve_session(client, args.target)
+        say_which("following", session)
+        topic, show_session = f"session/{session['id']}", False
     return await follow(client, topic, None, out, show_session)
 
 
@@ -389,6 +407,7 @@ async def follow(
 
 async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
     session = await resolve_session(client, args.session)
+    say_which("logs of", session)
     since = 0
     while True:
         page = await client.request(
@@ -444,6 +463,7 @@ COMMANDS: Final[
     dict[str, Callable[[Client, argparse.Namespace, Output], Coroutine[Any, Any, int]]]
 ] = {
     "status": cmd_status,
+    "agents": cmd_agents,
     "sessions": cmd_sessions,
     "start": cmd_start,
     "send": cmd_send,

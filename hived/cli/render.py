@@ -127,11 +127,10 @@ def duration(seconds: float) -> str:
 
 
 def cost(usd: object) -> str:
-    """``$0.25``; small costs keep a digit that is not zero (``$0.004``)."""
+    """``$0.0460``: always four decimals, as the dashboard shows it (agents cost fractions of a
+    cent per turn)."""
     value = float(usd) if isinstance(usd, int | float) else 0.0
-    if 0 < value < 0.01:
-        return f"${value:.3f}"
-    return f"${value:.2f}"
+    return f"${value:.4f}"
 
 
 def tokens(count: object) -> str:
@@ -223,6 +222,24 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str
         ],
         rows,
     )
+
+
+def agents_table(agents: Sequence[Mapping[str, Any]]) -> str:
+    """The agent templates: name, format, whether a cwd may be chosen and input sent, and the
+    description; ``no agent templates`` rather than a bare header."""
+    if not agents:
+        return "no agent templates"
+    rows = [
+        [
+            cut(printable(agent.get("name", ""))),
+            printable(agent.get("format", "")),
+            "yes" if agent.get("cwd_choosable") else "no",
+            "yes" if agent.get("takes_input") else "no",
+            printable(agent.get("description") or "-"),
+        ]
+        for agent in agents
+    ]
+    return table(["NAME", "FORMAT", "CWD", "INPUT", "DESCRIPTION"], rows)
 
 
 def connections_table(connections: Sequence[Mapping[str, Any]]) -> str:

@@ -142,6 +142,8 @@ class AgentConfig:
 
     command: Command
     """argv of the agent, never run through a shell."""
+    description: str | None = None
+    """What the template is for, in a sentence, for people choosing one."""
     format: AgentFormat = "text"
     """How its stdout is parsed: ``text``, ``jsonl``, ``claude`` or ``codex``."""
     cwd: str | None = None

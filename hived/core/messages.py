@@ -277,6 +277,13 @@ class DaemonStop(BaseRequest):
 
 
 @attrs.frozen
+class Agents(BaseRequest):
+    """List the agent templates sessions can be started from."""
+
+    type: ClassVar[str] = "agents"
+
+
+@attrs.frozen
 class Ping(BaseRequest):
     """An application-level ping, for clients (browsers) that cannot see WebSocket pings."""
 
@@ -303,6 +310,7 @@ Request = (
     | ConfigReload
     | DaemonStop
     | Ping
+    | Agents
 )
 """Any client request."""
 

@@ -35,6 +35,7 @@ from hived.core.errors import ProtocolError
 from hived.core.messages import (
     CONVERTER,
     REQUEST_TYPES,
+    Agents,
     BaseRequest,
     ConfigReload,
     ConnectionKick,
@@ -64,6 +65,7 @@ __all__ = [
     "ERROR_CODES",
     "REQUEST_TYPES",
     "ROLE_REQUIRED",
+    "Agents",
     "BaseRequest",
     "Caller",
     "CloseCode",
@@ -141,6 +143,7 @@ ROLE_REQUIRED: Final[Mapping[str, str]] = {
     "unsubscribe": "viewer",
     "sessions": "viewer",
     "session.events": "viewer",
+    "agents": "viewer",
     "session.start": "operator",
     "session.input": "operator",
     "session.approve": "operator",

@@ -9,6 +9,11 @@
 // exactly what was missed, and anything at or below it is dropped. After a close on purpose
 // (1000, a kick) it waits for the user's Reconnect, as docs/protocol.md asks of clients. Every string that comes
 // from the server or an agent reaches the DOM through textContent, never as markup.
+//
+// While there is no connection the page says so in its header, dims the list, disables every
+// control and shows nothing as needing a person: what it shows may be stale. What a session
+// is doing (its Activity) is a phrase derived from its summary alone (`activityOf`), so that
+// the list says the same thing however the page learnt of it.
 "use strict";
 
 const TOKEN_KEY = "hived.token";
@@ -21,7 +26,10 @@ const TEXT_MAX = 4000; // characters of one event shown; the rest is cut with a 
 const OPERATOR_ROLES = new Set(["operator", "admin"]);
 const REFUSED = new Set([4001, 4003]); // a refused token: retrying it would be refused again
 const ON_PURPOSE = 1000; // closed on purpose (a kick): reconnect only when the user asks
-const COLUMNS = ["name", "agent", "state", "activity", "cost", "tokens", "turns", "started"];
+const COLUMNS = ["name", "state", "activity", "agent", "cost", "tokens", "turns", "started"];
+const ENDED = new Set(["EXITED", "FAILED", "FATAL", "LOST"]);
+const ALERTING = new Set(["permission", "question"]); // waits that raise the alert
+const CLOCK_MS = 30000; // relative times ("3m ago") are refreshed this often
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,7 +44,10 @@ const app = {
   holding: new Map(), // topic -> events that arrived while its subscribe was answered
   sessions: new Map(), // session id -> summary, plus `activity`
   rows: new Map(), // session id -> its <tr>
-  agents: new Set(), // agent names seen, for the start form's datalist
+  templates: new Map(), // agent template name -> {description, cwd_choosable, takes_input, ...}
+  focused: null, // the session id whose row has the keyboard focus (j/k)
+  tailFirst: null, // the lowest seq shown in the tail (for "load earlier")
+  tailCap: 0, // how many tail items are kept before the oldest are removed
   listings: new Set(), // per `sessions` list on its way: the ids events updated meanwhile
   listed: false, // a `sessions` list has arrived
   selected: null,
@@ -58,6 +69,7 @@ class LostError extends Error {}
 // -- connection -----------------------------------------------------------------------------
 
 function connect() {
+  clearTimers(); // a countdown of the last loss must not overwrite what this attempt says
   $("reconnect").hidden = true;
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) {
@@ -65,6 +77,7 @@ function connect() {
     return;
   }
   showDashboard();
+  setOnline(false);
   setConn("connecting…");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}/v1/ws`);
@@ -89,7 +102,8 @@ function lost(code, reason) {
   app.holding.clear();
   for (const waiter of app.pending.values()) waiter.reject(new LostError("connection lost"));
   app.pending.clear();
-  const why = `closed${code ? ` ${code}` : ""}${reason ? `: ${reason}` : ""}`;
+  setOnline(false);
+  const why = `disconnected from hived (closed${code ? ` ${code}` : ""}${reason ? `: ${reason}` : ""})`;
   if (REFUSED.has(code)) {
     sessionStorage.removeItem(TOKEN_KEY);
     showLogin(`refused (${why}); log in with a valid token`);
@@ -128,7 +142,7 @@ function onFrame(text) {
   try {
     data = JSON.parse(text);
   } catch {
-    showError("the server sent a frame that is not JSON");
+    showError("the server sent a frame that is not JSON", null);
     return;
   }
   // A frame holds one message or an array of them (the server coalesces).
@@ -146,6 +160,8 @@ function onWelcome(welcome) {
   setConn(`connected as ${welcome.token_name} (${welcome.role})`);
   const canOperate = OPERATOR_ROLES.has(welcome.role);
   for (const element of document.querySelectorAll(".operator")) element.hidden = !canOperate;
+  setOnline(true);
+  if (canOperate) loadTemplates().catch(quiet);
   startPinger(welcome.heartbeat_interval_s);
   // Until a list arrived: live events from now on, then the list (protocol.md §6). After
   // that, resuming the topic with `since` brings the table up to date.
@@ -182,7 +198,7 @@ function request(type, fields = {}) {
 function settle(reply) {
   const waiter = app.pending.get(reply.id);
   if (!waiter) {
-    if (reply.type === "error") showError(reply.message);
+    if (reply.type === "error") showError(reply.message, null);
     return;
   }
   app.pending.delete(reply.id);
@@ -235,7 +251,7 @@ function onEvent(event) {
   else if (event.topic === tailTopic()) onTailEvent(event);
 }
 
-// -- the sessions table ---------------------------------------------------------------------
+// -- the session list -----------------------------------------------------------------------
 
 async function loadSessions() {
   const touched = new Set();
@@ -253,9 +269,40 @@ async function loadSessions() {
   }
   // An event that arrived meanwhile is at least as new as the list: it wins.
   for (const summary of listed.sessions) {
-    const activity = (app.sessions.get(summary.id) || {}).activity || summary.reason || "";
-    if (!touched.has(summary.id)) upsert({ ...summary, activity });
+    if (!touched.has(summary.id)) upsert(summary);
   }
+  renderEmpty();
+}
+
+async function loadTemplates() {
+  const { agents } = await request("agents");
+  const select = $("start-agent");
+  const chosen = select.value;
+  app.templates = new Map(agents.map((template) => [template.name, template]));
+  select.replaceChildren(
+    ...agents.map((template) => {
+      const option = document.createElement("option");
+      option.value = template.name;
+      option.textContent = template.name;
+      return option;
+    }),
+  );
+  if (app.templates.has(chosen)) select.value = chosen;
+  describeTemplate();
+  renderDetail();
+}
+
+/** The start form follows the chosen template: its description, a folder where it may be
+ * chosen, a prompt where its agent takes input. */
+function describeTemplate() {
+  const template = app.templates.get($("start-agent").value);
+  const description = template ? template.description || "" : "";
+  const format = template ? `${template.format} agent` : "";
+  $("start-description").textContent = [description, format].filter(Boolean).join(" · ");
+  const roots = template && template.cwd_choosable ? template.cwd_roots || [] : null;
+  $("start-cwd-label").hidden = !roots;
+  $("start-cwd").placeholder = roots ? `inside ${roots.join(", ")} (optional)` : "";
+  $("start-prompt-label").hidden = Boolean(template && !template.takes_input);
 }
 
 function onSessionsEvent(event) {
@@ -264,31 +311,84 @@ function onSessionsEvent(event) {
   const known = app.sessions.get(event.session) || { id: event.session };
   const summary = data.summary || { ...known, state: data.state, reason: data.reason };
   for (const touched of app.listings) touched.add(event.session);
-  // The tail of the selected session tells more (the tool) than a state change's reason.
-  const tailKnows = event.session === app.selected && known.activity;
-  upsert({ ...summary, activity: tailKnows ? known.activity : data.reason || "" });
+  upsert(summary);
+  renderEmpty();
 }
 
 function upsert(summary) {
   const known = app.sessions.get(summary.id) || {};
   const merged = { ...known, ...summary };
   app.sessions.set(summary.id, merged);
-  if (merged.agent && !app.agents.has(merged.agent)) {
-    app.agents.add(merged.agent);
-    const option = document.createElement("option");
-    option.value = merged.agent;
-    $("agents").append(option);
-  }
-  renderRow(merged);
+  if (shown(merged)) renderRow(merged);
+  else removeRow(summary.id);
   if (summary.id === app.selected) renderDetail();
   countWaiting();
 }
 
+/** Without "show ended", the list holds the live sessions, and the open one. */
+function shown(summary) {
+  return $("all").checked || !ENDED.has(summary.state) || summary.id === app.selected;
+}
+
 function removeSession(id) {
   app.sessions.delete(id);
+  removeRow(id);
+}
+
+function removeRow(id) {
   const row = app.rows.get(id);
   if (row) row.remove();
   app.rows.delete(id);
+  if (app.focused === id) app.focused = null;
+}
+
+function renderEmpty() {
+  $("empty").hidden = app.rows.size > 0 || !app.listed;
+  $("empty").textContent = $("all").checked ? "No sessions." : "No live sessions.";
+}
+
+/** What a WAITING session waits for: `permission` or `question` (a person must answer),
+ * `done` (its turn ended) or `failed` (its turn ended in an error); "" when not waiting.
+ * From the summary's `reason` (and `last_turn`, where the daemon reports it). */
+function attentionOf(summary) {
+  if (summary.state !== "WAITING") return "";
+  if (summary.reason === "permission_request") return "permission";
+  if (summary.reason === "question" || summary.reason === "elicitation") return "question";
+  const turn = summary.last_turn;
+  return turn && turn.ok === false ? "failed" : "done";
+}
+
+const STATE_PHRASES = {
+  STARTING: "starting",
+  RUNNING: "running",
+  WORKING: "working",
+  STALLED: "no output for a while",
+  STOPPING: "stopping",
+  BACKOFF: "waiting to restart",
+  EXITED: "ended",
+  FAILED: "failed",
+  FATAL: "gave up: restarted too often",
+  LOST: "lost",
+};
+
+/** The Activity of a session: a phrase for a person, from its summary alone. */
+function activityOf(summary) {
+  const turn = summary.last_turn || {};
+  switch (attentionOf(summary)) {
+    case "permission":
+      return "asks permission";
+    case "question":
+      return "has a question";
+    case "failed":
+      return `turn failed${turn.message || turn.error ? `: ${turn.message || turn.error}` : ""}`;
+    case "done":
+      return "turn done; waits for a prompt";
+    default:
+      break;
+  }
+  const phrase = STATE_PHRASES[summary.state] || String(summary.state || "").toLowerCase();
+  const why = summary.reason;
+  return ENDED.has(summary.state) && why && why !== phrase ? `${phrase} (${why})` : phrase;
 }
 
 function renderRow(summary) {
@@ -296,28 +396,43 @@ function renderRow(summary) {
   if (!row) {
     row = document.createElement("tr");
     row.dataset.session = summary.id;
+    row.tabIndex = -1;
     for (const column of COLUMNS) {
       const cell = document.createElement("td");
       cell.className = column;
       row.append(cell);
     }
     row.addEventListener("click", () => select(summary.id));
+    row.addEventListener("focus", () => {
+      app.focused = summary.id;
+    });
     insertNewestFirst(row, summary.id);
     app.rows.set(summary.id, row);
   }
   const usage = summary.usage || {};
-  const cells = row.children;
-  cells[0].textContent = summary.name || summary.id;
-  cells[1].textContent = summary.agent || "";
-  cells[2].textContent = summary.state || "";
-  cells[2].title = summary.reason || "";
-  cells[3].textContent = summary.activity || "";
-  cells[4].textContent = money(usage.cost_usd);
-  cells[5].textContent = String((usage.input_tokens || 0) + (usage.output_tokens || 0));
-  cells[6].textContent = String(usage.turns || 0);
-  cells[7].textContent = when(summary.started_at);
+  const attention = attentionOf(summary);
+  const cells = Object.fromEntries(COLUMNS.map((column, i) => [column, row.children[i]]));
+  cells.name.textContent = summary.name || summary.id;
+  cells.state.textContent = summary.state || "";
+  // Only a live page may say that someone is needed: without a connection it may be stale.
+  if (app.role && ALERTING.has(attention)) cells.state.append(span("needs", "needs you"));
+  cells.activity.textContent = activityOf(summary);
+  cells.agent.textContent = summary.agent || "";
+  cells.cost.textContent = money(usage.cost_usd);
+  cells.tokens.textContent = `${tokens(usage.input_tokens)}/${tokens(usage.output_tokens)}`;
+  cells.tokens.title = "tokens in/out";
+  cells.turns.textContent = String(usage.turns || 0);
+  cells.started.textContent = ago(summary.started_at);
+  cells.started.title = summary.started_at ? new Date(summary.started_at).toLocaleString() : "";
   row.className = `state-${summary.state}`;
+  if (attention) row.dataset.attention = attention;
+  else delete row.dataset.attention;
   row.classList.toggle("selected", summary.id === app.selected);
+  row.setAttribute("aria-selected", String(summary.id === app.selected));
+}
+
+function renderRows() {
+  for (const summary of app.sessions.values()) if (app.rows.has(summary.id)) renderRow(summary);
 }
 
 /** Session ids are ULIDs: sorting them sorts by creation time. */
@@ -327,22 +442,36 @@ function insertNewestFirst(row, id) {
   tbody.insertBefore(row, after || null);
 }
 
-/** The tab's title counts the sessions that wait for a person. */
+/** The tab's title counts the sessions that wait for a person's answer (not a turn done). */
 function countWaiting() {
-  const waiting = [...app.sessions.values()].filter((s) => s.state === "WAITING").length;
-  document.title = waiting ? `(${waiting} waiting) hived` : "hived";
+  const waiting = app.role
+    ? [...app.sessions.values()].filter((s) => ALERTING.has(attentionOf(s))).length
+    : 0;
+  document.title = waiting ? `(${waiting} need you) hived` : "hived";
 }
 
-/** Local time; with the date when it is not today. */
-function when(iso) {
+/** `3m ago` (as hivectl says it); the exact local time is in the cell's title. */
+function ago(iso) {
   if (!iso) return "";
-  const date = new Date(iso);
-  const today = date.toDateString() === new Date().toDateString();
-  return today ? date.toLocaleTimeString() : date.toLocaleString();
+  const seconds = Math.floor((Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 0) return "just now";
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]]) {
+    if (seconds >= size) return `${Math.floor(seconds / size)}${unit} ago`;
+  }
+  return `${seconds}s ago`;
 }
 
+/** `$0.0460`: four decimals, as hivectl prints it. */
 function money(usd) {
   return `$${Number(usd || 0).toFixed(4)}`;
+}
+
+/** `950`, `12.3k`, `4.1M`, as hivectl prints them. */
+function tokens(count) {
+  const value = Number(count || 0);
+  if (value < 1000) return String(value);
+  if (value < 1e6) return `${(value / 1000).toFixed(1)}k`;
+  return `${(value / 1e6).toFixed(1)}M`;
 }
 
 // -- one session: header and live tail -----------------------------------------------------
@@ -352,67 +481,130 @@ function tailTopic() {
 }
 
 function select(id) {
-  if (id === app.selected) return;
+  if (id === app.selected) {
+    showDetail();
+    return;
+  }
   const previous = tailTopic();
   if (previous) {
     app.topics.delete(previous);
     app.lastSeq.delete(previous);
     request("unsubscribe", { topic: previous }).catch(quiet);
   }
-  const before = app.rows.get(app.selected);
-  if (before) before.classList.remove("selected");
+  const before = app.selected;
   app.selected = id;
+  // The session left is listed by the rules again (an ended one leaves the live list).
+  const left = app.sessions.get(before);
+  if (left) upsert(left);
   const row = app.rows.get(id);
-  if (row) row.classList.add("selected");
+  if (row) {
+    renderRow(app.sessions.get(id));
+    app.focused = id;
+  }
   $("events").replaceChildren();
+  app.tailFirst = null;
+  app.tailCap = TAIL_MAX;
+  $("earlier").hidden = true;
   $("detail").dataset.session = id;
-  $("detail").hidden = false;
+  hideStopConfirm();
+  showDetail();
   renderDetail();
   if (app.role) startTail(id).catch(quiet); // else onWelcome starts it
+}
+
+function showDetail() {
+  $("detail").hidden = false;
+  document.body.classList.add("has-detail");
+  // On a phone the open session replaces the list: start at its top.
+  if (window.matchMedia("(max-width: 800px)").matches) window.scrollTo(0, 0);
+}
+
+function closeDetail() {
+  document.body.classList.remove("has-detail");
+  const row = app.rows.get(app.selected);
+  if (row) row.focus();
 }
 
 /** Follow a session's tail from its newest TAIL_MAX events, not from its first: a live-only
  * subscribe tells the topic's last seq (its events are ignored: the topic is not followed
  * yet), then the subscription that counts replays from there. A long session does not send
- * the page its whole history. */
+ * the page its whole history; "Load earlier" pages back through `session.events`. */
 async function startTail(id) {
   const topic = `session/${id}`;
   const probe = await request("subscribe", { topic });
   await request("unsubscribe", { topic });
   if (app.selected !== id || app.topics.has(topic)) return; // another one selected meanwhile
-  app.lastSeq.set(topic, Math.max(0, probe.last_seq - TAIL_MAX));
+  const from = Math.max(0, probe.last_seq - TAIL_MAX);
+  app.lastSeq.set(topic, from);
+  if (app.tailFirst === null) app.tailFirst = from + 1;
+  renderEarlier();
   await subscribe(topic);
+}
+
+/** Say that older events are not shown, and offer them. */
+function renderEarlier() {
+  const hidden = (app.tailFirst || 1) - 1;
+  $("earlier").hidden = hidden <= 0;
+  $("earlier-text").textContent =
+    `Showing the newest events only; ${hidden} earlier ${hidden === 1 ? "one is" : "ones are"} not loaded.`;
+}
+
+async function loadEarlier() {
+  const id = app.selected;
+  const first = app.tailFirst || 1;
+  const since = Math.max(0, first - 1 - TAIL_MAX);
+  const page = await request("session.events", { session: id, since, limit: first - 1 - since });
+  if (app.selected !== id) return;
+  const list = $("events");
+  const height = list.scrollHeight;
+  const items = page.events.filter((event) => event.seq < first).map(renderEvent);
+  list.prepend(...items);
+  list.scrollTop += list.scrollHeight - height; // what was on screen stays there
+  app.tailCap += items.length;
+  app.tailFirst = since + 1;
+  renderEarlier();
 }
 
 function renderDetail() {
   const summary = app.sessions.get(app.selected) || { id: app.selected };
+  const usage = summary.usage || {};
   $("detail-name").textContent = summary.name || summary.id;
-  $("detail-agent").textContent = summary.agent || "";
-  $("detail-state").textContent = summary.state || "";
+  $("detail-state").textContent = summary.state ? `${summary.state}: ${activityOf(summary)}` : "";
   $("detail-state").className = summary.state ? `state-${summary.state}` : "";
-  $("detail-cost").textContent = money((summary.usage || {}).cost_usd);
+  $("detail-meta").textContent = [
+    summary.agent,
+    money(usage.cost_usd),
+    `${tokens(usage.input_tokens)}/${tokens(usage.output_tokens)} tokens`,
+    `${usage.turns || 0} turns`,
+  ].filter(Boolean).join(" · ");
+  const ended = ENDED.has(summary.state);
+  $("interrupt").hidden = ended;
+  $("stop").hidden = ended;
+  if (ended) hideStopConfirm();
+  $("restart").hidden = Boolean(summary.observed);
+  const template = app.templates.get(summary.agent);
+  const takesInput = !template || template.takes_input;
+  $("input-form").hidden = !OPERATOR_ROLES.has(app.role) || ended || !takesInput;
+  $("ended-note").hidden = !ended && takesInput;
+  $("ended-note").textContent = ended
+    ? `This session has ended (${activityOf(summary)}).`
+    : `A ${template ? template.format : ""} agent takes no input.`;
+  updateControls();
 }
 
 function onTailEvent(event) {
   const list = $("events");
   const follow = list.scrollTop + list.clientHeight >= list.scrollHeight - 40;
   list.append(renderEvent(event));
-  while (list.children.length > TAIL_MAX) list.firstElementChild.remove();
+  while (list.children.length > app.tailCap) {
+    list.firstElementChild.remove();
+    const first = list.querySelector("li[data-seq]");
+    app.tailFirst = first ? Number(first.dataset.seq) : app.tailFirst;
+    renderEarlier();
+  }
   if (follow) list.scrollTop = list.scrollHeight;
   const approval = event.kind === "input" && (event.data || {}).approval;
   if (approval) answered(approval.request_id, approval.allow);
-  noteActivity(event);
-}
-
-/** The row's activity: the tool just used, or what kind of thing happened last. */
-function noteActivity(event) {
-  const summary = app.sessions.get(event.session);
-  if (!summary || event.kind === "state") return;
-  const data = event.data || {};
-  const tool = data.name || data.tool_name;
-  summary.activity = ["tool_use", "permission_request"].includes(event.kind) && tool
-    ? `${event.kind === "tool_use" ? "ran" : "asks for"} ${tool}` : event.kind;
-  renderRow(summary);
 }
 
 function addNote(text) {
@@ -426,20 +618,29 @@ function renderEvent(event) {
   const item = document.createElement("li");
   item.dataset.seq = String(event.seq);
   item.dataset.kind = event.kind;
-  const when = event.ts ? new Date(event.ts).toLocaleTimeString() : "";
-  item.append(span("time", when), span("kind", event.kind));
+  const time = event.ts ? new Date(event.ts).toLocaleTimeString() : "";
+  item.append(span("time", time), span("kind", KIND_NAMES[event.kind] || event.kind));
   item.append(...describe(event, item));
   return item;
 }
 
-/** The nodes that show one event, by kind (protocol.md §7; unknown kinds as compact JSON). */
+const KIND_NAMES = {
+  message: "message",
+  tool_use: "tool call",
+  tool_result: "tool result",
+  permission_request: "asks permission",
+  result: "turn ended",
+  agent_event: "agent event",
+};
+
+/** The nodes that show one event, by kind (protocol.md §7; unknown kinds folded as JSON). */
 function describe(event, item) {
   const data = event.data || {};
   switch (event.kind) {
     case "message":
       return [span("body", clip(data.text))];
     case "thinking":
-      return [span("body thinking", clip(data.thinking))];
+      return [folded("thinking", clip(data.thinking))];
     case "tool_use":
       return [span("tool", data.name), span("body", summarize(data.input))];
     case "tool_result":
@@ -463,9 +664,20 @@ function describe(event, item) {
       return [span("body", `model ${data.model || "?"} in ${data.cwd || "?"}`)];
     case "hook":
       return [span("body", data.hook_event_name || "")];
+    case "agent_event":
+      // An agent's own object hived does not map (a protocol line): its type, details folded.
+      return [folded(data.type || data.subtype || "details", clip(JSON.stringify(data, null, 2)))];
     default:
-      return [span("body", clip(JSON.stringify(data)))];
+      return [folded("details", clip(JSON.stringify(data, null, 2)))];
   }
+}
+
+function folded(label, text) {
+  const details = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = label;
+  details.append(summary, span("body", text));
+  return details;
 }
 
 function inputText(data) {
@@ -479,7 +691,7 @@ function inputText(data) {
 }
 
 function resultText(data) {
-  const parts = [`turn ended: ${money(data.total_cost_usd)}`];
+  const parts = [money(data.total_cost_usd)];
   if (data.num_turns !== undefined) parts.push(`${data.num_turns} turns`);
   if (data.duration_ms !== undefined) parts.push(`${(data.duration_ms / 1000).toFixed(1)} s`);
   if (data.is_error) parts.push(`error: ${data.subtype || ""}`);
@@ -507,14 +719,16 @@ function permissionNodes(event, item) {
   item.dataset.request = data.request_id || "";
   const answer = span("answer", "");
   if (OPERATOR_ROLES.has(app.role)) {
-    for (const allow of [true, false]) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = allow ? "allow" : "deny";
-      button.textContent = allow ? "Allow" : "Deny";
-      button.addEventListener("click", () => approve(event.session, item, allow));
-      answer.append(button);
-    }
+    item.classList.add("open");
+    const reason = document.createElement("input");
+    reason.className = "reason";
+    reason.placeholder = "reason to deny (optional)";
+    reason.setAttribute("aria-label", "reason to deny");
+    answer.append(
+      button("allow", "Allow", () => approve(event.session, item, true)),
+      reason,
+      button("deny", "Deny", () => approve(event.session, item, false)),
+    );
   } else {
     answer.textContent = "waiting for an operator";
   }
@@ -522,23 +736,36 @@ function permissionNodes(event, item) {
   return [tool, span("body", summarize(data.input)), answer];
 }
 
+function button(className, text, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.className = className;
+  element.textContent = text;
+  element.disabled = !app.role;
+  element.addEventListener("click", onClick);
+  return element;
+}
+
 function approve(session, item, allow) {
-  const buttons = item.querySelectorAll("button");
-  for (const button of buttons) button.disabled = true;
-  request("session.approve", { session, request_id: item.dataset.request, allow })
-    .then(() => answered(item.dataset.request, allow))
-    .catch((error) => {
-      for (const button of buttons) button.disabled = false;
-      report(error);
+  const controls = item.querySelectorAll(".answer button, .answer input");
+  for (const control of controls) control.disabled = true;
+  const reason = item.querySelector("input.reason");
+  const fields = { session, request_id: item.dataset.request, allow };
+  if (!allow && reason && reason.value.trim()) fields.message = reason.value.trim();
+  act(request("session.approve", fields), $("action-error"))
+    .then(() => answered(item.dataset.request, allow, fields.message))
+    .catch(() => {
+      for (const control of controls) control.disabled = false;
     });
 }
 
 /** Show the answer to a permission request (ours, or another client's) in place of buttons. */
-function answered(requestId, allow) {
+function answered(requestId, allow, message) {
   for (const item of $("events").querySelectorAll('li[data-kind="permission_request"]')) {
     if (item.dataset.request !== requestId) continue;
+    item.classList.remove("open");
     const answer = item.querySelector(".answer");
-    answer.textContent = allow ? "allowed" : "denied";
+    answer.textContent = allow ? "allowed" : `denied${message ? `: ${message}` : ""}`;
     answer.className = `answer ${allow ? "allowed" : "denied"}`;
   }
 }
@@ -550,44 +777,145 @@ function span(className, text) {
   return element;
 }
 
+// Terminal escape sequences (colours, cursor moves) as agents' tools print them, and other
+// control characters but tab and newline: removed, so a tail reads as text.
+const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+const CONTROLS = /[\x00-\x08\x0b-\x1f\x7f]/g;
+
 function clip(text) {
-  const value = String(text ?? "");
+  const value = String(text ?? "").replace(ANSI, "").replace(CONTROLS, "");
   if (value.length <= TEXT_MAX) return value;
   return `${value.slice(0, TEXT_MAX)}… (${value.length - TEXT_MAX} more characters)`;
 }
 
 // -- actions --------------------------------------------------------------------------------
 
+/** Run an action: its error is shown next to it (`where`) and in the toast; a success clears
+ * every error shown, so none outlives the next thing that worked. */
+function act(promise, where) {
+  return promise.then(
+    (result) => {
+      clearErrors();
+      return result;
+    },
+    (error) => {
+      showError(error instanceof LostError ? `not done: ${error.message}` : error.message, where);
+      throw error;
+    },
+  );
+}
+
 function sessionAction(type) {
   if (!app.selected) return;
-  request(type, { session: app.selected }).catch(report);
+  act(request(type, { session: app.selected }), $("action-error")).catch(() => {});
+}
+
+function askStop() {
+  const summary = app.sessions.get(app.selected) || {};
+  $("stop-question").textContent = `Stop ${summary.name || app.selected}? Its agent is ended.`;
+  $("stop-confirm").hidden = false;
+  $("stop").hidden = true;
+  $("stop-yes").focus();
+}
+
+function hideStopConfirm() {
+  $("stop-confirm").hidden = true;
+  const summary = app.sessions.get(app.selected) || {};
+  $("stop").hidden = ENDED.has(summary.state);
 }
 
 function onStart(event) {
   event.preventDefault();
-  const fields = { agent: $("start-agent").value.trim() };
+  const fields = { agent: $("start-agent").value };
   const prompt = $("start-prompt").value;
   const name = $("start-name").value.trim();
-  if (prompt.trim()) fields.prompt = prompt;
+  const cwd = $("start-cwd").value.trim();
+  if (prompt.trim() && !$("start-prompt-label").hidden) fields.prompt = prompt;
   if (name) fields.name = name;
-  request("session.start", fields)
+  if (cwd && !$("start-cwd-label").hidden) fields.cwd = cwd;
+  act(request("session.start", fields), $("start-error"))
     .then((started) => {
       $("start-prompt").value = "";
       $("start-name").value = "";
       select(started.session);
     })
-    .catch(report);
+    .catch(() => {});
 }
 
 function onInput(event) {
   event.preventDefault();
   const text = $("input-text").value;
   if (!app.selected || !text.trim()) return;
-  request("session.input", { session: app.selected, text })
+  act(request("session.input", { session: app.selected, text }), $("input-error"))
     .then(() => {
       $("input-text").value = "";
     })
-    .catch(report);
+    .catch(() => {});
+}
+
+// -- keyboard -------------------------------------------------------------------------------
+
+function onKey(event) {
+  if (event.ctrlKey || event.metaKey || event.altKey || $("dashboard").hidden) return;
+  const target = event.target;
+  if (target.closest && target.closest("input, textarea, select, button, summary")) {
+    if (event.key !== "Escape") return;
+  }
+  const handler = KEYS[event.key];
+  if (handler) {
+    event.preventDefault();
+    handler();
+  }
+}
+
+const KEYS = {
+  j: () => moveFocus(1),
+  k: () => moveFocus(-1),
+  Enter: () => {
+    if (app.focused) select(app.focused);
+  },
+  n: () => nextNeedingYou(),
+  a: () => answerFocused(true),
+  d: () => answerFocused(false),
+  Escape: () => closeDetail(),
+};
+
+function visibleRows() {
+  return [...$("sessions").tBodies[0].rows];
+}
+
+function moveFocus(step) {
+  const rows = visibleRows();
+  if (!rows.length) return;
+  const at = rows.findIndex((row) => row.dataset.session === (app.focused || app.selected));
+  const next = rows[Math.min(rows.length - 1, Math.max(0, at < 0 ? 0 : at + step))];
+  app.focused = next.dataset.session;
+  if (document.body.classList.contains("has-detail") && window.matchMedia("(max-width: 800px)").matches) {
+    closeDetail();
+  }
+  next.focus();
+}
+
+/** Open the next session (after the focused one, round) that waits for a person's answer. */
+function nextNeedingYou() {
+  const rows = visibleRows();
+  const at = rows.findIndex((row) => row.dataset.session === (app.focused || app.selected));
+  for (let i = 1; i <= rows.length; i++) {
+    const row = rows[(Math.max(at, -1) + i + rows.length) % rows.length];
+    if (ALERTING.has(row.dataset.attention)) {
+      select(row.dataset.session);
+      app.focused = row.dataset.session;
+      row.focus();
+      return;
+    }
+  }
+}
+
+/** a/d: answer the open session's oldest unanswered permission request. */
+function answerFocused(allow) {
+  if (!app.role || !OPERATOR_ROLES.has(app.role)) return;
+  const item = $("events").querySelector('li[data-kind="permission_request"].open');
+  if (item) approve(app.selected, item, allow);
 }
 
 // -- login, state of the page ---------------------------------------------------------------
@@ -598,7 +926,6 @@ function onLogin(event) {
   if (!token) return;
   $("token").value = "";
   sessionStorage.setItem(TOKEN_KEY, token);
-  clearTimers();
   connect();
 }
 
@@ -615,6 +942,7 @@ function showLogin(message) {
   $("login").hidden = false;
   $("dashboard").hidden = true;
   $("logout").hidden = true;
+  setOnline(true); // nothing on screen to mark as stale
   setConn(message);
   $("token").focus();
 }
@@ -629,36 +957,70 @@ function setConn(text) {
   $("conn").textContent = text;
 }
 
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = false;
+/** Connected (welcomed) or not: the look of the list and whether controls may be used. */
+function setOnline(online) {
+  document.body.classList.toggle("offline", !online);
+  renderRows();
+  countWaiting();
+  updateControls();
 }
 
-/** An action failed: say why (an `error` reply's message, or that the connection is gone). */
-function report(error) {
-  showError(error instanceof LostError ? `not done: ${error.message}` : error.message);
+function updateControls() {
+  const offline = !app.role;
+  for (const control of $("dashboard").querySelectorAll("button, input, select, textarea")) {
+    if (control.id === "back" || (control.closest("li") && !control.closest("li.open"))) continue;
+    control.disabled = offline;
+  }
+}
+
+function showError(message, where) {
+  for (const element of document.querySelectorAll(".form-error")) element.hidden = true;
+  if (where) {
+    where.textContent = message;
+    where.hidden = false;
+  }
+  $("toast-text").textContent = message;
+  $("toast").hidden = false;
+}
+
+function clearErrors() {
+  $("toast").hidden = true;
+  for (const element of document.querySelectorAll(".form-error")) element.hidden = true;
 }
 
 /** For the page's own requests: a lost connection is repaired by reconnecting, not reported. */
 function quiet(error) {
-  if (!(error instanceof LostError)) report(error);
+  if (!(error instanceof LostError)) showError(error.message, null);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", logOut);
   $("reconnect").addEventListener("click", connect);
-  $("error").addEventListener("click", () => {
-    $("error").hidden = true;
+  $("toast-close").addEventListener("click", clearErrors);
+  $("all").addEventListener("change", () => {
+    for (const summary of [...app.sessions.values()]) upsert(summary);
+    loadSessions().catch(quiet);
   });
-  $("all").addEventListener("change", () => loadSessions().catch(quiet));
+  $("start-agent").addEventListener("change", describeTemplate);
   $("start-form").addEventListener("submit", onStart);
   $("input-form").addEventListener("submit", onInput);
   $("input-text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("input-form").requestSubmit();
   });
-  for (const action of ["interrupt", "stop", "restart"]) {
-    $(action).addEventListener("click", () => sessionAction(`session.${action}`));
-  }
+  $("interrupt").addEventListener("click", () => sessionAction("session.interrupt"));
+  $("restart").addEventListener("click", () => sessionAction("session.restart"));
+  $("stop").addEventListener("click", askStop);
+  $("stop-no").addEventListener("click", hideStopConfirm);
+  $("stop-yes").addEventListener("click", () => {
+    hideStopConfirm();
+    sessionAction("session.stop");
+  });
+  $("back").addEventListener("click", closeDetail);
+  $("load-earlier").addEventListener("click", () => {
+    act(loadEarlier(), $("action-error")).catch(() => {});
+  });
+  document.addEventListener("keydown", onKey);
+  setInterval(renderRows, CLOCK_MS); // "3m ago" moves on
   connect();
 });

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import trio
 
-from tests.e2e.harness import SECRETS, Launcher, RunningDaemon, free_port
+from tests.e2e.harness import SECRETS, Launcher, RunningDaemon, agent_toml, free_port
 
 HIVECTL = str(Path(sys.executable).parent / "hivectl")
 
@@ -334,3 +334,69 @@ async def test_hook_without_a_token_or_with_bad_arguments_still_exits_0(hived: L
     bad = await hivectl(daemon, "hook", "--url", role="agent", stdin=b"{}")
     assert bad.returncode == 0
     assert b"posting nothing" in bad.stderr
+
+
+async def test_a_name_means_the_live_session_to_every_command_after_a_restart(
+    hived: Launcher,
+) -> None:
+    """After a daemon restart the autostarted ``auto-1`` is a new session beside the ended one
+    of the same name: tail, logs and send all take the live one, and tail says which."""
+    port, config = hived.config(body=agent_toml("auto", "fake_text.py", extra="autostart = 1"))
+    daemon = await hived.start(config, port=port)
+    [first] = as_json(await hivectl(daemon, "sessions", "--json"))
+    daemon.send_signal(signal.SIGTERM)
+    assert await daemon.wait_exit() == 0
+    daemon = await hived.start(config, port=port)
+    [second] = as_json(await hivectl(daemon, "sessions", "--json"))
+    assert second["name"] == first["name"]
+    assert second["id"] != first["id"]
+    name = second["name"]
+
+    tail = await trio.lowlevel.open_process(
+        [HIVECTL, "tail", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(daemon),
+    )
+    assert tail.stdout is not None
+    assert tail.stderr is not None
+    try:
+        with trio.fail_after(20):
+            said = b""
+            while b"\n" not in said:
+                said += await tail.stderr.receive_some(4096)
+        assert said.decode().startswith(f"following {name} ({second['id']}, ")
+        sent = as_json(await hivectl(daemon, "send", name, "which one", "--json"))
+        assert sent["session"] == second["id"]
+        seen = b""
+        with trio.fail_after(20):
+            while b"you said: which one" not in seen:
+                seen += await tail.stdout.receive_some(65536)
+    finally:
+        tail.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await tail.wait()
+    logs = await hivectl(daemon, "logs", name, "--json")
+    assert {orjson.loads(line)["session"] for line in out(logs).splitlines()} == {second["id"]}
+    assert f"{name} ({second['id']}, " in logs.stderr.decode()
+
+
+async def test_agents_lists_the_templates_with_their_descriptions(hived: Launcher) -> None:
+    port, config = hived.config(
+        body='[agents.rooted]\ncommand = ["true"]\ndescription = "Runs in a chosen folder"\n'
+        'cwd_roots = ["/tmp"]\n'
+    )
+    daemon = await hived.start(config, port=port)
+    listed = as_json(await hivectl(daemon, "agents", "--json", role="viewer"))
+    by_name = {agent["name"]: agent for agent in listed}
+    assert sorted(by_name) == ["claude", "codex", "rooted", "text"]
+    assert by_name["rooted"]["description"] == "Runs in a chosen folder"
+    assert by_name["rooted"]["cwd_choosable"] is True
+    assert by_name["claude"]["cwd_choosable"] is False
+    assert by_name["claude"]["takes_input"] is True
+    assert by_name["codex"]["takes_input"] is False
+    assert by_name["text"]["format"] == "text"
+    assert by_name["text"]["description"] is None
+    table = out(await hivectl(daemon, "agents", role="viewer"))
+    assert table.splitlines()[0].split() == ["NAME", "FORMAT", "CWD", "INPUT", "DESCRIPTION"]
+    assert "Runs in a chosen folder" in table

@@ -51,6 +51,8 @@ class Format:
     """The first prompt is a command-line argument, not the driver's to send."""
     resumable: bool = False
     """A later run continues the agent's own conversation (same agent session id)."""
+    takes_input: bool = True
+    """The agent takes prompts after its start (``session.input``)."""
 
 
 FORMATS: Final[Mapping[str, Format]] = {
@@ -59,7 +61,7 @@ FORMATS: Final[Mapping[str, Format]] = {
         Format("text", text_driver, _plain_argv),
         Format("jsonl", jsonl_driver, _plain_argv),
         Format("claude", ClaudeDriver, _claude_argv, resumable=True),
-        Format("codex", CodexExecDriver, _codex_exec_argv, prompt_in_argv=True),
+        Format("codex", CodexExecDriver, _codex_exec_argv, prompt_in_argv=True, takes_input=False),
         Format("codex-app", CodexAppDriver, _plain_argv, resumable=True),
     )
 }
