@@ -7,7 +7,7 @@ Run it as Claude would be run under hived::
         --permission-prompt-tool stdio [--session-id ID]
 
 Each user message read on stdin is one turn, printed one JSON object per line with the field
-names real Claude Code uses (see docs/formats.md): ``system``/``init``, an assistant text, an
+names real Claude Code uses (see docs/drivers.md): ``system``/``init``, an assistant text, an
 assistant ``tool_use`` (Bash), the user ``tool_result``, a closing assistant text, and a
 ``result``. Every turn uses the same: ``TURN_INPUT_TOKENS`` in, ``TURN_OUTPUT_TOKENS`` out,
 ``TURN_COST_USD``, ``TURN_NUM_TURNS`` turns. As the real CLI does, a result's ``usage`` is the

@@ -3,7 +3,7 @@
 A test starts sessions with ``session.start`` through our client, follows them on their
 ``session/<id>`` topic (and on ``sessions``), and drives them with ``session.input``,
 ``session.approve``, ``session.interrupt`` and ``session.stop`` as docs/protocol.md describes.
-The fake Claude prints what Claude Code prints (docs/formats.md); its usage per turn is the
+The fake Claude prints what Claude Code prints (docs/drivers.md); its usage per turn is the
 constants of examples/agents/fake_claude.py.
 """
 
