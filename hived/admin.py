@@ -61,6 +61,7 @@ class Admin:
             "status": self.status,
             "config.reload": self.config_reload,
             "daemon.stop": self.daemon_stop,
+            "daemon.restart": self.daemon_restart,
             "agents": self.agents,
         }
 
@@ -109,3 +110,8 @@ class Admin:
     async def daemon_stop(self, request: Request, caller: Caller) -> dict[str, Any]:
         self.daemon.request_stop()
         return {"stopping": True}
+
+    async def daemon_restart(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """Restart in place, leaving the agents running under their shims (DESIGN §11)."""
+        self.daemon.request_restart()
+        return {"restarting": True}

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +33,7 @@ from hived.memory import run_gc_sweeps, settle_garbage_collector
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
 from hived.server.router import Router
+from hived.shimrun import SHIMS_DIR, live_runs
 from hived.store import Store
 from hived.supervisor import Supervisor
 from hived.systemd import Notifier, listen_sockets
@@ -76,6 +78,8 @@ class Daemon:
     started_at: float = attrs.field(factory=time.time)
     config_loaded_at: float = attrs.field(factory=time.time)
     forced: bool = False
+    restart_requested: bool = False
+    """Stop leaving the agents running, then exec the daemon again (``daemon.restart``)."""
     listening: tuple[str, ...] = ()
     """Where the server listens, ``host:port`` each (a reload does not move it)."""
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
@@ -85,15 +89,29 @@ class Daemon:
         """Begin the graceful stop (SIGTERM, SIGINT, ``daemon.stop``)."""
         self._stop_requested.set()
 
+    def request_restart(self) -> None:
+        """Stop, leaving every agent running under its shim, then start again in this same
+        process (``daemon.restart``): an upgrade or a restart that keeps agents."""
+        self.restart_requested = True
+        self._stop_requested.set()
+
     @property
     def stopping(self) -> bool:
         return self._stop_requested.is_set()
 
     async def run(self) -> None:
-        store = Store.open(self.config.state)
+        held = await trio.to_thread.run_sync(live_runs, Path(self.config.state.dir) / SHIMS_DIR)
+        store = Store.open(self.config.state, held=held)
         try:
             hub = Hub(history=store)
-            supervisor = Supervisor(self.config, hub, recorder=store, recall=store.kept_observed)
+            supervisor = Supervisor(
+                self.config,
+                hub,
+                recorder=store,
+                recall=store.kept_observed,
+                marks=store,
+                kept=store.get_session,
+            )
             router = Router()
             sockets = listen_sockets(os.environ) or None
             server = Server(
@@ -155,6 +173,8 @@ class Daemon:
             for service in services:
                 if isinstance(service, Store):
                     store = service
+                elif isinstance(service, Supervisor) and self.restart_requested:
+                    await service.detach()
                 else:
                     await service.drain()
         if scope.cancelled_caught:
@@ -260,5 +280,12 @@ def run_daemon(config_path: Path, config: Config) -> int:
         return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in leaves) else EXIT_FORCED
     if daemon.forced:
         return EXIT_FORCED
+    if daemon.restart_requested:
+        # The same process, a new program: systemd sees the same main pid; the agents' shims
+        # are taken up by the new daemon.
+        log.info("restarting: %s", " ".join(sys.orig_argv))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.execv(sys.executable, sys.orig_argv)
     log.info("stopped")
     return EXIT_OK

@@ -52,7 +52,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from hived.core.events import Event, encode_event, utc_timestamp
+from hived.core.events import Event, SpoolMark, encode_event, utc_timestamp
 from hived.history import History, MemoryHistory
 
 __all__ = ["History", "Hub", "HubStats", "MemoryHistory", "SubscribeResult", "Subscriber"]
@@ -256,9 +256,15 @@ class Hub:
         return topic
 
     def publish(
-        self, topic: str, kind: str, data: Mapping[str, Any], session: str | None = None
+        self,
+        topic: str,
+        kind: str,
+        data: Mapping[str, Any],
+        session: str | None = None,
+        mark: SpoolMark | None = None,
     ) -> Event:
-        """Stamp, encode once, keep and fan out one event; never awaits."""
+        """Stamp, encode once, keep and fan out one event; never awaits. ``mark``: the agent
+        spool position the event stands for, kept with it (DESIGN §11)."""
         t = self._topics.get(topic) or self._topic(topic)
         t.seq = seq = t.seq + 1
         event = Event(topic, seq, utc_timestamp(), kind, session, data)
@@ -278,7 +284,7 @@ class Hub:
         if self._rings_bytes > self._rings_max_bytes:
             self._evict(t)
         if self._history is not None:
-            self._history.record(event, frame)
+            self._history.record(event, frame, mark)
         self._published += 1
         slow: list[Subscriber] | None = None
         for sub in t.live:

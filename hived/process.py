@@ -44,7 +44,7 @@ class SpawnError(HivedError, OSError):
         super().__init__(reason)
 
 
-def _spawn_reason(exc: OSError, program: str, cwd: str | None) -> str:
+def spawn_reason(exc: OSError, program: str, cwd: str | None) -> str:
     """What went wrong, in words: subprocess names the failing path in ``filename``."""
     about_cwd = cwd is not None and exc.filename == cwd
     if about_cwd:
@@ -88,7 +88,7 @@ async def spawn(
             start_new_session=True,
         )
     except OSError as exc:
-        raise SpawnError(_spawn_reason(exc, argv[0], cwd)) from exc
+        raise SpawnError(spawn_reason(exc, argv[0], cwd)) from exc
 
 
 @attrs.frozen
@@ -100,21 +100,27 @@ class Lines:
     cut: frozenset[int] = frozenset()
     """Indexes into ``lines`` of lines cut at the limit (what followed, up to the newline, was
     dropped)."""
+    ends: tuple[int, ...] = attrs.field(default=(), eq=False)
+    """For each line, the stream offset just past it (past its newline; for a cut line, where
+    it was cut): where to read again to get the lines after it."""
 
 
 async def read_lines(
     stream: trio.abc.ReceiveStream,
     limit: int = LINE_LIMIT_BYTES,
     chunk_bytes: int = READ_CHUNK_BYTES,
+    offset: int = 0,
 ) -> AsyncGenerator[Lines, None]:
     """Batches of lines from ``stream`` until it ends, one batch per chunk read.
 
     A line longer than ``limit`` bytes is cut there (and marked in :attr:`Lines.cut`) as soon
     as the limit is passed; the rest of it is read and dropped up to its newline, so at most
     ``limit`` + ``chunk_bytes`` bytes are ever held. The last line is given at the end even
-    without its newline.
+    without its newline. ``offset`` is where in its stream ``stream`` starts (a spool read from
+    the middle): :attr:`Lines.ends` count from the stream's start.
     """
     buffer = bytearray()
+    consumed = offset  # stream offset of buffer[0]
     dropping = False  # inside the tail of a cut line
     while True:
         data = await stream.receive_some(chunk_bytes)
@@ -124,11 +130,14 @@ async def read_lines(
         if dropping:
             newline = data.find(b"\n")
             if newline < 0:
+                consumed += len(data)
                 continue
             dropping = False
             start = newline + 1
+            consumed += start
         buffer += data[start:] if start else data
         lines: list[str] = []
+        ends: list[int] = []
         cut: set[int] = set()
         begin = 0
         while (newline := buffer.find(b"\n", begin)) >= 0:
@@ -138,16 +147,20 @@ async def read_lines(
                 end = begin + limit
             lines.append(buffer[begin:end].decode("utf-8", "replace"))
             begin = newline + 1
+            ends.append(consumed + begin)
         del buffer[:begin]
+        consumed += begin
         if len(buffer) > limit:
             cut.add(len(lines))
             lines.append(buffer[:limit].decode("utf-8", "replace"))
+            consumed += len(buffer)
+            ends.append(consumed)
             buffer.clear()
             dropping = True
         if lines:
-            yield Lines(lines, frozenset(cut))
+            yield Lines(lines, frozenset(cut), tuple(ends))
     if buffer:
-        yield Lines([buffer.decode("utf-8", "replace")])
+        yield Lines([buffer.decode("utf-8", "replace")], ends=(consumed + len(buffer),))
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> bool:
@@ -162,9 +175,9 @@ def _signal_group(pgid: int, signum: signal.Signals) -> bool:
     return True
 
 
-def signal_group(proc: trio.Process, signum: signal.Signals) -> bool:
-    """Send ``signum`` to the process group that ``proc`` leads; False when it is gone."""
-    return _signal_group(proc.pid, signum)
+def signal_group(pgid: int, signum: signal.Signals) -> bool:
+    """Send ``signum`` to the process group ``pgid``; False when it is gone."""
+    return _signal_group(pgid, signum)
 
 
 async def stop_process_group(proc: trio.Process, timeout_s: float) -> int:

@@ -21,17 +21,25 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
 
 import attrs
 import trio
 
 from hived.core.config import AgentConfig
 from hived.core.drivers import get_format
-from hived.core.drivers.base import Answer, Driver, DriverLaunch, DriverRefusal, Step
+from hived.core.drivers.base import (
+    REASONS,
+    Answer,
+    Driver,
+    DriverLaunch,
+    DriverRefusal,
+    Step,
+)
 from hived.core.errors import RequestError
-from hived.core.events import session_topic, utc_timestamp
+from hived.core.events import AgentEvent, SpoolMark, session_topic, utc_timestamp
 from hived.core.sessions import (
     ACTIVE_STATES,
     TRANSITIONS,
@@ -48,17 +56,20 @@ from hived.process import (
     SpawnError,
     read_lines,
     signal_group,
-    spawn,
-    stop_process_group,
+)
+from hived.shimrun import (
+    Resume,
+    ShimGone,
+    ShimRun,
+    end_run,
+    stop_run,
+    write_launch,
 )
 
 log = logging.getLogger(__name__)
 
 INPUT_QUEUE: Final = 64
 """Inputs queued per session before ``session.input`` answers ``conflict``."""
-READER_GRACE_S: Final = 2.0
-"""After the process is gone, how long its readers may take to reach the end of its output
-(a descendant that escaped the group can hold the pipes open)."""
 CUT_NOTE: Final = f"line cut at {LINE_LIMIT_BYTES} bytes by hived; the rest of it was dropped"
 
 
@@ -125,6 +136,26 @@ class Host:
     """Records a summary whose state stayed the same (its usage or agent session id changed)."""
     learned_agent_id: Callable[[str, Session], None]
     """The agent told its own session id: hooks that carry it join this session."""
+    shims: Path
+    """Where each run's shim keeps its folder (``state.dir/shims``)."""
+    marks: Marks | None = None
+    """The store's spool marks: how far the kept events go into a run's output."""
+
+
+class Marks(Protocol):
+    """The store's spool marks (:class:`hived.store.Store`)."""
+
+    async def spool_mark(self, key: str) -> SpoolMark | None: ...
+
+    async def forget_marks(self, prefix: str) -> None: ...
+
+
+@attrs.frozen
+class Attach:
+    """A run an earlier daemon run left to its shim, to take up (:meth:`Session.attach`)."""
+
+    shim: ShimRun
+    launch: DriverLaunch
 
 
 @attrs.define(eq=False)
@@ -141,7 +172,12 @@ class Session:
     budget: RestartBudget
     done: trio.Event = attrs.Factory(trio.Event)
     """Set when the session's task has ended; a new one for each task (:meth:`start`)."""
-    _process: trio.Process | None = attrs.field(default=None, init=False)
+    _shim: ShimRun | None = attrs.field(default=None, init=False)
+    """The current run's shim, while a run is up."""
+    _attach: Attach | None = attrs.field(default=None, init=False)
+    """A run to take up before any new one (the daemon restarted under it)."""
+    _detaching: bool = attrs.field(default=False, init=False)
+    """The daemon lets go of the run without ending it (a restart that keeps agents)."""
     _driver: Driver | None = attrs.field(default=None, init=False)
     """The current run's driver (the agent's protocol), while a run is up."""
     _inbox: trio.MemorySendChannel[bytes | None] | None = attrs.field(default=None, init=False)
@@ -194,6 +230,20 @@ class Session:
         """Start the session's task (its first, or a restart of an ended one)."""
         self.done = trio.Event()
         self.host.nursery.start_soon(self._serve)
+
+    def attach(self, attach: Attach) -> None:
+        """Start the session's task on a run that an earlier daemon run left running."""
+        self._attach = attach
+        self.start()
+
+    def request_detach(self) -> None:
+        """Have the task let go of its run without ending it, and end (the daemon restarts
+        and takes the run up again)."""
+        if self.done.is_set():
+            return
+        self._detaching = True
+        if self._wake is not None:
+            self._wake.cancel()
 
     async def wait_until(self, condition: Callable[[Session], bool], timeout_s: float) -> None:
         """Until ``condition`` holds (checked at each state change), or ``timeout_s``."""
@@ -364,10 +414,13 @@ class Session:
     async def _serve(self) -> None:
         """The session's task: runs, and the restart policy between them."""
         try:
-            while True:
+            attach, self._attach = self._attach, None
+            if attach is not None:
+                await self._reattach(attach)
+            else:
                 await self._run()
-                if not await self._next_run():
-                    break
+            while not self._detaching and await self._next_run() and not self._detaching:
+                await self._run()
         except* Exception as group:
             log.error("session %s: internal error", self.name, exc_info=group)
             if State.FAILED in TRANSITIONS[self.state]:
@@ -413,7 +466,7 @@ class Session:
         return True
 
     async def _run(self) -> None:
-        """One run of the process: STARTING → RUNNING … → EXITED or FAILED."""
+        """One run of the agent: STARTING → RUNNING … → EXITED or FAILED."""
         if self.state is State.STOPPING:
             # Stopped before the task got to spawn anything.
             self._move(State.EXITED, "stopped", ended_at=utc_timestamp())
@@ -430,14 +483,23 @@ class Session:
             self.template.command, launch.args, prompt if fmt.prompt_in_argv else None, resume_id
         )
         try:
-            proc = await spawn(argv, cwd=launch.cwd, env=launch.env)
+            shim = await ShimRun.start(
+                self.host.shims / self.id, argv, cwd=launch.cwd, env=launch.env
+            )
         except SpawnError as exc:
             self._spawn_failed = True
             self._move(State.FAILED, exc.reason, pid=None, ended_at=utc_timestamp())
             return
-        self._process = proc
+        driver_launch = DriverLaunch(
+            cwd=launch.cwd,
+            prompt=None if fmt.prompt_in_argv else prompt,
+            resume_id=resume_id,
+            usage=self.summary.usage,
+        )
+        await write_launch(shim, driver_launch)
+        driver = fmt.make(driver_launch)
         # With the pid, the start time tells this process from a later one with its pid.
-        pid, pid_start = proc.pid, process_start(proc.pid)
+        pid, pid_start = shim.agent_pid, process_start(shim.agent_pid)
         if not self._stop_requested:
             self._move(
                 State.RUNNING,
@@ -450,64 +512,155 @@ class Session:
             )
         else:
             self.summary = attrs.evolve(self.summary, pid=pid, pid_start=pid_start)
-        driver = fmt.make(
-            DriverLaunch(
-                cwd=launch.cwd,
-                prompt=None if fmt.prompt_in_argv else prompt,
-                resume_id=resume_id,
-                usage=self.summary.usage,
-            )
-        )
         if prompt is not None:
             self._publish_input(launch.started_by, text=prompt)
+        await self._drive(shim, driver, Resume(), driver.start())
+
+    async def _reattach(self, attach: Attach) -> None:
+        """Take up a run the daemon left running when it died or restarted: rebuild its
+        driver from the agent's spooled output up to what the store kept, publish the rest,
+        ask again what waits for a person, and go on as if nothing happened."""
+        shim, fmt = attach.shim, get_format(self.template.format)
+        self._shim = shim
+        driver = fmt.make(attach.launch)
+        marks = self.host.marks
+        out = None if marks is None else await marks.spool_mark(shim.mark_key("stdout"))
+        err = None if marks is None else await marks.spool_mark(shim.mark_key("stderr"))
+        resume = Resume(
+            stdout=0 if out is None else out.offset, stderr=0 if err is None else err.offset
+        )
+        state_before = self.state
+        self.summary = attrs.evolve(self.summary, pid=shim.agent_pid)
+        if out is not None:
+            await self._warm_up(shim, driver, out)
+        again = [
+            Step(
+                events=[
+                    AgentEvent(
+                        kind="permission_request",
+                        data={**pending.data, "asked_again": True},
+                        state="WAITING",
+                        reason=REASONS.get(pending.kind, pending.kind),
+                    )
+                ]
+            )
+            for pending in driver.pending.values()
+        ]
+        state = self.state
+        self.summary = attrs.evolve(self.summary, state=state_before)
+        if state is not state_before:
+            self._move(state, "taken up again after a daemon restart")
+        log.info(
+            "session %s: taken up again (agent %d, output from %d)",
+            self.name,
+            shim.agent_pid,
+            resume.stdout,
+        )
+        await self._drive(shim, driver, resume, *again)
+
+    async def _warm_up(self, shim: ShimRun, driver: Driver, mark: SpoolMark) -> None:
+        """Feed the driver the spooled lines whose events are kept, publishing none of them
+        (but the rest of the last line's, the events the store had not kept)."""
+        async with shim.spool("stdout", 0, upto=mark.offset) as stream:
+            async for batch in read_lines(stream):
+                for index, line in enumerate(batch.lines):
+                    step = driver.feed(line)
+                    end = batch.ends[index]
+                    if end < mark.offset:
+                        self._absorb(step)
+                        continue
+                    self._absorb(attrs.evolve(step, events=step.events[: mark.index + 1]))
+                    rest = step.events[mark.index + 1 :]
+                    self._publish_step(
+                        attrs.evolve(step, events=rest), mark=(mark.key, end, mark.index + 1)
+                    )
+
+    def _absorb(self, step: Step) -> None:
+        """What a step says about the session, taken without publishing (its events are kept)."""
+        changes: dict[str, Any] = {}
+        if step.usage is not None:
+            changes["usage"] = step.usage
+        if step.last_turn is not None:
+            changes["last_turn"] = step.last_turn
+        for event in step.events:
+            if event.state and self.state in ACTIVE_STATES | {State.LOST}:
+                changes["state"], changes["reason"] = State(event.state), event.reason
+            if event.agent_session_id and event.agent_session_id != self.summary.agent_session_id:
+                changes["agent_session_id"] = event.agent_session_id
+                self.host.learned_agent_id(event.agent_session_id, self)
+        if step.state is not None:
+            changes["state"], changes["reason"] = State(step.state), step.reason
+        if changes:
+            self.summary = attrs.evolve(self.summary, **changes)
+
+    async def _drive(self, shim: ShimRun, driver: Driver, resume: Resume, *first: Step) -> None:
+        """Run the agent's tasks until it has ended (or the daemon lets go), then settle."""
+        self._shim = shim
+        exit_code: int | None = None
         try:
-            await self._supervise(proc, driver)
+            await self._supervise(shim, driver, resume, first)
         finally:
             with trio.CancelScope(shield=True):
-                exit_code = await stop_process_group(proc, 0.0)
-                for stream in (proc.stdin, proc.stdout, proc.stderr):
-                    if stream is not None:
-                        await stream.aclose()
-            self._process = self._inbox = self._driver = None
-            self._publish_step(driver.exited())
+                if self._detaching:
+                    await shim.detach()
+                else:
+                    exit_code = await end_run(shim)
+                    if self.host.marks is not None:
+                        await self.host.marks.forget_marks(shim.mark_key(""))
+            self._shim = self._inbox = self._driver = None
+            if not self._detaching:
+                self._publish_step(driver.exited())
+        if exit_code is None:
+            return
         if self._stop_requested:
             new, reason = State.EXITED, "stopped"
         elif exit_code == 0:
             new, reason = State.EXITED, "exit status 0"
         elif self._interrupted:
             new, reason = State.EXITED, f"interrupted ({_exit_reason(exit_code)})"
+        elif shim.gone:
+            new, reason = State.FAILED, "its shim died; the agent was stopped"
         else:
             new, reason = State.FAILED, _exit_reason(exit_code)
         self._move(new, reason, exit_code=exit_code, ended_at=utc_timestamp(), pid=None)
 
-    async def _supervise(self, proc: trio.Process, driver: Driver) -> None:
-        """Run the process's tasks until it has ended and its output is read."""
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
+    async def _supervise(
+        self, shim: ShimRun, driver: Driver, resume: Resume, first: Sequence[Step]
+    ) -> None:
+        """Run the agent's tasks until it has ended and its output is read."""
         send, receive = trio.open_memory_channel[bytes | None](INPUT_QUEUE)
         self._inbox, self._driver = send, driver
-        self._perform(driver.start())
-        async with trio.open_nursery() as run:
-            run.start_soon(_write_input, proc.stdin, receive)
-            run.start_soon(self._watch_stall)
-            async with trio.open_nursery() as readers:
-                readers.start_soon(self._read_stdout, proc.stdout, driver)
-                readers.start_soon(self._read_stderr, proc.stderr)
-                await self._wait_exit(proc)
-                readers.cancel_scope.deadline = trio.current_time() + READER_GRACE_S
-            run.cancel_scope.cancel()
+        async with trio.open_nursery() as watching:
+            watching.start_soon(shim.serve_watch)
+            for step in first:
+                self._perform(step)
+            async with trio.open_nursery() as run:
+                run.start_soon(_write_input, shim, receive)
+                run.start_soon(self._watch_stall)
+                async with trio.open_nursery() as readers:
+                    readers.start_soon(self._read_stdout, shim, driver, resume.stdout)
+                    readers.start_soon(self._read_stderr, shim, resume.stderr)
+                    await self._wait_exit(shim)
+                    # The spools are complete once the agent has exited (the shim drained its
+                    # pipes): the readers end when they have read them, unless the daemon lets go.
+                    if self._detaching:
+                        readers.cancel_scope.cancel()
+                run.cancel_scope.cancel()
+            watching.cancel_scope.cancel()
 
-    async def _wait_exit(self, proc: trio.Process) -> None:
-        """Until the process exits, or a stop ends it (SIGTERM, grace, SIGKILL)."""
+    async def _wait_exit(self, shim: ShimRun) -> None:
+        """Until the agent exits, or a stop ends it (SIGTERM, grace, SIGKILL), or the daemon
+        lets go of it."""
         if not self._stop_requested:
             with trio.CancelScope() as self._wake:
-                await proc.wait()
+                await shim.wait_exit()
             self._wake = None
+        if self._detaching:
+            return
         timeout_s = self._stop_timeout_s
         if timeout_s is None:
             timeout_s = self.template.stop_timeout_s
-        await stop_process_group(proc, timeout_s)
+        await stop_run(shim, timeout_s)
 
     async def _watch_stall(self) -> None:
         """STALLED after ``idle_s`` without output; output moves the deadline (see _touch)."""
@@ -527,29 +680,40 @@ class Session:
         if self.state is State.STALLED:
             self._move(self._before_stall, "output")
 
-    async def _read_stdout(self, stream: trio.abc.ReceiveStream, driver: Driver) -> None:
-        async for batch in read_lines(stream):
+    async def _read_stdout(self, shim: ShimRun, driver: Driver, offset: int) -> None:
+        key = shim.mark_key("stdout")
+        async with shim.spool("stdout", offset) as stream:
+            await self._publish_stdout(stream, driver, key, offset)
+
+    async def _publish_stdout(
+        self, stream: trio.abc.ReceiveStream, driver: Driver, key: str, offset: int
+    ) -> None:
+        async for batch in read_lines(stream, offset=offset):
             self._touch()
             cut = batch.cut
             for index, line in enumerate(batch.lines):
                 step = driver.feed(line)
-                self._publish_step(step, CUT_NOTE if cut and index in cut else None)
+                note = CUT_NOTE if cut and index in cut else None
+                self._publish_step(step, note, mark=(key, batch.ends[index], 0))
                 if step.stdin and self._inbox is not None:
                     # The agent waits for this answer: wait for room rather than drop it.
                     await self._inbox.send(step.stdin)
                 self._signal(step)
             await self.host.hub.wait_writable()
 
-    async def _read_stderr(self, stream: trio.abc.ReceiveStream) -> None:
+    async def _read_stderr(self, shim: ShimRun, offset: int) -> None:
         hub, topic, sid = self.host.hub, self.topic, self.id
-        async for batch in read_lines(stream):
-            self._touch()
-            for index, line in enumerate(batch.lines):
-                data = {"line": line}
-                if index in batch.cut:
-                    data["note"] = CUT_NOTE
-                hub.publish(topic, "stderr", data, sid)
-            await hub.wait_writable()
+        key = shim.mark_key("stderr")
+        async with shim.spool("stderr", offset) as stream:
+            async for batch in read_lines(stream, offset=offset):
+                self._touch()
+                for index, line in enumerate(batch.lines):
+                    data = {"line": line}
+                    if index in batch.cut:
+                        data["note"] = CUT_NOTE
+                    mark = SpoolMark(key, batch.ends[index], 0)
+                    hub.publish(topic, "stderr", data, sid, mark)
+                await hub.wait_writable()
 
     def _perform(self, step: Step) -> None:
         """Carry out a step asked for outside the stdout reader: publish, write, signal."""
@@ -561,17 +725,22 @@ class Session:
         self._signal(step)
 
     def _signal(self, step: Step) -> None:
-        if step.signal is None or self._process is None:
+        if step.signal is None or self._shim is None:
             return
         if step.signal == "SIGINT":
             self._interrupted = True
-        signal_group(self._process, signal.Signals[step.signal])
+        signal_group(self._shim.agent_pid, signal.Signals[step.signal])
 
-    def _publish_step(self, step: Step, note: str | None = None) -> None:
+    def _publish_step(
+        self, step: Step, note: str | None = None, mark: tuple[str, int, int] | None = None
+    ) -> None:
         """Publish a step's events, and take what they tell about the session.
 
         Usage and the turn's outcome go into the summary first, so that the state change the
-        same step makes (a turn's end: WAITING) announces them.
+        same step makes (a turn's end: WAITING) announces them. ``mark`` (spool key, line end,
+        index of the first event) says which spool line the events were made from: each is
+        kept with its place in it, so that a daemon killed at any point neither loses nor
+        repeats one (DESIGN §11).
         """
         changes: dict[str, Any] = {}
         if step.usage is not None:
@@ -582,9 +751,10 @@ class Session:
             self.summary = attrs.evolve(self.summary, **changes)
         announced = False
         hub, topic, sid = self.host.hub, self.topic, self.id
-        for event in step.events:
+        for index, event in enumerate(step.events):
             data = event.data if note is None else {**event.data, "note": note}
-            hub.publish(topic, event.kind, data, sid)
+            spool = None if mark is None else SpoolMark(mark[0], mark[1], mark[2] + index)
+            hub.publish(topic, event.kind, data, sid, spool)
             if event.state or event.agent_session_id:
                 announced |= self._apply(event.state, event.reason, event.agent_session_id)
         if step.state is not None:
@@ -607,18 +777,16 @@ class Session:
         return False
 
 
-async def _write_input(
-    stdin: trio.abc.SendStream, inbox: trio.MemoryReceiveChannel[bytes | None]
-) -> None:
-    """Write queued input to the agent's stdin until the queue closes, the agent's end does,
-    or the driver closes it (``None``)."""
+async def _write_input(shim: ShimRun, inbox: trio.MemoryReceiveChannel[bytes | None]) -> None:
+    """Write queued input to the agent's stdin (through its shim) until the queue closes, the
+    agent's end does, or the driver closes it (``None``)."""
     async with inbox:
         async for data in inbox:
-            if data is None:
-                await stdin.aclose()
-                return
             try:
-                await stdin.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if data is None:
+                    await shim.close_stdin()
+                    return
+                await shim.write(data)
+            except (trio.BrokenResourceError, ShimGone):
                 log.info("stdin closed by the agent; input dropped")
                 return

@@ -15,9 +15,11 @@ store). A hook from a supervised claude session joins that session's topic.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import attrs
@@ -51,7 +53,10 @@ from hived.core.sessions import (
 from hived.hub import Hub
 from hived.observed import ObservedSessions, Recall
 from hived.process import REAP_BUDGET_S
-from hived.session import Host, Launch, Session, signal_name
+from hived.session import Attach, Host, Launch, Marks, Session, signal_name
+from hived.shimrun import SHIMS_DIR, find_shims, read_launch
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Caller], Awaitable[Any]]
 
@@ -87,18 +92,25 @@ class Supervisor:
         hub: Hub,
         recorder: SessionRecorder | None = None,
         recall: Recall | None = None,
+        marks: Marks | None = None,
+        kept: Callable[[str], SessionSummary | None] | None = None,
     ) -> None:
         """``recorder`` keeps the summaries; ``recall`` finds a kept observed session of an
-        earlier run (both the store, in the daemon)."""
+        earlier run; ``marks`` keeps how far the kept events go into each agent's output;
+        ``kept`` finds a session by id (all four the store, in the daemon)."""
         self._config = config
         self._hub = hub
         self._recorder = recorder
+        self._marks = marks
+        self._kept = kept
         self._sessions: dict[str, Session] = {}
         self._by_agent_id: dict[str, Session] = {}
         self._numbers: dict[str, int] = {}
         self._host: Host | None = None
         """What the sessions use of the supervisor; made by :meth:`serve`, with its nursery."""
         self._draining = False
+        self.unaccounted: list[str] = []
+        """Shims found at start that no session of the store accounts for: left running."""
         self.observed = ObservedSessions(hub, config.hooks, self._announce, self._join, recall)
 
     # -- the service ------------------------------------------------------------------------
@@ -107,14 +119,56 @@ class Supervisor:
         """Run the sessions (and start the templates' ``autostart`` ones) until cancelled."""
         async with trio.open_nursery() as nursery:
             self._host = Host(
-                self._hub, nursery, self._announce, self._record, self._learned_agent_id
+                self._hub,
+                nursery,
+                self._announce,
+                self._record,
+                self._learned_agent_id,
+                shims=self.shims_dir,
+                marks=self._marks,
             )
             nursery.start_soon(self.observed.serve_idle_watch)
+            await self._take_up_runs()
             for agent, template in self._config.agents.items():
                 for _ in range(template.autostart):
                     self._create(agent, template, prompt=None, args=(), cwd=None, name=None)
             task_status.started()
             await trio.sleep_forever()
+
+    @property
+    def shims_dir(self) -> Path:
+        return Path(self._config.state.dir) / SHIMS_DIR
+
+    async def _take_up_runs(self) -> None:
+        """Take up the agents an earlier daemon run left running under their shims."""
+        for run_dir, run in await find_shims(self.shims_dir):
+            session_id = run_dir.name
+            kept = None if self._kept is None else self._kept(session_id)
+            template = None if kept is None else self._config.agents.get(kept.agent)
+            if kept is None or template is None or kept.launch is None or run is None:
+                why = (
+                    "its shim does not answer"
+                    if run is None
+                    else "no session of this store"
+                    if kept is None
+                    else f"its template {kept.agent!r} is gone"
+                    if template is None
+                    else "its launch was not kept"
+                )
+                log.warning("shim %s: left alone: %s", run_dir, why)
+                self.unaccounted.append(f"{run_dir}: {why}")
+                if run is not None:
+                    await run.detach()
+                continue
+            try:
+                launch = await read_launch(run_dir)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("shim %s: left alone: unreadable %s (%r)", run_dir, exc)
+                self.unaccounted.append(f"{run_dir}: unreadable launch")
+                await run.detach()
+                continue
+            session = self._hold(kept, template, Launch.from_json(kept.launch, template.env))
+            session.attach(Attach(run, launch))
 
     def reload(self, config: Config) -> None:
         """New templates apply to sessions started from now on; running ones keep theirs."""
@@ -134,6 +188,16 @@ class Supervisor:
         for session in stopping:
             session.request_stop(min(session.template.stop_timeout_s, grace_s))
         for session in stopping:
+            await session.done.wait()
+
+    async def detach(self) -> None:
+        """Let go of every session without ending its agent (each stays under its shim, for
+        the next daemon to take up); the daemon restarts. Nothing starts afterwards."""
+        self._draining = True
+        live = [s for s in self._sessions.values() if not s.done.is_set()]
+        for session in live:
+            session.request_detach()
+        for session in live:
             await session.done.wait()
 
     # -- reading ------------------------------------------------------------------------------

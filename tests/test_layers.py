@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -23,6 +24,8 @@ LAYERS: Final = (
         "hived.history",
         "hived.orphans",
         "hived.process",
+        "hived.shim",
+        "hived.shimrun",
         "hived.client",
     ),
     ("hived.store", "hived.observed", "hived.session", "hived.supervisor", "hived.server"),
@@ -103,6 +106,13 @@ def test_imports_point_down(path: Path) -> None:
             target = layer_of(imported)
             assert target is not None, f"{name} imports {imported}, which has no layer"
             assert target <= own, f"{name} (layer {own}) imports {imported} (layer {target})"
+
+
+def test_the_shim_needs_nothing_but_the_standard_library() -> None:
+    # It runs alone (python -m hived.shim), outliving the daemon: no hived module, no package.
+    path = ROOT / "shim.py"
+    imported = {name.split(".")[0] for name in runtime_imports(ast.parse(path.read_text()))}
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
 
 
 def test_the_checker_catches_an_upward_import() -> None:

@@ -100,6 +100,17 @@ async def test_a_long_line_is_cut_at_once_and_its_rest_dropped_up_to_the_newline
     assert batches[1] == Lines(["next"])
 
 
+async def test_each_line_says_the_offset_after_it_counted_from_where_the_stream_began() -> None:
+    stream = Chunks(b"ab\r\nc", b"d\n", b"0123456789abc", b"tail\nlast")
+    batches = [b async for b in read_lines(stream, limit=10, offset=100)]
+    lines = [line for b in batches for line in b.lines]
+    ends = [end for b in batches for end in b.ends]
+    assert lines == ["ab", "cd", "0123456789", "last"]
+    # "ab\r\n" ends at 104, "cd\n" at 107; the long line is cut where the limit was passed;
+    # "last" has no newline and ends with the stream.
+    assert ends == [104, 107, 120, 129]
+
+
 async def test_a_long_line_inside_one_chunk_is_cut_and_the_next_line_kept() -> None:
     batches = await collect(Chunks(b"short\n" + b"x" * 25 + b"\nafter\n"), limit=10)
     assert batches == [Lines(["short", "x" * 10, "after"], frozenset({1}))]

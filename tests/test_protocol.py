@@ -30,6 +30,7 @@ from hived.core.protocol import (
     ConfigReload,
     ConnectionKick,
     Connections,
+    DaemonRestart,
     DaemonStop,
     Hello,
     HelloOutcome,
@@ -127,6 +128,7 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
     ),
     ('{"type": "config.reload"}', ConfigReload()),
     ('{"type": "daemon.stop", "id": "stop"}', DaemonStop(id="stop")),
+    ('{"type": "daemon.restart"}', DaemonRestart()),
     ('{"type": "ping", "id": 0}', Ping(id=0)),
     ('{"type": "agents", "id": 5}', Agents(id=5)),
 ]
@@ -478,7 +480,10 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
             "session.start", "session.input", "session.approve", "session.answer",
             "session.interrupt", "session.stop", "session.restart", "session.resume",
         },
-        "admin": {"status", "connections", "connection.kick", "config.reload", "daemon.stop"},
+        "admin": {
+            "status", "connections", "connection.kick", "config.reload", "daemon.stop",
+            "daemon.restart",
+        },
     }  # fmt: skip
     assert by_role["admin"] == ADMIN_ONLY
 

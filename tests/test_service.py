@@ -133,7 +133,7 @@ def test_service_unit_is_what_issue_7_asks_for() -> None:
         "Type": "notify",
         "ExecStart": "/usr/bin/hived --config /etc/hived/hived.toml",
         "ExecReload": "/bin/kill -HUP $MAINPID",
-        "KillMode": "mixed",
+        "KillMode": "process",  # agents outlive a crash of hived (issue 13)
         "Restart": "on-failure",
         "RestartPreventExitStatus": "78",
         "User": "hived",

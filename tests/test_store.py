@@ -24,6 +24,7 @@ from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
 from hived.store import Store, schema, sql
 from hived.store.lock import StateLock
+from hived.store.schema import SCHEMA_VERSION
 
 DEADLINE_S = 10.0
 
@@ -151,7 +152,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_sessions(state: StateConfig
     finally:
         store.close()
     with sqlite3.connect(directory / "hived.db") as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_a_store_from_a_newer_hived_is_refused(state: StateConfig) -> None:

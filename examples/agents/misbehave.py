@@ -4,9 +4,10 @@
 misbehave.py ignore-term     ignore SIGTERM, start a grandchild that ignores it too, print
                              "pid <own pid> <grandchild pid>", then sleep forever
 misbehave.py exit CODE       exit at once with CODE
-misbehave.py flood N [--jsonl]
-                             print N lines of about LINE_BYTES bytes as fast as possible
-                             ("line <i> " padded with dots, or JSON objects), then exit 0
+misbehave.py flood N [--jsonl] [--rate R]
+                             print N lines of about LINE_BYTES bytes as fast as possible, or
+                             R lines a second ("line <i> " padded with dots, or JSON objects),
+                             then exit 0
 misbehave.py bigline BYTES   print one line of BYTES bytes (plus its newline), then "after"
 misbehave.py garbage         print invalid UTF-8, and a last line without a newline
 misbehave.py sleep           print "ready", then sleep until killed
@@ -54,9 +55,13 @@ def grandchild() -> None:
     sleep_forever()
 
 
-def flood(count: int, jsonl: bool) -> None:
+def flood(count: int, jsonl: bool, rate: float = 0.0) -> None:
     out = sys.stdout.buffer
+    started = time.monotonic()
     for i in range(count):
+        if rate and i % 100 == 0:
+            out.flush()
+            time.sleep(max(started + i / rate - time.monotonic(), 0))
         if jsonl:
             head = json.dumps({"type": "flood", "i": i, "pad": ""})[:-2]
             line = head + "." * max(LINE_BYTES - len(head) - 3, 0) + '"}\n'
@@ -93,6 +98,7 @@ def main() -> None:
     flood_parser = commands.add_parser("flood")
     flood_parser.add_argument("count", type=int)
     flood_parser.add_argument("--jsonl", action="store_true")
+    flood_parser.add_argument("--rate", type=float, default=0.0)
     commands.add_parser("bigline").add_argument("size", type=int)
     commands.add_parser("garbage")
     commands.add_parser("sleep")
@@ -106,7 +112,7 @@ def main() -> None:
         case "exit":
             sys.exit(args.code)
         case "flood":
-            flood(args.count, args.jsonl)
+            flood(args.count, args.jsonl, args.rate)
         case "bigline":
             bigline(args.size)
         case "garbage":

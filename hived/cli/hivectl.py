@@ -67,7 +67,7 @@ exit status: 0 ok, 1 hived answered with an error or closed the connection,
 
 AMBIGUOUS_SHOWN: Final = 5
 ENDED_STATES: Final = frozenset({"EXITED", "FAILED", "FATAL", "LOST"})
-ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown"})
+ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown", "daemon"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     kick.add_argument("id", metavar="ID", type=int)
     kick.add_argument("--reason", help="told to the client in the close frame")
     command("reload", "re-read the config file (like SIGHUP)")
-    command("shutdown", "stop the daemon gracefully")
+    command("shutdown", "stop the daemon gracefully, and its agents")
+    command(
+        "daemon", "daemon restart: restart hived in place, its agents left running (an upgrade)"
+    ).add_argument("action", choices=["restart"])
     command("hook", "post a Claude Code hook payload from stdin (always exits 0)")
     return parser
 
@@ -453,6 +456,12 @@ async def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> i
     return EXIT_OK if result.get("reloaded") else EXIT_REMOTE
 
 
+async def cmd_daemon(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("daemon.restart")
+    out.data(result, lambda: "hived is restarting; its agents go on")
+    return EXIT_OK
+
+
 async def cmd_shutdown(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = await client.request("daemon.stop")
     out.data(result, lambda: "hived is stopping")
@@ -480,6 +489,7 @@ COMMANDS: Final[
     "kick": cmd_kick,
     "reload": cmd_reload,
     "shutdown": cmd_shutdown,
+    "daemon": cmd_daemon,
 }
 
 

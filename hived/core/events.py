@@ -84,6 +84,17 @@ class Usage:
 
 
 @attrs.frozen
+class SpoolMark:
+    """How far into an agent's spool the events of a session go: the event it rides on is the
+    ``index``-th (from 0) of those made from the spool line that ends at ``offset``."""
+
+    key: str
+    """The spool: ``<session id>/<agent pid>/<stdout|stderr>``."""
+    offset: int
+    index: int
+
+
+@attrs.frozen
 class AgentEvent:
     """What a parser makes of one line of agent output (before it has a topic and a seq)."""
 

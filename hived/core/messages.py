@@ -277,6 +277,13 @@ class DaemonStop(BaseRequest):
 
 
 @attrs.frozen
+class DaemonRestart(BaseRequest):
+    """Restart the daemon, after replying, leaving every agent running (an upgrade)."""
+
+    type: ClassVar[str] = "daemon.restart"
+
+
+@attrs.frozen
 class Agents(BaseRequest):
     """List the agent templates sessions can be started from."""
 
@@ -309,6 +316,7 @@ Request = (
     | ConnectionKick
     | ConfigReload
     | DaemonStop
+    | DaemonRestart
     | Ping
     | Agents
 )

@@ -40,6 +40,7 @@ from hived.core.messages import (
     ConfigReload,
     ConnectionKick,
     Connections,
+    DaemonRestart,
     DaemonStop,
     Hello,
     Ping,
@@ -72,6 +73,7 @@ __all__ = [
     "ConfigReload",
     "ConnectionKick",
     "Connections",
+    "DaemonRestart",
     "DaemonStop",
     "Hello",
     "Ping",
@@ -157,6 +159,7 @@ ROLE_REQUIRED: Final[Mapping[str, str]] = {
     "connection.kick": "admin",
     "config.reload": "admin",
     "daemon.stop": "admin",
+    "daemon.restart": "admin",
 }
 """The lowest role that may send each request type."""
 

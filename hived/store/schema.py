@@ -76,6 +76,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX sessions_state ON sessions (state, started_at);
     CREATE INDEX sessions_name ON sessions (name, started_at);
     """,
+    # 2 → 3: how far into each agent's spool the kept events go (DESIGN §11: the shim).
+    """
+    CREATE TABLE spool_marks (
+        key TEXT PRIMARY KEY,
+        offset INTEGER NOT NULL,
+        idx INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 """Forward migrations; see the module docstring."""
 

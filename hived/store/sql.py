@@ -25,7 +25,7 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from hived.core.events import Event
+from hived.core.events import Event, SpoolMark
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,10 @@ def write_batch(
     conn: sqlite3.Connection,
     events: Sequence[tuple[Event, str]],
     sessions: Sequence[SessionSummary],
+    marks: Sequence[SpoolMark] = (),
 ) -> dict[str, int]:
-    """Insert ``events`` and upsert ``sessions`` in one transaction; the last seq per topic.
+    """Insert ``events``, upsert ``sessions`` and the spool ``marks`` (in event order: the last
+    of a spool wins) in one transaction; the last seq per topic.
 
     Raises ``sqlite3.Error`` with nothing written. An event whose (topic, seq) is already
     stored (a bug upstream; it can never be stored) is skipped with an error in the log, so
@@ -134,10 +136,10 @@ def write_batch(
             seqs[1] = event.seq
     _rollback(conn)
     try:
-        _write(conn, _INSERT_EVENT, rows, ranges, sessions)
+        _write(conn, _INSERT_EVENT, rows, ranges, sessions, marks)
     except sqlite3.IntegrityError:
         _rollback(conn)
-        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions)
+        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions, marks)
         log.error("store: %d events were already stored and are skipped", len(rows) - inserted)
     return {topic: seqs[1] for topic, seqs in ranges.items()}
 
@@ -148,6 +150,7 @@ def _write(
     rows: list[tuple[str, int, str, str, str | None, str]],
     ranges: dict[str, list[int]],
     sessions: Sequence[SessionSummary],
+    marks: Sequence[SpoolMark],
 ) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -157,11 +160,30 @@ def _write(
         )
         if sessions:
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])
+        if marks:
+            conn.executemany(_UPSERT_MARK, [(m.key, m.offset, m.index) for m in marks])
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)
         raise
     return inserted
+
+
+_UPSERT_MARK: Final = (
+    "INSERT INTO spool_marks (key, offset, idx) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET offset = excluded.offset, idx = excluded.idx"
+)
+
+
+def select_mark(conn: sqlite3.Connection, key: str) -> SpoolMark | None:
+    """The committed mark of one spool, or None."""
+    row = conn.execute("SELECT offset, idx FROM spool_marks WHERE key = ?", (key,)).fetchone()
+    return None if row is None else SpoolMark(key, int(row[0]), int(row[1]))
+
+
+def delete_marks(conn: sqlite3.Connection, prefix: str) -> None:
+    """Forget the marks of a run whose spool is gone (``<session id>/<agent pid>/``)."""
+    conn.execute("DELETE FROM spool_marks WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
 
 
 def read_frames(
@@ -202,13 +224,15 @@ def _live_state_params() -> tuple[str, list[str]]:
 
 
 def recover_sessions(
-    conn: sqlite3.Connection, ended_at: str, reason: str
+    conn: sqlite3.Connection, ended_at: str, reason: str, held: Collection[str] = ()
 ) -> list[tuple[SessionSummary, SessionSummary]]:
-    """Mark every session recorded as live LOST; each one as it was and as it is now."""
+    """Mark every session recorded as live LOST, but those ``held`` (their agents still run
+    under their shims: the supervisor takes them up); each one as it was and as it is now."""
     marks, states = _live_state_params()
     rows = conn.execute(
         f"SELECT id, record FROM sessions WHERE state IN ({marks})", states
     ).fetchall()
+    rows = [row for row in rows if row[0] not in held]
     recovered = []
     broken = []
     for session_id, record in rows:

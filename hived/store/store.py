@@ -18,7 +18,7 @@ import trio
 
 from hived.core.config import Config, StateConfig
 from hived.core.errors import StoreError
-from hived.core.events import Event, session_topic, utc_timestamp
+from hived.core.events import Event, SpoolMark, session_topic, utc_timestamp
 from hived.core.logtext import printable
 from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
@@ -108,6 +108,7 @@ class Store:
         *,
         connect: schema.Connect = schema.connect,
         max_pending: int = MAX_PENDING_EVENTS,
+        held: Collection[str] = (),
     ) -> Store:
         """Open (or create) the store in ``state.dir``; raise StoreError if it cannot be used.
 
@@ -117,6 +118,7 @@ class Store:
         Then continues the seq counters, marks sessions recorded as live LOST, and notes which
         of their processes still run (for :meth:`reap_orphans`). ``connect`` opens each SQLite
         connection; ``max_pending`` is the backpressure bound (see :meth:`wait_writable`).
+        Sessions ``held`` (their agents run on under their shims) are left as they are.
         """
         directory = Path(state.dir)
         schema.prepare_dir(directory)
@@ -126,7 +128,7 @@ class Store:
             writer = schema.open_database(path, connect)
             try:
                 topics = sql.load_topics(writer)
-                recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON)
+                recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON, held)
             except sqlite3.Error as exc:
                 writer.close()
                 raise StoreError(schema.describe_open_error(path, exc)) from exc
@@ -201,9 +203,10 @@ class Store:
         """The last seq of every topic (kept or recorded), to continue the hub's counters."""
         return dict(self._last)
 
-    def record(self, event: Event, frame: str) -> None:
-        """Queue one event for the writer; never blocks. ``frame`` is encode_event(event)."""
-        self._batches.add_event(event, frame)
+    def record(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
+        """Queue one event for the writer; never blocks. ``frame`` is encode_event(event);
+        ``mark`` (an event made from an agent's spool) is committed with it."""
+        self._batches.add_event(event, frame, mark)
         topic = event.topic
         if topic not in self._first:
             self._first[topic] = event.seq
@@ -355,6 +358,14 @@ class Store:
             if summary.observed and summary.agent_session_id == agent_session_id:
                 return summary
         return None
+
+    async def spool_mark(self, key: str) -> SpoolMark | None:
+        """The committed mark of one agent spool (see :class:`~hived.store.sql.SpoolMark`)."""
+        return await self._batches.run(sql.select_mark, key)
+
+    async def forget_marks(self, prefix: str) -> None:
+        """Drop the marks of a run whose spool is gone (``<session id>/<agent pid>/``)."""
+        await self._batches.run(sql.delete_marks, prefix)
 
     def get_session(self, session_id: str) -> SessionSummary | None:
         """One session's latest summary (queued or kept), or None."""

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from hived.core.events import Event, utc_timestamp
+from hived.core.events import Event, SpoolMark, utc_timestamp
 from hived.core.sessions import SessionSummary
 from hived.store import sql
 
@@ -63,12 +63,17 @@ class BatchWriter:
         self._inflight: list[tuple[Event, str]] = []
         self._inflight_sessions: dict[str, SessionSummary] = {}
         self._inflight_since: float | None = None
+        self._marks: dict[tuple[str, int], SpoolMark] = {}
+        """Spool marks of queued and in-flight events, by (topic, seq): each is committed in
+        the transaction that commits its event (DESIGN §11)."""
         self._nudge = trio.Event()
         self._writable: trio.Event | None = None
         self._retry_s = interval_s
 
-    def add_event(self, event: Event, frame: str) -> None:
-        """Queue one event; never blocks."""
+    def add_event(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
+        """Queue one event (and the spool position it stands for); never blocks."""
+        if mark is not None:
+            self._marks[(event.topic, event.seq)] = mark
         if self._queue_since is None:
             self._queue_since = time.monotonic()
         self._queue.append((event, frame))
@@ -158,12 +163,14 @@ class BatchWriter:
             if self._queue_since is None:
                 return True
             self._take_batch()
+            marks = self._marks_of(self._inflight)
             try:
                 committed = await trio.to_thread.run_sync(
                     sql.write_batch,
                     self._conn,
                     self._inflight,
                     list(self._inflight_sessions.values()),
+                    list(marks.values()),
                 )
             except sqlite3.Error as exc:
                 self._requeue()
@@ -172,8 +179,21 @@ class BatchWriter:
             except BaseException:
                 self._requeue()
                 raise
+            for key in marks:
+                del self._marks[key]
             self._write_succeeded(committed)
             return True
+
+    def _marks_of(self, events: list[tuple[Event, str]]) -> dict[tuple[str, int], SpoolMark]:
+        marks = self._marks
+        if not marks:
+            return {}
+        found = {}
+        for event, _ in events:
+            key = (event.topic, event.seq)
+            if key in marks:
+                found[key] = marks[key]
+        return found
 
     def _take_batch(self) -> None:
         self._inflight_since = self._queue_since

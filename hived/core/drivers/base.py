@@ -29,6 +29,13 @@ from hived.core.events import AgentEvent, Usage
 RequestKind = Literal["permission", "question", "elicitation"]
 REQUEST_KINDS: Final[frozenset[str]] = frozenset({"permission", "question", "elicitation"})
 
+REASONS: Final[Mapping[str, str]] = {
+    "permission": "permission_request",
+    "question": "question",
+    "elicitation": "elicitation",
+}
+"""A pending request's kind → the reason of the WAITING state it puts its session in."""
+
 WORKING: Final = "WORKING"
 WAITING: Final = "WAITING"
 

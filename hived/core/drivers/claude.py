@@ -29,6 +29,7 @@ import orjson
 
 from hived.core.drivers.base import (
     NOTHING,
+    REASONS,
     WAITING,
     WORKING,
     Answer,
@@ -64,13 +65,6 @@ _TURN_ERRORS: Final = {
 }
 """``terminal_reason`` or ``result`` subtypes of failed turns → hived's ``last_turn.error``; the
 others (``api_error``, ``prompt_too_long``, ``error_during_execution``) keep their names."""
-
-_REASONS: Final = {
-    "permission": "permission_request",
-    "question": "question",
-    "elicitation": "elicitation",
-}
-"""A pending request's kind → the WAITING state's reason."""
 
 
 def _line(obj: JsonObject) -> bytes:
@@ -207,7 +201,7 @@ class ClaudeDriver:
             kind="permission_request",
             data=pending.data,
             state=WAITING,
-            reason=_REASONS[pending.kind],
+            reason=REASONS[pending.kind],
             agent_session_id=as_str(obj.get("session_id")),
         )
         return Step(events=[event])

@@ -1,0 +1,193 @@
+"""Agents outlive the daemon: each run is held by its shim (DESIGN §11).
+
+A daemon killed with SIGKILL, at any point, leaves its agents running; the next daemon takes
+them up, and everything they printed meanwhile arrives once, in order, with the topic's seq
+going on. A graceful stop (SIGTERM) still ends every agent.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+from typing import Any
+
+import pytest
+import trio
+
+from hived.client import Client, connect
+from tests.e2e.harness import (
+    DEADLINE_S,
+    SECRETS,
+    Launcher,
+    RunningDaemon,
+    agent_toml,
+    process_alive,
+)
+from tests.e2e.test_crash import kill_shim
+from tests.e2e.test_real_claude import Watch, store_committed
+
+pytestmark = pytest.mark.e2e
+
+LINE = re.compile(r"^line (\d+) ")
+
+
+async def summary(client: Client, session: str) -> dict[str, Any]:
+    listed = await client.request("sessions", all=True)
+    return next(s for s in listed["sessions"] if s["id"] == session)
+
+
+async def all_events(client: Client, session: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while True:
+        since = events[-1]["seq"] if events else 0
+        page = await client.request("session.events", session=session, since=since, limit=10000)
+        if not page["events"]:
+            return events
+        events += page["events"]
+
+
+async def wait_state(client: Client, session: str, *states: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    with trio.move_on_after(60):
+        while True:
+            found = await summary(client, session)
+            if found["state"] in states:
+                return found
+            await trio.sleep(0.05)
+    raise AssertionError(f"session {session} never reached {states}: {found}")
+
+
+def assert_lines_once_in_order(events: list[dict[str, Any]], count: int) -> None:
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), "seq has a gap or a repeat"
+    numbers = [int(m.group(1)) for e in events if e["kind"] == "text"
+               if (m := LINE.match(e["data"]["line"]))]  # fmt: skip
+    assert numbers == list(range(count)), (
+        f"{len(numbers)} lines, {len(set(numbers))} distinct, first bad at "
+        f"{next((i for i, n in enumerate(numbers) if n != i), None)}"
+    )
+
+
+async def restart(hived: Launcher, config: str, port: int, daemon: RunningDaemon) -> RunningDaemon:
+    await daemon.kill()
+    return await hived.start(config, port=port)
+
+
+async def test_three_agents_mid_turn_outlive_a_kill_9_and_go_on(hived: Launcher) -> None:
+    body = agent_toml(
+        "ticker", "misbehave.py", "flood", "3000", "--rate", "400", extra='restart = "no"'
+    )
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        tickers = [(await client.request("session.start", agent="ticker"))["session"]]
+        tickers.append((await client.request("session.start", agent="ticker"))["session"])
+        claude = await client.request("session.start", agent="claude", prompt="ask permission")
+        watch = Watch(await client.subscribe(f"session/{claude['session']}", since=0))
+        request = await watch.kind("permission_request")
+        pids = {s: (await summary(client, s))["pid"] for s in [*tickers, claude["session"]]}
+    # What the store has kept is what the next daemon knows was seen (the burst test below
+    # kills without waiting); the request must be among it to be asked again.
+    await store_committed(daemon.admin_url)
+    daemon = await restart(hived, config, port, daemon)
+
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        for session, pid in pids.items():
+            now = await summary(client, session)
+            assert now["pid"] == pid, "the same agent process goes on"
+            assert process_alive(pid) or now["state"] == "EXITED", now
+        waiting = await wait_state(client, claude["session"], "WAITING")
+        assert waiting["reason"] == "permission_request"
+        # The request is asked again, and can be answered: the turn completes.
+        events = await all_events(client, claude["session"])
+        again = [e for e in events if e["kind"] == "permission_request"]
+        assert again[-1]["data"]["request_id"] == request["data"]["request_id"]
+        assert again[-1]["data"]["asked_again"] is True
+        await client.request(
+            "session.approve",
+            session=claude["session"],
+            request_id=request["data"]["request_id"],
+            allow=True,
+        )
+        watch = Watch(await client.subscribe(f"session/{claude['session']}"))
+        await watch.kind("result")
+        for session in tickers:
+            await wait_state(client, session, "EXITED")
+            assert_lines_once_in_order(await all_events(client, session), 3000)
+        await client.request("session.stop", session=claude["session"])
+
+
+async def test_kill_9_at_random_points_of_a_long_burst_loses_and_repeats_nothing(
+    hived: Launcher,
+) -> None:
+    count, kills = 60_000, 12
+    body = agent_toml(
+        "burst", "misbehave.py", "flood", str(count), "--rate", "4000", extra='restart = "no"'
+    )
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="burst"))["session"]
+    rng = random.Random(13)
+    for _ in range(kills):
+        await trio.sleep(rng.uniform(0.05, 0.8))  # a random point of the burst to kill at
+        daemon = await restart(hived, config, port, daemon)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        await wait_state(client, session, "EXITED")
+        assert_lines_once_in_order(await all_events(client, session), count)
+
+
+async def test_a_graceful_stop_still_ends_every_agent(hived: Launcher) -> None:
+    body = agent_toml("sleeper", "misbehave.py", "sleep", extra='restart = "no"')
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        sessions = [(await client.request("session.start", agent="sleeper"))["session"]]
+        sessions.append((await client.request("session.start", agent="sleeper"))["session"])
+        pids = [(await summary(client, s))["pid"] for s in sessions]
+    daemon.send_signal(signal.SIGTERM)
+    assert await daemon.wait_exit() == 0
+    assert not any(process_alive(pid) for pid in pids)
+    assert not list((hived.tmp_path / "state" / "shims").iterdir())
+    with trio.fail_after(DEADLINE_S):
+        daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        for session in sessions:
+            assert (await summary(client, session))["state"] == "EXITED"
+
+
+async def test_daemon_restart_keeps_the_agents_and_their_output(hived: Launcher) -> None:
+    body = agent_toml(
+        "ticker", "misbehave.py", "flood", "4000", "--rate", "500", extra='restart = "no"'
+    )
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="ticker"))["session"]
+        pid = (await summary(client, session))["pid"]
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        assert await admin.request("daemon.restart") == {"restarting": True}
+    daemon.notifications.clear()
+    await daemon.wait_notified("READY=1")  # the same process, started again
+    assert daemon.proc.poll() is None
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        now = await summary(client, session)
+        assert (now["pid"], now["state"]) == (pid, "RUNNING")
+        await wait_state(client, session, "EXITED")
+        assert_lines_once_in_order(await all_events(client, session), 4000)
+
+
+async def test_an_agent_whose_shim_dies_is_stopped_and_its_session_says_why(
+    hived: Launcher,
+) -> None:
+    body = agent_toml("sleeper", "misbehave.py", "sleep", extra='restart = "no"')
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="sleeper"))["session"]
+        pid = (await summary(client, session))["pid"]
+        await kill_shim(hived.tmp_path / "state", session)
+        failed = await wait_state(client, session, "FAILED")
+        assert failed["reason"] == "its shim died; the agent was stopped"
+        await daemon.wait_for(lambda: not process_alive(pid), "the agent to be stopped")
