@@ -247,7 +247,7 @@ async def test_signal_group_reaches_the_group_and_reports_when_it_is_gone() -> N
     assert proc.stdout is not None
     with trio.fail_after(10):
         assert await first_line(proc) == "ready"
-        assert signal_group(proc, signal.SIGINT)
+        assert signal_group(proc.pid, signal.SIGINT)
         await proc.wait()
     assert proc.returncode == -signal.SIGINT
-    assert not signal_group(proc, signal.SIGINT)
+    assert not signal_group(proc.pid, signal.SIGINT)

@@ -4,14 +4,16 @@ The binary is the pinned one tests/realagents/install_claude.sh puts in ``.agent
 installs it); the model is tests/realagents/anthropic_standin.py, which replies from a script by
 keyword. One session goes through what a person does with an agent: a prompt, a tool that asks
 permission (allowed from hivectl, then denied), a question answered, an API error, an
-interrupt; then the daemon is killed, started again, and the session resumed with one command:
-its conversation goes on, and the cost hived shows is the agent's own last figure.
+interrupt; then the daemon is killed and started again: the agent goes on under its shim and
+takes the next prompt; after a graceful stop, the session is resumed with one command: its
+conversation goes on, and the cost hived shows is the agent's own last figure.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -111,6 +113,20 @@ async def store_committed(admin_url: str) -> None:
     raise AssertionError(f"the store still has work after {DEADLINE_S} s: {store}")
 
 
+async def summary_when(
+    client: Client, session: str, condition: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll the session's summary until ``condition`` holds, under a deadline."""
+    seen: dict[str, Any] = {}
+    with trio.move_on_after(DEADLINE_S):
+        while True:
+            seen = await summary(client, session)
+            if condition(seen):
+                return seen
+            await trio.sleep(0.05)
+    raise AssertionError(f"session {session} never got there; last seen: {seen}")
+
+
 async def summary(client: Client, session: str) -> dict[str, Any]:
     listed = await client.request("sessions", all=True)
     return next(s for s in listed["sessions"] if s["id"] == session)
@@ -208,27 +224,44 @@ async def test_a_real_claude_session_from_first_prompt_to_resume_after_a_crash(
         )
         assert before_crash["usage"]["turns"] == 6
         agent_id = before_crash["agent_session_id"]
-    # kill -9 loses what the store has not committed (its sync interval); let that pass first,
-    # so that the kept summary is the one seen (that window is issue-sized work of its own).
-    await store_committed(daemon.admin_url)
     await daemon.kill()
 
-    # A new daemon: the session was running, so it is LOST; one command resumes it.
+    # A new daemon: the agent outlived the old one under its shim, and goes on.
     daemon = await hived.start(config, port=port)
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
-        assert (await summary(client, session))["state"] == "LOST"
         watch = Watch(await client.subscribe(f"session/{session}"))
-        resumed = await trio.to_thread.run_sync(hivectl, port, "resume", session, "once again")
-        assert resumed.returncode == 0, resumed.stderr
-        again = await watch.kind("result")
-        assert again["data"]["result"] == "Hi again"
+        # It catches up on what the old daemon had not stored, then waits as it did.
+        taken_up = await summary_when(client, session, lambda s: s["state"] == "WAITING")
+        assert taken_up["pid"] == before_crash["pid"]
+        await client.request("session.input", session=session, text="once again")
+        # (What the old daemon published but had not stored is published again first.)
+        again = await watch.until(
+            "the next turn's result",
+            lambda e: e["kind"] == "result" and e["data"].get("result") == "Hi again",
+        )
         after = await summary(client, session)
-        assert after["agent_session_id"] == agent_id
         assert after["usage"]["cost_usd"] == pytest.approx(again["data"]["total_cost_usd"])
         assert after["usage"]["turns"] == 7
+    daemon.send_signal(signal.SIGTERM)  # a stop that ends the agent
+    assert await daemon.wait_exit() == 0
+
+    # The session ended with that daemon; one command resumes its conversation.
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        assert (await summary(client, session))["state"] == "EXITED"
+        watch = Watch(await client.subscribe(f"session/{session}"))
+        resumed = await trio.to_thread.run_sync(hivectl, port, "resume", session, "hello")
+        assert resumed.returncode == 0, resumed.stderr
+        hello = await watch.kind("result")
+        assert hello["data"]["result"] == "Hi there"
+        after = await summary(client, session)
+        assert after["agent_session_id"] == agent_id
+        # The cost is the agent's own running total: it goes on across --resume.
+        assert after["usage"]["cost_usd"] == pytest.approx(hello["data"]["total_cost_usd"])
+        assert after["usage"]["turns"] == 8
         # The model saw the whole conversation: the resumed request carries the earlier turns.
         said = json.dumps(standin.messages_requests()[-1]["messages"])
-        assert "hello" in said
+        assert "askme something" in said
         assert "once again" in said
         seqs = [
             e["seq"]

@@ -3,14 +3,16 @@
 The binary is the pinned one tests/realagents/install_codex.sh puts in ``.agents/`` (``.ci/run``
 installs it); the model is tests/realagents/openai_standin.py. A ``codex-app`` session (``codex
 app-server``) takes three prompts in a row with a command approved from hivectl in between, a
-declined one, an interrupt that ends the turn and not the session, and, after the daemon is
-killed, a resume that continues the same thread. A ``codex`` (exec) session runs its one prompt
+declined one, an interrupt that ends the turn and not the session; after the daemon is killed,
+the app-server goes on under its shim; after a graceful stop, a resume continues the same
+thread. A ``codex`` (exec) session runs its one prompt
 with stdin closed.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import trio
 
 from hived.client import connect
 from tests.e2e.harness import SECRETS, Launcher
-from tests.e2e.test_real_claude import Watch, hivectl, last_turn, store_committed, summary
+from tests.e2e.test_real_claude import Watch, hivectl, last_turn, summary, summary_when
 from tests.realagents.codex_env import CodexEnv, codex_binary, codex_env
 from tests.realagents.openai_standin import StandIn
 
@@ -110,10 +112,23 @@ async def test_a_real_codex_app_server_session_through_hived(
         assert after["usage"]["cache_read_tokens"] > 0
         thread = after["agent_session_id"]
         assert thread
-    await store_committed(daemon.admin_url)
     await daemon.kill()
 
-    # After a crash: one command, and the same thread goes on.
+    # After a crash: the app-server goes on under its shim and takes the next prompt.
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        taken_up = await summary_when(client, session, lambda s: s["state"] == "WAITING")
+        assert taken_up["pid"] == after["pid"]
+        watch = Watch(await client.subscribe(f"session/{session}"))
+        await client.request("session.input", session=session, text="say hello")
+        await watch.until(
+            "the next turn's result",
+            lambda e: e["kind"] == "result" and last_turn(e)["ok"] is True,
+        )
+    daemon.send_signal(signal.SIGTERM)  # a stop that ends the agent
+    assert await daemon.wait_exit() == 0
+
+    # The session ended with that daemon: one command, and the same thread goes on.
     daemon = await hived.start(config, port=port)
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
         watch = Watch(await client.subscribe(f"session/{session}"))
@@ -123,7 +138,7 @@ async def test_a_real_codex_app_server_session_through_hived(
         assert last_turn(result)["ok"] is True
         again = await summary(client, session)
         assert again["agent_session_id"] == thread
-        assert again["usage"]["turns"] == 5
+        assert again["usage"]["turns"] == 6
         said = json.dumps(standin.responses_requests()[-1])
         assert "please touch a file" in said
         await client.request("session.stop", session=session)

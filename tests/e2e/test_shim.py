@@ -121,9 +121,9 @@ async def test_three_agents_mid_turn_outlive_a_kill_9_and_go_on(hived: Launcher)
 async def test_kill_9_at_random_points_of_a_long_burst_loses_and_repeats_nothing(
     hived: Launcher,
 ) -> None:
-    count, kills = 60_000, 12
+    count, kills = 100_000, 20
     body = agent_toml(
-        "burst", "misbehave.py", "flood", str(count), "--rate", "4000", extra='restart = "no"'
+        "burst", "misbehave.py", "flood", str(count), "--rate", "5000", extra='restart = "no"'
     )
     port, config = hived.config(body=body)
     daemon = await hived.start(config, port=port)
