@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle agents clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path agents clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-quick: $(STAMP)
 
 bench-idle: $(STAMP)
 	$(BIN)/python -m bench.run --idle
+
+bench-agent-path: $(STAMP)
+	$(BIN)/python -m bench.run --agent-path
 
 # The real agent programs the driver tests run (pinned, from npm, into .agents/); the tests that
 # need one skip, saying so, where it is missing. .ci/run calls this.

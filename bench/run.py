@@ -58,6 +58,10 @@ QUICK: Final = Plan(
     ns=(100,), burst_events={100: 10_000}, paced_s=2.0, repeats=3, idle_connections=0
 )
 IDLE: Final = Plan(ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=2000)
+AGENT_PATH: Final = Plan(
+    ns=(1, 100), burst_events={1: 200_000, 100: 10_000}, paced_s=3.0, repeats=3, idle_connections=0
+)
+"""N=1 and N=100 only (about 2 min): what a change to the agent's path (the shim) costs."""
 """Only the memory figure (about 25 s): what a change to a connection's state costs."""
 FULL: Final = Plan(
     ns=(1, 10, 100, 1000),
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="every N; writes bench/RESULTS.md")
     mode.add_argument("--profile", action="store_true", help="hived under py-spy; RESULTS.md")
     mode.add_argument("--idle", action="store_true", help="RSS per idle connection only, ~25 s")
+    mode.add_argument("--agent-path", action="store_true", help="N=1 and N=100 only, ~2 min")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             report.write_results(RESULTS, text, section="profile")
             log(f"wrote {RESULTS}")
         return 0
-    plan = QUICK if args.quick else IDLE if args.idle else FULL
+    plan = QUICK if args.quick else IDLE if args.idle else AGENT_PATH if args.agent_path else FULL
     started = time.monotonic()
     out = collect(plan)
     text = render(out, plan, time.monotonic() - started)
