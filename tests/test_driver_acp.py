@@ -579,3 +579,25 @@ def _in_a_turn() -> AcpDriver:
     step = driver.feed(json.dumps({"jsonrpc": "2.0", "id": 2, "result": {"sessionId": "s"}}))
     assert sent(step)[0]["id"] == 3
     return driver
+
+
+def test_a_session_that_cannot_open_fails_the_run_keeping_the_agents_error() -> None:
+    # What claude-agent-acp answered when Claude Code would not start (IS_SANDBOX as root).
+    driver = AcpDriver(DriverLaunch(cwd="/w", prompt="hi"))
+    driver.start()
+    driver.feed(json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": 1}}))
+    error = {
+        "code": -32603,
+        "message": "Internal error",
+        "data": {"details": "Query closed before response received"},
+    }
+    step = driver.feed(json.dumps({"jsonrpc": "2.0", "id": 2, "error": error}))
+    assert step.close_stdin
+    assert step.last_turn == TurnOutcome(
+        ok=False, error="error", message="session/new failed: Internal error"
+    )
+    (event,) = step.events
+    assert event.data["error"] == error
+    assert event.state == "WAITING"
+    with pytest.raises(DriverRefusal):
+        driver.interrupt()

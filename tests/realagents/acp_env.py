@@ -70,7 +70,11 @@ def claude_acp(port: int, tmp: Path) -> AcpAgent:
     return AcpAgent(
         name="claude-agent-acp",
         argv=("node", str(claude_acp_bin())),
-        env=claude_env(port, home),
+        # hived gives an agent the daemon's environment plus the template's: a truthy IS_SANDBOX
+        # there (some containers set it) makes the adapter, run as root, start Claude Code with
+        # permissions skipped allowed, and session/new fails ("Query closed before response
+        # received"). Empty is false to the adapter.
+        env={**claude_env(port, home), "IS_SANDBOX": ""},
         workdir=workdir,
         hello="hello",
         again="again",

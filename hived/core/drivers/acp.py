@@ -277,7 +277,7 @@ class AcpDriver:
     def _cannot_go_on(self, msg: JsonObject, error: str, message: str) -> Step:
         """The run cannot work: a failed turn, said why, and the agent's stdin closed."""
         outcome = TurnOutcome(ok=False, error=error, message=message)
-        data = {**msg, "is_error": True, "error": error, "message": message}
+        data = {**msg, "is_error": True, "last_turn": outcome.to_json()}
         event = self._event("agent_event", data, state=WAITING, reason=error)
         self._queued.clear()
         return Step(events=[event], last_turn=outcome, close_stdin=True)
