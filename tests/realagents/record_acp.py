@@ -1,7 +1,8 @@
 """Record real ACP transcripts against the model stand-ins, into ``tests/fixtures/acp/*.jsonl``.
 
-How it works: each scenario runs a real ACP agent (``claude-agent-acp`` against the Anthropic
-stand-in, ``codex-acp`` against the OpenAI one; see acp_env.py) with a fresh HOME, speaks ACP by
+How it works: each scenario runs a real ACP agent (``claude-agent-acp`` and ``opencode acp``
+against the Anthropic stand-in, ``codex-acp`` against the OpenAI one; see acp_env.py) with a
+fresh HOME, speaks ACP by
 hand (no hived code, so a transcript is evidence about the agent, not about the driver it tests),
 and writes every line in order as ``{"dir": "out"|"in", "line": ...}``: ``out`` is what the agent
 printed, ``in`` what was written to its stdin. A scenario that starts a second process (resume,
@@ -9,7 +10,7 @@ load) writes a ``{"dir": "in", "line": {"note": ...}}`` between the two. Waits p
 deadlines; every process group is killed at the end.
 
 Usage: ``python -m tests.realagents.record_acp [SCENARIO ...]`` (default: all); scenario names
-are ``<agent>_<case>``, with agent ``claude`` or ``codex``.
+are ``<agent>_<case>``, with agent ``claude``, ``codex`` or ``opencode``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.realagents import anthropic_standin, openai_standin
-from tests.realagents.acp_env import AcpAgent, claude_acp, claude_acp_bin, codex_acp, codex_acp_bin
+from tests.realagents.acp_env import (
+    AcpAgent,
+    claude_acp,
+    claude_acp_bin,
+    codex_acp,
+    codex_acp_bin,
+    opencode_acp,
+    opencode_bin,
+)
 
 log = logging.getLogger("record_acp")
 
@@ -273,7 +282,7 @@ CASES: dict[str, Callable[[AcpAgent, Transcript], None]] = {
     "resume": case_resume,
     "load": case_load,
 }
-AGENTS = ("claude", "codex")
+AGENTS = ("claude", "codex", "opencode")
 SCENARIOS = [f"{a}_{c}" for a in AGENTS for c in CASES]
 
 
@@ -281,9 +290,10 @@ def record(name: str) -> Path:
     which, case = name.split("_", 1)
     out: Transcript = []
     with tempfile.TemporaryDirectory(prefix="acp-rec-") as tmp:
-        if which == "claude":
+        if which in ("claude", "opencode"):
+            make = claude_acp if which == "claude" else opencode_acp
             with anthropic_standin.StandIn() as standin:
-                CASES[case](claude_acp(standin.port, Path(tmp)), out)
+                CASES[case](make(standin.port, Path(tmp)), out)
                 prompts = [
                     anthropic_standin.prompt_text(r["messages"])
                     for r in standin.messages_requests()
@@ -315,7 +325,7 @@ def main() -> None:
     parser.add_argument("scenarios", nargs="*", default=SCENARIOS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    for binary in (claude_acp_bin(), codex_acp_bin()):
+    for binary in (claude_acp_bin(), codex_acp_bin(), opencode_bin()):
         if not binary.exists():
             raise SystemExit(f"no ACP agent at {binary}: run tests/realagents/install_acp.sh")
     for name in args.scenarios:
