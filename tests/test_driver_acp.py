@@ -1,8 +1,8 @@
 """The ACP driver, driven by transcripts recorded from real ACP agents.
 
 The transcripts (tests/fixtures/acp/, made by tests/realagents/record_acp.py) come from
-``claude-agent-acp`` 0.23.1 (Claude Code 2.1.83) and ``codex-acp`` 0.16.0 against the model
-stand-ins. Each replay feeds a transcript's ``out`` lines (what the agent printed) into the driver
+``claude-agent-acp`` 0.23.1 (Claude Code 2.1.83), ``codex-acp`` 0.16.0 and ``opencode acp``
+1.18.33 against the model stand-ins. Each replay feeds a transcript's ``out`` lines (what the agent printed) into the driver
 and turns its ``in`` lines (what the recorder wrote) into operator actions: a ``session/prompt``
 is a prompt, a permission's response an answer, a ``session/cancel`` an interrupt. What the driver
 writes must match what the recorder wrote, message by message. Every message, recorded or written
@@ -209,7 +209,7 @@ def test_the_driver_writes_what_the_recorder_wrote(name: str) -> None:
         validate(msg, "client", asked)
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "opencode"])
 def test_a_loaded_session_is_asked_for_with_session_load_where_resume_is_not_offered(
     agent: str,
 ) -> None:
@@ -229,7 +229,7 @@ def test_a_loaded_session_is_asked_for_with_session_load_where_resume_is_not_off
     assert replay.outcomes == [TurnOutcome(ok=True)]
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "opencode"])
 def test_both_agents_offer_resume_and_it_is_preferred_to_load(agent: str) -> None:
     replay = Replay(f"{agent}_load")
     assert replay.written[1]["method"] == "session/resume"
@@ -416,7 +416,7 @@ def test_an_answer_the_agent_does_not_offer_is_refused() -> None:
 # -- turns -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "opencode"])
 def test_an_interrupt_cancels_the_turn_and_the_session_goes_on(agent: str) -> None:
     replay = Replay(f"{agent}_interrupt")
     cancel = next(m for m in replay.written if m.get("method") == "session/cancel")
@@ -430,7 +430,7 @@ def test_an_interrupt_cancels_the_turn_and_the_session_goes_on(agent: str) -> No
     assert cut.data["text"].startswith("tick")
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "opencode"])
 def test_an_interrupt_answers_a_pending_permission_cancelled(agent: str) -> None:
     replay = Replay(f"{agent}_interrupt_pending")
     cancelled = [
@@ -601,3 +601,55 @@ def test_a_session_that_cannot_open_fails_the_run_keeping_the_agents_error() -> 
     assert event.state == "WAITING"
     with pytest.raises(DriverRefusal):
         driver.interrupt()
+
+
+def test_opencode_tool_call_permission_and_messages() -> None:
+    replay = Replay("opencode_permission_allow")
+    assert [e.data["text"] for e in replay.kinds("message")] == [
+        "Hi there",
+        "I will run it.",
+        "The command ran.",
+    ]
+    assert all("messageId" in e.data for e in replay.kinds("message"))
+    (request,) = replay.kinds("permission_request")
+    assert request.data["tool_name"] == "execute"
+    assert request.data["input"] == {"command": "touch made-by-claude.txt"}
+    answer = next(m for m in replay.written if m.get("id") == 0)
+    assert answer["result"] == {"outcome": {"outcome": "selected", "optionId": "once"}}
+    (result,) = replay.kinds("tool_result")
+    assert result.data["is_error"] is False
+    assert result.data["content"] == "(no output)"
+    assert replay.usage is not None
+    assert replay.usage.cost_usd == pytest.approx(0.00588)
+
+
+def test_opencode_rejected_permission_fails_the_tool_and_the_turn_goes_on() -> None:
+    replay = Replay("opencode_permission_deny")
+    (result,) = replay.kinds("tool_result")
+    assert result.data["is_error"] is True
+    assert replay.outcomes == [TurnOutcome(ok=True)]
+
+
+def test_a_resumed_opencode_sessions_cost_is_the_agents_whole_figure() -> None:
+    # opencode's cost after the resume (0.00705) includes the first process's 0.00495.
+    before = Usage(cost_usd=0.00495, turns=1)
+    replay = Replay("opencode_resume", usage=before)
+    assert replay.usage is not None
+    assert replay.usage.cost_usd == pytest.approx(0.00705)
+    assert replay.usage.turns == 2
+
+
+def test_a_resumed_claude_adapter_sessions_cost_adds_to_what_it_was() -> None:
+    # The Claude adapter's cost starts from 0 in the new process (0.0021 for the turn).
+    before = Usage(cost_usd=0.00495, turns=1)
+    replay = Replay("claude_resume", usage=before)
+    assert replay.usage is not None
+    assert replay.usage.cost_usd == pytest.approx(0.00495 + 0.0021)
+
+
+def test_a_cost_figure_never_takes_the_sessions_cost_down() -> None:
+    # opencode reports cost 0 for a turn cancelled at once; the next turn's figure counts.
+    replay = Replay("opencode_interrupt", usage=Usage(cost_usd=0.5))
+    costs = [s.usage.cost_usd for s in replay.steps if s.usage is not None]
+    assert costs == sorted(costs)
+    assert costs[-1] == pytest.approx(0.5 + 0.00495)

@@ -26,10 +26,15 @@ Decisions:
 - Interrupt is the ``session/cancel`` notification; every permission request still open is
   answered ``cancelled`` at once (the spec requires it) and withdrawn. The turn ends with the
   prompt's response, ``stopReason: cancelled``.
-- Usage: a prompt response's ``usage`` (unstable in v1; the Claude adapter sends it, per turn) adds
-  that turn's tokens; ``usage_update`` 's ``cost`` (in USD) is the agent's running cost of the
-  session since this process started, so the session's cost is its cost before this run plus
-  it. Its context figures (``used``, ``size``) go into the turn's ``result`` event rather than an
+- Usage: a prompt response's ``usage`` (unstable in v1; the Claude adapter and opencode send it)
+  adds that turn's tokens as the agent counts them. ``usage_update`` 's ``cost`` (in USD) is, by
+  the spec, the session's running cost: opencode's is, across processes; the Claude adapter's
+  starts from 0 in each process. So a new session's cost is the agent's figure (on top of the
+  session's cost before the run, for a restart that starts afresh); a resumed session's first
+  figure tells which kind the agent reports: one at least the session's cost so far is the whole
+  session's, a lower one is counted on top of it. (A Claude adapter's first resumed turn that
+  costs more than all before would be taken for the whole: the heuristic's one blind spot.)
+  Its context figures (``used``, ``size``) go into the turn's ``result`` event rather than an
   event per update.
 - A pending request's id is ``acp-<JSON-RPC id>`` (the Claude adapter numbers its requests from
   0, codex-acp uses UUIDs).
@@ -111,9 +116,12 @@ class AcpDriver:
         self._pending: dict[str, Pending] = {}
         self._chunks = Chunks()
         self._tools = ToolCalls()
-        self._tokens = launch.usage
-        """The session's usage but for this run's cost."""
-        self._run_cost = 0.0
+        self._tokens = attrs.evolve(launch.usage, cost_usd=0.0)
+        """The session's usage but its cost."""
+        self._cost_base: float | None = None if launch.resume_id else launch.usage.cost_usd
+        """What the agent's cost figures add to (``None``: not known until the first)."""
+        self._cost = 0.0
+        """The agent's latest cost figure."""
         self._context: JsonObject = {}
         """The latest ``usage_update`` (context used and size, cost)."""
 
@@ -124,7 +132,10 @@ class AcpDriver:
     @property
     def usage(self) -> Usage:
         """The session's running total."""
-        return attrs.evolve(self._tokens, cost_usd=self._tokens.cost_usd + self._run_cost)
+        base = self._launch.usage.cost_usd if self._cost_base is None else self._cost_base
+        return attrs.evolve(
+            self._tokens, cost_usd=max(base + self._cost, self._launch.usage.cost_usd)
+        )
 
     # -- the Driver protocol ---------------------------------------------------------------
 
@@ -372,7 +383,15 @@ class AcpDriver:
         cost = as_object(update.get("cost"))
         if cost.get("currency") != "USD":
             return None
-        self._run_cost = as_amount(cost.get("amount"))
+        amount = as_amount(cost.get("amount"))
+        if self._cost_base is None:
+            # A resumed session's first figure. The spec's cost is the session's: then it holds
+            # the cost before this run (opencode's does). The Claude adapter's starts from 0 in
+            # each process: a figure below the session's cost so far is counted on top of it.
+            before = self._launch.usage.cost_usd
+            self._cost_base = 0.0 if amount >= before else before
+        # A running total never goes down (opencode reports 0 for a turn cancelled at once).
+        self._cost = max(self._cost, amount)
         return self.usage
 
     def _agent_request(self, msg: JsonObject, method: str) -> Step:
