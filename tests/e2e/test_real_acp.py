@@ -1,9 +1,10 @@
 """Real ACP agents from npm, driven through the real daemon, against the local model stand-ins.
 
 The agents are the pinned ones tests/realagents/install_acp.sh puts in ``.agents/acp``:
-``claude-agent-acp`` (Claude Code through Zed's ACP adapter, against the Anthropic stand-in) and
-``codex-acp`` (Codex through Zed's ACP adapter, against the OpenAI stand-in); acp_env.py says how
-each is pointed at its stand-in. For each, one ``acp`` session goes through a plain prompt, a
+``claude-agent-acp`` (Claude Code through Zed's ACP adapter, against the Anthropic stand-in),
+``codex-acp`` (Codex through Zed's ACP adapter, against the OpenAI stand-in) and ``opencode acp``
+(ACP spoken natively, against the Anthropic stand-in); acp_env.py says how each is pointed at its
+stand-in. For each, one ``acp`` session goes through a plain prompt, a
 command that needs permission allowed with ``hivectl approve``, the same denied with ``hivectl
 deny``, an interrupt, its usage in ``hivectl sessions --json``; then the daemon is killed with
 SIGKILL, started again, and ``hivectl resume SESSION PROMPT`` goes on with the conversation: the
@@ -25,7 +26,16 @@ from hived.client import connect
 from tests.e2e.harness import SECRETS, Launcher
 from tests.e2e.test_real_claude import Watch, hivectl, last_turn, store_committed, summary
 from tests.realagents import anthropic_standin, openai_standin
-from tests.realagents.acp_env import AcpAgent, claude_acp, claude_acp_bin, codex_acp, codex_acp_bin
+from tests.realagents.acp_env import (
+    OPENCODE_SCRIPT,
+    AcpAgent,
+    claude_acp,
+    claude_acp_bin,
+    codex_acp,
+    codex_acp_bin,
+    opencode_acp,
+    opencode_bin,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,22 +56,25 @@ class Agent:
 
     def __init__(self, which: str, tmp: Path) -> None:
         self.which = which
-        if which == "claude":
-            self.claude = anthropic_standin.StandIn().start()
+        self.anthropic = which in ("claude", "opencode")
+        if self.anthropic:
+            script = OPENCODE_SCRIPT if which == "opencode" else None
+            self.claude = anthropic_standin.StandIn(script).start()
             self.port = self.claude.port
-            self.acp: AcpAgent = claude_acp(self.port, tmp)
+            make = claude_acp if which == "claude" else opencode_acp
+            self.acp: AcpAgent = make(self.port, tmp)
         else:
             self.openai = openai_standin.StandIn().start()
             self.port = self.openai.port
             self.acp = codex_acp(self.port, tmp)
 
     def model_requests(self) -> list[dict[str, Any]]:
-        if self.which == "claude":
+        if self.anthropic:
             return self.claude.messages_requests()
         return self.openai.responses_requests()
 
     def close(self) -> None:
-        if self.which == "claude":
+        if self.anthropic:
             self.claude.stop()
         else:
             self.openai.close()
@@ -87,6 +100,12 @@ AGENTS = [
         "codex",
         marks=pytest.mark.skipif(
             bool(_missing(codex_acp_bin())), reason=_missing(codex_acp_bin()) or ""
+        ),
+    ),
+    pytest.param(
+        "opencode",
+        marks=pytest.mark.skipif(
+            bool(_missing(opencode_bin())), reason=_missing(opencode_bin()) or ""
         ),
     ),
 ]
@@ -152,8 +171,8 @@ async def test_a_real_acp_agent_from_prompt_to_resume_after_a_crash(
         )
         assert denied.returncode == 0, denied.stderr
         after_deny = await watch.kind("result")
-        if agent.which == "claude":
-            # Claude is told the user refused, and ends its turn normally.
+        if agent.anthropic:
+            # Claude (and opencode's model) is told the user refused; the turn ends normally.
             assert last_turn(after_deny)["ok"] is True
         else:
             # codex-acp's only reject option ("abort") ends the turn itself.
@@ -175,7 +194,7 @@ async def test_a_real_acp_agent_from_prompt_to_resume_after_a_crash(
         (shown,) = [s for s in json.loads(listed.stdout) if s["id"] == session]
         assert shown["state"] == "WAITING"
         assert shown["usage"]["turns"] == 4
-        if agent.which == "claude":
+        if agent.anthropic:  # codex-acp reports no tokens and no cost over ACP
             assert shown["usage"]["input_tokens"] > 0
             assert shown["usage"]["cache_read_tokens"] > 0
             assert shown["usage"]["cost_usd"] > 0
@@ -198,7 +217,7 @@ async def test_a_real_acp_agent_from_prompt_to_resume_after_a_crash(
         after = await summary(client, session)
         assert after["agent_session_id"] == agent_id
         assert after["usage"]["turns"] == 5
-        if agent.which == "claude":
+        if agent.anthropic:
             assert after["usage"]["cost_usd"] > shown["usage"]["cost_usd"]
         # The model saw the earlier turns in the resumed conversation.
         said = json.dumps(agent.model_requests()[-1])
