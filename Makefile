@@ -54,6 +54,7 @@ bench-agent-path: $(STAMP)
 agents:
 	bash tests/realagents/install_claude.sh
 	bash tests/realagents/install_codex.sh
+	bash tests/realagents/install_acp.sh
 
 clean:
 	rm -rf $(VENV) .state build dist *.egg-info

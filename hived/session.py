@@ -32,11 +32,13 @@ from hived.core.config import AgentConfig
 from hived.core.drivers import get_format
 from hived.core.drivers.base import (
     REASONS,
+    Action,
     Answer,
     Driver,
     DriverLaunch,
     DriverRefusal,
     Step,
+    act,
 )
 from hived.core.errors import RequestError
 from hived.core.events import AgentEvent, SpoolMark, session_topic, utc_timestamp
@@ -62,6 +64,8 @@ from hived.shimrun import (
     ShimGone,
     ShimRun,
     end_run,
+    note_action,
+    read_actions,
     stop_run,
     write_launch,
 )
@@ -179,6 +183,10 @@ class Session:
     _detaching: bool = attrs.field(default=False, init=False)
     """The daemon lets go of the run without ending it (a restart that keeps agents)."""
     _driver: Driver | None = attrs.field(default=None, init=False)
+    _fed: int = attrs.field(default=0, init=False)
+    """How far into the agent's stdout spool the driver has read (a line's end)."""
+    _replay: list[Action] = attrs.field(factory=list, init=False)
+    """Operator actions of a run taken up again, still to give the driver as it catches up."""
     """The current run's driver (the agent's protocol), while a run is up."""
     _inbox: trio.MemorySendChannel[bytes | None] | None = attrs.field(default=None, init=False)
     """Bytes for the agent's stdin; ``None`` closes it."""
@@ -295,7 +303,7 @@ class Session:
                 "conflict",
                 f"session {self.name} runs a {self.template.format} agent, which takes no input",
             )
-        self._perform(self._ask(driver.prompt, text))
+        self._perform(self._ask(driver, "prompt", text))
         self._publish_input(by, text=text)
 
     def answer_request(self, ref: str, answer: Answer, by: str | None) -> str:
@@ -304,7 +312,7 @@ class Session:
         not fit the request. The request's full id."""
         driver = self._running_driver("an answer")
         request_id = self._pending_id(driver, ref)
-        self._perform(self._ask(driver.answer, request_id, answer))
+        self._perform(self._ask(driver, "answer", request_id, answer))
         data: dict[str, Any] = {"request_id": request_id}
         if answer.allow is not None:
             data["approval"] = {
@@ -343,7 +351,7 @@ class Session:
         """End the agent's current turn the way its driver knows (a control request, a
         JSON-RPC call, or SIGINT to the group)."""
         driver = self._running_driver("an interrupt")
-        self._perform(self._ask(driver.interrupt))
+        self._perform(self._ask(driver, "interrupt"))
         self._publish_input(by, interrupt=True)
 
     def _running_driver(self, what: str) -> Driver:
@@ -352,12 +360,19 @@ class Session:
             raise RequestError("conflict", f"session {self.name} is starting; {what} must wait")
         return self._driver
 
-    def _ask(self, action: Callable[..., Step], *args: Any) -> Step:
-        """A driver's step for an operator's action; its refusal as the request's error."""
+    def _ask(self, driver: Driver, op: str, *args: Any) -> Step:
+        """A driver's step for an operator's action; its refusal as the request's error.
+
+        The action is noted in the run's folder with how far the driver had read the agent's
+        output then, so that a later daemon can rebuild the driver exactly (:meth:`_reattach`).
+        """
         try:
-            return action(*args)
+            step = act(driver, Action(self._fed, op, args))
         except DriverRefusal as exc:
             raise RequestError(exc.code, f"session {self.name}: {exc.message}") from None
+        if self._shim is not None:
+            note_action(self._shim, Action(self._fed, op, args))
+        return step
 
     def _check_active(self, what: str) -> None:
         if self.state not in ACTIVE_STATES:
@@ -514,6 +529,7 @@ class Session:
             self.summary = attrs.evolve(self.summary, pid=pid, pid_start=pid_start)
         if prompt is not None:
             self._publish_input(launch.started_by, text=prompt)
+        self._fed, self._replay = 0, []
         await self._drive(shim, driver, Resume(), driver.start())
 
     async def _reattach(self, attach: Attach) -> None:
@@ -523,6 +539,10 @@ class Session:
         shim, fmt = attach.shim, get_format(self.template.format)
         self._shim = shim
         driver = fmt.make(attach.launch)
+        # The driver is rebuilt as it was: its start, then the agent's output with the
+        # operator's actions where they came (their bytes reached the agent long ago).
+        self._absorb(driver.start())
+        self._fed, self._replay = 0, await read_actions(shim.dir)
         marks = self.host.marks
         out = None if marks is None else await marks.spool_mark(shim.mark_key("stdout"))
         err = None if marks is None else await marks.spool_mark(shim.mark_key("stderr"))
@@ -564,8 +584,9 @@ class Session:
         async with shim.spool("stdout", 0, upto=mark.offset) as stream:
             async for batch in read_lines(stream):
                 for index, line in enumerate(batch.lines):
+                    self._catch_up(driver)
                     step = driver.feed(line)
-                    end = batch.ends[index]
+                    end = self._fed = batch.ends[index]
                     if end < mark.offset:
                         self._absorb(step)
                         continue
@@ -574,6 +595,16 @@ class Session:
                     self._publish_step(
                         attrs.evolve(step, events=rest), mark=(mark.key, end, mark.index + 1)
                     )
+
+    def _catch_up(self, driver: Driver) -> None:
+        """Give the driver the operator's actions (of a run taken up again) that came before
+        the line it is about to read."""
+        while self._replay and self._replay[0].at <= self._fed:
+            action = self._replay.pop(0)
+            try:
+                self._absorb(act(driver, action))
+            except (DriverRefusal, KeyError):
+                log.info("session %s: %s no longer applies", self.name, action.op)
 
     def _absorb(self, step: Step) -> None:
         """What a step says about the session, taken without publishing (its events are kept)."""
@@ -692,7 +723,10 @@ class Session:
             self._touch()
             cut = batch.cut
             for index, line in enumerate(batch.lines):
+                if self._replay:
+                    self._catch_up(driver)
                 step = driver.feed(line)
+                self._fed = batch.ends[index]
                 note = CUT_NOTE if cut and index in cut else None
                 self._publish_step(step, note, mark=(key, batch.ends[index], 0))
                 if step.stdin and self._inbox is not None:

@@ -27,7 +27,7 @@ from typing import Any, Final
 import attrs
 import trio
 
-from hived.core.drivers.base import DriverLaunch
+from hived.core.drivers.base import Action, DriverLaunch
 from hived.core.events import Usage
 from hived.process import REAP_BUDGET_S, SpawnError, signal_group, spawn_reason
 from hived.shim import META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SHIMS_DIR: Final = "shims"
 """Under ``state.dir``: one folder per running agent, named by its session id."""
+ACTIONS_NAME: Final = "actions.jsonl"
+"""The operator's actions on the run's driver (:class:`~hived.core.drivers.base.Action`)."""
 LAUNCH_NAME: Final = "hived.json"
 """What the daemon keeps in a run's folder to take the run up again (its driver's launch)."""
 START_DEADLINE_S: Final = 10.0
@@ -370,6 +372,29 @@ async def read_launch(run_dir: Path) -> DriverLaunch:
         resume_id=data.get("resume_id"),
         usage=Usage(**data.get("usage") or {}),
     )
+
+
+def note_action(run: ShimRun, action: Action) -> None:
+    """Append an operator's action to the run's folder (a small local write, done in place so
+    that it is on disk before the action's bytes reach the agent)."""
+    with contextlib.suppress(OSError), open(run.dir / ACTIONS_NAME, "a") as file:
+        file.write(json.dumps(action.to_json()) + "\n")
+
+
+async def read_actions(run_dir: Path) -> list[Action]:
+    """The operator's actions noted for a run, in order; an unreadable line ends the list."""
+    try:
+        text = await trio.Path(run_dir / ACTIONS_NAME).read_text()
+    except FileNotFoundError:
+        return []
+    actions = []
+    for line in text.splitlines():
+        try:
+            actions.append(Action.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: an unreadable action; the later ones are left out", run_dir)
+            break
+    return actions
 
 
 async def stop_run(run: ShimRun, timeout_s: float) -> None:

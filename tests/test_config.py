@@ -230,7 +230,7 @@ def test_config_error_is_a_value_error_and_a_hived_error() -> None:
         ),
         (
             '[agents.a]\ncommand = ["x"]\nformat = "xml"',
-            'agents.a.format: expected one of text, jsonl, claude, codex, codex-app, got "xml"',
+            'agents.a.format: expected one of text, jsonl, claude, codex, codex-app, acp, got "xml"',
         ),
         (
             '[agents.a]\ncommand = ["x"]\nrestart = "sometimes"',

@@ -15,7 +15,15 @@ from typing import Any
 import orjson
 import pytest
 
-from hived.core.drivers.base import Answer, DriverLaunch, DriverRefusal, Step, TurnOutcome
+from hived.core.drivers.base import (
+    Action,
+    Answer,
+    DriverLaunch,
+    DriverRefusal,
+    Step,
+    TurnOutcome,
+    act,
+)
 from hived.core.drivers.claude import ClaudeDriver
 from hived.core.events import AgentEvent, Usage
 
@@ -328,3 +336,29 @@ def test_the_first_prompt_is_written_at_start_as_the_recording_did() -> None:
 
 def test_a_resumed_run_without_a_prompt_writes_nothing_at_start() -> None:
     assert driver(resume_id="abc").start() == Step()
+
+
+# -- rebuilding a driver (a run taken up by a later daemon) ----------------------------------------
+
+
+def test_a_driver_rebuilt_from_the_output_and_the_noted_actions_is_the_same() -> None:
+    # The output up to the tool's result: the turn has not ended (which would withdraw an
+    # unanswered request anyway), so only the noted answer empties the pending set.
+    lines = list(out_lines("permission_allow"))
+    asked = next(i for i, text in enumerate(lines) if '"can_use_tool"' in text)
+    lines = lines[: asked + 2]
+    first = driver()
+    noted: list[Action] = []
+    for fed, text in enumerate(lines, start=1):
+        for event in first.feed(text).events:
+            if event.kind == "permission_request":
+                action = Action(fed, "answer", (event.data["request_id"], Answer(allow=True)))
+                act(first, action)
+                noted.append(Action.from_json(orjson.loads(orjson.dumps(action.to_json()))))
+    rebuilt = driver()
+    for fed, text in enumerate(lines):
+        while noted and noted[0].at <= fed:
+            act(rebuilt, noted.pop(0))
+        rebuilt.feed(text)
+    assert rebuilt.pending == first.pending == {}
+    assert rebuilt.usage == first.usage

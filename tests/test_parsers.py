@@ -897,7 +897,7 @@ def test_jsonl_object_is_an_agent_event_with_the_object() -> None:
 
 
 def test_the_formats_are_the_config_formats_and_others_are_refused() -> None:
-    assert {"text", "jsonl", "claude", "codex", "codex-app"} == set(FORMATS)
+    assert {"text", "jsonl", "claude", "codex", "codex-app", "acp"} == set(FORMATS)
     with pytest.raises(ValueError, match="unknown agent format 'yaml'"):
         get_format("yaml")
 

@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Q=A",
         help="the answer to a question; without 'QUESTION=', to the only question asked",
     )
-    resume = command("resume", "go on with an ended session's conversation (claude)")
+    resume = command(
+        "resume", "go on with an ended session's conversation (claude, codex-app, acp)"
+    )
     resume.add_argument("session", metavar="SESSION", type=session_ref)
     resume.add_argument("prompt", nargs="?", metavar="PROMPT", help="a prompt to go on with")
     for name, help_ in (

@@ -30,7 +30,7 @@ DEFAULT_CONFIG_PATH: Final = "/etc/hived/hived.toml"
 DEFAULT_LISTEN: Final = "127.0.0.1:7420"
 
 Role = Literal["viewer", "operator", "admin", "agent"]
-AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app"]
+AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app", "acp"]
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 ROLES: Final[tuple[str, ...]] = get_args(Role)
@@ -145,7 +145,8 @@ class AgentConfig:
     description: str | None = None
     """What the template is for, in a sentence, for people choosing one."""
     format: AgentFormat = "text"
-    """How its stdout is parsed: ``text``, ``jsonl``, ``claude`` or ``codex``."""
+    """How its stdout is parsed and its stdin written: ``text``, ``jsonl``, ``claude``, ``codex``,
+    ``codex-app`` or ``acp`` (docs/drivers.md)."""
     cwd: str | None = None
     """Working folder of its sessions (default: the daemon's state folder)."""
     cwd_roots: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from typing import Final
 
 import attrs
 
+from hived.core.drivers.acp import AcpDriver
 from hived.core.drivers.base import Driver, DriverLaunch
 from hived.core.drivers.claude import ClaudeDriver
 from hived.core.drivers.codex_app import CodexAppDriver
@@ -63,6 +64,7 @@ FORMATS: Final[Mapping[str, Format]] = {
         Format("claude", ClaudeDriver, _claude_argv, resumable=True),
         Format("codex", CodexExecDriver, _codex_exec_argv, prompt_in_argv=True, takes_input=False),
         Format("codex-app", CodexAppDriver, _plain_argv, resumable=True),
+        Format("acp", AcpDriver, _plain_argv, resumable=True),
     )
 }
 """Every format hived drives, by name."""

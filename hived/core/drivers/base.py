@@ -187,3 +187,38 @@ def withdraw_all(pending: dict[str, Pending], reason: str) -> list[AgentEvent]:
     events = [withdrawn_event(p, reason) for p in pending.values()]
     pending.clear()
     return events
+
+
+@attrs.frozen
+class Action:
+    """An operator's action on a driver, with how far the driver had read the agent's output
+    then: a run's driver is rebuilt from the agent's output and these, in the same order."""
+
+    at: int
+    """The stdout offset of the end of the last line the driver had been fed."""
+    op: str
+    """``prompt``, ``answer`` or ``interrupt``."""
+    args: tuple[Any, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        args = [attrs.asdict(a) if isinstance(a, Answer) else a for a in self.args]
+        return {"at": self.at, "op": self.op, "args": args}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Action:
+        op = str(d["op"])
+        args = list(d.get("args") or ())
+        if op == "answer" and len(args) == 2 and isinstance(args[1], dict):
+            args[1] = Answer(**args[1])
+        return cls(int(d["at"]), op, tuple(args))
+
+
+def act(driver: Driver, action: Action) -> Step:
+    """Give ``driver`` the operator's ``action``; its step (or :class:`DriverRefusal`)."""
+    if action.op == "prompt":
+        return driver.prompt(*action.args)
+    if action.op == "answer":
+        return driver.answer(*action.args)
+    if action.op == "interrupt":
+        return driver.interrupt()
+    raise ValueError(f"unknown action {action.op!r}")
