@@ -278,14 +278,18 @@ class ShimRun:
 
 @attrs.define(eq=False)
 class SpoolStream(trio.abc.ReceiveStream):
-    """A spool file read as a stream: it waits for the shim to say the file grew."""
+    """A spool file read as a stream: it waits for the shim to say the file grew.
+
+    The file is read with ``pread`` on the event loop's thread: what it reads was written a
+    moment ago and sits in the page cache, so a read takes microseconds, where a worker thread
+    per read cost a fifth of the agent path's time (bench/RESULTS.md).
+    """
 
     run: ShimRun
     stream: str
     offset: int
     upto: int | None = None
-    _file: Any = None
-    """The spool file (a trio async file), opened at the first read."""
+    _fd: int | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         want = max_bytes or READ_CHUNK_BYTES
@@ -293,19 +297,23 @@ class SpoolStream(trio.abc.ReceiveStream):
             if self.offset >= self.upto:
                 return b""
             want = min(want, self.upto - self.offset)
+            await trio.lowlevel.checkpoint()
         elif not await self.run.wait_grown(self.stream, self.offset):
             return b""
-        if self._file is None:
-            self._file = await trio.open_file(self.run.dir / STREAMS[self.stream], "rb")
-            await self._file.seek(self.offset)
-        data: bytes = await self._file.read(want)
+        else:
+            want = min(want, self.run.sizes[self.stream] - self.offset)
+            await trio.lowlevel.checkpoint()
+        if self._fd is None:
+            self._fd = os.open(self.run.dir / STREAMS[self.stream], os.O_RDONLY | os.O_CLOEXEC)
+        data = os.pread(self._fd, want, self.offset)
         self.offset += len(data)
         return data
 
     async def aclose(self) -> None:
-        if self._file is not None:
-            await self._file.aclose()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        await trio.lowlevel.checkpoint()
 
 
 def live_runs(shims_dir: Path) -> set[str]:
