@@ -1,12 +1,11 @@
-"""Agent processes: spawning one in its own process group, reading its lines, stopping it.
+"""Agent processes: why one could not start, reading its lines, signalling its group.
 
-How it works: :func:`spawn` starts an argv list (never a shell) with pipes for stdin, stdout and
-stderr, in a new session (``start_new_session=True``), so its pid is also the id of a process
-group holding everything it forks; hived's own systemd variables are left out of its
-environment. :func:`read_lines` turns a pipe into batches of lines, one batch per chunk read,
-with a bound on a line's length so that an agent printing without newlines cannot make hived
-grow without bound. :func:`stop_process_group` ends the group: SIGTERM, a grace period, SIGKILL,
-then SIGKILL again for whatever the leader left behind; the leader is always reaped.
+How it works: an agent runs in its own session, started by its shim (:mod:`hived.shimrun`),
+so its pid is also the id of a process group holding everything it forks.
+:func:`spawn_reason` says in words why a start failed. :func:`read_lines` turns a stream (the
+agent's spool) into batches of lines, one batch per chunk read, with a bound on a line's length
+so that an agent printing without newlines cannot make hived grow without bound.
+:func:`signal_group` signals the whole group.
 """
 
 from __future__ import annotations
@@ -15,15 +14,13 @@ import errno
 import logging
 import os
 import signal
-import subprocess
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator
 from typing import Final
 
 import attrs
 import trio
 
 from hived.core.errors import HivedError
-from hived.systemd import child_environ
 
 log = logging.getLogger(__name__)
 
@@ -62,33 +59,6 @@ def spawn_reason(exc: OSError, program: str, cwd: str | None) -> str:
     if exc.errno == errno.ENOEXEC:
         return f"command is not a program this machine can run: {program}"
     return f"cannot start {program}: {exc.strerror or exc}"
-
-
-async def spawn(
-    argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None
-) -> trio.Process:
-    """Start ``argv`` in its own process group with stdin/stdout/stderr pipes.
-
-    The environment is the daemon's, without its systemd variables, plus ``env``. Raises
-    :class:`SpawnError` when the command cannot be started (not found, not executable, bad cwd).
-    """
-    if not argv:
-        raise SpawnError("empty command")
-    environ = child_environ(os.environ)
-    if env:
-        environ.update(env)
-    try:
-        return await trio.lowlevel.open_process(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=environ,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise SpawnError(spawn_reason(exc, argv[0], cwd)) from exc
 
 
 @attrs.frozen
@@ -178,31 +148,3 @@ def _signal_group(pgid: int, signum: signal.Signals) -> bool:
 def signal_group(pgid: int, signum: signal.Signals) -> bool:
     """Send ``signum`` to the process group ``pgid``; False when it is gone."""
     return _signal_group(pgid, signum)
-
-
-async def stop_process_group(proc: trio.Process, timeout_s: float) -> int:
-    """End the process group ``proc`` leads and reap ``proc``; its exit status.
-
-    SIGTERM to the group, up to ``timeout_s`` for the leader to exit, then SIGKILL to the
-    group. Once the leader is gone, SIGKILL goes to the group again so that children it left
-    behind (which may ignore SIGTERM) die too. Idempotent: on a process already reaped it only
-    sweeps the group. Cancelled, it still kills and reaps before it lets the cancel through.
-    """
-    pgid = proc.pid
-    try:
-        if proc.returncode is None:
-            _signal_group(pgid, signal.SIGTERM)
-            with trio.move_on_after(timeout_s):
-                await proc.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            if proc.returncode is None:
-                log.info("process group %d: still running after SIGTERM; SIGKILL", pgid)
-                _signal_group(pgid, signal.SIGKILL)
-                with trio.move_on_after(REAP_BUDGET_S):
-                    await proc.wait()
-            # The leader is reaped; its pgid stays reserved while any member lives, so this
-            # reaches only what it left behind.
-            if _signal_group(pgid, signal.SIGKILL):
-                log.info("process group %d: killed what the leader left behind", pgid)
-    return proc.returncode if proc.returncode is not None else -signal.SIGKILL

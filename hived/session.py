@@ -1,13 +1,17 @@
 """One supervised session: its runs, from spawn to exit, and the restart policy between them.
 
 How it works: a :class:`Session` is one task in the supervisor's nursery (:meth:`Session.start`)
-that loops over *runs*. A run spawns the template's command in its own process group
-(:mod:`hived.process`) and opens a nursery for the run's tasks: a stdout reader (lines → the
-format's parser → events → hub), a stderr reader (``stderr`` events), an input writer (queued
-input → stdin) and the stall watch (``idle_s`` without output → STALLED, a cancel-scope deadline
-that every output pushes back). The run ends when the process exits, or when a stop cancels the
-wait and :func:`~hived.process.stop_process_group` ends the group. The restart policy then picks
-what follows: nothing, BACKOFF and a new run, or FATAL once the budget is spent.
+that loops over *runs*. A run starts the template's command through a shim
+(:mod:`hived.shimrun`: the agent in its own process group, its output spooled to disk, so that
+it outlives the daemon) and opens a nursery for the run's tasks: a stdout reader (spooled lines
+→ the format's driver → events → hub, each event kept with its place in the spool), a stderr
+reader (``stderr`` events), an input writer (queued input → stdin) and the stall watch
+(``idle_s`` without output → STALLED, a cancel-scope deadline that every output pushes back).
+The run ends when the agent exits, or when a stop cancels the wait and
+:func:`~hived.shimrun.stop_run` ends the group. The restart policy then picks what follows:
+nothing, BACKOFF and a new run, or FATAL once the budget is spent. A run a killed daemon left
+running is taken up by the next one (:meth:`Session.attach`): its driver is rebuilt from the
+spool and the operator's noted actions, and what the store had not kept is published again.
 
 Requests never do a session's work in their own task, which is cancelled when its client goes
 away: :meth:`Session.request_stop` and :meth:`Session.request_restart` are synchronous, they

@@ -1,22 +1,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import stat
-import sys
-from contextlib import aclosing
 from pathlib import Path
 
-import pytest
 import trio
 
 from hived.process import (
     Lines,
-    SpawnError,
     read_lines,
-    signal_group,
-    spawn,
-    stop_process_group,
 )
 
 AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents"
@@ -127,127 +118,3 @@ async def test_memory_stays_bounded_when_a_line_never_ends() -> None:
     # One cut line; the other 199 kB were dropped as they came, never kept.
     assert batches == [Lines(["y" * 100], frozenset({0}))]
     assert stream.reads == 201
-
-
-# -- spawning ---------------------------------------------------------------------------------
-
-
-async def test_spawn_of_a_missing_command_says_command_not_found() -> None:
-    with pytest.raises(SpawnError, match=r"^command not found: claudee-not-here$"):
-        await spawn(["claudee-not-here", "-p"])
-
-
-async def test_spawn_in_a_missing_cwd_says_so(tmp_path: Path) -> None:
-    missing = str(tmp_path / "nope")
-    with pytest.raises(SpawnError) as info:
-        await spawn([sys.executable, "-c", "pass"], cwd=missing)
-    assert info.value.reason == f"cwd does not exist: {missing}"
-
-
-async def test_spawn_of_a_file_that_is_not_executable_says_so(tmp_path: Path) -> None:
-    script = tmp_path / "agent.sh"
-    script.write_text("#!/bin/sh\necho hi\n")
-    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    with pytest.raises(SpawnError, match=r"^command not executable: "):
-        await spawn([str(script)])
-
-
-async def test_child_runs_in_its_own_group_without_hiveds_systemd_variables(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
-    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
-    code = (
-        "import os; print(os.getpgrp() == os.getpid(), os.getcwd(),"
-        " 'NOTIFY_SOCKET' in os.environ, 'WATCHDOG_USEC' in os.environ, os.environ['EXTRA'])"
-    )
-    proc = await spawn([sys.executable, "-c", code], cwd=str(tmp_path), env={"EXTRA": "yes"})
-    assert proc.stdout is not None
-    with trio.fail_after(10):
-        lines = [line async for batch in read_lines(proc.stdout) for line in batch.lines]
-        assert await stop_process_group(proc, 1.0) == 0
-    assert lines == [f"True {tmp_path} False False yes"]
-
-
-# -- stopping ---------------------------------------------------------------------------------
-
-
-async def start_ignoring_term() -> tuple[trio.Process, int]:
-    """misbehave ignore-term: the agent and its grandchild both ignore SIGTERM."""
-    proc = await spawn([sys.executable, MISBEHAVE, "ignore-term"])
-    assert proc.stdout is not None
-    with trio.fail_after(10):
-        async with aclosing(read_lines(proc.stdout)) as batches:
-            async for batch in batches:
-                _, pid, grandchild = batch.lines[0].split()
-                assert int(pid) == proc.pid
-                return proc, int(grandchild)
-    raise AssertionError("misbehave ignore-term printed nothing")
-
-
-async def first_line(proc: trio.Process) -> str:
-    assert proc.stdout is not None
-    async with aclosing(read_lines(proc.stdout)) as batches:
-        async for batch in batches:
-            return batch.lines[0]
-    raise AssertionError("the process printed nothing")
-
-
-async def test_stop_kills_an_agent_that_ignores_sigterm_and_its_grandchild() -> None:
-    proc, grandchild = await start_ignoring_term()
-    with trio.fail_after(10):
-        code = await stop_process_group(proc, 0.3)
-    assert code == -signal.SIGKILL
-    assert proc.returncode == -signal.SIGKILL
-    await wait_gone(proc.pid, grandchild)
-
-
-async def test_stop_is_idempotent() -> None:
-    proc, grandchild = await start_ignoring_term()
-    with trio.fail_after(10):
-        first = await stop_process_group(proc, 0.2)
-        second = await stop_process_group(proc, 0.2)
-    assert first == second == -signal.SIGKILL
-    await wait_gone(grandchild)
-
-
-async def test_an_agent_that_obeys_sigterm_ends_within_the_grace() -> None:
-    proc = await spawn([sys.executable, MISBEHAVE, "sleep"])
-    assert proc.stdout is not None
-    with trio.fail_after(10):
-        assert await first_line(proc) == "ready"
-        assert await stop_process_group(proc, 10.0) == -signal.SIGTERM
-
-
-async def test_a_cancelled_stop_still_kills_and_reaps() -> None:
-    proc, grandchild = await start_ignoring_term()
-    with trio.move_on_after(0.1):
-        await stop_process_group(proc, 30.0)
-    assert proc.returncode == -signal.SIGKILL
-    await wait_gone(grandchild)
-
-
-async def test_leftovers_die_when_the_leader_exits_by_itself() -> None:
-    code = (
-        "import subprocess, sys, time;"
-        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-        "print(p.pid, flush=True)"
-    )
-    proc = await spawn([sys.executable, "-c", code])
-    with trio.fail_after(10):
-        grandchild = int(await first_line(proc))
-        await proc.wait()
-        assert not gone(grandchild)
-        assert await stop_process_group(proc, 1.0) == 0
-    await wait_gone(grandchild)
-
-
-async def test_signal_group_reaches_the_group_and_reports_when_it_is_gone() -> None:
-    proc = await spawn([sys.executable, MISBEHAVE, "sleep"])
-    assert proc.stdout is not None
-    with trio.fail_after(10):
-        assert await first_line(proc) == "ready"
-        assert signal_group(proc.pid, signal.SIGINT)
-        await proc.wait()
-    assert proc.returncode == -signal.SIGINT
-    assert not signal_group(proc.pid, signal.SIGINT)
