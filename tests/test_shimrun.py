@@ -38,12 +38,12 @@ async def running(tmp_path: Path, *argv: str, **kwargs: object) -> AsyncIterator
 
 async def lines(run: ShimRun, count: int, offset: int = 0) -> list[str]:
     got: list[str] = []
-    async with run.spool("stdout", offset) as stream:
-        async with aclosing(read_lines(stream, offset=offset)) as batches:
-            async for batch in batches:
-                got += batch.lines
-                if len(got) >= count:
-                    break
+    stream = run.spool("stdout", offset)
+    async with stream, aclosing(read_lines(stream, offset=offset)) as batches:
+        async for batch in batches:
+            got += batch.lines
+            if len(got) >= count:
+                break
     return got
 
 
