@@ -27,11 +27,11 @@ from typing import Any, Final
 import attrs
 import trio
 
+from hived.core.agentenv import agent_environ
 from hived.core.drivers.base import Action, DriverLaunch
 from hived.core.events import Usage
 from hived.process import REAP_BUDGET_S, SpawnError, signal_group, spawn_reason
 from hived.shim import META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
-from hived.systemd import child_environ
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,7 @@ class ShimRun:
         """Start a shim that starts ``argv``; :class:`~hived.process.SpawnError` if it cannot."""
         if not argv:
             raise SpawnError("empty command")
-        environ = child_environ(os.environ)
-        if env:
-            environ.update(env)
+        environ = agent_environ(os.environ, env or {})
         command = [sys.executable, "-m", "hived.shim", "--dir", str(run_dir), "--cwd", cwd]
         if spool_max_bytes is not None:
             command += ["--spool-max-bytes", str(spool_max_bytes)]

@@ -10,7 +10,7 @@ Sending never blocks the event loop (the socket is non-blocking: a message syste
 for is dropped; the next status or watchdog ping says the same again) and never raises: hived
 works the same with systemd gone; the first failure is logged.
 Without ``NOTIFY_SOCKET`` nothing is sent at all. None of these variables may reach an agent:
-:func:`child_environ` strips them.
+an agent never gets them (:mod:`hived.core.agentenv`).
 """
 
 from __future__ import annotations
@@ -27,18 +27,8 @@ import trio
 
 log = logging.getLogger(__name__)
 
-SYSTEMD_VARIABLES: Final = frozenset(
-    {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
-)
-"""Variables systemd sets for hived alone; child processes must not see them."""
-
 LISTEN_FDS_START: Final = 3
 """The first file descriptor systemd passes with socket activation (SD_LISTEN_FDS_START)."""
-
-
-def child_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``environ`` without :data:`SYSTEMD_VARIABLES`, for an agent's process."""
-    return {k: v for k, v in environ.items() if k not in SYSTEMD_VARIABLES}
 
 
 def _count(text: str) -> int | None:

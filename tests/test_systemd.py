@@ -16,9 +16,7 @@ import trio
 import trio.testing
 
 from hived.systemd import (
-    SYSTEMD_VARIABLES,
     Notifier,
-    child_environ,
     listen_fds,
     listen_sockets,
 )
@@ -225,24 +223,6 @@ async def test_serve_watchdog_returns_at_once_when_not_asked_for(
         await nursery.start(notifier.serve_watchdog)
     assert trio.current_time() == start
     assert received(sock) == []
-
-
-def test_child_environ_strips_the_systemd_variables() -> None:
-    environ = {name: "x" for name in SYSTEMD_VARIABLES} | {
-        "PATH": "/usr/bin",
-        "HOME": "/home/a",
-        "LISTEN_ADDR": "kept",
-    }
-    assert child_environ(environ) == {"PATH": "/usr/bin", "HOME": "/home/a", "LISTEN_ADDR": "kept"}
-    assert {
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-    } == SYSTEMD_VARIABLES
-    assert "NOTIFY_SOCKET" in environ  # the input is left as it was
 
 
 @pytest.mark.parametrize(
