@@ -763,7 +763,7 @@ class Session:
         self._signal(step)
 
     def _signal(self, step: Step) -> None:
-        if step.signal is None or self._shim is None:
+        if step.signal is None or self._shim is None or self._shim.offline:
             return
         if step.signal == "SIGINT":
             self._interrupted = True

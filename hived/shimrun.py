@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +32,7 @@ from hived.core.agentenv import agent_environ
 from hived.core.drivers.base import Action, DriverLaunch
 from hived.core.events import Usage
 from hived.process import REAP_BUDGET_S, SpawnError, signal_group, spawn_reason
-from hived.shim import META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
+from hived.shim import EXIT_NAME, META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ class ShimRun:
     """The agent's exit status once it has ended and its output is all spooled."""
     gone: bool = False
     """The shim stopped answering while the agent ran (it was killed)."""
+    offline: bool = False
+    """Taken from the files of a shim that exited long after its agent (:meth:`from_files`):
+    its pid, and the group's, may name other processes by now; nothing is signalled."""
     _requests: _Line | None = None
     _lock: trio.Lock = attrs.Factory(trio.Lock)
     _changed: trio.Event = attrs.Factory(trio.Event)
@@ -172,6 +176,24 @@ class ShimRun:
         await run._connect()
         return run
 
+    @classmethod
+    async def from_files(cls, run_dir: Path) -> ShimRun:
+        """A run whose shim has exited after its agent ended (it waited a day for a daemon to
+        collect it): what the agent printed and its exit status, from the files it left;
+        :class:`ShimGone` when they are not there (the agent did not end: an orphan)."""
+        try:
+            meta = json.loads(await trio.Path(run_dir / META_NAME).read_text())
+            ended = json.loads(await trio.Path(run_dir / EXIT_NAME).read_text())
+            sizes = {
+                name: (await trio.Path(run_dir / file).stat()).st_size
+                for name, file in STREAMS.items()
+            }
+        except (OSError, ValueError) as exc:
+            raise ShimGone(f"{run_dir}: no exit status left: {exc}") from exc
+        run = cls(run_dir, int(meta["agent_pid"]), int(meta["shim_pid"]), sizes=sizes)
+        run.exit_code, run.offline = int(ended["exit_code"]), True
+        return run
+
     async def _connect(self) -> None:
         self._requests = _Line(await self._open())
 
@@ -210,11 +232,13 @@ class ShimRun:
         await self.request("signal", signal=int(signum))
 
     async def collect(self) -> None:
-        """The exit status is taken: the shim removes the run's folder and exits."""
+        """The exit status is taken: the shim removes the run's folder and exits (the folder of
+        a shim that is gone is removed here)."""
         try:
             await self.request("collect")
         except ShimGone:
             log.info("%s: the shim was gone before it was collected", self.dir)
+            await trio.to_thread.run_sync(shutil.rmtree, self.dir, True)
         if self._requests is not None:
             await self._requests.stream.aclose()
         if self.process is not None:
@@ -230,6 +254,8 @@ class ShimRun:
 
     async def serve_watch(self) -> None:
         """Follow the shim's notices until the agent's exit (its spools are then complete)."""
+        if self.offline:
+            return
         watch = _Line(await self._open())
         try:
             await watch.send({"op": "watch"})
@@ -315,14 +341,18 @@ class SpoolStream(trio.abc.ReceiveStream):
 
 
 def live_runs(shims_dir: Path) -> set[str]:
-    """The session ids whose shim answers on its socket (blocking; run it in a thread). The
-    store leaves these sessions as they were; the supervisor takes them up."""
+    """The session ids whose shim answers on its socket, or whose agent ended and left its exit
+    status (blocking; run it in a thread). The store leaves these sessions as they were; the
+    supervisor takes them up."""
     live: set[str] = set()
     try:
         entries = list(shims_dir.iterdir())
     except OSError:
         return live
     for run_dir in entries:
+        if (run_dir / EXIT_NAME).exists():
+            live.add(run_dir.name)  # ended while no daemon was there: collected from its files
+            continue
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.settimeout(1.0)
             try:
@@ -345,8 +375,11 @@ async def find_shims(shims_dir: Path) -> list[tuple[Path, ShimRun | None]]:
         try:
             found.append((run_dir, await ShimRun.attach(run_dir)))
         except ShimGone as exc:
-            log.info("%s", exc)
-            found.append((run_dir, None))
+            try:
+                found.append((run_dir, await ShimRun.from_files(run_dir)))
+            except ShimGone:
+                log.info("%s", exc)
+                found.append((run_dir, None))
     return found
 
 
@@ -416,7 +449,8 @@ async def stop_run(run: ShimRun, timeout_s: float) -> None:
         with trio.move_on_after(REAP_BUDGET_S):
             await run.wait_exit()
     # Whatever the leader left behind in its group.
-    signal_group(run.agent_pid, signal.SIGKILL)
+    if not run.offline:
+        signal_group(run.agent_pid, signal.SIGKILL)
 
 
 async def end_run(run: ShimRun) -> int:

@@ -191,3 +191,30 @@ async def test_an_agent_whose_shim_dies_is_stopped_and_its_session_says_why(
         failed = await wait_state(client, session, "FAILED")
         assert failed["reason"] == "its shim died; the agent was stopped"
         await daemon.wait_for(lambda: not process_alive(pid), "the agent to be stopped")
+
+
+async def test_an_agent_that_ended_while_no_daemon_ran_is_collected_from_its_files(
+    hived: Launcher,
+) -> None:
+    body = agent_toml(
+        "short", "misbehave.py", "flood", "2000", "--rate", "2000", extra='restart = "no"'
+    )
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="short"))["session"]
+    await daemon.kill()
+    run_dir = hived.tmp_path / "state" / "shims" / session
+    with trio.fail_after(DEADLINE_S):
+        while True:
+            if (run_dir / "exit.json").exists():
+                break
+            await trio.sleep(0.05)
+    # Its shim waited a day for a daemon, then exited, leaving its files (as a kill leaves them).
+    await kill_shim(hived.tmp_path / "state", session)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        ended = await wait_state(client, session, "EXITED")
+        assert ended["exit_code"] == 0
+        assert_lines_once_in_order(await all_events(client, session), 2000)
+    assert not run_dir.exists()
