@@ -7,10 +7,14 @@ going on. A graceful stop (SIGTERM) still ends every agent.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 import signal
-from typing import Any
+import sys
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
 import trio
@@ -218,3 +222,49 @@ async def test_an_agent_that_ended_while_no_daemon_ran_is_collected_from_its_fil
         assert ended["exit_code"] == 0
         assert_lines_once_in_order(await all_events(client, session), 2000)
     assert not run_dir.exists()
+
+
+SYSTEMD: Final = Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
+
+
+@pytest.mark.skipif(
+    not SYSTEMD or os.geteuid() != 0,
+    reason="needs systemd as the init system and root (systemd-run of a service unit); "
+    "this machine's init is not systemd",
+)
+async def test_a_watchdog_restart_under_systemd_keeps_the_agents(hived: Launcher) -> None:
+    body = agent_toml("sleeper", "misbehave.py", "sleep", extra='restart = "no"')
+    port, config = hived.config(body=body)
+    config_path = hived.tmp_path / "hived.toml"
+    config_path.write_text(config)
+    unit = f"hived-watchdog-test-{port}"
+    hived_bin = str(Path(sys.executable).parent / "hived")
+    properties = ["Type=notify", "WatchdogSec=3", "Restart=on-failure", "RestartSec=0",
+                  "KillMode=process", "TimeoutStopSec=30"]  # fmt: skip
+    command = ["systemd-run", f"--unit={unit}", *(f"--property={p}" for p in properties)]
+    await trio.run_process([*command, hived_bin, "run", "--config", str(config_path)])
+    try:
+        main_pid = await unit_main_pid(unit)
+        client_url = f"ws://127.0.0.1:{port}/v1/ws"
+        async with connect(client_url, SECRETS["operator"], reconnect=False) as client:
+            session = (await client.request("session.start", agent="sleeper"))["session"]
+            pid = (await summary(client, session))["pid"]
+        os.kill(main_pid, signal.SIGSTOP)  # hung: no watchdog ping; systemd restarts it
+        with trio.fail_after(60):
+            while True:
+                if await unit_main_pid(unit) not in (main_pid, 0):
+                    break
+                await trio.sleep(0.2)
+        async with connect(client_url, SECRETS["operator"], reconnect=True) as client:
+            taken_up = await wait_state(client, session, "RUNNING")
+        assert taken_up["pid"] == pid
+        assert process_alive(pid)
+    finally:
+        await trio.run_process(["systemctl", "stop", unit], check=False)
+
+
+async def unit_main_pid(unit: str) -> int:
+    shown = await trio.run_process(
+        ["systemctl", "show", "--property=MainPID", "--value", unit], capture_stdout=True
+    )
+    return int(shown.stdout.strip() or 0)
