@@ -8,7 +8,9 @@ under a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -210,8 +212,17 @@ class Launcher:
         return daemon
 
     async def kill_all(self) -> None:
+        """Kill every daemon the test started, and then what they leave running on purpose:
+        the agents under their shims (they outlive a killed daemon), and the shims."""
         for daemon in self.started:
             await daemon.kill()
+        for meta in (self.tmp_path / "state" / "shims").glob("*/shim.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                pids = json.loads(meta.read_text())
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pids["agent_pid"], signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pids["shim_pid"], signal.SIGKILL)
 
 
 async def http_request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
