@@ -13,7 +13,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from hived.core.events import Event, SpoolMark
+from hived.core.events import Event
 
 
 class History(Protocol):
@@ -31,9 +31,9 @@ class History(Protocol):
         """The last seq kept per topic, so that the hub continues each topic's counter."""
         ...
 
-    def record(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
-        """Keep one published event and its frame text (and, for an event made from an agent's
-        spool, how far into the spool it goes); never blocks."""
+    def record(self, event: Event, frame: str) -> None:
+        """Keep one published event and its frame text (an event made from an agent's output
+        carries its place in the spool: ``event.mark``); never blocks."""
         ...
 
     async def read(self, topic: str, after: int, upto: int, limit: int) -> list[tuple[int, str]]:
@@ -72,7 +72,7 @@ class MemoryHistory:
     def last_seqs(self) -> dict[str, int]:
         return {topic: kept.first + len(kept.frames) - 1 for topic, kept in self._topics.items()}
 
-    def record(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
+    def record(self, event: Event, frame: str) -> None:
         kept = self._topics.get(event.topic)
         if kept is None:
             kept = self._topics[event.topic] = _Kept(first=event.seq)

@@ -267,7 +267,7 @@ class Hub:
         spool position the event stands for, kept with it (DESIGN §11)."""
         t = self._topics.get(topic) or self._topic(topic)
         t.seq = seq = t.seq + 1
-        event = Event(topic, seq, utc_timestamp(), kind, session, data)
+        event = Event(topic, seq, utc_timestamp(), kind, session, data, mark)
         frame = encode_event(event)
         ring = t.ring
         if len(ring) == self._ring_size:
@@ -284,7 +284,7 @@ class Hub:
         if self._rings_bytes > self._rings_max_bytes:
             self._evict(t)
         if self._history is not None:
-            self._history.record(event, frame, mark)
+            self._history.record(event, frame)
         self._published += 1
         slow: list[Subscriber] | None = None
         for sub in t.live:

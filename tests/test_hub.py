@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import hived.hub
-from hived.core.events import Event, SpoolMark, encode_event
+from hived.core.events import Event, encode_event
 from hived.hub import Hub, MemoryHistory, Subscriber, SubscribeResult
 
 
@@ -94,9 +94,9 @@ async def test_event_is_encoded_once_and_every_reader_gets_the_same_str(
     recorded: list[str] = []
 
     class RecordingHistory(MemoryHistory):
-        def record(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
+        def record(self, event: Event, frame: str) -> None:
             recorded.append(frame)
-            super().record(event, frame, mark)
+            super().record(event, frame)
 
     hub = Hub(RecordingHistory())
     subs = [hub.subscriber(16) for _ in range(3)]

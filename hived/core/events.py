@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 import orjson
@@ -83,15 +83,15 @@ class Usage:
         return attrs.asdict(self)
 
 
-@attrs.frozen
-class SpoolMark:
+class SpoolMark(NamedTuple):
     """How far into an agent's spool the events of a session go: the event it rides on is the
-    ``index``-th (from 0) of those made from the spool line that ends at ``offset``."""
+    ``nth`` (from 0) of those made from the spool line that ends at ``offset``. A tuple:
+    one is made per event of an agent's output, on the hot path."""
 
     key: str
     """The spool: ``<session id>/<agent pid>/<stdout|stderr>``."""
     offset: int
-    index: int
+    nth: int
 
 
 @attrs.frozen
@@ -135,6 +135,8 @@ class Event:
     kind: str
     session: str | None
     data: Mapping[str, Any]
+    mark: SpoolMark | None = attrs.field(default=None, eq=False)
+    """Where in its agent's spool the event comes from (kept with it; not on the wire)."""
 
     def to_wire(self) -> dict[str, Any]:
         return {

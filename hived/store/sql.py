@@ -161,7 +161,7 @@ def _write(
         if sessions:
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])
         if marks:
-            conn.executemany(_UPSERT_MARK, [(m.key, m.offset, m.index) for m in marks])
+            conn.executemany(_UPSERT_MARK, [(m.key, m.offset, m.nth) for m in marks])
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

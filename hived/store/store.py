@@ -203,10 +203,10 @@ class Store:
         """The last seq of every topic (kept or recorded), to continue the hub's counters."""
         return dict(self._last)
 
-    def record(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
-        """Queue one event for the writer; never blocks. ``frame`` is encode_event(event);
-        ``mark`` (an event made from an agent's spool) is committed with it."""
-        self._batches.add_event(event, frame, mark)
+    def record(self, event: Event, frame: str) -> None:
+        """Queue one event for the writer; never blocks. ``frame`` is encode_event(event); its
+        ``mark`` (an event made from an agent's output) is committed with it."""
+        self._batches.add_event(event, frame)
         topic = event.topic
         if topic not in self._first:
             self._first[topic] = event.seq
@@ -360,7 +360,7 @@ class Store:
         return None
 
     async def spool_mark(self, key: str) -> SpoolMark | None:
-        """The committed mark of one agent spool (see :class:`~hived.store.sql.SpoolMark`)."""
+        """The committed mark of one agent spool (see :class:`~hived.core.events.SpoolMark`)."""
         return await self._batches.run(sql.select_mark, key)
 
     async def forget_marks(self, prefix: str) -> None:

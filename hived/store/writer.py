@@ -38,6 +38,17 @@ RETRY_MAX_S: Final = 5.0
 """Longest wait between two attempts to write to a failing disk."""
 
 
+def last_marks(events: list[tuple[Event, str]]) -> list[SpoolMark]:
+    """The last spool mark of each spool among ``events``: what a batch that commits them
+    commits as how far the kept events go (DESIGN §11)."""
+    last: dict[str, SpoolMark] = {}
+    for event, _ in events:
+        mark = event.mark
+        if mark is not None:
+            last[mark.key] = mark
+    return list(last.values())
+
+
 class BatchWriter:
     """The queue in front of the database and the task that commits it (see the module doc)."""
 
@@ -63,17 +74,12 @@ class BatchWriter:
         self._inflight: list[tuple[Event, str]] = []
         self._inflight_sessions: dict[str, SessionSummary] = {}
         self._inflight_since: float | None = None
-        self._marks: dict[tuple[str, int], SpoolMark] = {}
-        """Spool marks of queued and in-flight events, by (topic, seq): each is committed in
-        the transaction that commits its event (DESIGN §11)."""
         self._nudge = trio.Event()
         self._writable: trio.Event | None = None
         self._retry_s = interval_s
 
-    def add_event(self, event: Event, frame: str, mark: SpoolMark | None = None) -> None:
-        """Queue one event (and the spool position it stands for); never blocks."""
-        if mark is not None:
-            self._marks[(event.topic, event.seq)] = mark
+    def add_event(self, event: Event, frame: str) -> None:
+        """Queue one event; never blocks."""
         if self._queue_since is None:
             self._queue_since = time.monotonic()
         self._queue.append((event, frame))
@@ -163,14 +169,14 @@ class BatchWriter:
             if self._queue_since is None:
                 return True
             self._take_batch()
-            marks = self._marks_of(self._inflight)
+            marks = last_marks(self._inflight)
             try:
                 committed = await trio.to_thread.run_sync(
                     sql.write_batch,
                     self._conn,
                     self._inflight,
                     list(self._inflight_sessions.values()),
-                    list(marks.values()),
+                    marks,
                 )
             except sqlite3.Error as exc:
                 self._requeue()
@@ -179,21 +185,8 @@ class BatchWriter:
             except BaseException:
                 self._requeue()
                 raise
-            for key in marks:
-                del self._marks[key]
             self._write_succeeded(committed)
             return True
-
-    def _marks_of(self, events: list[tuple[Event, str]]) -> dict[tuple[str, int], SpoolMark]:
-        marks = self._marks
-        if not marks:
-            return {}
-        found = {}
-        for event, _ in events:
-            key = (event.topic, event.seq)
-            if key in marks:
-                found[key] = marks[key]
-        return found
 
     def _take_batch(self) -> None:
         self._inflight_since = self._queue_since
