@@ -48,6 +48,7 @@ from hived.core.errors import RequestError
 from hived.core.events import AgentEvent, SpoolMark, session_topic, utc_timestamp
 from hived.core.sessions import (
     ACTIVE_STATES,
+    LIVE_STATES,
     TRANSITIONS,
     RestartBudget,
     SessionSummary,
@@ -553,6 +554,9 @@ class Session:
         resume = Resume(
             stdout=0 if out is None else out.offset, stderr=0 if err is None else err.offset
         )
+        if self.state not in LIVE_STATES:
+            # The agent runs, whatever the store last said (a daemon that died mid-way).
+            self.summary = attrs.evolve(self.summary, state=State.RUNNING)
         state_before = self.state
         self.summary = attrs.evolve(self.summary, pid=shim.agent_pid)
         if out is not None:
@@ -572,8 +576,14 @@ class Session:
         ]
         state = self.state
         self.summary = attrs.evolve(self.summary, state=state_before)
-        if state is not state_before:
-            self._move(state, "taken up again after a daemon restart")
+        if state_before is State.STOPPING:
+            self._stop_requested = True  # the daemon died stopping it: finish the stop
+        elif state is not state_before:
+            why = "taken up again after a daemon restart"
+            if state not in TRANSITIONS[state_before]:
+                self._move(State.RUNNING, why)  # from STARTING: the agent had started
+            if state is not self.state:
+                self._move(state, why)
         log.info(
             "session %s: taken up again (agent %d, output from %d)",
             self.name,
@@ -609,6 +619,10 @@ class Session:
                 self._absorb(act(driver, action))
             except (DriverRefusal, KeyError):
                 log.info("session %s: %s no longer applies", self.name, action.op)
+            except Exception:
+                # Rebuilding is best effort: a driver that trips on an old action must not
+                # cost the session its agent, which still runs.
+                log.warning("session %s: replaying %s failed", self.name, action.op, exc_info=True)
 
     def _absorb(self, step: Step) -> None:
         """What a step says about the session, taken without publishing (its events are kept)."""

@@ -215,7 +215,13 @@ class ShimRun:
                 with trio.fail_after(REQUEST_DEADLINE_S):
                     await self._requests.send({"op": op, **fields})
                     return await self._requests.receive()
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError, ValueError) as exc:
+            except (
+                OSError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio.TooSlowError,
+                ValueError,
+            ) as exc:
                 raise ShimGone(f"{self.dir}: {op}: {exc!r}") from exc
 
     async def write(self, data: bytes) -> None:
@@ -264,14 +270,15 @@ class ShimRun:
                 if notice.get("event") == "data":
                     self.sizes = {name: int(notice[f"{name}_bytes"]) for name in STREAMS}
                 elif notice.get("event") == "exit":
-                    answer = await self.request("status")
-                    self.sizes = {name: int(answer[f"{name}_bytes"]) for name in STREAMS}
+                    # The shim says the final sizes (a data notice) before the exit.
                     self.exit_code = int(notice["exit_code"])
                 else:
                     continue
                 self._changed.set()
                 self._changed = trio.Event()
-        except (OSError, trio.BrokenResourceError, ValueError) as exc:
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
+            if self.exit_code is not None:
+                return  # the agent had ended: its shim went away after it was collected
             # Nobody holds the agent's pipes any more: end it, as an orphan would be.
             log.error("%s: the shim is gone (%r); stopping its agent", self.dir, exc)
             self.gone = True
