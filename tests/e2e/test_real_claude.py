@@ -142,7 +142,7 @@ async def test_a_real_claude_session_from_first_prompt_to_resume_after_a_crash(
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
         started = await client.request("session.start", agent="real", prompt="hello")
         session = started["session"]
-        watch = Watch(await client.subscribe(f"session/{session}"))
+        watch = Watch(await client.subscribe(f"session/{session}", since=0))
 
         # A plain turn: the agent's text, and its own cost figure.
         first = await watch.kind("result")

@@ -65,7 +65,7 @@ async def test_a_real_codex_app_server_session_through_hived(
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
         started = await client.request("session.start", agent="codexapp", prompt="say hello")
         session = started["session"]
-        watch = Watch(await client.subscribe(f"session/{session}"))
+        watch = Watch(await client.subscribe(f"session/{session}", since=0))
 
         hello = await watch.until("the reply", lambda e: e["kind"] == "message")
         assert "Hello from the stand-in." in hello["data"]["text"]

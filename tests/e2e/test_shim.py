@@ -108,13 +108,13 @@ async def test_three_agents_mid_turn_outlive_a_kill_9_and_go_on(hived: Launcher)
         again = [e for e in events if e["kind"] == "permission_request"]
         assert again[-1]["data"]["request_id"] == request["data"]["request_id"]
         assert again[-1]["data"]["asked_again"] is True
+        watch = Watch(await client.subscribe(f"session/{claude['session']}"))
         await client.request(
             "session.approve",
             session=claude["session"],
             request_id=request["data"]["request_id"],
             allow=True,
         )
-        watch = Watch(await client.subscribe(f"session/{claude['session']}"))
         await watch.kind("result")
         for session in tickers:
             await wait_state(client, session, "EXITED")
