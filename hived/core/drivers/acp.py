@@ -46,7 +46,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
-import orjson
 
 import hived
 from hived.core.drivers import acp_permissions as permissions
@@ -61,6 +60,7 @@ from hived.core.drivers.base import (
     Pending,
     Step,
     TurnOutcome,
+    jsonrpc_line,
     withdraw_all,
 )
 from hived.core.events import AgentEvent, Usage
@@ -87,10 +87,6 @@ def turn_outcome(stop_reason: str | None) -> TurnOutcome:
     if known is not None:
         return known
     return TurnOutcome(ok=False, error=stop_reason or "error", message=f"stopReason {stop_reason}")
-
-
-def _line(msg: JsonObject) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", **msg}, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class AcpDriver:
@@ -180,7 +176,9 @@ class AcpDriver:
             pending.data["options"], allow=answer.allow, always=answer.always
         )
         del self._pending[request_id]
-        reply = _line({"id": pending.data["jsonrpc_id"], "result": permissions.selected(option_id)})
+        reply = jsonrpc_line(
+            {"id": pending.data["jsonrpc_id"], "result": permissions.selected(option_id)}
+        )
         if self._pending:
             return Step(stdin=reply)
         return Step(stdin=reply, state=WORKING, reason="answered")
@@ -189,10 +187,12 @@ class AcpDriver:
         if self._prompt_call is None or self._session_id is None:
             raise DriverRefusal("conflict", "the agent is not in a turn: nothing to interrupt")
         self._cancel_sent = True
-        stdin = _line({"method": "session/cancel", "params": {"sessionId": self._session_id}})
+        stdin = jsonrpc_line(
+            {"method": "session/cancel", "params": {"sessionId": self._session_id}}
+        )
         for pending in self._pending.values():
             reply = {"id": pending.data["jsonrpc_id"], "result": permissions.CANCELLED}
-            stdin += _line(reply)
+            stdin += jsonrpc_line(reply)
         events = withdraw_all(self._pending, "turn cancelled")
         return Step(stdin=stdin, events=events)
 
@@ -211,7 +211,7 @@ class AcpDriver:
         request_id = self._next_id
         self._next_id += 1
         self._calls[request_id] = method
-        return _line({"id": request_id, "method": method, "params": params})
+        return jsonrpc_line({"id": request_id, "method": method, "params": params})
 
     def _prompt(self, text: str) -> bytes:
         params = {
@@ -400,7 +400,7 @@ class AcpDriver:
             error = {"code": METHOD_NOT_FOUND, "message": f"hived does not offer {method}"}
             note = "answered with an error: hived offers no such method"
             events.append(self._event("agent_event", {**msg, "note": note}))
-            return Step(stdin=_line({"id": msg["id"], "error": error}), events=events)
+            return Step(stdin=jsonrpc_line({"id": msg["id"], "error": error}), events=events)
         params = as_object(msg.get("params"))
         request_id = f"acp-{msg['id']}"
         options = permissions.offered(params.get("options"))

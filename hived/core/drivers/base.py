@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, Protocol
 
 import attrs
+import orjson
 
 from hived.core.errors import HivedError
 from hived.core.events import AgentEvent, Usage
@@ -136,6 +137,16 @@ class Step:
 
 
 NOTHING: Final = Step()
+
+
+def json_line(obj: Mapping[str, Any]) -> bytes:
+    """One JSON object as a line for an agent's stdin."""
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def jsonrpc_line(msg: Mapping[str, Any]) -> bytes:
+    """One JSON-RPC 2.0 message (request, notification or response) as a line."""
+    return json_line({"jsonrpc": "2.0", **msg})
 
 
 class Driver(Protocol):

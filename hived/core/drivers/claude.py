@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
-import orjson
 
 from hived.core.drivers.base import (
     NOTHING,
@@ -38,6 +37,7 @@ from hived.core.drivers.base import (
     Pending,
     Step,
     TurnOutcome,
+    json_line,
     withdraw_all,
     withdrawn_event,
 )
@@ -67,13 +67,9 @@ _TURN_ERRORS: Final = {
 others (``api_error``, ``prompt_too_long``, ``error_during_execution``) keep their names."""
 
 
-def _line(obj: JsonObject) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
-
-
 def user_message(text: str) -> bytes:
     """A prompt as the stream-json user message Claude reads on stdin."""
-    return _line(
+    return json_line(
         {
             "type": "user",
             "session_id": "",
@@ -86,7 +82,7 @@ def user_message(text: str) -> bytes:
 
 def control_response(request_id: str, response: JsonObject) -> bytes:
     """A successful answer to one of the agent's control requests."""
-    return _line(
+    return json_line(
         {
             "type": "control_response",
             "response": {"subtype": "success", "request_id": request_id, "response": response},
@@ -96,7 +92,7 @@ def control_response(request_id: str, response: JsonObject) -> bytes:
 
 def control_error(request_id: str, error: str) -> bytes:
     """An error answer to a control request hived does not serve."""
-    return _line(
+    return json_line(
         {
             "type": "control_response",
             "response": {"subtype": "error", "request_id": request_id, "error": error},
@@ -107,7 +103,7 @@ def control_error(request_id: str, error: str) -> bytes:
 def interrupt_request() -> bytes:
     """A control request that ends the current turn (Claude answers it, then ends with a result)."""
     request_id = f"hived-{uuid.uuid4().hex}"
-    return _line(
+    return json_line(
         {"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}}
     )
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-import orjson
-
 import hived
 from hived.core.drivers.base import (
     NOTHING,
@@ -43,6 +41,7 @@ from hived.core.drivers.base import (
     Pending,
     Step,
     TurnOutcome,
+    jsonrpc_line,
     withdraw_all,
     withdrawn_event,
 )
@@ -199,7 +198,7 @@ class CodexAppDriver:
         decision = approval_decision(pending.data, allow=answer.allow, always=answer.always)
         del self._pending[request_id]
         reply = {"id": pending.data["jsonrpc_id"], "result": {"decision": decision}}
-        return Step(stdin=_line(reply))
+        return Step(stdin=jsonrpc_line(reply))
 
     def interrupt(self) -> Step:
         if self._thread_id is not None and self._turn_id is not None:
@@ -225,7 +224,7 @@ class CodexAppDriver:
         request_id = self._next_id
         self._next_id += 1
         self._calls[request_id] = method
-        return _line({"id": request_id, "method": method, "params": params})
+        return jsonrpc_line({"id": request_id, "method": method, "params": params})
 
     def _turn_start(self, text: str) -> bytes:
         assert self._thread_id is not None
@@ -267,7 +266,7 @@ class CodexAppDriver:
                 if self._launch.resume_id
                 else ("thread/start", {"cwd": self._launch.cwd})
             )
-            stdin = _line({"method": "initialized"}) + self._request(*opened)
+            stdin = jsonrpc_line({"method": "initialized"}) + self._request(*opened)
             return Step(stdin=stdin, events=[self._event("agent_event", msg)])
         if call in ("thread/start", "thread/resume"):
             return self._thread_opened(call, result)
@@ -444,7 +443,7 @@ class CodexAppDriver:
         tool_name = APPROVALS.get(method)
         if tool_name is None:
             error = {"code": METHOD_NOT_FOUND, "message": f"hived does not handle {method}"}
-            reply = _line({"id": msg["id"], "error": error})
+            reply = jsonrpc_line({"id": msg["id"], "error": error})
             note = "answered with an error: hived has no way to ask this"
             return Step(stdin=reply, events=[self._event("agent_event", {**msg, "note": note})])
         request_id = f"codex-{msg['id']}"
@@ -474,7 +473,3 @@ class CodexAppDriver:
             "permission_request", event_data, state=WAITING, reason="permission_request"
         )
         return Step(events=[event])
-
-
-def _line(msg: JsonObject) -> bytes:
-    return orjson.dumps({"jsonrpc": "2.0", **msg}) + b"\n"
