@@ -64,9 +64,9 @@ def frames_of(pairs: list[tuple[int, str]]) -> list[str]:
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll a condition that a worker thread makes true, up to a deadline."""
+    """Poll a condition that another thread or process makes true, up to a deadline."""
     with trio.fail_after(DEADLINE_S):
-        while not condition():  # noqa: ASYNC110 (a thread changes it: no event to wait on)
+        while not condition():  # noqa: ASYNC110 (no event to wait on across threads)
             await trio.sleep(0.005)
 
 
