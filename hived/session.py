@@ -264,6 +264,18 @@ class Session:
             while not condition(self):
                 await self._changed.wait()
 
+    async def wait_driven(self, timeout_s: float) -> None:
+        """Until the run's driver takes requests (a start, or a run taken up after a daemon
+        restart, is being set up), the session is no longer active, or ``timeout_s``; the
+        request that waited then gets its answer or its error as usual."""
+        await self.wait_until(
+            lambda s: (
+                s._driver is not None
+                or (s.state not in ACTIVE_STATES and s.state is not State.STARTING)
+            ),
+            timeout_s,
+        )
+
     def request_stop(self, timeout_s: float | None = None) -> None:
         """Have the task end the run (STOPPING) or the BACKOFF delay, and not restart.
 
@@ -679,6 +691,7 @@ class Session:
         """Run the agent's tasks until it has ended and its output is read."""
         send, receive = trio.open_memory_channel[bytes | None](INPUT_QUEUE)
         self._inbox, self._driver = send, driver
+        self._notify()
         async with trio.open_nursery() as watching:
             watching.start_soon(shim.serve_watch)
             for step in first:

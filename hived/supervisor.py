@@ -62,6 +62,10 @@ Handler = Callable[[Any, Caller], Awaitable[Any]]
 
 STARTED_WAIT_S: Final = 5.0
 """How long ``session.start`` waits for the spawn before it answers STARTING."""
+TAKE_UP_WAIT_S: Final = 60.0
+"""How long a request on a session waits for its run to be set up: started, or taken up after
+a daemon restart (its driver rebuilt from the agent's spooled output, which takes a moment for
+a long one)."""
 MAX_ENDED_SESSIONS: Final = 1000
 """Ended sessions kept in memory; older ones are forgotten here (the store keeps them)."""
 
@@ -461,12 +465,14 @@ class Supervisor:
 
     async def _on_input(self, request: SessionInput, caller: Caller) -> dict[str, Any]:
         session = self._supervised(request.session, "send input to")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         session.send_input(request.text, caller.token_name)
         return session.answer()
 
     async def _on_approve(self, request: SessionApprove, caller: Caller) -> dict[str, Any]:
         """Allow or deny a pending permission request (or deny a question or elicitation)."""
         session = self._supervised(request.session, "answer")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         if request.input is not None and not request.allow:
             raise RequestError("bad_request", "input replaces the tool input of an allow only")
         answer = Answer(
@@ -481,6 +487,7 @@ class Supervisor:
     async def _on_answer(self, request: SessionAnswer, caller: Caller) -> dict[str, Any]:
         """Answer a pending question (``answers``) or elicitation (``action``, ``content``)."""
         session = self._supervised(request.session, "answer")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         if (request.answers is None) == (request.action is None):
             raise RequestError(
                 "bad_request",
@@ -493,6 +500,7 @@ class Supervisor:
     async def _on_interrupt(self, request: SessionInterrupt, caller: Caller) -> dict[str, Any]:
         """claude: the interrupt control request on stdin; other formats: SIGINT to the group."""
         session = self._supervised(request.session, "interrupt")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         session.interrupt(caller.token_name)
         return session.answer()
 

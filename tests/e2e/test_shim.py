@@ -21,7 +21,9 @@ import trio
 
 from hived.client import Client, connect
 from tests.e2e.harness import (
+    AGENTS,
     DEADLINE_S,
+    PYTHON,
     SECRETS,
     Launcher,
     RunningDaemon,
@@ -34,6 +36,7 @@ from tests.e2e.test_real_claude import Watch, store_committed
 pytestmark = pytest.mark.e2e
 
 LINE = re.compile(r"^line (\d+) ")
+FLOOD: Final = f"{PYTHON} {AGENTS / 'misbehave.py'}"
 
 
 async def summary(client: Client, session: str) -> dict[str, Any]:
@@ -120,6 +123,31 @@ async def test_three_agents_mid_turn_outlive_a_kill_9_and_go_on(hived: Launcher)
             await wait_state(client, session, "EXITED")
             assert_lines_once_in_order(await all_events(client, session), 3000)
         await client.request("session.stop", session=claude["session"])
+
+
+async def test_input_right_after_a_restart_waits_for_the_run_to_be_taken_up(
+    hived: Launcher,
+) -> None:
+    # A long spool to rebuild the driver from: the next daemon takes a moment to take it up.
+    script = f"{FLOOD} flood 100000 --jsonl; exec {PYTHON} {AGENTS / 'fake_text.py'}"
+    body = f'[agents.bulky]\ncommand = ["sh", "-c", "{script}"]\nformat = "text"\n'
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="bulky"))["session"]
+        with trio.fail_after(60):
+            while True:  # the flood, then the echo agent's greeting
+                page = await client.request("session.events", session=session, since=100000)
+                if any("fake_text ready" in str(e["data"]) for e in page["events"]):
+                    break
+                await trio.sleep(0.05)
+    await store_committed(daemon.admin_url)
+    daemon = await restart(hived, config, port, daemon)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        watch = Watch(await client.subscribe(f"session/{session}"))
+        await client.request("session.input", session=session, text="still there?")
+        await watch.until("the echo", lambda e: e["data"].get("line") == "you said: still there?")
+        await client.request("session.stop", session=session)
 
 
 async def test_kill_9_at_random_points_of_a_long_burst_loses_and_repeats_nothing(
