@@ -169,14 +169,17 @@ class Daemon:
         timeout_s = self.config.daemon.shutdown_timeout_s
         log.info("stopping: closing connections and sessions (up to %.0f s)", timeout_s)
         store = None
+        # Connections and sessions stop side by side under the one deadline: a client slow to
+        # close must not eat the agents' grace before SIGKILL.
         with trio.move_on_after(timeout_s) as scope:
-            for service in services:
-                if isinstance(service, Store):
-                    store = service
-                elif isinstance(service, Supervisor) and self.restart_requested:
-                    await service.detach()
-                else:
-                    await service.drain()
+            async with trio.open_nursery() as draining:
+                for service in services:
+                    if isinstance(service, Store):
+                        store = service
+                    elif isinstance(service, Supervisor) and self.restart_requested:
+                        draining.start_soon(service.detach)
+                    else:
+                        draining.start_soon(service.drain)
         if scope.cancelled_caught:
             log.warning("stop took longer than daemon.shutdown_timeout_s=%.1f", timeout_s)
         if store is not None:

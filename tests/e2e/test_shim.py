@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pytest
 import trio
 
@@ -32,6 +33,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.test_crash import kill_shim
 from tests.e2e.test_real_claude import Watch, store_committed
+from tests.e2e.test_wire import RawWebSocket
 
 pytestmark = pytest.mark.e2e
 
@@ -187,6 +189,50 @@ async def test_a_graceful_stop_still_ends_every_agent(hived: Launcher) -> None:
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
         for session in sessions:
             assert (await summary(client, session))["state"] == "EXITED"
+
+
+SLOW_STOP: Final = """\
+import signal, sys, time
+def term(signum, frame):
+    time.sleep(2)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("up", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+async def test_a_client_that_does_not_close_does_not_eat_the_agents_stop_grace(
+    hived: Launcher,
+) -> None:
+    script = hived.tmp_path / "slow_stop.py"
+    script.write_text(SLOW_STOP)
+    body = (
+        f'[agents.slow]\ncommand = ["{PYTHON}", "{script}"]\nformat = "text"\n'
+        'restart = "no"\nstop_timeout_s = 5.0\n'
+    )
+    port, config = hived.config(body=body)
+    # 9 s to stop: the agent gets 4 s of grace (the last 5 s are the reap budget after
+    # SIGKILL). Were connections closed first, the silent client's closing handshake (5 s)
+    # would leave it none: SIGKILL before its 2 s clean exit.
+    config = config.replace("shutdown_timeout_s = 10.0", "shutdown_timeout_s = 9.0")
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="slow"))["session"]
+        watch = Watch(await client.subscribe(f"session/{session}", since=0))
+        await watch.until("its handler in place", lambda e: e["data"].get("line") == "up")
+    silent = await RawWebSocket.open(port, "/v1/ws", SECRETS["viewer"])
+    opcode, payload = await silent.read_frame()
+    assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+    # From now on it answers nothing, not even the close.
+    daemon.send_signal(signal.SIGTERM)
+    assert await daemon.wait_exit() == 0
+    await silent.stream.aclose()
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        ended = await summary(client, session)
+    assert (ended["state"], ended["exit_code"]) == ("EXITED", 0), ended
 
 
 async def test_daemon_restart_keeps_the_agents_and_their_output(hived: Launcher) -> None:
