@@ -596,6 +596,14 @@ class Session:
                 self._move(State.RUNNING, why)  # from STARTING: the agent had started
             if state is not self.state:
                 self._move(state, why)
+        if self.state is State.STARTING:
+            # The daemon died before it recorded the spawn: the agent runs all the same.
+            self._move(
+                State.RUNNING,
+                "taken up again after a daemon restart",
+                started_at=utc_timestamp(),
+                pid_start=process_start(shim.agent_pid),
+            )
         log.info(
             "session %s: taken up again (agent %d, output from %d)",
             self.name,

@@ -28,7 +28,7 @@ import trio
 from hived.core.config import AgentConfig, Config
 from hived.core.drivers import get_format
 from hived.core.drivers.base import Answer
-from hived.core.errors import RequestError
+from hived.core.errors import RequestError, StoreError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.protocol import (
     Caller,
@@ -74,6 +74,9 @@ class SessionRecorder(Protocol):
     """Keeps session summaries (the store); called on every state or usage change."""
 
     def record_session(self, summary: SessionSummary) -> None: ...
+
+    async def keep_session(self, summary: SessionSummary) -> None:
+        """Record it and return once it is on disk; StoreError if it cannot be."""
 
 
 @attrs.frozen
@@ -135,7 +138,12 @@ class Supervisor:
             await self._take_up_runs()
             for agent, template in self._config.agents.items():
                 for _ in range(template.autostart):
-                    self._create(agent, template, prompt=None, args=(), cwd=None, name=None)
+                    try:
+                        await self._create(
+                            agent, template, prompt=None, args=(), cwd=None, name=None
+                        )
+                    except RequestError as exc:
+                        log.error("autostart of %s: %s", agent, exc.message)
             task_status.started()
             await trio.sleep_forever()
 
@@ -306,7 +314,7 @@ class Supervisor:
 
     # -- making sessions ----------------------------------------------------------------------
 
-    def _create(
+    async def _create(
         self,
         agent: str,
         template: AgentConfig,
@@ -328,6 +336,16 @@ class Supervisor:
             launch=launch.to_json(),
         )
         session = self._hold(summary, template, launch)
+        # On disk before its agent starts: after a crash from here on, the next daemon knows
+        # the session and takes its run up (the run's folder names the session).
+        if self._recorder is not None:
+            try:
+                await self._recorder.keep_session(session.summary)
+            except StoreError as exc:
+                del self._sessions[session.id]
+                raise RequestError(
+                    "internal", f"not started: the store cannot keep the session's record ({exc})"
+                ) from None
         self._announce(session.summary, None)
         session.start()
         return session
@@ -451,7 +469,7 @@ class Supervisor:
             s.name == request.name and is_live(s.state) for s in self.summaries()
         ):
             raise RequestError("conflict", f"a live session is already named {request.name!r}")
-        session = self._create(
+        session = await self._create(
             request.agent,
             template,
             prompt=request.prompt,

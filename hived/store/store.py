@@ -216,6 +216,14 @@ class Store:
         """Queue a session's summary (the latest of a session replaces a queued one)."""
         self._batches.add_session(summary)
 
+    async def keep_session(self, summary: SessionSummary) -> None:
+        """Record a session's summary and return once it is on disk (a session about to start
+        an agent: a crash from then on leaves the next daemon its record to take it up by);
+        :class:`~hived.core.errors.StoreError` when the disk refuses it."""
+        self._batches.add_session(summary)
+        if not await self._batches.commit_now():
+            raise StoreError(self._batches.error or f"cannot write to {self.path}")
+
     def oldest_seq(self, topic: str) -> int | None:
         """The smallest seq kept for ``topic``; None for a topic never seen.
 

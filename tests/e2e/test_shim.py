@@ -191,6 +191,26 @@ async def test_a_graceful_stop_still_ends_every_agent(hived: Launcher) -> None:
             assert (await summary(client, session))["state"] == "EXITED"
 
 
+async def test_a_session_started_just_before_a_crash_is_taken_up_not_forgotten(
+    hived: Launcher,
+) -> None:
+    body = agent_toml("sleeper", "misbehave.py", "sleep", extra='restart = "no"')
+    port, config = hived.config(body=body)
+    # Nothing reaches the disk by the clock within the test: only what must be there first.
+    config = config.replace("sync_interval_ms = 50", "sync_interval_ms = 600000")
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="sleeper"))["session"]
+        pid = (await summary(client, session))["pid"]
+    daemon = await restart(hived, config, port, daemon)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        taken_up = await wait_state(client, session, "RUNNING")
+        assert taken_up["pid"] == pid
+        assert process_alive(pid)
+        await client.request("session.stop", session=session)
+    assert not process_alive(pid)
+
+
 SLOW_STOP: Final = """\
 import signal, sys, time
 def term(signum, frame):
