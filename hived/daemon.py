@@ -78,6 +78,8 @@ class Daemon:
     started_at: float = attrs.field(factory=time.time)
     config_loaded_at: float = attrs.field(factory=time.time)
     forced: bool = False
+    lost_events: int = 0
+    """Events the stop could not write to the store (a full or failing disk): exit 1."""
     restart_requested: bool = False
     """Stop leaving the agents running, then exec the daemon again (``daemon.restart``)."""
     listening: tuple[str, ...] = ()
@@ -185,6 +187,7 @@ class Daemon:
         if store is not None:
             with trio.move_on_after(STORE_FLUSH_BUDGET_S):
                 await store.drain()
+            self.lost_events = store.lost_events
 
     async def _serve_status(self, supervisor: Supervisor, server: Server) -> None:
         """Keep systemd's STATUS= line current (``systemctl status hived`` shows it)."""
@@ -282,6 +285,12 @@ def run_daemon(config_path: Path, config: Config) -> int:
             log.error("cannot run: %s", exc)
         return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in leaves) else EXIT_FORCED
     if daemon.forced:
+        return EXIT_FORCED
+    if daemon.lost_events:
+        log.error(
+            "stopped, but %d events could not be written to the store and are lost",
+            daemon.lost_events,
+        )
         return EXIT_FORCED
     if daemon.restart_requested:
         # The same process, a new program: systemd sees the same main pid; the agents' shims
