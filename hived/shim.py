@@ -67,6 +67,8 @@ TAIL_BUFFER_BYTES: Final = 256 * 1024
 CAP_NOTE: Final = "\n[hived-shim: spool cap of {cap} bytes reached; further output dropped]\n"
 OPS: Final = ("status", "write", "close_stdin", "signal", "watch", "tail", "collect")
 STREAM_NAMES: Final = ("stdout", "stderr")
+PR_SET_CHILD_SUBREAPER: Final = 36
+"""prctl(2): orphans among the shim's descendants are reparented to the shim, not to init."""
 LONGEST_WAIT_S: Final = 1e6
 """The longest single wait in the loop (epoll takes milliseconds in an int)."""
 USAGE: Final = (
@@ -201,7 +203,9 @@ class Shim:
         self.dirty: set[Client] = set()
         """Clients with replies or events to send at the end of this turn of the loop."""
         self.exit_fd: int | None = None
-        """The agent's pidfd, or the read end of the SIGCHLD wakeup pipe."""
+        """The agent's pidfd (None: its exit is noticed through SIGCHLD)."""
+        self.wake_fd: int | None = None
+        """The read end of the SIGCHLD wakeup pipe."""
         self.returncode: int | None = None
         self.ended_at = 0.0
         self.exit_code: int | None = None
@@ -223,7 +227,15 @@ class Shim:
     # The agent's exit.
 
     def watch_exit(self, use_pidfd: bool) -> None:
-        """Be woken when the agent exits: a pidfd, or SIGCHLD through a wakeup fd."""
+        """Be woken when the agent exits (a pidfd, or SIGCHLD through a wakeup fd), and when
+        an adopted orphan does (SIGCHLD), to reap it."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, _ignore_signal)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.selector.register(wake_r, selectors.EVENT_READ, self._on_wakeup)
+        self.wake_fd = wake_r
         pidfd_open = getattr(os, "pidfd_open", None)
         if use_pidfd and pidfd_open is not None:
             try:
@@ -234,13 +246,6 @@ class Shim:
                 self.exit_fd = pidfd
                 self.selector.register(pidfd, selectors.EVENT_READ, self._on_pidfd)
                 return
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.signal(signal.SIGCHLD, _ignore_signal)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        self.exit_fd = wake_r
-        self.selector.register(wake_r, selectors.EVENT_READ, self._on_wakeup)
         self._poll_agent()  # it may have exited before the handler was in place
 
     def _on_pidfd(self, mask: int) -> None:
@@ -251,13 +256,36 @@ class Shim:
         self._on_agent_exit(self.popen.wait())  # it has exited: this does not block
 
     def _on_wakeup(self, mask: int) -> None:
-        assert self.exit_fd is not None
+        assert self.wake_fd is not None
         try:
-            while os.read(self.exit_fd, 512):
+            while os.read(self.wake_fd, 512):
                 pass
         except BlockingIOError:
             pass
-        self._poll_agent()
+        self._reap_adopted()
+        if self.exit_fd is None:
+            self._poll_agent()
+
+    def _reap_adopted(self) -> None:
+        """Reap the orphans the shim adopted that have exited (never the agent: its status is
+        Popen's to collect)."""
+        for pid in _children(os.getpid()):
+            if pid != self.agent_pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
+    def _signal_escaped(self, signum: int) -> int:
+        """Signal the agent's descendants that left its process group (``setsid()``, then
+        orphaned: the shim adopted them); how many there were."""
+        count = 0
+        for pid in _descendants(os.getpid()):
+            try:
+                if os.getpgid(pid) != self.agent_pid:
+                    os.kill(pid, signum)
+                    count += 1
+            except OSError:
+                pass  # gone meanwhile
+        return count
 
     def _poll_agent(self) -> None:
         if self.returncode is None and (code := self.popen.poll()) is not None:
@@ -279,6 +307,10 @@ class Shim:
             return
         for index in range(len(self.pipes)):
             self._close_pipe(index)
+        # Whatever the agent left behind, in its group or escaped from it, ends with it.
+        with contextlib.suppress(OSError):
+            os.killpg(self.agent_pid, signal.SIGKILL)
+        self._signal_escaped(signal.SIGKILL)
         path = os.path.join(self.dir, EXIT_NAME)
         try:
             write_json_atomic(path, {"exit_code": self.returncode, "ended_at": self.ended_at})
@@ -615,9 +647,13 @@ class Shim:
         try:
             os.killpg(self.agent_pid, signum)
         except ProcessLookupError:
-            return {"ok": True, "gone": True}
+            group_gone = True
         except OSError as exc:
             return _error(f"signal: {exc.strerror}")
+        else:
+            group_gone = False
+        if not self._signal_escaped(signum) and group_gone:
+            return {"ok": True, "gone": True}
         return {"ok": True}
 
     def _collect(self, client: Client) -> Message | None:
@@ -680,6 +716,46 @@ class Shim:
 
 
 # Starting.
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``, from /proc (every thread's list)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                found += [int(word) for word in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before their children."""
+    found: list[int] = []
+    todo = _children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
+
+
+def _become_subreaper() -> None:
+    """Adopt the agent's orphans: a child that calls ``setsid()`` and loses its parent comes to
+    the shim instead of init, so that stops still reach it (and the shim reaps it)."""
+    try:
+        import ctypes  # only here: 0.2 MB the shim need not keep for anything else
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            _log(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    except (OSError, AttributeError) as exc:
+        _log(f"cannot become a subreaper: {exc}")
 
 
 def _own_fds_only() -> None:
@@ -838,6 +914,7 @@ def main(args: Sequence[str] | None = None) -> int:
             Spool(os.path.join(directory, STDERR_NAME), options.spool_max_bytes),
         )
         os.chdir("/")
+        _become_subreaper()
         popen = subprocess.Popen(
             argv,
             cwd=cwd,

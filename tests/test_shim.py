@@ -488,6 +488,55 @@ def test_a_watcher_that_does_not_read_blocks_nobody(shims: Callable[..., Shim]) 
     assert len(events) < 2000, "notices are merged for a slow reader"
 
 
+ESCAPE = """\
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()  # out of the agent's group and session
+    if os.fork() == 0:
+        print(os.getpid(), flush=True)
+        while True:
+            time.sleep(1)
+    os._exit(0)  # orphans its child: the shim adopts it
+os.wait()
+sys.stdin.readline()
+"""
+
+
+def ppid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def escaped_pid(run: Shim) -> int:
+    wait_for(lambda: (run.dir / STDOUT_NAME).read_text().strip(), "the escaped child's pid")
+    pid = int((run.dir / STDOUT_NAME).read_text())
+    assert os.getpgid(pid) != run.agent_pid, "it left the agent's group"
+    return pid
+
+
+def test_a_child_that_escapes_the_group_is_adopted_and_stopped_with_the_agent(
+    shims: Callable[..., Shim],
+) -> None:
+    run = shims(ESCAPE)
+    pid = escaped_pid(run)
+    assert ppid_of(pid) == run.popen.pid, "the shim adopted it, not init"
+    conn = run.connect()
+    assert conn.request({"op": "signal", "signal": signal.SIGTERM}) == {"ok": True}
+    assert run.wait_exit()["exit_code"] == -signal.SIGTERM
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the escaped child ended and reaped")
+
+
+def test_a_child_that_escaped_ends_when_the_agent_exits_by_itself(
+    shims: Callable[..., Shim],
+) -> None:
+    run = shims(ESCAPE)
+    pid = escaped_pid(run)
+    conn = run.connect()
+    assert conn.request({"op": "close_stdin"}) == {"ok": True}
+    assert run.wait_exit()["exit_code"] == 0
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the escaped child ended and reaped")
+
+
 def test_collect_deletes_the_folder_and_ends_the_shim(shims: Callable[..., Shim]) -> None:
     run = shims("print('done')")
     run.wait_exit()
