@@ -384,6 +384,8 @@ def prune_events(conn: sqlite3.Connection, older_than: str | None, chunk: int) -
                 "SELECT topic, max(seq) FROM events WHERE id <= ? GROUP BY topic", (last_id,)
             )
         }
+        # The search index goes with its events (hived.store.indexer): same ids, same step.
+        conn.execute("DELETE FROM events_fts WHERE rowid <= ?", (last_id,))
         deleted = conn.execute("DELETE FROM events WHERE id <= ?", (last_id,)).rowcount
         conn.executemany(
             "UPDATE topics SET first_seq = ? WHERE topic = ? AND first_seq < ?",
