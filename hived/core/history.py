@@ -76,7 +76,8 @@ def _tool_text(name: Any, tool_input: Any) -> str:
     return "\n".join(parts)
 
 
-def _raw_text(kind: str, data: Mapping[str, Any]) -> str:
+def event_text(kind: str, data: Mapping[str, Any]) -> str:
+    """The whole text of an event that people read and search ("" when it has none)."""
     if kind in ("message", "thinking"):
         return _text_of(data.get("text") or data.get("thinking") or data.get("content"))
     if kind == "tool_use":
@@ -102,7 +103,7 @@ def _raw_text(kind: str, data: Mapping[str, Any]) -> str:
 def search_text(kind: str, data: Mapping[str, Any]) -> str | None:
     """The text of an event that search finds it by, at most :data:`MAX_TEXT_CHARS`; None when
     the event has none (its kind is not searched, or it is empty)."""
-    text = _raw_text(kind, data)[:MAX_TEXT_CHARS]
+    text = event_text(kind, data)[:MAX_TEXT_CHARS]
     for marker in MARKERS:
         text = text.replace(marker, " ")
     return text if text.strip() else None
