@@ -276,6 +276,16 @@ async def test_usage_is_recorded_per_turn_and_grouped(store: Store) -> None:
     one_day = await store.usage("day", "2026-12-02T00:00:00.000Z", "2026-12-02T10:30:00.000Z")
     assert one_day["total"]["output_tokens"] == 30
     assert one_day["total"]["cost_usd"] == 0.02
+    # Part days at either end come from the turns, whole days from the daily sums.
+    spanning = await store.usage("day", "2026-12-01T09:00:00.000Z", "2026-12-02T10:30:00.000Z")
+    assert [(r["key"], r["input_tokens"]) for r in spanning["rows"]] == [
+        ("2026-12-01", 10),
+        ("2026-12-02", 5),
+    ]
+    late = await store.usage("session", "2026-12-01T10:00:00.001Z", None)
+    assert [(r["key"], r["input_tokens"]) for r in late["rows"]] == [(B, 7), (A, 5)]
+    whole = await store.usage("day", "2026-12-02", "2026-12-03")
+    assert whole["total"]["input_tokens"] == 12
     by_template = await store.usage("template", None, None)
     assert [r["key"] for r in by_template["rows"]] == ["codex", "claude"]
     by_session = await store.usage("session", None, None)

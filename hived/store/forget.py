@@ -18,6 +18,7 @@ _STATEMENTS: Final = (
     "DELETE FROM sessions WHERE id = ?1",
     "DELETE FROM spool_marks WHERE substr(key, 1, length(?1) + 1) = ?1 || '/'",
     "DELETE FROM usage_ledger WHERE session = ?1",
+    "DELETE FROM usage_daily WHERE session = ?1",
     "DELETE FROM usage_totals WHERE session = ?1",
 )
 

@@ -4,7 +4,8 @@ How it works: ``history_state.followed_upto`` is the id of the last event the fo
 read. Each step reads the next :data:`FOLLOW_CHUNK` events by id, puts the searchable text of
 each into ``events_fts`` (rowid = the event's id) and the usage each ``state`` event of a
 session topic announces into ``usage_ledger`` (:func:`hived.core.history.usage_delta` against
-``usage_totals``), and moves ``followed_upto`` — all in one transaction on the writer's
+``usage_totals``; its sums per UTC day and session in ``usage_daily``), and moves
+``followed_upto`` — all in one transaction on the writer's
 connection, through the batch writer's lock. So an event is indexed and counted exactly once,
 whatever crashes when; and a store written by an older hived (or while the follower lagged) is
 indexed by the same steps, in the background, from its first kept event.
@@ -13,7 +14,8 @@ The follower never holds up live publishing: the hub queues events whatever it d
 events wait to be committed the follower takes at most :data:`BUSY_SHARE` of the writer's
 time (it rests between steps), catching up once the writer is idle. Events become searchable
 once committed and followed: within ``sync_interval_ms`` plus :data:`FOLLOW_INTERVAL_S` on an
-idle store. ``status`` shows how far behind it is (:class:`IndexStats`).
+idle store. A step that finds nothing new is not repeated until the writer commits again.
+``status`` shows how far behind it is (:class:`IndexStats`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
-FOLLOW_CHUNK: Final = 2000
-"""Events read per step (one transaction)."""
+FOLLOW_CHUNK: Final = 1000
+"""Events read per step (one transaction: some 50 ms of the writer's lock)."""
+FOLLOW_RETRY_S: Final = 5.0
+"""Wait before another step after one failed (a full or read-only disk)."""
 FOLLOW_INTERVAL_S: Final = 0.25
 """How often an idle follower looks for newly committed events."""
 BUSY_SHARE: Final = 0.1
@@ -47,6 +51,16 @@ _INSERT_LEDGER: Final = (
     + ") VALUES (?, ?, ?, ?, ?, "
     + ", ".join("?" * len(USAGE_FIELDS))
     + ")"
+)
+
+_ADD_DAILY: Final = (
+    "INSERT INTO usage_daily (day, session, name, agent, cwd, "
+    + ", ".join(USAGE_FIELDS)
+    + ") VALUES (?, ?, ?, ?, ?, "
+    + ", ".join("?" * len(USAGE_FIELDS))
+    + ") ON CONFLICT (day, session) DO UPDATE SET name = excluded.name, agent = excluded.agent, "
+    + "cwd = excluded.cwd, "
+    + ", ".join(f"{name} = {name} + excluded.{name}" for name in USAGE_FIELDS)
 )
 
 
@@ -114,6 +128,7 @@ def follow_step(conn: sqlite3.Connection, chunk: int) -> FollowStep:
             conn.executemany("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", texts)
         if ledger:
             conn.executemany(_INSERT_LEDGER, ledger)
+            conn.executemany(_ADD_DAILY, [(row[0][:10], *row[1:]) for row in ledger])
         if totals:
             conn.executemany(
                 "INSERT OR REPLACE INTO usage_totals (session, usage) VALUES (?, ?)",
@@ -234,24 +249,31 @@ class Indexer:
 
     async def serve(self) -> None:
         """Follow the events table until cancelled, resting as the module docstring says."""
+        seen_commits = -1
         while True:
+            if self._batches.commits == seen_commits:
+                # Nothing committed since the last step found nothing new.
+                await trio.sleep(FOLLOW_INTERVAL_S)
+                continue
+            commits = self._batches.commits
             started = time.monotonic()
             try:
                 step = await self.step()
             except sqlite3.Error as exc:
-                message = f"indexing stopped: {exc}; retried in {FOLLOW_INTERVAL_S * 20:.0f} s"
+                message = f"indexing stopped: {exc}; retried in {FOLLOW_RETRY_S:.0f} s"
                 if self.error is None:
                     log.warning("store: %s", message)
                 self.error = message
-                await trio.sleep(FOLLOW_INTERVAL_S * 20)
+                await trio.sleep(FOLLOW_RETRY_S)
                 continue
             if self.error is not None:
                 log.info("store: indexing works again")
                 self.error = None
             took = time.monotonic() - started
             if step.read < FOLLOW_CHUNK:
-                await trio.sleep(FOLLOW_INTERVAL_S)
-            elif self._batches.pending:
+                seen_commits = commits
+            if self._batches.pending:
+                # The writer has work: leave it the lock (1 - BUSY_SHARE) of the time.
                 await trio.sleep(took * (1 - BUSY_SHARE) / BUSY_SHARE)
             else:
                 await trio.lowlevel.checkpoint()

@@ -48,8 +48,10 @@ class SearchFilters:
 
 def _id_at(conn: sqlite3.Connection, ts: str) -> int:
     """The smallest event id whose ``ts`` is at or after ``ts`` (max id + 1 if none)."""
+    # Two subqueries: min() and max() in one SELECT would scan the table.
     low, high = conn.execute(
-        "SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM events"
+        "SELECT coalesce((SELECT min(id) FROM events), 1), "
+        "coalesce((SELECT max(id) FROM events), 0)"
     ).fetchone()
     high += 1
     while low < high:
