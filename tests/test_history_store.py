@@ -377,3 +377,24 @@ async def test_retention_takes_the_index_entries_with_the_events(store: Store) -
     assert conn.execute("SELECT count(*) FROM events_fts").fetchone() == (0,)
     conn.close()
     assert await hits(store, "migration") == []
+
+
+async def test_events_after_the_newest_were_deleted_are_still_indexed(store: Store) -> None:
+    # SQLite gives a new event the largest id + 1: once the newest events are gone (their
+    # session forgotten, or retention emptied the store), ids come again that the follower
+    # had passed; it must go back for them.
+    feed = Feed(store)
+    fill(feed)
+    feed.event(B, "message", {"text": "newest words"}, "2026-12-04T10:00:00.000Z")
+    await store.index_now()
+    await store.forget(B)
+    later = feed.event(
+        A, "message", {"text": "written after the forgetting"}, "2026-12-05T10:00:00.000Z"
+    )
+    await store.index_now()
+    assert await hits(store, "forgetting") == [later.seq]
+    store._retention.max_bytes = 1
+    await store.prune()
+    last = feed.event(A, "message", {"text": "after an empty store"}, "2026-12-06T10:00:00.000Z")
+    await store.index_now()
+    assert await hits(store, "empty") == [last.seq]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from hived.store.sql import CLAMP_FOLLOWED
+
 _STATEMENTS: Final = (
     "DELETE FROM events_fts WHERE rowid IN (SELECT id FROM events WHERE session = ?1)",
     "DELETE FROM events WHERE session = ?1",
@@ -34,6 +36,7 @@ def forget_session(conn: sqlite3.Connection, session_id: str, at: str) -> int:
             count = conn.execute(statement, (session_id,)).rowcount
             if statement.startswith("DELETE FROM events "):
                 events = count
+        conn.execute(CLAMP_FOLLOWED)
         conn.execute(
             "INSERT OR REPLACE INTO forgotten (session, at) VALUES (?, ?)", (session_id, at)
         )

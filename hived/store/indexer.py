@@ -31,6 +31,7 @@ import orjson
 import trio
 
 from hived.core.history import USAGE_FIELDS, search_text, usage_delta
+from hived.store.sql import FOLLOWED_KEY
 from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ FOLLOW_INTERVAL_S: Final = 0.25
 """How often an idle follower looks for newly committed events."""
 BUSY_SHARE: Final = 0.1
 """The most of the writer's time the follower takes while events wait to be committed."""
-FOLLOWED_KEY: Final = "followed_upto"
 
 _INSERT_LEDGER: Final = (
     "INSERT INTO usage_ledger (ts, session, name, agent, cwd, "
