@@ -16,6 +16,8 @@ Usage: ``python -m bench.bench_history [--events N] [--sessions S] [--persist N]
   < 200 ms.
 - **size**: the database file, and the bytes of the search index and the ledger in it
   (SQLite's ``dbstat``).
+- **retention**: one retention step (the oldest 1000 events and their index entries, one
+  transaction under the writer's lock): how long a batch of new events may wait for it.
 - **persist**: bench/bench_store.py's measure (``--persist`` events of realistic text handed to
   :meth:`Store.record` in bursts of 1000, clock stopped when the last is committed), in
   pairs, the follower off then on, ``--runs`` pairs, medians. Target: on within 15 % of off.
@@ -40,7 +42,7 @@ import trio
 from hived.core.config import StateConfig
 from hived.core.events import Event, Usage, encode_event, session_topic, utc_timestamp
 from hived.core.sessions import SessionSummary, State
-from hived.store import Store
+from hived.store import PRUNE_CHUNK, Store, sql
 from hived.store.search import SearchFilters
 
 CONCURRENT: Final = 20
@@ -500,6 +502,17 @@ async def query(store: Store, folder: Path, repeat: int) -> dict[str, Any]:
     return result
 
 
+def retention_step(store: Store) -> dict[str, float]:
+    """One retention step (the oldest PRUNE_CHUNK events, their index entries with them), as
+    retention runs it under the writer's lock: how long a batch of new events may wait."""
+    took = []
+    for _ in range(3):
+        start = time.perf_counter()
+        sql.prune_events(store._writer, None, PRUNE_CHUNK)
+        took.append((time.perf_counter() - start) * 1000)
+    return {"events": PRUNE_CHUNK, "median_ms": statistics.median(took), "max_ms": max(took)}
+
+
 async def persist_run(count: int, index_on: bool) -> dict[str, float]:
     """bench_store's persist measure with realistic events; the follower off or on."""
     items = [
@@ -538,15 +551,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         run = await persist_run(args.persist, True)
         on.append(run["persisted_per_s"])
         lags.append(run["index_lag_s"])
-    result["persist"] = {
-        "events": args.persist,
-        "off_per_s": statistics.median(off),
-        "on_per_s": statistics.median(on),
-        "change": statistics.median(on) / statistics.median(off) - 1,
-        "off_runs": off,
-        "on_runs": on,
-        "index_lag_s": statistics.median(lags),
-    }
+    if args.runs:
+        result["persist"] = {
+            "events": args.persist,
+            "off_per_s": statistics.median(off),
+            "on_per_s": statistics.median(on),
+            "change": statistics.median(on) / statistics.median(off) - 1,
+            "off_runs": off,
+            "on_runs": on,
+            "index_lag_s": statistics.median(lags),
+        }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)
         if not (folder / "hived.db").exists():
@@ -554,6 +568,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         store = Store.open(StateConfig(dir=str(folder)))
         try:
             result |= await query(store, folder, args.repeat)
+            result["retention_step"] = retention_step(store)
         finally:
             store.close()
     return result
@@ -582,7 +597,14 @@ def report(result: dict[str, Any]) -> str:
         f"index {size['index_bytes'] / 2**20:,.0f} MiB (+{size['index_overhead']:.0%}), "
         f"ledger {size['ledger_bytes'] / 2**20:,.1f} MiB"
     )
-    persist = result["persist"]
+    step = result["retention_step"]
+    lines.append(
+        f"retention step of {step['events']} events (with their index entries): "
+        f"median {step['median_ms']:.0f} ms, max {step['max_ms']:.0f} ms"
+    )
+    persist = result.get("persist")
+    if persist is None:
+        return "\n".join(lines)
     lines.append(
         f"persist {persist['events']:,} events: follower off {persist['off_per_s']:,.0f}/s, on "
         f"{persist['on_per_s']:,.0f}/s ({persist['change']:+.1%}); indexed "

@@ -318,6 +318,37 @@ async def test_an_existing_store_is_indexed_in_the_background(tmp_path: Path) ->
         nursery.cancel_scope.cancel()
 
 
+def old_store(state: StateConfig) -> None:
+    """A store as hived wrote it before the search index (schema version 3), with 2 events."""
+    folder = Path(state.dir)
+    folder.mkdir(mode=0o700)
+    old = sqlite3.connect(folder / schema.DB_NAME)
+    for script in schema.MIGRATIONS[:3]:
+        old.executescript(script)
+    old.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        "INSERT INTO schema_version VALUES (3);"
+        "INSERT INTO topics VALUES ('session/OLD', 1, 2);"
+        "INSERT INTO events (topic, seq, ts, kind, session, data) VALUES "
+        "('session/OLD', 1, '2026-12-04T00:00:00.000Z', 'input', 'OLD', '{\"text\":\"kept words\"}'),"
+        "('session/OLD', 2, '2026-12-04T00:00:01.000Z', 'stderr', 'OLD', '{\"line\":\"old words\"}');"
+    )
+    old.close()
+
+
+async def test_a_store_of_the_previous_schema_is_migrated_and_indexed(tmp_path: Path) -> None:
+    state = make_state(tmp_path)
+    old_store(state)
+    store = Store.open(state)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        with trio.fail_after(10):
+            while store.stats().index.followed_upto < 2:  # noqa: ASYNC110 (a worker thread)
+                await trio.sleep(0.01)
+        assert await hits(store, "words") == [2, 1]
+        nursery.cancel_scope.cancel()
+
+
 def test_a_step_indexes_each_event_once(tmp_path: Path) -> None:
     conn = schema.open_database(schema.prepare_files(Path(tmp_path)))
     conn.execute(
