@@ -221,9 +221,12 @@ class Indexer:
         self.last_id = 0
         self.indexed = 0
         self.error: str | None = None
+        self._committed_seen = 0
 
     def stats(self) -> IndexStats:
-        behind = max(self.last_id - self.followed_upto, 0)
+        # Past the last step's look at the table, and what the writer committed since.
+        since_seen = self._batches.committed_events - self._committed_seen
+        behind = max(self.last_id - self.followed_upto, 0) + since_seen
         return IndexStats(
             state="indexing" if behind else "ready",
             followed_upto=self.followed_upto,
@@ -235,7 +238,10 @@ class Indexer:
 
     async def step(self, chunk: int = FOLLOW_CHUNK) -> FollowStep:
         """One step now (through the writer's lock)."""
+        # The step holds the writer's lock: nothing is committed while it runs.
+        committed = self._batches.committed_events
         step = await self._batches.run(follow_step, chunk)
+        self._committed_seen = committed
         self.followed_upto, self.last_id = step.followed_upto, step.last_id
         self.indexed += step.read
         if self._on_step is not None:
