@@ -76,6 +76,15 @@ SessionState = Annotated[
 ]
 """A state name in any case, kept upper-case (``waiting`` is ``WAITING``)."""
 Timestamp = Annotated[str, Rule('an ISO 8601 time such as "2026-11-26T08:00:00Z"', _is_iso_time)]
+SEARCH_MAX_QUERY: Final = 1000
+"""The longest search query, in characters: a query costs by its terms."""
+SearchQuery = Annotated[
+    str,
+    Rule(
+        f"a non-empty query of at most {SEARCH_MAX_QUERY} characters",
+        lambda v: 0 < len(v.strip()) and len(v) <= SEARCH_MAX_QUERY,
+    ),
+]
 SEARCH_MAX_LIMIT: Final = 500
 """The largest page of search hits."""
 SearchLimit = Annotated[
@@ -257,7 +266,7 @@ class Search(BaseRequest):
     """Full-text search over the kept events (FTS5 query syntax), newest first."""
 
     type: ClassVar[str] = "search"
-    query: NonEmpty
+    query: SearchQuery
     """Words, ``"a phrase"``, ``prefix*``, ``AND``/``OR``/``NOT``, ``NEAR(a b, 5)``."""
     session: NonEmpty | None = None
     """Only events of this session (an id, an id prefix or a name)."""

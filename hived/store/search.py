@@ -138,7 +138,13 @@ def _check(query: str) -> None:
         probe.execute("CREATE VIRTUAL TABLE events_fts USING fts5 (text)")
         probe.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH ?", (query,)).fetchall()
     except sqlite3.OperationalError as exc:
-        raise QueryError(str(exc).removeprefix("fts5: ")) from None
+        message = str(exc).removeprefix("fts5: ")
+        if message.startswith("no such column"):
+            message += (
+                ' (a word before ":" or after "-" names a column; the only one is text: '
+                'put such words in double quotes)'
+            )
+        raise QueryError(message) from None
     finally:
         probe.close()
 
