@@ -82,7 +82,7 @@ SearchQuery = Annotated[
     str,
     Rule(
         f"a non-empty query of at most {SEARCH_MAX_QUERY} characters",
-        lambda v: 0 < len(v.strip()) and len(v) <= SEARCH_MAX_QUERY,
+        lambda v: len(v.strip()) > 0 and len(v) <= SEARCH_MAX_QUERY,
     ),
 ]
 SEARCH_MAX_LIMIT: Final = 500
