@@ -618,7 +618,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000, help="events in the store")
     parser.add_argument("--sessions", type=int, default=2_000, help="sessions in the store")
     parser.add_argument("--persist", type=int, default=200_000, help="events per persist run")
-    parser.add_argument("--runs", type=int, default=3, help="persist pairs (median)")
+    parser.add_argument("--runs", type=int, default=5, help="persist pairs (median)")
     parser.add_argument("--repeat", type=int, default=10, help="runs of each query")
     parser.add_argument("--keep", metavar="DIR", help="build the store in DIR (reused if there)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
