@@ -142,7 +142,7 @@ def _check(query: str) -> None:
         if message.startswith("no such column"):
             message += (
                 ' (a word before ":" or after "-" names a column; the only one is text: '
-                'put such words in double quotes)'
+                "put such words in double quotes)"
             )
         raise QueryError(message) from None
     finally:
