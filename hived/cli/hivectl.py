@@ -242,6 +242,10 @@ async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
     if not matches:
         # hived's own lookup says why: no such session, or one that was forgotten (and when).
         page = await client.request("session.events", session=ref, limit=1)
+        if not isinstance(page, dict) or not isinstance(page.get("session"), str):
+            raise RemoteError(
+                "not_found", f"no session {ref!r} (give an id, an id prefix or a name)"
+            )
         return {"id": page["session"], "name": ref, "state": "?"}
     names = ", ".join(f"{s.get('id')} ({s.get('name')})" for s in matches[:AMBIGUOUS_SHOWN])
     more = " and more" if len(matches) > AMBIGUOUS_SHOWN else ""
