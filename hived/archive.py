@@ -118,6 +118,7 @@ class Archive:
         if request.format == "jsonl":
             text = "".join(frame + "\n" for _, frame in frames)
         else:
+            # Each block ends with a blank line, so that pages join as they are.
             blocks = []
             if not after:
                 summary = self._summary(session_id)
@@ -126,20 +127,16 @@ class Archive:
                 block = markdown_event(orjson.loads(frame))
                 if block is not None:
                     blocks.append(block + "\n")
-            text = "\n".join(blocks)
-        done = len(frames) < EXPORT_PAGE_EVENTS and not self._more(session_id, frames)
+            text = "\n".join(blocks) + ("\n" if blocks else "")
+        last = self.store.last_seqs().get(session_topic(session_id), 0)
+        more = bool(frames) and frames[-1][0] < last
         return {
             "session": session_id,
             "format": request.format,
             "events": len(frames),
             "text": text,
-            "next": None if done or not frames else frames[-1][0],
+            "next": frames[-1][0] if more else None,
         }
-
-    def _more(self, session_id: str, frames: list[tuple[int, str]]) -> bool:
-        """Whether events after this page are kept (a page cut by its byte bound)."""
-        last = self.store.last_seqs().get(session_topic(session_id), 0)
-        return bool(frames) and frames[-1][0] < last
 
     def _summary(self, session_id: str) -> SessionSummary | None:
         held = [s for s in self.supervisor.summaries() if s.id == session_id]
