@@ -25,6 +25,7 @@ import trio
 
 from hived import __version__
 from hived.admin import Admin
+from hived.archive import Archive
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
 from hived.core.errors import ConfigError, HivedError
@@ -126,7 +127,13 @@ class Daemon:
             )
             admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
             records = Records(supervisor, store)
-            handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
+            archive = Archive(store, hub, supervisor, records)
+            handlers = {
+                **supervisor.handlers(),
+                **records.handlers(),
+                **admin.handlers(),
+                **archive.handlers(),
+            }
             for wire_type, handler in handlers.items():
                 router.add(wire_type, handler)
             self._services = (store, supervisor, server)

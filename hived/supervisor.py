@@ -405,6 +405,16 @@ class Supervisor:
             if f"{agent}-{n}" not in taken:
                 return f"{agent}-{n}"
 
+    def release(self, session_id: str) -> None:
+        """Let go of an ended session this run keeps in memory (``session.forget``)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.done.is_set():
+            del self._sessions[session_id]
+            agent_id = session.summary.agent_session_id or ""
+            if self._by_agent_id.get(agent_id) is session:
+                del self._by_agent_id[agent_id]
+        self.observed.release(session_id)
+
     def _forget_ended(self) -> None:
         ended = [s for s in self._sessions.values() if s.done.is_set()]
         for session in ended[: max(len(ended) - MAX_ENDED_SESSIONS, 0)]:

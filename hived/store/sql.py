@@ -49,6 +49,17 @@ _READ_EVENTS: Final = (
 )
 
 
+FOLLOWED_KEY: Final = "followed_upto"
+"""The ``history_state`` key of the last event id the index follower has read."""
+CLAMP_FOLLOWED: Final = (
+    "UPDATE history_state SET value = (SELECT coalesce(max(id), 0) FROM events) "
+    f"WHERE key = '{FOLLOWED_KEY}' AND value > (SELECT coalesce(max(id), 0) FROM events)"
+)
+"""Run in the transaction of any deletion that may remove the newest events (forgetting their
+session, retention down to nothing): SQLite gives the next event the largest id + 1, which
+would otherwise be at or below ``followed_upto``, and never indexed."""
+
+
 _FRAME_OVERHEAD_BYTES: Final = 160
 """About what an event's frame holds besides its data (type, topic, seq, ts, kind, session)."""
 
@@ -423,7 +434,10 @@ def prune_events(conn: sqlite3.Connection, older_than: str | None, chunk: int) -
                 "SELECT topic, max(seq) FROM events WHERE id <= ? GROUP BY topic", (last_id,)
             )
         }
+        # The search index goes with its events (hived.store.indexer): same ids, same step.
+        conn.execute("DELETE FROM events_fts WHERE rowid <= ?", (last_id,))
         deleted = conn.execute("DELETE FROM events WHERE id <= ?", (last_id,)).rowcount
+        conn.execute(CLAMP_FOLLOWED)
         conn.executemany(
             "UPDATE topics SET first_seq = ? WHERE topic = ? AND first_seq < ?",
             [(first, topic, first) for topic, first in first_seqs.items()],
