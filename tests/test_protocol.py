@@ -34,6 +34,8 @@ from hived.core.protocol import (
     DaemonStop,
     Hello,
     HelloOutcome,
+    Notifications,
+    NotifyTest,
     Ping,
     SessionAnswer,
     SessionApprove,
@@ -131,6 +133,8 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
     ('{"type": "daemon.restart"}', DaemonRestart()),
     ('{"type": "ping", "id": 0}', Ping(id=0)),
     ('{"type": "agents", "id": 5}', Agents(id=5)),
+    ('{"type": "notifications", "id": 6, "limit": 20}', Notifications(limit=20, id=6)),
+    ('{"type": "notify.test", "id": 7, "rule": "phone"}', NotifyTest(rule="phone", id=7)),
 ]
 
 
@@ -475,6 +479,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
     assert by_role == {
         "viewer": {
             "hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events", "agents",
+            "notifications",
         },
         "operator": {
             "session.start", "session.input", "session.approve", "session.answer",
@@ -482,7 +487,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
         },
         "admin": {
             "status", "connections", "connection.kick", "config.reload", "daemon.stop",
-            "daemon.restart",
+            "daemon.restart", "notify.test",
         },
     }  # fmt: skip
     assert by_role["admin"] == ADMIN_ONLY

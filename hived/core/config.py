@@ -25,6 +25,18 @@ import cattrs
 
 from hived.core.convert import expected, flatten_errors, make_converter
 from hived.core.errors import ConfigError
+from hived.core.notifyconfig import (
+    Delay,
+    HttpUrl,
+    Mailbox,
+    NotifyRule,
+    Priority,
+    delay,
+    http_url,
+    mailbox,
+    notify_checks,
+    priority,
+)
 
 DEFAULT_CONFIG_PATH: Final = "/etc/hived/hived.toml"
 DEFAULT_LISTEN: Final = "127.0.0.1:7420"
@@ -177,6 +189,8 @@ class Config:
     hooks: HooksConfig = HooksConfig()
     tokens: tuple[TokenConfig, ...] = ()
     agents: dict[str, AgentConfig] = attrs.field(factory=dict)
+    notify: tuple[NotifyRule, ...] = ()
+    """``[[notify]]``: who is told what, when, where (:mod:`hived.core.notifyconfig`)."""
 
 
 def is_name(text: str) -> bool:
@@ -285,6 +299,10 @@ def _make_config_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook(Name, _matching(_NAME_RE, NAME_RULE))
     conv.register_structure_hook(Command, _command)
+    conv.register_structure_hook(HttpUrl, http_url)
+    conv.register_structure_hook(Delay, delay)
+    conv.register_structure_hook(Priority, priority)
+    conv.register_structure_hook(Mailbox, mailbox)
     conv.register_structure_hook_factory(
         lambda t: getattr(t, "__origin__", None) is Literal, _literal
     )
@@ -315,6 +333,7 @@ def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
     for name in config.agents:
         if not _NAME_RE.fullmatch(name):
             yield f"agents.{name}", f"agent names are {NAME_RULE}"
+    yield from notify_checks(config.notify, list(config.agents), is_name)
 
 
 def _resolve(config: Config, base: PurePath) -> Config:
@@ -337,6 +356,24 @@ def _resolve(config: Config, base: PurePath) -> Config:
         server=server,
         state=attrs.evolve(config.state, dir=path(config.state.dir)),
         agents=agents,
+        notify=tuple(_resolve_rule(rule, path) for rule in config.notify),
+    )
+
+
+def _resolve_rule(rule: NotifyRule, path: Callable[[str], str]) -> NotifyRule:
+    """The rule with the files it names taken relative to the config's folder."""
+
+    def files(section: Any, *keys: str) -> Any:
+        if section is None:
+            return None
+        changes = {k: path(getattr(section, k)) for k in keys if getattr(section, k) is not None}
+        return attrs.evolve(section, **changes)
+
+    return attrs.evolve(
+        rule,
+        webhook=files(rule.webhook, "secret_file"),
+        ntfy=files(rule.ntfy, "token_file"),
+        email=files(rule.email, "credentials_file", "ca_file"),
     )
 
 

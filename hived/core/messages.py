@@ -291,6 +291,22 @@ class Agents(BaseRequest):
 
 
 @attrs.frozen
+class Notifications(BaseRequest):
+    """The last notifications born, newest first, with their outcome (DESIGN §12)."""
+
+    type: ClassVar[str] = "notifications"
+    limit: Limit | None = None
+
+
+@attrs.frozen
+class NotifyTest(BaseRequest):
+    """Send a test message through one ``[[notify]]`` rule now."""
+
+    type: ClassVar[str] = "notify.test"
+    rule: NonEmpty
+
+
+@attrs.frozen
 class Ping(BaseRequest):
     """An application-level ping, for clients (browsers) that cannot see WebSocket pings."""
 
@@ -319,6 +335,8 @@ Request = (
     | DaemonRestart
     | Ping
     | Agents
+    | Notifications
+    | NotifyTest
 )
 """Any client request."""
 

@@ -43,6 +43,8 @@ from hived.core.messages import (
     DaemonRestart,
     DaemonStop,
     Hello,
+    Notifications,
+    NotifyTest,
     Ping,
     Request,
     SessionAnswer,
@@ -76,6 +78,8 @@ __all__ = [
     "DaemonRestart",
     "DaemonStop",
     "Hello",
+    "Notifications",
+    "NotifyTest",
     "Ping",
     "Request",
     "SessionAnswer",
@@ -146,6 +150,7 @@ ROLE_REQUIRED: Final[Mapping[str, str]] = {
     "sessions": "viewer",
     "session.events": "viewer",
     "agents": "viewer",
+    "notifications": "viewer",
     "session.start": "operator",
     "session.input": "operator",
     "session.approve": "operator",
@@ -160,6 +165,7 @@ ROLE_REQUIRED: Final[Mapping[str, str]] = {
     "config.reload": "admin",
     "daemon.stop": "admin",
     "daemon.restart": "admin",
+    "notify.test": "admin",
 }
 """The lowest role that may send each request type."""
 

@@ -84,6 +84,27 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         idx INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3 → 4 (notify branch): the notifications outbox (DESIGN §12), written in the transaction
+    # of the event that gave birth to each one.
+    """
+    CREATE TABLE notifications (
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        key TEXT NOT NULL,
+        session TEXT,
+        topic TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        born_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        outcome TEXT,
+        attempts INTEGER NOT NULL,
+        done_at REAL,
+        item TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX notifications_status ON notifications (status, due_at);
+    CREATE INDEX notifications_born ON notifications (born_at);
+    """,
 )
 """Forward migrations; see the module docstring."""
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import orjson
@@ -29,6 +29,8 @@ from hived.store.sessions import SessionQueries
 from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_PENDING_EVENTS: Final = 100_000
 """Events queued and not yet committed past which :meth:`Store.wait_writable` blocks sources."""
@@ -215,6 +217,20 @@ class Store:
     def record_session(self, summary: SessionSummary) -> None:
         """Queue a session's summary (the latest of a session replaces a queued one)."""
         self._batches.add_session(summary)
+
+    # The notifications' outbox (hived.notify.service.Outbox).
+
+    def add_statement(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Queue a statement for the transaction that commits the events recorded so far."""
+        self._batches.add_statement(statement, params)
+
+    def committed(self, topic: str, seq: int) -> bool:
+        """Whether the event ``seq`` of ``topic`` (and what rode with it) is committed."""
+        return self._batches.committed_seqs.get(topic, 0) >= seq
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a worker thread on the writer's connection."""
+        return await self._batches.run(fn, *args)
 
     def oldest_seq(self, topic: str) -> int | None:
         """The smallest seq kept for ``topic``; None for a topic never seen.
