@@ -1,0 +1,238 @@
+"""Notifications against the real daemon and receivers the tests start (DESIGN §12).
+
+Exactly once from live events: a permission request left unanswered for ``after_s`` gives one
+message per rule; one answered earlier gives none; a daemon killed between the birth and the
+delivery delivers once after its restart (and the request it asks again gives no second birth);
+a replay of the whole history gives none; fifty sessions waiting at once give one message per
+destination. The outbox (``notifications``) is checked beside what the receivers got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+from hived.client import Client, RemoteError, connect
+from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon
+from tests.e2e.receivers import HttpReceiver, http_receiver
+
+pytestmark = pytest.mark.e2e
+
+HMAC_KEY = b"webhook-signing-key"
+
+
+def webhook_rule(
+    receiver: HttpReceiver, name: str = "hook", *, after_s: float = 0.0, extra: str = ""
+) -> str:
+    return (
+        f'[[notify]]\nname = "{name}"\nafter_s = {after_s}\ncoalesce_s = 0.2\n'
+        f'min_interval_s = 0.0\nlink = "http://127.0.0.1:7420/"\n{extra}\n'
+        f'[notify.webhook]\nurl = "{receiver.url("/" + name)}"\nsecret_file = "hook.key"\n'
+        "timeout_s = 5.0\n\n"
+    )
+
+
+def ntfy_rule(receiver: HttpReceiver, name: str = "phone", *, after_s: float = 0.0) -> str:
+    return (
+        f'[[notify]]\nname = "{name}"\nafter_s = {after_s}\ncoalesce_s = 0.2\n'
+        f'min_interval_s = 0.0\n\n[notify.ntfy]\nurl = "{receiver.url("/" + name)}"\n'
+        "priority = 5\n\n"
+    )
+
+
+async def start_daemon(hived: Launcher, body: str) -> RunningDaemon:
+    (hived.tmp_path / "hook.key").write_bytes(HMAC_KEY + b"\n")
+    port, config = hived.config(body=body)
+    return await hived.start(config, port=port)
+
+
+async def outbox(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        result = await admin.request("notifications", limit=500)
+    return list(result["notifications"])
+
+
+async def outbox_when(
+    daemon: RunningDaemon,
+    condition: Callable[[list[dict[str, Any]]], bool],
+    what: str,
+    timeout_s: float = DEADLINE_S,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with trio.move_on_after(timeout_s):
+        while True:
+            rows = await outbox(daemon)
+            if condition(rows):
+                return rows
+            await trio.sleep(0.05)
+    seen = [(r["rule"], r["status"], r["attempts"], r["outcome"]) for r in rows]
+    raise AssertionError(f"outbox: no {what} within {timeout_s} s: {seen}\n{daemon.log()}")
+
+
+async def start_waiting(client: Client, name: str) -> str:
+    """Start a fake Claude session that asks permission; its id once it waits."""
+    started = await client.request(
+        "session.start", agent="claude", prompt="this needs permission", name=name
+    )
+    session = str(started["session"])
+    with trio.fail_after(DEADLINE_S):
+        while True:
+            summaries = (await client.request("sessions"))["sessions"]
+            if any(s["id"] == session and s["state"] == "WAITING" for s in summaries):
+                return session
+            await trio.sleep(0.05)
+
+
+async def request_id(client: Client, session: str) -> str:
+    events = (await client.request("session.events", session=session))["events"]
+    return next(e["data"]["request_id"] for e in events if e["kind"] == "permission_request")
+
+
+def all_done(rows: list[dict[str, Any]], count: int) -> bool:
+    return len(rows) == count and all(r["status"] != "pending" for r in rows)
+
+
+async def test_an_unanswered_permission_request_notifies_once_per_rule(
+    hived: Launcher,
+) -> None:
+    async with http_receiver() as receiver:
+        body = webhook_rule(receiver, after_s=0.5) + ntfy_rule(receiver, after_s=0.5)
+        daemon = await start_daemon(hived, body)
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            session = await start_waiting(client, "asker")
+            rows = await outbox_when(daemon, lambda r: all_done(r, 2), "two outcomes")
+        assert {(r["rule"], r["status"], r["session"]) for r in rows} == {
+            ("hook", "delivered", session),
+            ("phone", "delivered", session),
+        }
+        hook, phone = receiver.to("/hook"), receiver.to("/phone")
+        assert len(hook) == len(phone) == 1
+        posted = hook[0]
+        assert posted.headers["x-hived-signature"] == (
+            "sha256=" + hmac.new(HMAC_KEY, posted.body, hashlib.sha256).hexdigest()
+        )
+        message = posted.json()
+        assert message["type"] == "hived.notification"
+        assert message["count"] == 1
+        [item] = message["items"]
+        assert item["event"] == "permission"
+        assert item["session"] == session
+        assert item["name"] == "asker"
+        assert item["title"] == "asker asks permission to use Bash"
+        assert "details" not in item  # a summary: never the tool's input
+        assert message["link"] == f"http://127.0.0.1:7420/?session={session}"
+        assert phone[0].headers["title"] == "asker asks permission to use Bash"
+        assert phone[0].headers["priority"] == "5"
+        assert phone[0].body == b"asker asks permission to use Bash"
+
+
+async def test_a_request_answered_before_after_s_notifies_nobody(hived: Launcher) -> None:
+    async with http_receiver() as receiver:
+        daemon = await start_daemon(hived, webhook_rule(receiver, after_s=600.0))
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            session = await start_waiting(client, "asker")
+            await outbox_when(daemon, lambda r: len(r) == 1, "a birth")
+            request = await request_id(client, session)
+            await client.request("session.approve", session=session, request_id=request, allow=True)
+            rows = await outbox_when(daemon, lambda r: all_done(r, 1), "the drop")
+        assert rows[0]["status"] == "dropped"
+        assert rows[0]["outcome"] == "answered"
+        assert receiver.requests == []
+
+
+async def test_a_daemon_killed_between_birth_and_delivery_delivers_once_after_restart(
+    hived: Launcher,
+) -> None:
+    async with http_receiver() as receiver:
+        receiver.status = 503  # deliveries fail until the daemon is dead
+        daemon = await start_daemon(hived, webhook_rule(receiver))
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            session = await start_waiting(client, "asker")
+        await outbox_when(daemon, lambda r: len(r) == 1 and r[0]["attempts"] >= 1, "an attempt")
+        daemon.send_signal(signal.SIGKILL)
+        await daemon.wait_exit()
+        assert receiver.to("/hook") == []
+        receiver.status = 200
+        daemon = await hived.start(daemon.config_path.read_text(), port=daemon.port)
+        rows = await outbox_when(daemon, lambda r: all_done(r, 1), "the delivery")
+        assert rows[0]["status"] == "delivered"
+        assert len(receiver.to("/hook")) == 1
+        # The agent outlived the daemon under its shim; the request it still waits on was asked
+        # again (asked_again) and gave birth to nothing new.
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            events = (await client.request("session.events", session=session))["events"]
+            assert any(e["data"].get("asked_again") for e in events)
+            # A replay of the whole history, of every topic, gives birth to nothing either.
+            for topic in ("sessions", f"session/{session}"):
+                sub = await client.subscribe(topic, since=0)
+                with trio.fail_after(DEADLINE_S):
+                    async for event in sub:
+                        if event["seq"] >= sub.last_seq:
+                            break
+        await store_and_outbox_settled(daemon)
+        assert len(await outbox(daemon)) == 1
+        assert len(receiver.to("/hook")) == 1
+
+
+async def store_and_outbox_settled(daemon: RunningDaemon) -> None:
+    """Until the store has written everything the daemon had queued."""
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        with trio.fail_after(DEADLINE_S):
+            while True:
+                if not (await admin.request("status"))["store"]["pending"]:
+                    return
+                await trio.sleep(0.02)
+
+
+async def test_fifty_sessions_waiting_at_once_give_one_message_per_destination(
+    hived: Launcher,
+) -> None:
+    count = 50
+    async with http_receiver() as receiver:
+        # The first birth waits coalesce_s for the others; 50 fake agents start in ~3 s here.
+        coalesce = "coalesce_s = 15.0\nmin_interval_s = 0.0\n"
+        body = (
+            f'[[notify]]\nname = "hook"\n{coalesce}\n[notify.webhook]\n'
+            f'url = "{receiver.url("/hook")}"\nformat = "slack"\n\n'
+            f'[[notify]]\nname = "phone"\n{coalesce}\n[notify.ntfy]\n'
+            f'url = "{receiver.url("/phone")}"\n\n'
+        )
+        daemon = await start_daemon(hived, body)
+        async with (
+            connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client,
+            trio.open_nursery() as nursery,
+        ):
+            for index in range(count):
+                nursery.start_soon(start_waiting, client, f"s{index}")
+        rows = await outbox_when(
+            daemon, lambda r: all_done(r, 2 * count), "every delivery", timeout_s=60.0
+        )
+        assert {r["status"] for r in rows} == {"delivered"}
+        [hook] = receiver.to("/hook")
+        [phone] = receiver.to("/phone")
+        text = hook.json()["text"]
+        assert text.startswith(f"{count} notifications from {count} sessions\n")
+        assert "s0 asks permission to use Bash" in text
+        assert phone.headers["title"] == f"{count} notifications from {count} sessions"
+
+
+async def test_notify_test_sends_through_one_rule(hived: Launcher) -> None:
+    async with http_receiver() as receiver:
+        daemon = await start_daemon(hived, ntfy_rule(receiver))
+        async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+            result = await admin.request("notify.test", rule="phone")
+            assert result == {"rule": "phone", "destination": "ntfy", "sent": True, "error": None}
+            receiver.status = 500
+            failed = await admin.request("notify.test", rule="phone")
+            assert failed["sent"] is False
+            assert "HTTP 500" in failed["error"]
+            with pytest.raises(RemoteError, match="no notify rule 'nope' \\(rules: phone\\)"):
+                await admin.request("notify.test", rule="nope")
+        [first, _] = receiver.to("/phone", 200) + receiver.to("/phone", 500)
+        assert first.body == b"test of notify rule phone from hived"
