@@ -2,19 +2,26 @@
 
 :class:`HttpReceiver` is a small HTTP/1.1 server in the test's trio loop that keeps every
 request it gets (webhook and ntfy POSTs, Web Push deliveries) and answers with the status the
-test sets. Tests poll what was received under a deadline.
+test sets. :func:`smtp_receiver` is aiosmtpd (in its own thread), with STARTTLS and a login
+required. Tests poll what was received under a deadline.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from functools import partial
 from typing import Any, Final
 
 import attrs
 import orjson
 import trio
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 HEAD_MAX_BYTES: Final = 65536
 BODY_MAX_BYTES: Final = 1 << 20
@@ -85,3 +92,50 @@ async def http_receiver() -> AsyncIterator[HttpReceiver]:
         receiver.port = listeners[0].socket.getsockname()[1]
         yield receiver
         nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class Mailbox:
+    """The mails an :func:`smtp_receiver` took, and the logins it saw."""
+
+    port: int = 0
+    mails: list[EmailMessage] = attrs.Factory(list)
+    logins: list[tuple[str, str]] = attrs.Factory(list)
+    tls: list[bool] = attrs.Factory(list)
+    """Whether each mail came over TLS (after STARTTLS)."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        mail = BytesParser(policy=default_policy).parsebytes(content)
+        assert isinstance(mail, EmailMessage)
+        self.mails.append(mail)
+        self.tls.append(session.ssl is not None)
+        return "250 OK"
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        self.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
+
+
+@contextmanager
+def smtp_receiver(tls: ssl.SSLContext, port: int) -> Iterator[Mailbox]:
+    """aiosmtpd on loopback that requires STARTTLS before a login, and a login before mail."""
+    mailbox = Mailbox(port=port)
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=mailbox.authenticate,
+    )
+    controller.start()
+    try:
+        yield mailbox
+    finally:
+        controller.stop()

@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import signal
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
+import trustme
 
 from hived.client import Client, RemoteError, connect
-from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon
-from tests.e2e.receivers import HttpReceiver, http_receiver
+from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon, free_port
+from tests.e2e.receivers import HttpReceiver, http_receiver, smtp_receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -236,3 +238,35 @@ async def test_notify_test_sends_through_one_rule(hived: Launcher) -> None:
                 await admin.request("notify.test", rule="nope")
         [first, _] = receiver.to("/phone", 200) + receiver.to("/phone", 500)
         assert first.body == b"test of notify rule phone from hived"
+
+
+async def test_a_mail_goes_through_starttls_with_the_credentials_from_their_file(
+    hived: Launcher,
+) -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    ca.cert_pem.write_to_path(str(hived.tmp_path / "smtp-ca.pem"))
+    (hived.tmp_path / "smtp.credentials").write_text("hived:s3cret:with:colons\n")
+    port = free_port()
+    body = (
+        '[[notify]]\nname = "mail"\ncoalesce_s = 0.2\nlink = "http://127.0.0.1:7420/"\n'
+        f'[notify.email]\nhost = "127.0.0.1"\nport = {port}\nsender = "hived@example.com"\n'
+        'to = ["alice@example.com", "bob@example.com"]\nca_file = "smtp-ca.pem"\n'
+        'credentials_file = "smtp.credentials"\ntimeout_s = 10.0\n'
+    )
+    with smtp_receiver(server_tls, port) as mailbox:
+        daemon = await start_daemon(hived, body)
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            session = await start_waiting(client, "asker")
+            rows = await outbox_when(daemon, lambda r: all_done(r, 1), "the mail")
+    assert rows[0]["status"] == "delivered"
+    [mail] = mailbox.mails
+    assert mailbox.tls == [True]
+    assert mailbox.logins == [("hived", "s3cret:with:colons")]
+    assert mail["From"] == "hived@example.com"
+    assert mail["To"] == "alice@example.com, bob@example.com"
+    assert mail["Subject"] == "[hived] asker asks permission to use Bash"
+    assert mail.get_content().replace("\r\n", "\n") == (  # SMTP's line ends
+        f"asker asks permission to use Bash\n\nhttp://127.0.0.1:7420/?session={session}\n"
+    )
