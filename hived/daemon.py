@@ -30,6 +30,7 @@ from hived.core.config import Config, changed_sections, restart_needed
 from hived.core.errors import ConfigError, HivedError
 from hived.hub import Hub
 from hived.memory import run_gc_sweeps, settle_garbage_collector
+from hived.metrics import Sources, make_metrics
 from hived.notify.rules import Who
 from hived.notify.service import NotifyService
 from hived.records import Records, announce_recovered
@@ -133,6 +134,7 @@ class Daemon:
                 hook_sink=supervisor.ingest_hook,
                 sockets=sockets,
             )
+            server.metrics = make_metrics(Sources(hub, server, supervisor, store, notify))
             admin = Admin(
                 self,
                 hub=hub,

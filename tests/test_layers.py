@@ -36,7 +36,7 @@ LAYERS: Final = (
         "hived.supervisor",
         "hived.server",
     ),
-    ("hived.admin", "hived.records"),
+    ("hived.admin", "hived.records", "hived.metrics"),
     ("hived.daemon",),
     ("hived.cli",),
 )

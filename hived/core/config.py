@@ -104,6 +104,8 @@ class ServerConfig:
     """PEM certificate chain; TLS is on when this and ``tls_key`` are set."""
     tls_key: str | None = None
     """PEM private key for ``tls_cert``."""
+    metrics_open_on_loopback: bool = False
+    """``GET /metrics`` without a token for clients on the loopback (a local Prometheus)."""
 
 
 @attrs.frozen

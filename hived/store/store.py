@@ -228,6 +228,11 @@ class Store:
         """Whether the event ``seq`` of ``topic`` (and what rode with it) is committed."""
         return self._batches.committed_seqs.get(topic, 0) >= seq
 
+    @property
+    def last_commit_s(self) -> float:
+        """How long the writer's last commit took, in seconds."""
+        return self._batches.last_commit_s
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` in a worker thread on the writer's connection."""
         return await self._batches.run(fn, *args)

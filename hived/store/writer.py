@@ -72,6 +72,8 @@ class BatchWriter:
         """Events committed by this writer."""
         self.commits = 0
         self.last_commit: str | None = None
+        self.last_commit_s = 0.0
+        """How long the last commit took, in seconds."""
         self.error: str | None = None
         self._conn = conn
         self._lock = trio.Lock()
@@ -188,6 +190,7 @@ class BatchWriter:
                 return True
             self._take_batch()
             marks = last_marks(self._inflight)
+            started = time.monotonic()
             try:
                 committed = await trio.to_thread.run_sync(
                     sql.write_batch,
@@ -204,6 +207,7 @@ class BatchWriter:
             except BaseException:
                 self._requeue()
                 raise
+            self.last_commit_s = time.monotonic() - started
             self._write_succeeded(committed)
             return True
 
