@@ -23,6 +23,7 @@ import trustme
 from hived.client import Client, RemoteError, connect
 from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon, free_port
 from tests.e2e.receivers import HttpReceiver, http_receiver, smtp_receiver
+from tests.e2e.test_hivectl import as_json, hivectl, out
 
 pytestmark = pytest.mark.e2e
 
@@ -270,3 +271,28 @@ async def test_a_mail_goes_through_starttls_with_the_credentials_from_their_file
     assert mail.get_content().replace("\r\n", "\n") == (  # SMTP's line ends
         f"asker asks permission to use Bash\n\nhttp://127.0.0.1:7420/?session={session}\n"
     )
+
+
+async def test_hivectl_lists_notifications_and_sends_a_test(hived: Launcher) -> None:
+    async with http_receiver() as receiver:
+        daemon = await start_daemon(hived, ntfy_rule(receiver))
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            await start_waiting(client, "asker")
+        await outbox_when(daemon, lambda r: all_done(r, 1), "the delivery")
+        listed = as_json(await hivectl(daemon, "notifications", "--json", role="viewer"))
+        assert [(n["rule"], n["status"]) for n in listed] == [("phone", "delivered")]
+        text = out(await hivectl(daemon, "notifications", "-n", "5", role="viewer"))
+        header, row = text.splitlines()
+        assert header.split() == ["ID", "RULE", "BORN", "STATUS", "WHAT", "OUTCOME"]
+        assert row.split()[1] == "phone"
+        assert "delivered" in row
+        sent = await hivectl(daemon, "notify", "test", "phone")
+        assert sent.returncode == 0, sent.stderr
+        assert out(sent) == "sent a test message through phone (ntfy)\n"
+        receiver.status = 502
+        failed = await hivectl(daemon, "notify", "test", "phone")
+        assert failed.returncode == 1
+        assert "not sent through phone (ntfy): POST" in out(failed)
+        missing = await hivectl(daemon, "notify", "test", "nope")
+        assert missing.returncode == 1
+        assert "not_found: no notify rule 'nope'" in missing.stderr.decode()
