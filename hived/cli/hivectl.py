@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="working folder; must be inside one of the template's cwd_roots",
     )
+    start.add_argument(
+        "--max-cost-usd", type=float, metavar="USD", help="the session's budget in USD"
+    )
+    start.add_argument("--max-tokens", type=int, metavar="N", help="the session's budget in tokens")
     start.add_argument("args", nargs="*", metavar="ARGS", help="extra arguments, after --")
     send = command("send", "send a prompt to a session ('-' reads it from stdin)")
     send.add_argument("session", metavar="SESSION", type=session_ref)
@@ -303,6 +307,8 @@ async def cmd_start(client: Client, args: argparse.Namespace, out: Output) -> in
         name=args.name,
         cwd=args.cwd,
         args=args.args or None,
+        max_cost_usd=args.max_cost_usd,
+        max_tokens=args.max_tokens,
     )
     out.data(result, lambda: printable(result.get("session")))
     if result.get("state") == "FAILED":

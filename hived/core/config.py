@@ -44,6 +44,7 @@ DEFAULT_LISTEN: Final = "127.0.0.1:7420"
 Role = Literal["viewer", "operator", "admin", "agent"]
 AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app", "acp"]
 RestartPolicy = Literal["no", "on-failure", "always"]
+BudgetAction = Literal["interrupt", "stop"]
 
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 FORMATS: Final[tuple[str, ...]] = get_args(AgentFormat)
@@ -58,6 +59,8 @@ PerSecond = NewType("PerSecond", float)
 PositiveInt = NewType("PositiveInt", int)
 Count = NewType("Count", int)
 """An integer ≥ 0."""
+Usd = NewType("Usd", float)
+"""An amount in US dollars: a finite number greater than 0."""
 Sha256 = NewType("Sha256", str)
 """64 hexadecimal digits (stored lower-case)."""
 Origin = NewType("Origin", str)
@@ -179,6 +182,15 @@ class AgentConfig:
     """No output for this long: the session is STALLED."""
     autostart: Count = Count(0)
     """Sessions of this template started with the daemon."""
+    max_cost_usd: Usd | None = None
+    """A session that has cost this much has reached its budget (``session.start`` may ask
+    for less, not more)."""
+    max_tokens: PositiveInt | None = None
+    """A session that has used this many tokens (input, cached and output together) has
+    reached its budget."""
+    budget_action: BudgetAction = "interrupt"
+    """What reaching a budget does: ``interrupt`` the turn (and take no new prompt), or
+    ``stop`` the session."""
 
 
 @attrs.frozen
@@ -242,6 +254,14 @@ def _per_second(value: object, _: object) -> PerSecond:
     return PerSecond(float(value))
 
 
+def _usd(value: object, _: object) -> Usd:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(expected("an amount in USD", value))
+    if not 0 < value < math.inf:
+        raise ValueError(expected("an amount greater than 0", value))
+    return Usd(float(value))
+
+
 def _integer(minimum: int) -> Callable[[object, object], int]:
     def structure(value: object, _: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -293,6 +313,7 @@ def _make_config_converter() -> cattrs.Converter:
     conv.register_structure_hook(Listen, _listen)
     conv.register_structure_hook(Seconds, _seconds)
     conv.register_structure_hook(PerSecond, _per_second)
+    conv.register_structure_hook(Usd, _usd)
     conv.register_structure_hook(PositiveInt, _integer(1))
     conv.register_structure_hook(Count, _integer(0))
     conv.register_structure_hook(Sha256, _matching(_SHA256_RE, "64 hex digits", fold=True))

@@ -60,6 +60,8 @@ Topic = Annotated[
     str, Rule('"sessions" or "session/<id>"', lambda v: TOPIC_RE.fullmatch(v) is not None)
 ]
 NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: v != "")]
+Amount = Annotated[float, Rule("a number greater than 0", lambda v: 0 < v < float("inf"))]
+PositiveCount = Annotated[int, Rule("an integer ≥ 1", lambda v: v >= 1)]
 Argument = Annotated[str, Rule("a string without NUL characters", lambda v: "\x00" not in v)]
 """A command-line argument: the OS cannot pass a NUL."""
 Path = Annotated[
@@ -146,6 +148,10 @@ class SessionStart(BaseRequest):
     """Working folder, where the template allows choosing one."""
     name: NonEmpty | None = None
     """A human name for the session."""
+    max_cost_usd: Amount | None = None
+    """The session's budget in USD, at most the template's ``max_cost_usd``."""
+    max_tokens: PositiveCount | None = None
+    """The session's budget in tokens, at most the template's ``max_tokens``."""
 
 
 @attrs.frozen
