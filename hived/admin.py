@@ -17,7 +17,7 @@ import trio
 from hived import __version__
 from hived.core.drivers import get_format
 from hived.core.events import utc_timestamp
-from hived.core.messages import Notifications, NotifyTest
+from hived.core.messages import Notifications, NotifyTest, Watch
 from hived.core.protocol import Caller, Request
 
 if TYPE_CHECKING:
@@ -68,7 +68,15 @@ class Admin:
             "agents": self.agents,
             "notifications": self.notifications,
             "notify.test": self.notify_test,
+            "watch": self.watch,
         }
+
+    async def watch(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """What this connection's person looks at: its notifications wait (DESIGN §12)."""
+        assert isinstance(request, Watch)
+        session = None if request.session is None else self.supervisor.find(request.session).id
+        self.notify.attention.watch(caller.connection, caller.token_name, session, request.focused)
+        return {"session": session, "focused": request.focused}
 
     async def notifications(self, request: Request, caller: Caller) -> dict[str, Any]:
         """The last notifications born, newest first, with their outcome (DESIGN §12)."""
@@ -118,6 +126,8 @@ class Admin:
             "sessions": [summary.to_json() for summary in self.supervisor.summaries()],
             "hub": _jsonable(self.hub.stats()),
             "store": _jsonable(self.store.stats()),
+            "notifications": self.notify.stats().to_json(),
+            "attention": self.notify.attention.to_json(),
             "tasks": count_tasks(),
         }
 

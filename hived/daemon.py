@@ -31,6 +31,7 @@ from hived.core.errors import ConfigError, HivedError
 from hived.hub import Hub
 from hived.memory import run_gc_sweeps, settle_garbage_collector
 from hived.metrics import Sources, make_metrics
+from hived.notify.attention import Attention
 from hived.notify.rules import Who
 from hived.notify.service import NotifyService
 from hived.records import Records, announce_recovered
@@ -122,7 +123,7 @@ class Daemon:
                         return Who(summary.id, summary.name, summary.agent)
                 return None
 
-            notify = NotifyService(self.config.notify, store, who)
+            notify = NotifyService(self.config.notify, store, who, attention=Attention())
             hub.observer = notify.observe
             router = Router()
             sockets = listen_sockets(os.environ) or None
@@ -135,6 +136,7 @@ class Daemon:
                 sockets=sockets,
             )
             server.metrics = make_metrics(Sources(hub, server, supervisor, store, notify))
+            notify.attention.is_open = server.is_open
             admin = Admin(
                 self,
                 hub=hub,

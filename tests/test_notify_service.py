@@ -11,6 +11,7 @@ import trio.testing
 
 from hived.core.notifyconfig import NotifyRule
 from hived.hub import Hub
+from hived.notify.attention import Attention
 from hived.notify.message import Message
 from hived.notify.rules import Who
 from hived.notify.send import DeliveryError
@@ -88,3 +89,39 @@ async def test_a_failing_destination_is_retried_with_backoff(
     await trio.sleep(120)
     [(at, _)] = destination.sent
     assert at - start == pytest.approx(31.0 + 1 + 2 + 4)
+
+
+async def test_a_watched_session_waits_until_nobody_watches(
+    destination: FakeDestination, autojump_clock: trio.testing.MockClock
+) -> None:
+    open_connections = {7}
+    attention = Attention(is_open=open_connections.__contains__)
+    service = NotifyService(
+        rules_of(
+            '[[notify]]\nname = "h"\ncoalesce_s = 0\n[notify.webhook]\nurl = "http://127.0.0.1:9/h"\n'
+        ),
+        None,
+        {"S1": Who("S1", "alpha", "claude")}.get,
+        clock=trio.current_time,
+        senders={"webhook": destination},
+        attention=attention,
+    )
+    hub = Hub()
+    hub.observer = service.observe
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.serve)
+        attention.watch(7, "alice", "S1", focused=True)
+        hub.publish("session/S1", "permission_request", ASK, "S1")
+        await trio.sleep(60)
+        assert destination.sent == []  # alice looks at it
+        attention.watch(7, "alice", "S1", focused=False)  # her tab lost the focus
+        await trio.sleep(1)
+        assert len(destination.sent) == 1
+        attention.watch(7, "alice", "S1", focused=True)
+        hub.publish("session/S1", "permission_request", {**ASK, "request_id": "r2"}, "S1")
+        await trio.sleep(60)
+        open_connections.clear()  # her connection closed: the watch ends with it
+        await trio.sleep(2)
+        assert len(destination.sent) == 2
+        assert attention.watches() == []
+        nursery.cancel_scope.cancel()

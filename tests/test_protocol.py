@@ -50,6 +50,7 @@ from hived.core.protocol import (
     Status,
     Subscribe,
     Unsubscribe,
+    Watch,
     check_hello,
     close_reason,
     error_frame,
@@ -135,6 +136,10 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
     ('{"type": "agents", "id": 5}', Agents(id=5)),
     ('{"type": "notifications", "id": 6, "limit": 20}', Notifications(limit=20, id=6)),
     ('{"type": "notify.test", "id": 7, "rule": "phone"}', NotifyTest(rule="phone", id=7)),
+    (
+        '{"type": "watch", "id": 8, "session": "01J", "focused": false}',
+        Watch(session="01J", focused=False, id=8),
+    ),
 ]
 
 
@@ -479,7 +484,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
     assert by_role == {
         "viewer": {
             "hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events", "agents",
-            "notifications",
+            "notifications", "watch",
         },
         "operator": {
             "session.start", "session.input", "session.approve", "session.answer",

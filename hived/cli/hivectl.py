@@ -406,6 +406,8 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
         session = await resolve_session(client, args.target)
         say_which("following", session)
         topic, show_session = f"session/{session['id']}", False
+        # Someone follows it: its notifications wait (hived's attention rule).
+        await client.request("watch", session=session["id"], focused=True)
     return await follow(client, topic, None, out, show_session)
 
 

@@ -297,6 +297,17 @@ class Agents(BaseRequest):
 
 
 @attrs.frozen
+class Watch(BaseRequest):
+    """Say which session this connection's person is looking at (DESIGN §12: attention)."""
+
+    type: ClassVar[str] = "watch"
+    session: NonEmpty | None = None
+    """The session open in front of them; null: none."""
+    focused: bool = True
+    """Whether the window showing it has the focus."""
+
+
+@attrs.frozen
 class Notifications(BaseRequest):
     """The last notifications born, newest first, with their outcome (DESIGN §12)."""
 
@@ -343,6 +354,7 @@ Request = (
     | Agents
     | Notifications
     | NotifyTest
+    | Watch
 )
 """Any client request."""
 

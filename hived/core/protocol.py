@@ -60,6 +60,7 @@ from hived.core.messages import (
     Status,
     Subscribe,
     Unsubscribe,
+    Watch,
     field_names,
 )
 
@@ -95,6 +96,7 @@ __all__ = [
     "Status",
     "Subscribe",
     "Unsubscribe",
+    "Watch",
     "close_reason",
     "error_frame",
     "forbidden_reason",
@@ -151,6 +153,7 @@ ROLE_REQUIRED: Final[Mapping[str, str]] = {
     "session.events": "viewer",
     "agents": "viewer",
     "notifications": "viewer",
+    "watch": "viewer",
     "session.start": "operator",
     "session.input": "operator",
     "session.approve": "operator",

@@ -6,7 +6,9 @@ its event) and due (``due_at``, which is birth + ``after_s``). A rule sends when
 ready notification has waited ``coalesce_s`` (so that what comes in a burst goes as one
 message), no sooner than ``min_interval_s`` after its last message (the rate limit: what comes
 meanwhile waits and goes with the next one), and no sooner than its retry time after a failure.
-A message lists every ready notification of the rule, up to :data:`BATCH_MAX`.
+A message lists every ready notification of the rule, up to :data:`BATCH_MAX`. A notification
+of a session someone is watching is not ready while they do (``watched``, see
+:mod:`hived.notify.attention`).
 
 A failed send comes back after a backoff (1 s, doubling, at most :data:`BACKOFF_MAX_S`); a
 notification that failed :data:`ATTEMPTS_MAX` times is given up. :meth:`Planner.settle` takes a
@@ -111,11 +113,17 @@ class Planner:
                     waiting |= not pending.recorded
         return waiting
 
-    def _send_at(self, name: str, rule: _Rule, now: float) -> float | None:
+    def _send_at(
+        self, name: str, rule: _Rule, now: float, watched: frozenset[str] = frozenset()
+    ) -> float | None:
         config = self._config.get(name)
         if config is None or rule.sending is not None:
             return None
-        ready = [p.birth.due_at for p in rule.pending.values() if p.recorded]
+        ready = [
+            p.birth.due_at
+            for p in rule.pending.values()
+            if p.recorded and p.birth.item.session not in watched
+        ]
         if not ready:
             return None
         at = min(ready) + config.coalesce_s
@@ -125,22 +133,34 @@ class Planner:
             at = max(at, rule.retry_at)
         return at
 
-    def next_at(self, now: float) -> float | None:
+    def next_at(self, now: float, watched: frozenset[str] = frozenset()) -> float | None:
         """When :meth:`take` will next have something to send (None: not before a change)."""
-        times = [self._send_at(name, rule, now) for name, rule in self._rules.items()]
+        times = [self._send_at(name, rule, now, watched) for name, rule in self._rules.items()]
         found = [t for t in times if t is not None]
         return min(found) if found else None
 
-    def take(self, now: float) -> list[Send]:
-        """The messages to send now; each rule's stays in flight until :meth:`sent` or
-        :meth:`failed`."""
+    def waiting_on_watch(self, watched: frozenset[str]) -> bool:
+        """Whether some notification is held back only because its session is watched."""
+        return any(
+            p.birth.item.session in watched
+            for rule in self._rules.values()
+            for p in rule.pending.values()
+        )
+
+    def take(self, now: float, watched: frozenset[str] = frozenset()) -> list[Send]:
+        """The messages to send now (none about a ``watched`` session); each rule's stays in
+        flight until :meth:`sent` or :meth:`failed`."""
         sends = []
         for name, rule in self._rules.items():
-            at = self._send_at(name, rule, now)
+            at = self._send_at(name, rule, now, watched)
             if at is None or at > now:
                 continue
             ready = sorted(
-                (p.birth for p in rule.pending.values() if p.recorded and p.birth.due_at <= now),
+                (
+                    p.birth
+                    for p in rule.pending.values()
+                    if p.recorded and p.birth.due_at <= now and p.birth.item.session not in watched
+                ),
                 key=lambda b: (b.born_at, b.id),
             )[:BATCH_MAX]
             if ready:

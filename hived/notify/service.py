@@ -32,6 +32,7 @@ from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.notifyconfig import NotifyRule
 from hived.notify import outbox
+from hived.notify.attention import Attention
 from hived.notify.message import Message, compose
 from hived.notify.plan import Planner, Send
 from hived.notify.rules import Birth, Item, Lookup, Rules, settles
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+WATCH_POLL_S: Final = 1.0
+"""How often a notification held back by a watch looks whether its watcher went away."""
 RECORD_POLL_S: Final = 0.05
 """How often to look whether a birth is committed yet (the store commits every few 10 ms)."""
 RELEVANT_KINDS: Final = frozenset(
@@ -95,6 +98,7 @@ class NotifyService:
         *,
         clock: Callable[[], float] = time.time,
         senders: Mapping[str, Sender] = SENDERS,
+        attention: Attention | None = None,
     ) -> None:
         self._rules = Rules(rules)
         self._planner = Planner(rules)
@@ -103,6 +107,8 @@ class NotifyService:
         self._clock = clock
         self._senders = dict(senders)
         self._wake = trio.Event()
+        self.attention = attention or Attention()
+        self.attention.changed = self._nudge
         self.born = self.delivered = self.dropped = self.failed = 0
         self.messages = self.send_errors = 0
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -141,6 +147,10 @@ class NotifyService:
         if changed:
             self._wake.set()
 
+    def _nudge(self) -> None:
+        """Have the delivery task look again (a watch changed)."""
+        self._wake.set()
+
     def _count(self, rule: str, outcome: str) -> None:
         key = (rule, outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
@@ -167,12 +177,15 @@ class NotifyService:
                 await self._drop_orphans()
                 waiting = self._planner.mark_recorded(self._recorded)
                 now = self._clock()
-                for send in self._planner.take(now):
+                watched = self.attention.watched()
+                for send in self._planner.take(now, watched):
                     nursery.start_soon(self._deliver, send)
-                at = self._planner.next_at(now)
+                at = self._planner.next_at(now, watched)
                 timeout_s = math.inf if at is None else max(0.0, at - now)
                 if waiting:
                     timeout_s = min(timeout_s, RECORD_POLL_S)
+                if self._planner.waiting_on_watch(watched):
+                    timeout_s = min(timeout_s, WATCH_POLL_S)
                 with trio.move_on_after(timeout_s):
                     await self._wake.wait()
                 self._wake = trio.Event()

@@ -278,6 +278,10 @@ class Server:
             self._closes[code] += 1
         self._messages_out_closed += connection.stats().messages_out
 
+    def is_open(self, connection: int) -> bool:
+        """Whether the WebSocket connection with this id is still open."""
+        return connection in self._connections
+
     def closes_by_code(self) -> dict[int, int]:
         """WebSocket connections ended since the start, by close code."""
         return dict(self._closes)

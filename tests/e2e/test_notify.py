@@ -296,3 +296,32 @@ async def test_hivectl_lists_notifications_and_sends_a_test(hived: Launcher) -> 
         missing = await hivectl(daemon, "notify", "test", "nope")
         assert missing.returncode == 1
         assert "not_found: no notify rule 'nope'" in missing.stderr.decode()
+
+
+async def test_a_watched_session_is_told_of_only_once_nobody_watches(hived: Launcher) -> None:
+    async with http_receiver() as receiver:
+        daemon = await start_daemon(hived, webhook_rule(receiver))
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            async with connect(daemon.ws_url, SECRETS["viewer"], reconnect=False) as watcher:
+                started = await client.request("session.start", agent="claude", name="asker")
+                session = started["session"]
+                answer = await watcher.request("watch", session="asker", focused=True)
+                assert answer == {"session": session, "focused": True}
+                async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+                    [watch] = (await admin.request("status"))["attention"]
+                assert (watch["session"], watch["focused"], watch["token_name"]) == (
+                    session,
+                    True,
+                    "viewer-token",
+                )
+                await client.request("session.input", session=session, text="needs permission")
+                await outbox_when(daemon, lambda r: len(r) == 1, "the birth")
+                # Watched: it waits past its time (after_s 0, coalesce_s 0.2).
+                with trio.move_on_after(2):
+                    await outbox_when(daemon, lambda r: all_done(r, 1), "a delivery")
+                    raise AssertionError("delivered while someone watched")
+                assert receiver.requests == []
+            # The watcher's connection closed: the watch ended with it.
+            rows = await outbox_when(daemon, lambda r: all_done(r, 1), "the delivery")
+        assert rows[0]["status"] == "delivered"
+        assert len(receiver.to("/hook")) == 1
