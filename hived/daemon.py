@@ -123,7 +123,13 @@ class Daemon:
                         return Who(summary.id, summary.name, summary.agent)
                 return None
 
-            notify = NotifyService(self.config.notify, store, who, attention=Attention())
+            notify = NotifyService(
+                self.config.notify,
+                store,
+                who,
+                attention=Attention(),
+                state_dir=Path(self.config.state.dir),
+            )
             hub.observer = notify.observe
             router = Router()
             sockets = listen_sockets(os.environ) or None
@@ -146,7 +152,12 @@ class Daemon:
                 notify=notify,
             )
             records = Records(supervisor, store)
-            handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
+            handlers = {
+                **supervisor.handlers(),
+                **records.handlers(),
+                **admin.handlers(),
+                **notify.handlers(),
+            }
             for wire_type, handler in handlers.items():
                 router.add(wire_type, handler)
             self._services = (store, notify, supervisor, server)

@@ -15,6 +15,7 @@ from hived.core.auth import TokenTable
 from hived.core.config import TokenConfig
 from hived.core.errors import ProtocolError
 from hived.core.events import KINDS
+from hived.core.messages import PushKeys, PushSubscription
 from hived.core.protocol import (
     ADMIN_ONLY,
     ERROR_CODES,
@@ -37,6 +38,9 @@ from hived.core.protocol import (
     Notifications,
     NotifyTest,
     Ping,
+    PushKey,
+    PushSubscribe,
+    PushUnsubscribe,
     SessionAnswer,
     SessionApprove,
     SessionEvents,
@@ -139,6 +143,17 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
     (
         '{"type": "watch", "id": 8, "session": "01J", "focused": false}',
         Watch(session="01J", focused=False, id=8),
+    ),
+    ('{"type": "push.key", "id": 9}', PushKey(id=9)),
+    (
+        '{"type": "push.subscribe", "id": 10, "subscription": {"endpoint": "https://push.example/x", "expirationTime": null, "keys": {"p256dh": "BKx", "auth": "a1"}}}',
+        PushSubscribe(
+            subscription=PushSubscription("https://push.example/x", PushKeys("BKx", "a1")), id=10
+        ),
+    ),
+    (
+        '{"type": "push.unsubscribe", "id": 11, "endpoint": "https://push.example/x"}',
+        PushUnsubscribe(endpoint="https://push.example/x", id=11),
     ),
 ]
 
@@ -484,7 +499,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
     assert by_role == {
         "viewer": {
             "hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events", "agents",
-            "notifications", "watch",
+            "notifications", "watch", "push.key", "push.subscribe", "push.unsubscribe",
         },
         "operator": {
             "session.start", "session.input", "session.approve", "session.answer",

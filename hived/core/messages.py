@@ -308,6 +308,46 @@ class Watch(BaseRequest):
 
 
 @attrs.frozen
+class PushKeys:
+    """A browser's keys for Web Push, as ``PushSubscription.toJSON()`` gives them."""
+
+    p256dh: NonEmpty
+    auth: NonEmpty
+
+
+@attrs.frozen
+class PushSubscription:
+    """``PushSubscription.toJSON()`` of a browser."""
+
+    endpoint: NonEmpty
+    keys: PushKeys
+    expirationTime: float | None = None
+
+
+@attrs.frozen
+class PushKey(BaseRequest):
+    """The daemon's VAPID public key, for ``pushManager.subscribe``."""
+
+    type: ClassVar[str] = "push.key"
+
+
+@attrs.frozen
+class PushSubscribe(BaseRequest):
+    """Keep a browser's push subscription: Web Push notifications go to it."""
+
+    type: ClassVar[str] = "push.subscribe"
+    subscription: PushSubscription
+
+
+@attrs.frozen
+class PushUnsubscribe(BaseRequest):
+    """Forget a push subscription."""
+
+    type: ClassVar[str] = "push.unsubscribe"
+    endpoint: NonEmpty
+
+
+@attrs.frozen
 class Notifications(BaseRequest):
     """The last notifications born, newest first, with their outcome (DESIGN §12)."""
 
@@ -355,6 +395,9 @@ Request = (
     | Notifications
     | NotifyTest
     | Watch
+    | PushKey
+    | PushSubscribe
+    | PushUnsubscribe
 )
 """Any client request."""
 

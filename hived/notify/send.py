@@ -43,16 +43,22 @@ async def read_secret(path: str, what: str) -> bytes:
     return data.splitlines()[0] if data else b""
 
 
-async def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> None:
-    """POST ``body``; :class:`DeliveryError` unless the answer is 2xx."""
+async def post_for_status(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+    """POST ``body``; the answer's status (:class:`DeliveryError` when there is none)."""
     headers = {"User-Agent": USER_AGENT, **headers}
     try:
         async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
             response = await client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         raise DeliveryError(f"POST {url}: {type(exc).__name__}: {exc}") from None
-    if not 200 <= response.status_code < 300:
-        raise DeliveryError(f"POST {url}: HTTP {response.status_code} {response.reason_phrase}")
+    return response.status_code
+
+
+async def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> None:
+    """POST ``body``; :class:`DeliveryError` unless the answer is 2xx."""
+    status = await post_for_status(url, body, headers, timeout_s)
+    if not 200 <= status < 300:
+        raise DeliveryError(f"POST {url}: HTTP {status}")
 
 
 async def send_webhook(rule: NotifyRule, message: Message) -> None:

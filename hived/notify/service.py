@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
 import attrs
@@ -30,8 +31,10 @@ import trio
 from hived.core.config import Config
 from hived.core.errors import RequestError
 from hived.core.events import Event
+from hived.core.messages import PushSubscribe, PushUnsubscribe
 from hived.core.notifyconfig import NotifyRule
-from hived.notify import outbox
+from hived.core.protocol import Caller, Request
+from hived.notify import outbox, push
 from hived.notify.attention import Attention
 from hived.notify.message import Message, compose
 from hived.notify.plan import Planner, Send
@@ -53,6 +56,7 @@ RELEVANT_KINDS: Final = frozenset(
 RECENT_MAX: Final = 1000
 
 Sender = Callable[[NotifyRule, Message], Awaitable[None]]
+Handler = Callable[[Request, Caller], Awaitable[Any]]
 SENDERS: Final[Mapping[str, Sender]] = {
     "webhook": send_webhook,
     "ntfy": send_ntfy,
@@ -99,13 +103,16 @@ class NotifyService:
         clock: Callable[[], float] = time.time,
         senders: Mapping[str, Sender] = SENDERS,
         attention: Attention | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self._rules = Rules(rules)
         self._planner = Planner(rules)
         self._store = store
         self._lookup = lookup
         self._clock = clock
-        self._senders = dict(senders)
+        self._senders = {"webpush": self._send_push, **senders}
+        self._state_dir = state_dir
+        self._vapid: Any = None
         self._wake = trio.Event()
         self.attention = attention or Attention()
         self.attention.changed = self._nudge
@@ -165,6 +172,8 @@ class NotifyService:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take up what an earlier run left pending, then deliver until cancelled."""
+        if self._state_dir is not None:
+            self._vapid = await trio.to_thread.run_sync(push.load_or_make_vapid, self._state_dir)
         if self._store is not None:
             left = await self._store.run(outbox.load_pending)
             for birth, attempts in left:
@@ -248,7 +257,50 @@ class NotifyService:
             with trio.CancelScope(shield=True):
                 await self._store.run(outbox.mark, ids, status, outcome, self._clock(), attempted)
 
+    async def _send_push(self, rule: NotifyRule, message: Message) -> None:
+        if self._vapid is None or self._store is None:
+            raise DeliveryError("Web Push needs the daemon's state.dir (for its VAPID keys)")
+        subs = await self._store.run(push.subscriptions)
+        if not subs:
+            raise DeliveryError("no dashboard has switched notifications on (no subscription)")
+        for endpoint in await push.send_push(rule, message, self._vapid, subs):
+            log.info("notify: push subscription %s is gone; forgotten", endpoint)
+            await self._store.run(push.forget_subscription, endpoint)
+
     # -- requests -----------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "push.key": self._push_key,
+            "push.subscribe": self._push_subscribe,
+            "push.unsubscribe": self._push_unsubscribe,
+        }
+
+    def _push_ready(self) -> Outbox:
+        if self._vapid is None or self._store is None:
+            raise RequestError("conflict", "Web Push is not available on this daemon now")
+        return self._store
+
+    async def _push_key(self, request: Request, caller: Caller) -> dict[str, Any]:
+        self._push_ready()
+        return {"public_key": push.public_key(self._vapid)}
+
+    async def _push_subscribe(self, request: Request, caller: Caller) -> dict[str, Any]:
+        assert isinstance(request, PushSubscribe)
+        store = self._push_ready()
+        sub = request.subscription
+        push.check_endpoint(sub.endpoint)
+        push.check_keys(sub.keys.p256dh, sub.keys.auth)
+        kept = push.Subscription(sub.endpoint, sub.keys.p256dh, sub.keys.auth, caller.token_name)
+        await store.run(push.save_subscription, kept)
+        log.info("notify: %s subscribed to Web Push", caller.token_name)
+        return {"endpoint": sub.endpoint}
+
+    async def _push_unsubscribe(self, request: Request, caller: Caller) -> dict[str, Any]:
+        assert isinstance(request, PushUnsubscribe)
+        store = self._push_ready()
+        forgotten = await store.run(push.forget_subscription, request.endpoint)
+        return {"endpoint": request.endpoint, "forgotten": forgotten}
 
     async def test(self, name: str) -> dict[str, Any]:
         """Send a test message through rule ``name`` now (no outbox, no rate limit)."""

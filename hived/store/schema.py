@@ -104,6 +104,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX notifications_status ON notifications (status, due_at);
     CREATE INDEX notifications_born ON notifications (born_at);
+    CREATE TABLE push_subscriptions (
+        endpoint TEXT PRIMARY KEY,
+        p256dh TEXT NOT NULL,
+        auth TEXT NOT NULL,
+        token_name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
     """,
 )
 """Forward migrations; see the module docstring."""
