@@ -110,3 +110,14 @@ async def test_the_outbox_keeps_a_notification_from_birth_to_outcome(store: Stor
         ("hook", "delivered"): 1,
         ("hook", "dropped"): 1,
     }
+
+
+async def test_settled_notifications_are_pruned_and_pending_ones_kept(store: Store) -> None:
+    publish(store, 1)
+    for id_ in ("old", "new", "waiting"):
+        store.add_statement(outbox.INSERT, outbox.insert_params(birth(id_, 1.0)))
+    await store.drain()
+    await store.run(outbox.mark, ["old"], "delivered", None, 100.0, True)
+    await store.run(outbox.mark, ["new"], "delivered", None, 300.0, True)
+    assert await store.run(outbox.prune, 200.0) == 1
+    assert sorted(row["id"] for row in await store.run(outbox.recent, 10)) == ["new", "waiting"]

@@ -114,6 +114,14 @@ def recent(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     return out
 
 
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Forget the notifications settled (delivered, dropped, failed) before ``before``."""
+    deleted = conn.execute(
+        "DELETE FROM notifications WHERE status != 'pending' AND done_at < ?", (before,)
+    )
+    return deleted.rowcount
+
+
 def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
     """How many notifications each rule has in each status."""
     rows = conn.execute(

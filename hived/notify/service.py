@@ -49,6 +49,8 @@ WATCH_POLL_S: Final = 1.0
 """How often a notification held back by a watch looks whether its watcher went away."""
 RECORD_POLL_S: Final = 0.05
 """How often to look whether a birth is committed yet (the store commits every few 10 ms)."""
+KEEP_S: Final = 30 * 86400.0
+"""Settled notifications are forgotten this long after (at each start)."""
 RELEVANT_KINDS: Final = frozenset(
     {"permission_request", "result", "state", "budget", "request_withdrawn", "input"}
 )
@@ -175,6 +177,7 @@ class NotifyService:
         if self._state_dir is not None:
             self._vapid = await trio.to_thread.run_sync(push.load_or_make_vapid, self._state_dir)
         if self._store is not None:
+            await self._store.run(outbox.prune, self._clock() - KEEP_S)
             left = await self._store.run(outbox.load_pending)
             for birth, attempts in left:
                 self._planner.add(birth, attempts, recorded=True)

@@ -325,3 +325,22 @@ async def test_a_watched_session_is_told_of_only_once_nobody_watches(hived: Laun
             rows = await outbox_when(daemon, lambda r: all_done(r, 1), "the delivery")
         assert rows[0]["status"] == "delivered"
         assert len(receiver.to("/hook")) == 1
+
+
+async def test_a_reload_applies_new_rules_at_once(hived: Launcher) -> None:
+    async with http_receiver() as receiver:
+        daemon = await start_daemon(hived, ntfy_rule(receiver, "phone"))
+        text = daemon.config_path.read_text()
+        daemon.config_path.write_text(text.replace('name = "phone"', 'name = "pager"'))
+        async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+            reloaded = await admin.request("config.reload")
+            assert reloaded["changed"] == ["notify"]
+            with pytest.raises(RemoteError, match="no notify rule 'phone' \\(rules: pager\\)"):
+                await admin.request("notify.test", rule="phone")
+            assert (await admin.request("notify.test", rule="pager"))["sent"] is True
+            daemon.config_path.write_text(text.replace("priority = 5", "priority = 9"))
+            refused = await admin.request("config.reload")
+        assert refused["reloaded"] is False
+        assert refused["errors"] == [
+            f"{daemon.config_path}: notify[0].ntfy.priority: expected a priority from 1 to 5, got 9"
+        ]
