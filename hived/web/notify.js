@@ -59,6 +59,26 @@
     });
   }
 
+  /** The notifications panel: the last ones born, newest first, with what became of them. */
+  async function loadPanel() {
+    const list = $("notification-list");
+    const result = await state.request("notifications", { limit: 20 });
+    const items = result.notifications.map((row) => {
+      const item = document.createElement("li");
+      item.dataset.status = row.status;
+      const when = new Date(row.born_at * 1000).toLocaleTimeString();
+      const outcome = row.outcome ? ` (${row.outcome})` : "";
+      item.textContent = `${when} ${row.item.title} — ${row.rule}: ${row.status}${outcome}`;
+      return item;
+    });
+    if (items.length === 0) {
+      const none = document.createElement("li");
+      none.textContent = "none yet";
+      items.push(none);
+    }
+    list.replaceChildren(...items);
+  }
+
   window.hivedNotify = {
     connected(request) {
       state.request = request;
@@ -77,5 +97,8 @@
     box.addEventListener("change", onSwitch);
     for (const name of ["focus", "blur"]) window.addEventListener(name, sendWatch);
     document.addEventListener("visibilitychange", sendWatch);
+    $("notifications").addEventListener("toggle", (event) => {
+      if (event.target.open && state.request) loadPanel().catch(() => {});
+    });
   });
 })();

@@ -119,6 +119,10 @@ async def test_notify_me_subscribes_and_a_pushed_notification_opens_its_session(
                 expect(page).to_have_url(f"{origin}/?session={session}")
                 expect(page.locator(f'#detail[data-session="{session}"]')).to_be_visible()
                 expect(page.locator("#detail-name")).to_have_text("asker")
+                page.click("#notifications summary")
+                expect(page.locator("#notification-list li")).to_have_count(1)
+                entry = page.locator('#notification-list li[data-status="delivered"]')
+                expect(entry).to_contain_text("asker asks permission to use Bash — dash: delivered")
                 return json.dumps(shown)
 
             shown = json.loads(await chrome.call(shows_and_opens, page))
