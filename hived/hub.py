@@ -252,6 +252,9 @@ class Hub:
         self._newest: _Topic | None = None
         """The topic published to last, while its ring holds frames (last in ``_recent``)."""
         self._subscribers: set[Subscriber] = set()
+        self.observer: Callable[[Event], None] | None = None
+        """Called with every event published (live, never a replay) once the history has it:
+        the notifier (DESIGN §12), whose outbox rows then commit with the event."""
         self._published = 0
         self._closed_slow = 0
         wait = getattr(history, "wait_writable", None)
@@ -308,6 +311,8 @@ class Hub:
             self._evict(t)
         if self._history is not None:
             self._history.record(event, frame)
+        if self.observer is not None:
+            self.observer(event)
         self._published += 1
         slow: list[Subscriber] | None = None
         for sub in t.live:

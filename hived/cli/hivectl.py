@@ -31,6 +31,7 @@ from hived.cli.render import (
     connections_table,
     event_line,
     json_text,
+    notifications_table,
     printable,
     sessions_table,
     status_text,
@@ -69,7 +70,7 @@ exit status: 0 ok, 1 hived answered with an error or closed the connection,
 AMBIGUOUS_SHOWN: Final = 5
 ENDED_STATES: Final = frozenset({"EXITED", "FAILED", "FATAL", "LOST"})
 ADMIN_COMMANDS: Final = frozenset(
-    {"status", "connections", "kick", "reload", "shutdown", "daemon", "forget"}
+    {"status", "connections", "kick", "reload", "shutdown", "daemon", "forget", "notify"}
 )
 
 
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="working folder; must be inside one of the template's cwd_roots",
     )
+    start.add_argument(
+        "--max-cost-usd", type=float, metavar="USD", help="the session's budget in USD"
+    )
+    start.add_argument("--max-tokens", type=int, metavar="N", help="the session's budget in tokens")
     start.add_argument("args", nargs="*", metavar="ARGS", help="extra arguments, after --")
     send = command("send", "send a prompt to a session ('-' reads it from stdin)")
     send.add_argument("session", metavar="SESSION", type=session_ref)
@@ -182,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "daemon", "daemon restart: restart hived in place, its agents left running (an upgrade)"
     ).add_argument("action", choices=["restart"])
+    notifications = command(
+        "notifications", "the last notifications born, newest first, with their outcome"
+    )
+    notifications.add_argument(
+        "-n", "--limit", type=int, default=20, metavar="N", help="how many (default 20)"
+    )
+    notify = command("notify", "notify test RULE: send a test message through a [[notify]] rule")
+    notify.add_argument("action", choices=["test"])
+    notify.add_argument("rule", metavar="RULE")
     command("hook", "post a Claude Code hook payload from stdin (always exits 0)")
     return parser
 
@@ -301,6 +315,8 @@ async def cmd_start(client: Client, args: argparse.Namespace, out: Output) -> in
         name=args.name,
         cwd=args.cwd,
         args=args.args or None,
+        max_cost_usd=args.max_cost_usd,
+        max_tokens=args.max_tokens,
     )
     out.data(result, lambda: printable(result.get("session")))
     if result.get("state") == "FAILED":
@@ -398,6 +414,8 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
         session = await resolve_session(client, args.target)
         say_which("following", session)
         topic, show_session = f"session/{session['id']}", False
+        # Someone follows it: its notifications wait (hived's attention rule).
+        await client.request("watch", session=session["id"], focused=True)
     return await follow(client, topic, None, out, show_session)
 
 
@@ -513,6 +531,28 @@ async def cmd_daemon(client: Client, args: argparse.Namespace, out: Output) -> i
     return EXIT_OK
 
 
+async def cmd_notifications(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if not 1 <= args.limit <= 1000:
+        raise Usage(f"--limit must be from 1 to 1000, got {args.limit}")
+    result = await client.request("notifications", limit=args.limit)
+    rows = result.get("notifications", []) if isinstance(result, dict) else []
+    out.data(rows, lambda: notifications_table(rows, out.paint))
+    return EXIT_OK
+
+
+async def cmd_notify(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("notify.test", rule=args.rule)
+
+    def text() -> str:
+        where = f"{printable(args.rule)} ({printable(result.get('destination'))})"
+        if result.get("sent"):
+            return f"sent a test message through {where}"
+        return f"not sent through {where}: {printable(result.get('error'))}"
+
+    out.data(result, text)
+    return EXIT_OK if result.get("sent") else EXIT_REMOTE
+
+
 async def cmd_shutdown(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = await client.request("daemon.stop")
     out.data(result, lambda: "hived is stopping")
@@ -545,6 +585,8 @@ COMMANDS: Final[
     "reload": cmd_reload,
     "shutdown": cmd_shutdown,
     "daemon": cmd_daemon,
+    "notifications": cmd_notifications,
+    "notify": cmd_notify,
 }
 
 

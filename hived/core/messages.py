@@ -61,6 +61,8 @@ Topic = Annotated[
     str, Rule('"sessions" or "session/<id>"', lambda v: TOPIC_RE.fullmatch(v) is not None)
 ]
 NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: v != "")]
+Amount = Annotated[float, Rule("a number greater than 0", lambda v: 0 < v < float("inf"))]
+PositiveCount = Annotated[int, Rule("an integer ≥ 1", lambda v: v >= 1)]
 Argument = Annotated[str, Rule("a string without NUL characters", lambda v: "\x00" not in v)]
 """A command-line argument: the OS cannot pass a NUL."""
 Path = Annotated[
@@ -172,6 +174,10 @@ class SessionStart(BaseRequest):
     """Working folder, where the template allows choosing one."""
     name: NonEmpty | None = None
     """A human name for the session."""
+    max_cost_usd: Amount | None = None
+    """The session's budget in USD, at most the template's ``max_cost_usd``."""
+    max_tokens: PositiveCount | None = None
+    """The session's budget in tokens, at most the template's ``max_tokens``."""
 
 
 @attrs.frozen
@@ -373,6 +379,73 @@ class Agents(BaseRequest):
 
 
 @attrs.frozen
+class Watch(BaseRequest):
+    """Say which session this connection's person is looking at (DESIGN §12: attention)."""
+
+    type: ClassVar[str] = "watch"
+    session: NonEmpty | None = None
+    """The session open in front of them; null: none."""
+    focused: bool = True
+    """Whether the window showing it has the focus."""
+
+
+@attrs.frozen
+class PushKeys:
+    """A browser's keys for Web Push, as ``PushSubscription.toJSON()`` gives them."""
+
+    p256dh: NonEmpty
+    auth: NonEmpty
+
+
+@attrs.frozen
+class PushSubscription:
+    """``PushSubscription.toJSON()`` of a browser."""
+
+    endpoint: NonEmpty
+    keys: PushKeys
+    expirationTime: float | None = None
+
+
+@attrs.frozen
+class PushKey(BaseRequest):
+    """The daemon's VAPID public key, for ``pushManager.subscribe``."""
+
+    type: ClassVar[str] = "push.key"
+
+
+@attrs.frozen
+class PushSubscribe(BaseRequest):
+    """Keep a browser's push subscription: Web Push notifications go to it."""
+
+    type: ClassVar[str] = "push.subscribe"
+    subscription: PushSubscription
+
+
+@attrs.frozen
+class PushUnsubscribe(BaseRequest):
+    """Forget a push subscription."""
+
+    type: ClassVar[str] = "push.unsubscribe"
+    endpoint: NonEmpty
+
+
+@attrs.frozen
+class Notifications(BaseRequest):
+    """The last notifications born, newest first, with their outcome (DESIGN §12)."""
+
+    type: ClassVar[str] = "notifications"
+    limit: Limit | None = None
+
+
+@attrs.frozen
+class NotifyTest(BaseRequest):
+    """Send a test message through one ``[[notify]]`` rule now."""
+
+    type: ClassVar[str] = "notify.test"
+    rule: NonEmpty
+
+
+@attrs.frozen
 class Ping(BaseRequest):
     """An application-level ping, for clients (browsers) that cannot see WebSocket pings."""
 
@@ -405,6 +478,12 @@ Request = (
     | DaemonRestart
     | Ping
     | Agents
+    | Notifications
+    | NotifyTest
+    | Watch
+    | PushKey
+    | PushSubscribe
+    | PushUnsubscribe
 )
 """Any client request."""
 

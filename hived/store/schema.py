@@ -150,6 +150,34 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (epoch, topic)
     ) WITHOUT ROWID;
     """,
+    # 5 → 6: the notifications outbox (DESIGN §12), written in the transaction of the event
+    # that gave birth to each one; the dashboards' Web Push subscriptions.
+    """
+    CREATE TABLE notifications (
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        key TEXT NOT NULL,
+        session TEXT,
+        topic TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        born_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        outcome TEXT,
+        attempts INTEGER NOT NULL,
+        done_at REAL,
+        item TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX notifications_status ON notifications (status, due_at);
+    CREATE INDEX notifications_born ON notifications (born_at);
+    CREATE TABLE push_subscriptions (
+        endpoint TEXT PRIMARY KEY,
+        p256dh TEXT NOT NULL,
+        auth TEXT NOT NULL,
+        token_name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 """Forward migrations; see the module docstring."""
 

@@ -129,9 +129,11 @@ def write_batch(
     events: Sequence[tuple[Event, str]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark] = (),
+    statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
 ) -> dict[str, int]:
     """Insert ``events``, upsert ``sessions`` and the spool ``marks`` (in event order: the last
-    of a spool wins) in one transaction; the last seq per topic.
+    of a spool wins) and run ``statements`` (in order) in one transaction; the last seq per
+    topic.
 
     Raises ``sqlite3.Error`` with nothing written. An event whose (topic, seq) is already
     stored (a bug upstream; it can never be stored) is skipped with an error in the log, so
@@ -147,10 +149,10 @@ def write_batch(
             seqs[1] = event.seq
     _rollback(conn)
     try:
-        _write(conn, _INSERT_EVENT, rows, ranges, sessions, marks)
+        _write(conn, _INSERT_EVENT, rows, ranges, sessions, marks, statements)
     except sqlite3.IntegrityError:
         _rollback(conn)
-        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions, marks)
+        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions, marks, statements)
         log.error("store: %d events were already stored and are skipped", len(rows) - inserted)
     return {topic: seqs[1] for topic, seqs in ranges.items()}
 
@@ -162,6 +164,7 @@ def _write(
     ranges: dict[str, list[int]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark],
+    statements: Sequence[tuple[str, tuple[Any, ...]]],
 ) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -173,6 +176,8 @@ def _write(
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])
         if marks:
             conn.executemany(_UPSERT_MARK, [(m.key, m.offset, m.nth) for m in marks])
+        for statement, params in statements:
+            conn.execute(statement, params)
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)

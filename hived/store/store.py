@@ -244,6 +244,25 @@ class Store:
         if not await self._batches.commit_now():
             raise StoreError(self._batches.error or f"cannot write to {self.path}")
 
+    # The notifications' outbox (hived.notify.service.Outbox).
+
+    def add_statement(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Queue a statement for the transaction that commits the events recorded so far."""
+        self._batches.add_statement(statement, params)
+
+    def committed(self, topic: str, seq: int) -> bool:
+        """Whether the event ``seq`` of ``topic`` (and what rode with it) is committed."""
+        return self._batches.committed_seqs.get(topic, 0) >= seq
+
+    @property
+    def last_commit_s(self) -> float:
+        """How long the writer's last commit took, in seconds."""
+        return self._batches.last_commit_s
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a worker thread on the writer's connection."""
+        return await self._batches.run(fn, *args)
+
     def oldest_seq(self, topic: str) -> int | None:
         """The smallest seq kept for ``topic``; None for a topic never seen.
 
