@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import trio
@@ -37,6 +37,9 @@ from hived.shimrun import SHIMS_DIR, live_runs
 from hived.store import Store
 from hived.supervisor import Supervisor
 from hived.systemd import Notifier, listen_sockets
+
+if TYPE_CHECKING:
+    from hived.cluster.node import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ class Daemon:
     listening: tuple[str, ...] = ()
     """Where the server listens, ``host:port`` each (a reload does not move it)."""
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
-    _services: tuple[Store | Supervisor | Server, ...] = ()
+    _services: tuple[Store | Supervisor | Server | Cluster, ...] = ()
 
     def request_stop(self) -> None:
         """Begin the graceful stop (SIGTERM, SIGINT, ``daemon.stop``)."""
@@ -102,8 +105,13 @@ class Daemon:
     async def run(self) -> None:
         held = await trio.to_thread.run_sync(live_runs, Path(self.config.state.dir) / SHIMS_DIR)
         store = Store.open(self.config.state, held=held)
+        cluster = None
         try:
-            hub = Hub(history=store)
+            if self.config.cluster is not None:
+                from hived.cluster.node import Cluster  # only imported when configured
+
+                cluster = Cluster(self.config.cluster, store)
+            hub = Hub(history=store if cluster is None else cluster.tap)
             supervisor = Supervisor(
                 self.config,
                 hub,
@@ -127,7 +135,11 @@ class Daemon:
             handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
             for wire_type, handler in handlers.items():
                 router.add(wire_type, handler)
-            self._services = (store, supervisor, server)
+            if cluster is not None:
+                cluster.attach(
+                    hub, router, server, lambda: [s.to_json() for s in supervisor.summaries()]
+                )
+            self._services = (store, supervisor, server, *([cluster] if cluster else []))
         except BaseException:
             store.close()  # store.serve, which closes it, has not started: release the folder
             raise
@@ -135,7 +147,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_signals, nursery.cancel_scope)
             nursery.start_soon(self.notifier.serve_watchdog)
-            started: list[Store | Supervisor | Server] = []
+            started: list[Store | Supervisor | Server | Cluster] = []
             await nursery.start(store.serve)
             started.append(store)
             await store.reap_orphans(grace_s=ORPHAN_GRACE_S)
@@ -143,6 +155,9 @@ class Daemon:
             if not self.stopping:
                 await nursery.start(supervisor.serve)
                 started.append(supervisor)
+            if cluster is not None and not self.stopping:
+                await nursery.start(cluster.serve)
+                started.append(cluster)
             if not self.stopping:
                 try:
                     addresses = await nursery.start(server.serve)
@@ -163,7 +178,7 @@ class Daemon:
             await self._drain(reversed(started))
             nursery.cancel_scope.cancel()
 
-    async def _drain(self, services: Iterable[Store | Supervisor | Server]) -> None:
+    async def _drain(self, services: Iterable[Store | Supervisor | Server | Cluster]) -> None:
         self.notifier.stopping()
         self.notifier.status("stopping")
         timeout_s = self.config.daemon.shutdown_timeout_s

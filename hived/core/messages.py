@@ -104,6 +104,9 @@ class Subscribe(BaseRequest):
     topic: Topic
     since: Seq | None = None
     """Replay every kept event with ``seq`` > since, then go live; absent: live only."""
+    epoch: NonEmpty | None = None
+    """With ``since`` on another node's session (a cluster): the ``epoch`` its earlier
+    subscribe answered; another one means the engine lost its data, and the replay starts over."""
 
 
 @attrs.frozen
@@ -146,6 +149,8 @@ class SessionStart(BaseRequest):
     """Working folder, where the template allows choosing one."""
     name: NonEmpty | None = None
     """A human name for the session."""
+    node: NonEmpty | None = None
+    """The cluster node to run it on (``[cluster] node``); default: the one asked."""
 
 
 @attrs.frozen
