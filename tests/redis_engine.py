@@ -74,6 +74,16 @@ class RedisServer:
                     raise AssertionError(f"redis-server exited with {self.proc.returncode}")
                 await trio.sleep(0.02)
 
+    async def command(self, *words: str) -> bytes:
+        """Send one command (inline form) and return the first line of the answer."""
+
+        def send() -> bytes:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE_S) as sock:
+                sock.sendall(" ".join(words).encode() + b"\r\n")
+                return sock.recv(4096).split(b"\r\n")[0]
+
+        return await trio.to_thread.run_sync(send)
+
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

@@ -140,7 +140,7 @@ class Commands:
         try:
             await self._engine.xgroup_create(stream, COMMAND_GROUP, "$", mkstream=True)
         except coredis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            if "BUSYGROUP" not in str(exc) and "already exists" not in str(exc):
                 raise
 
     async def _answer(self, stream: str, entry_id: str, raw: str) -> None:
