@@ -50,7 +50,7 @@ def test_mirror_args_and_answers() -> None:
     assert MirrorAnswer.parse(["gap", 7, "e1"]) == MirrorAnswer(Status.GAP, 7, "e1")
     assert MirrorAnswer.parse([b"ok", b"-1", b""]) == MirrorAnswer(Status.OK, -1, "")
     for bad in (None, "ok", ["ok", 1], ["what", 1, "e"]):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="unexpected answer from the mirror script"):
             MirrorAnswer.parse(bad)
 
 

@@ -56,13 +56,22 @@ def test_the_defaults_need_only_a_node_and_a_url() -> None:
         ('node = "a"', "cluster.url: required, but missing"),
         ('node = "a b"\nurl = "redis://h:1"', "cluster.node: expected letters, digits"),
         ('node = "a"\nurl = "http://h:1"', 'cluster.url: expected a URL starting with "redis://"'),
-        ('node = "a"\nurl = "redis://u:secret@h:1"', "cluster.url: expected no password in the URL"),
+        (
+            'node = "a"\nurl = "redis://u:secret@h:1"',
+            "cluster.url: expected no password in the URL",
+        ),
         ('node = "a"\nurl = "redis://h:99999"', "cluster.url: expected a host and a port"),
         ('node = "a"\nurl = "redis://h:1/x"', "cluster.url: expected a database number"),
         ('node = "a"\nurl = "redis://h:1"\nkey_prefix = "a b"', "cluster.key_prefix: expected"),
-        ('node = "a"\nurl = "redis://h:1"\nheartbeat_interval_s = 0', "cluster.heartbeat_interval_s"),
+        (
+            'node = "a"\nurl = "redis://h:1"\nheartbeat_interval_s = 0',
+            "cluster.heartbeat_interval_s",
+        ),
         ('node = "a"\nurl = "redis://h:1"\nnodes = 3', "cluster.nodes: unknown key"),
-        ('node = "a"\nurl = "redis://h:1"\ntls_ca = "ca.pem"', "cluster.tls_ca: only with a \"rediss://\""),
+        (
+            'node = "a"\nurl = "redis://h:1"\ntls_ca = "ca.pem"',
+            'cluster.tls_ca: only with a "rediss://"',
+        ),
     ],
 )
 def test_each_cluster_mistake_is_named_with_its_key(body: str, expected: str) -> None:

@@ -138,7 +138,9 @@ class Commands:
 
     async def _ensure_group(self, stream: str) -> None:
         try:
-            await self._engine.xgroup_create(stream, COMMAND_GROUP, "$", mkstream=True)
+            # From the stream's start: a command sent before this node made its group is still
+            # read (and dropped if past its deadline).
+            await self._engine.xgroup_create(stream, COMMAND_GROUP, "0", mkstream=True)
         except coredis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc) and "already exists" not in str(exc):
                 raise

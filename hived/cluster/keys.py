@@ -149,7 +149,10 @@ class MirrorAnswer:
         if not isinstance(answer, Sequence) or isinstance(answer, str | bytes) or len(answer) != 3:
             raise ValueError(f"unexpected answer from the mirror script: {answer!r}")
         status, top, epoch = (_text(part) for part in answer)
-        return cls(Status(status), int(top), epoch)
+        try:
+            return cls(Status(status), int(top), epoch)
+        except ValueError:
+            raise ValueError(f"unexpected answer from the mirror script: {answer!r}") from None
 
 
 def mirror_args(
