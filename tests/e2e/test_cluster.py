@@ -29,6 +29,7 @@ from tests.e2e.harness import (
     free_port,
     websockets_client,
 )
+from tests.e2e.test_real_claude import hivectl
 from tests.redis_engine import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -146,6 +147,12 @@ async def test_a_session_on_node_b_is_listed_followed_and_approved_from_node_a(
         kept = await on_b.request("session.events", session=session, since=0, limit=1000)
         assert [e["seq"] for e in kept["events"]][: len(seen)] == [e["seq"] for e in seen]
         assert [e["kind"] for e in kept["events"]][: len(seen)] == [e["kind"] for e in seen]
+
+        shown_by_hivectl = await trio.to_thread.run_sync(hivectl, a.port, "sessions")
+        header, *rows = shown_by_hivectl.stdout.splitlines()
+        assert header.split()[:2] == ["ID", "NODE"], shown_by_hivectl.stdout
+        row = next(r for r in rows if r.startswith(session[:12]))
+        assert row.split()[1] == "b"
 
         status = await until(
             "three nodes in status",
