@@ -17,7 +17,7 @@ import trio
 
 from hived.cluster.commands import Commands
 from hived.cluster.engine import Engine, open_engine
-from hived.cluster.follow import follow
+from hived.cluster.follow import RemoteTopic
 from hived.cluster.keys import MIRROR_SCRIPT, Keys, MirrorAnswer, Mode, Status, mirror_args
 from hived.cluster.mirror import Mirror, Tap
 from hived.core.config import ClusterConfig
@@ -25,7 +25,7 @@ from hived.core.errors import RequestError
 from hived.core.messages import SessionStop
 from hived.core.protocol import Caller, Request
 from hived.history import MemoryHistory
-from hived.hub import Hub
+from hived.hub import Hub, Subscriber
 from tests.redis_engine import RedisServer
 
 # coredis 6.9 leaves the anyio memory streams of a connection the engine dropped for the
@@ -141,40 +141,53 @@ async def _has(engine: Engine, seqs: list[int]) -> bool:
     return await stream_seqs(engine) == seqs
 
 
-async def test_a_follower_replays_then_goes_live_and_fills_a_trimmed_start(
+async def test_followers_replay_then_go_live_with_one_read_and_a_trimmed_start_filled(
     redis: RedisServer,
 ) -> None:
-    owner = Hub(history=MemoryHistory())
     async with open_engine(cluster_config(redis)) as engine:
         script = engine.register_script(MIRROR_SCRIPT)
         keys = [KEYS.stream(TOPIC, "b"), KEYS.meta(TOPIC, "b")]
-        frames = {n: owner.publish(TOPIC, "text", {"line": f"{n}"}) for n in range(1, 11)}
-        # The engine keeps only 6..10 (trimmed); 1..5 come from the owner.
-        pairs = [(seq, _frame(owner, seq)) for seq in range(6, 11)]
-        await script(keys=keys, args=mirror_args("b", "E", Mode.STRICT, True, 0, pairs))
+
+        async def mirror(start_ok: bool, seqs: range) -> None:
+            pairs = [(seq, _frame(seq)) for seq in seqs]
+            await script(keys=keys, args=mirror_args("b", "E", Mode.STRICT, start_ok, 0, pairs))
+
+        await mirror(True, range(6, 11))  # the engine keeps 6..10; 1..5 come from the owner
         asked: list[tuple[int, int]] = []
 
         async def fill(after: int, upto: int) -> list[tuple[int, str]]:
             asked.append((after, upto))
-            return [(seq, _frame(owner, seq)) for seq in range(after + 1, upto + 1)]
+            return [(seq, _frame(seq)) for seq in range(after + 1, upto + 1)]
 
         reader = Hub()
-        sub = reader.subscriber(100)
-        got: list[int] = []
+        early, late = reader.subscriber(100), reader.subscriber(100)
+        remote = RemoteTopic(engine, keys[0], reader, fill, cursor=10)
+        await remote.join(early, 2)
+        assert remote.members == {early: 10}
         async with trio.open_nursery() as nursery:
-            await nursery.start(follow, engine, keys[0], reader, sub, 2, fill)
-            while len(got) < 8:
-                got += [orjson.loads(f)["seq"] for f in await sub.receive_batch()]
-            more = [(11, orjson.dumps(frames[1].to_wire() | {"seq": 11}).decode())]
-            await script(keys=keys, args=mirror_args("b", "E", Mode.STRICT, False, 0, more))
-            while len(got) < 9:
-                got += [orjson.loads(f)["seq"] for f in await sub.receive_batch()]
-            nursery.cancel_scope.cancel()
-        assert got == list(range(3, 12)), "no gap, no duplicate at either seam"
+            nursery.start_soon(remote.serve)
+            await mirror(False, range(11, 13))
+            got_early = await _seqs_until(early, 12)
+            await remote.join(late, 11)
+            await mirror(False, range(13, 14))
+            got_late = await _seqs_until(late, 13)
+            got_early += await _seqs_until(early, 13)
+            remote.leave(early)
+            remote.leave(late)
+        assert got_early == list(range(3, 14)), "no gap, no duplicate at either seam"
+        assert got_late == [12, 13]
         assert asked == [(2, 5)]
 
 
-def _frame(hub: Hub, seq: int) -> str:
+async def _seqs_until(sub: Subscriber, last: int) -> list[int]:
+    seqs: list[int] = []
+    with trio.fail_after(DEADLINE_S):
+        while not seqs or seqs[-1] < last:
+            seqs += [orjson.loads(f)["seq"] for f in await sub.receive_batch()]
+    return seqs
+
+
+def _frame(seq: int) -> str:
     return orjson.dumps({"type": "event", "topic": TOPIC, "seq": seq, "kind": "text"}).decode()
 
 

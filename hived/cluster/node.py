@@ -37,7 +37,7 @@ from coredis import PureToken
 from hived import __version__
 from hived.cluster.commands import Commands
 from hived.cluster.engine import ENGINE_ERRORS, Engine, open_engine, retry_delay_s
-from hived.cluster.follow import follow
+from hived.cluster.follow import RemoteTopic
 from hived.cluster.keys import SESSIONS_TOPIC, Keys, entry_id
 from hived.cluster.liveness import Change, Liveness, heartbeat_ttl_ms
 from hived.cluster.mirror import Mirror, Tap
@@ -48,7 +48,7 @@ from hived.core.events import Event
 from hived.core.messages import SessionEvents, Sessions, SessionStart, Subscribe
 from hived.core.protocol import Caller, Request
 from hived.history import History
-from hived.hub import Hub
+from hived.hub import Hub, Subscriber
 from hived.server.listener import Server
 from hived.server.router import Handler, Router
 
@@ -67,11 +67,6 @@ FORWARDED: Final = (
 """Requests on one session that go to its owner when this node does not know the session."""
 FILL_PAGE: Final = 1000
 FEED_BLOCK_MS: Final = 1000
-
-
-@attrs.define(eq=False)
-class _Following:
-    scope: trio.CancelScope
 
 
 class Cluster:
@@ -94,7 +89,10 @@ class Cluster:
         self._originals: dict[str, Handler] = {}
         self._pending: dict[str, None] = {}
         """Topics recorded before the mirror runs."""
-        self._following: dict[tuple[int, str], _Following] = {}
+        self._remote: dict[str, RemoteTopic] = {}
+        """The other nodes' topics followed for clients of this node, by topic."""
+        self._following: dict[tuple[int, str], tuple[RemoteTopic, Subscriber]] = {}
+        """What each (connection, topic) follows, for ``unsubscribe``."""
         self._nursery: trio.Nursery | None = None
         self._written: set[str] = set()
         """Session ids this node has in its summaries hash."""
@@ -343,28 +341,46 @@ class Cluster:
             since = top
         elif since > top:
             since, recovered = top, False
-        session_id = request.topic.partition("/")[2]
-        following = _Following(trio.CancelScope())
-        key = (caller.connection, request.topic)
-        self._following[key] = following
+        topic = request.topic
+        remote = self._remote.get(topic)
+        if remote is None:
+            session_id = topic.partition("/")[2]
 
-        async def fill(after: int, upto: int) -> list[tuple[int, str]]:
-            return await self._fill(owner, session_id, after, upto)
+            async def fill(after: int, upto: int) -> list[tuple[int, str]]:
+                return await self._fill(owner, session_id, after, upto)
 
-        async def run() -> None:
-            with following.scope:
-                await follow(engine, self.keys.stream(request.topic, owner), hub, sub, since, fill)
-            if self._following.get(key) is following:
-                del self._following[key]
-
-        nursery.start_soon(run)
+            stream = self.keys.stream(topic, owner)
+            remote = self._remote[topic] = RemoteTopic(engine, stream, hub, fill, top)
+        try:
+            await remote.join(sub, since)
+        except ENGINE_ERRORS as exc:
+            raise RequestError(
+                "internal", f"subscribe {topic}: the cluster engine does not answer ({exc})"
+            ) from None
+        self._remote.setdefault(topic, remote)
+        self._following = {  # forget connections that ended without unsubscribing
+            key: (r, s) for key, (r, s) in self._following.items() if s in r.members
+        }
+        if sub in remote.members:
+            self._following[(caller.connection, topic)] = (remote, sub)
+            if not remote.serving:
+                remote.serving = True
+                nursery.start_soon(self._serve_remote, topic, remote)
         return {
-            "topic": request.topic,
+            "topic": topic,
             "recovered": recovered,
             "last_seq": top,
             "epoch": epoch,
             "node": owner,
         }
+
+    async def _serve_remote(self, topic: str, remote: RemoteTopic) -> None:
+        try:
+            await remote.serve()
+        finally:
+            remote.serving = False
+            if not remote.members and self._remote.get(topic) is remote:
+                del self._remote[topic]
 
     async def _fill(
         self, owner: str, session_id: str, after: int, upto: int
@@ -395,7 +411,8 @@ class Cluster:
     def _stop_following(self, connection: int, topic: str) -> None:
         following = self._following.pop((connection, topic), None)
         if following is not None:
-            following.scope.cancel()
+            remote, sub = following
+            remote.leave(sub)
 
     def _wrap_unsubscribe(self, original: Handler) -> Handler:
         async def handle(request: Request, caller: Caller) -> Any:
@@ -475,7 +492,7 @@ class Cluster:
             "connected": bool(mirror and mirror.connected),
             "events_mirrored": mirror.sent if mirror else 0,
             "requests_answered": commands.answered if commands else 0,
-            "following": len(self._following),
+            "following": sum(len(remote.members) for remote in self._remote.values()),
             "nodes": nodes,
         }
 
