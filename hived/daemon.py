@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -27,12 +27,13 @@ from hived import __version__
 from hived.admin import Admin
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
-from hived.core.errors import ConfigError, HivedError
+from hived.core.errors import ConfigError, HivedError, RequestError
+from hived.core.protocol import Caller, Request
 from hived.hub import Hub
 from hived.memory import run_gc_sweeps, settle_garbage_collector
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
-from hived.server.router import Router
+from hived.server.router import Handler, Router
 from hived.shimrun import SHIMS_DIR, live_runs
 from hived.store import Store
 from hived.supervisor import Supervisor
@@ -139,6 +140,8 @@ class Daemon:
                 cluster.attach(
                     hub, router, server, lambda: [s.to_json() for s in supervisor.summaries()]
                 )
+            else:
+                router.wrap("session.start", _without_cluster)
             self._services = (store, supervisor, server, *([cluster] if cluster else []))
         except BaseException:
             store.close()  # store.serve, which closes it, has not started: release the folder
@@ -255,6 +258,19 @@ class Daemon:
         self.config_loaded_at = time.time()
         log.info("reload: applied (changed: %s)", ", ".join(changed) or "nothing")
         return ReloadOutcome(reloaded=True, changed=changed, restart_needed=pending)
+
+
+def _without_cluster(handler: Handler) -> Handler:
+    """``session.start`` of a daemon without ``[cluster]``: a ``node`` is a mistake."""
+
+    async def handle(request: Request, caller: Caller) -> Any:
+        if getattr(request, "node", None) is not None:
+            raise RequestError(
+                "bad_request", "session.start: node is only for a cluster; this daemon has none"
+            )
+        return await handler(request, caller)
+
+    return handle
 
 
 def _cannot_listen(listen: str, exc: OSError) -> str:

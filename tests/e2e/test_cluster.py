@@ -18,7 +18,7 @@ import orjson
 import pytest
 import trio
 
-from hived.client import Client, Subscription, connect
+from hived.client import Client, RemoteError, Subscription, connect
 from tests.e2e.harness import (
     DEADLINE_S,
     SECRETS,
@@ -34,7 +34,7 @@ from tests.redis_engine import RedisServer
 
 pytestmark = pytest.mark.e2e
 
-HEARTBEAT_S: Final = 0.5
+HEARTBEAT_S: Final = 1.0
 CHATTY: Final = agent_toml(
     "chatty",
     "fake_text.py",
@@ -344,3 +344,14 @@ async def _events_until(ws: Any, line: str) -> list[dict[str, Any]]:
         while not any(e["kind"] == "text" and e["data"].get("line") == line for e in events):
             events += [m for m in _messages(await ws.recv()) if m["type"] == "event"]
     return events
+
+
+async def test_without_a_cluster_naming_a_node_is_a_clear_error(hived: Launcher) -> None:
+    daemon = await hived.start()
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        with pytest.raises(RemoteError) as refused:
+            await client.request("session.start", agent="text", node="b")
+        assert refused.value.code == "bad_request"
+        assert "node is only for a cluster" in refused.value.message
+        status = await client.request("sessions")
+        assert status == {"sessions": []}, "nothing was started"
