@@ -155,12 +155,14 @@ class Daemon:
             started.append(store)
             await store.reap_orphans(grace_s=ORPHAN_GRACE_S)
             announce_recovered(hub, store.recovered)
+            if cluster is not None and not self.stopping:
+                # Before the supervisor, so that it is drained after it: the other nodes see
+                # this node's sessions stopped before they see the node leave.
+                await nursery.start(cluster.serve)
+                started.append(cluster)
             if not self.stopping:
                 await nursery.start(supervisor.serve)
                 started.append(supervisor)
-            if cluster is not None and not self.stopping:
-                await nursery.start(cluster.serve)
-                started.append(cluster)
             if not self.stopping:
                 try:
                     addresses = await nursery.start(server.serve)

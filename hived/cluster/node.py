@@ -66,6 +66,8 @@ FORWARDED: Final = (
 )
 """Requests on one session that go to its owner when this node does not know the session."""
 FILL_PAGE: Final = 1000
+LEAVE_BUDGET_S: Final = 2.0
+"""What leaving the cluster may take of the daemon's shutdown budget."""
 FEED_BLOCK_MS: Final = 1000
 
 
@@ -96,6 +98,8 @@ class Cluster:
         self._nursery: trio.Nursery | None = None
         self._written: set[str] = set()
         """Session ids this node has in its summaries hash."""
+        self._leaving = False
+        """Set by :meth:`drain`: the heart-beat no longer says this node is alive."""
         self._marker: str | None = None
         """The engine's marker as this node last saw it (a new one: the engine lost its data)."""
 
@@ -154,10 +158,13 @@ class Cluster:
         """``[cluster]`` changes take effect at the next start (``restart_needed`` says so)."""
 
     async def drain(self) -> None:
-        """Leave: the other nodes see this node gone at once rather than after its TTL."""
+        """Leave: the last summaries written, and the other nodes see this node gone at once
+        rather than after its heart-beat's TTL."""
+        self._leaving = True
         if self._engine is None:
             return
-        with trio.move_on_after(1.0), contextlib.suppress(*ENGINE_ERRORS):
+        with trio.move_on_after(LEAVE_BUDGET_S), contextlib.suppress(*ENGINE_ERRORS):
+            await self._write_summaries()
             await self._engine.delete([self.keys.alive(self.node)])
 
     # Heart-beat, summaries, liveness.
@@ -193,7 +200,8 @@ class Cluster:
         failures = 0
         while True:
             try:
-                await engine.set(self.keys.alive(self.node), beat, px=ttl_ms)
+                if not self._leaving:
+                    await engine.set(self.keys.alive(self.node), beat, px=ttl_ms)
                 await engine.sadd(self.keys.nodes, [self.node])
                 await self._check_marker(engine)
                 await self._write_summaries()

@@ -9,6 +9,7 @@ epoch and the client re-reads. Every wait polls a condition under a deadline.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -355,3 +356,31 @@ async def test_without_a_cluster_naming_a_node_is_a_clear_error(hived: Launcher)
         assert "node is only for a cluster" in refused.value.message
         status = await client.request("sessions")
         assert status == {"sessions": []}, "nothing was started"
+
+
+async def test_a_node_that_stops_gracefully_leaves_its_sessions_ended_not_unreachable(
+    nodes: Nodes,
+) -> None:
+    a = await nodes.start("a")
+    b = await nodes.start("b")
+    token = SECRETS["operator"]
+    async with connect(a.ws_url, token, reconnect=False) as on_a:
+        async with connect(b.ws_url, token, reconnect=False) as on_b:
+            session = (await on_b.request("session.start", agent="chatty"))["session"]
+        await until(
+            "the session running on a's list",
+            lambda: _in_state(on_a, session, {"RUNNING", "WAITING", "WORKING"}),
+        )
+        b.send_signal(signal.SIGTERM)
+        assert await b.wait_exit() == 0
+        ended = await until("the session EXITED on a", lambda: listed(on_a, session))
+        assert ended["state"] == "EXITED", ended
+        status = await until("b gone from a's status", lambda: _b_silent(a))
+        assert status == [("a", True), ("b", False)]
+
+
+async def _b_silent(daemon: RunningDaemon) -> list[tuple[str, bool]] | None:
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        nodes = (await admin.request("status"))["cluster"]["nodes"]
+    shown = [(n["name"], n["alive"]) for n in nodes]
+    return shown if ("b", False) in shown else None
