@@ -77,7 +77,13 @@ class RemoteTopic:
         pairs: list[tuple[int, str]] = []
         cursor = after
         for entry in entries:
-            seq = entry_seq(str(entry.identifier))
+            try:
+                seq = entry_seq(str(entry.identifier))
+            except ValueError as exc:
+                log.warning(
+                    "cluster: %s: skipped an entry hived did not write: %s", self._stream, exc
+                )
+                continue
             if seq <= cursor:
                 continue
             if seq > cursor + 1:

@@ -147,7 +147,7 @@ class Mirror:
             del self._dirty[topic]
             try:
                 await self._sync(topic)
-            except ENGINE_ERRORS as exc:
+            except (*ENGINE_ERRORS, ValueError) as exc:  # ValueError: an answer not the script's
                 self._dirty[topic] = None
                 self._cursor.clear()
                 failures += 1

@@ -47,6 +47,7 @@ from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.messages import SessionEvents, Sessions, SessionStart, Subscribe
 from hived.core.protocol import Caller, Request
+from hived.core.sessions import LIVE_STATES
 from hived.history import History
 from hived.hub import Hub, Subscriber
 from hived.server.listener import Server
@@ -216,7 +217,10 @@ class Cluster:
                 continue
             failures = 0
             for change in self.liveness.observe(alive):
-                await self._announce(change)
+                try:
+                    await self._announce(change)
+                except ENGINE_ERRORS as exc:
+                    log.warning("cluster: cannot read node %s's sessions (%s)", change.node, exc)
             await trio.sleep(interval_s / 2)
 
     async def _check_marker(self, engine: Engine) -> None:
@@ -239,8 +243,8 @@ class Cluster:
         assert self._engine is not None
         log.warning("cluster: node %s is %s", change.node, "back" if change.alive else "silent")
         for summary in await self._remote_summaries(change.node):
-            shown = as_seen(summary, change.node, change.alive)
-            if summary.get("state") != shown["state"] or change.alive:
+            if summary.get("state") in LIVE_STATES:
+                shown = as_seen(summary, change.node, change.alive)
                 data = {"state": shown["state"], "node": change.node, "summary": shown}
                 hub.publish(SESSIONS_TOPIC, "state", data, session=str(summary.get("id")))
 
@@ -271,7 +275,8 @@ class Cluster:
                 nodes = await engine.smembers(self.keys.nodes)
                 for node in sorted(nodes - {self.node} - cursors.keys()):
                     top = await engine.hget(self.keys.meta(SESSIONS_TOPIC, node), "top")
-                    cursors[node] = entry_id(int(top)) if top and int(top) > 0 else "0-0"
+                    seq = int(top) if top and top.isdigit() else 0
+                    cursors[node] = entry_id(seq) if seq > 0 else "0-0"
                 if not cursors:
                     await trio.sleep(self.config.heartbeat_interval_s / 2)
                     continue
@@ -341,7 +346,8 @@ class Cluster:
         assert server is not None
         assert nursery is not None
         sub = server.subscriber_of(caller)
-        top, epoch = int(meta.get("top", "0")), meta.get("epoch", "")
+        top_text, epoch = meta.get("top", "0"), meta.get("epoch", "")
+        top = int(top_text) if top_text.isdigit() else 0
         since, recovered = request.since, True
         if since is not None and request.epoch is not None and request.epoch != epoch:
             since, recovered = 0, False
