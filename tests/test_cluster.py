@@ -45,11 +45,11 @@ def test_session_topics_are_shared_and_sessions_is_per_node() -> None:
 
 
 def test_mirror_args_and_answers() -> None:
-    args = mirror_args("a", "e1", Mode.STRICT, True, 3, [(4, "f4"), (5, "f5")])
-    assert args == ["a", "e1", "strict", "1", 3, 4, "f4", 5, "f5"]
-    assert MirrorAnswer.parse(["gap", 7, "e1"]) == MirrorAnswer(Status.GAP, 7, "e1")
-    assert MirrorAnswer.parse([b"ok", b"-1", b""]) == MirrorAnswer(Status.OK, -1, "")
-    for bad in (None, "ok", ["ok", 1], ["what", 1, "e"]):
+    args = mirror_args("a", 41, Mode.STRICT, True, 3, [(4, "f4"), (5, "f5")])
+    assert args == ["a", 41, "strict", "1", 3, 4, "f4", 5, "f5"]
+    assert MirrorAnswer.parse(["gap", 7, "41"]) == MirrorAnswer(Status.GAP, 7, 41)
+    assert MirrorAnswer.parse([b"ok", b"-1", b""]) == MirrorAnswer(Status.OK, -1, 0)
+    for bad in (None, "ok", ["ok", 1], ["what", 1, "4"], ["ok", 1, "not a number"]):
         with pytest.raises(ValueError, match="unexpected answer from the mirror script"):
             MirrorAnswer.parse(bad)
 

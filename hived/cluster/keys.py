@@ -98,6 +98,7 @@ def entry_seq(identifier: str) -> int:
 MIRROR_SCRIPT: Final = """
 -- KEYS: stream, meta. ARGV: node, epoch for a new stream, mode, start_ok, minid,
 -- then seq, frame pairs. Returns {status, top, epoch} (top -1, epoch "" when no meta).
+-- The epoch is an integer (in decimal) that JSON carries exactly.
 local top = tonumber(redis.call('HGET', KEYS[2], 'top') or '-1')
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 local fresh = not epoch
@@ -140,8 +141,8 @@ class MirrorAnswer:
     status: Status
     top: int
     """The stream's last seq after the batch; -1 when the stream has no meta (new or lost)."""
-    epoch: str
-    """The stream's epoch; empty when it has no meta."""
+    epoch: int
+    """The stream's epoch (a random positive integer); 0 when it has no meta."""
 
     @classmethod
     def parse(cls, answer: object) -> MirrorAnswer:
@@ -150,14 +151,14 @@ class MirrorAnswer:
             raise ValueError(f"unexpected answer from the mirror script: {answer!r}")
         status, top, epoch = (_text(part) for part in answer)
         try:
-            return cls(Status(status), int(top), epoch)
+            return cls(Status(status), int(top), int(epoch) if epoch else 0)
         except ValueError:
             raise ValueError(f"unexpected answer from the mirror script: {answer!r}") from None
 
 
 def mirror_args(
     node: str,
-    new_epoch: str,
+    new_epoch: int,
     mode: Mode,
     start_ok: bool,
     minid: int,

@@ -47,8 +47,14 @@ from hived.history import History
 
 log = logging.getLogger(__name__)
 
+EPOCH_LIMIT: Final = 1 << 53
 PAGE_EVENTS: Final = 256
 """Events sent to the engine in one script call."""
+
+
+def new_epoch() -> int:
+    """A random epoch for a new stream: positive, and exact as a JSON number (< 2**53)."""
+    return secrets.randbelow(EPOCH_LIMIT - 1) + 1
 
 
 class Tap:
@@ -165,9 +171,7 @@ class Mirror:
     async def _call(self, topic: str, start_ok: bool, pairs: list[tuple[int, str]]) -> MirrorAnswer:
         mode = Mode.MONOTONIC if topic == SESSIONS_TOPIC else Mode.STRICT
         minid = self._history.oldest_seq(topic) or 0
-        args = mirror_args(
-            self._node, secrets.token_hex(8), mode, start_ok, minid if pairs else 0, pairs
-        )
+        args = mirror_args(self._node, new_epoch(), mode, start_ok, minid if pairs else 0, pairs)
         keys = [self._keys.stream(topic, self._node), self._keys.meta(topic, self._node)]
         answer = MirrorAnswer.parse(await self._script(keys=keys, args=args))
         self.sent += max(0, len(pairs)) if answer.status is Status.OK else 0

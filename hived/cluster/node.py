@@ -346,8 +346,9 @@ class Cluster:
         assert server is not None
         assert nursery is not None
         sub = server.subscriber_of(caller)
-        top_text, epoch = meta.get("top", "0"), meta.get("epoch", "")
+        top_text, epoch_text = meta.get("top", "0"), meta.get("epoch", "")
         top = int(top_text) if top_text.isdigit() else 0
+        epoch = int(epoch_text) if epoch_text.isdigit() else 0
         since, recovered = request.since, True
         if since is not None and request.epoch is not None and request.epoch != epoch:
             since, recovered = 0, False

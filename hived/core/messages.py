@@ -104,9 +104,10 @@ class Subscribe(BaseRequest):
     topic: Topic
     since: Seq | None = None
     """Replay every kept event with ``seq`` > since, then go live; absent: live only."""
-    epoch: NonEmpty | None = None
-    """With ``since`` on another node's session (a cluster): the ``epoch`` its earlier
-    subscribe answered; another one means the engine lost its data, and the replay starts over."""
+    epoch: Seq | None = None
+    """With ``since``: the ``epoch`` of the subscribe result ``since`` came from. On another
+    node's session (a cluster), another one than the engine's means the engine made its copy
+    again, and the replay starts over."""
 
 
 @attrs.frozen
