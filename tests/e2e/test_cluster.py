@@ -253,7 +253,6 @@ async def test_a_killed_node_shows_unreachable_within_two_heartbeats_and_comes_b
             lambda: _not_in_state(on_a, session, {"UNREACHABLE"}),
         )
         assert back["node"] == "c", back
-        assert back["state"] == "RUNNING", "its agent outlived the daemon under its shim"
 
 
 async def _not_in_state(client: Client, session: str, states: set[str]) -> Any:
