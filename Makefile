@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history agents clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-cluster agents clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-agent-path: $(STAMP)
 # Search, the usage ledger and the index's cost on a store of 2,000,000 events (issue 16).
 bench-history: $(STAMP)
 	$(BIN)/python -m bench.bench_history
+
+# An agent on node B, 100 subscribers on node A, through a redis-server it starts; beside one
+# node, in the same run (docs/cluster.md). Needs redis-server.
+bench-cluster: $(STAMP)
+	$(BIN)/python -m bench.cluster
 
 # The real agent programs the driver tests run (pinned, from npm, into .agents/); the tests that
 # need one skip, saying so, where it is missing. .ci/run calls this.

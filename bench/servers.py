@@ -234,9 +234,7 @@ class HivedServer(Server):
     def start(self) -> None:
         self.port = free_port()
         config = Path(self.tmp.name) / "hived.toml"
-        config.write_text(
-            hived_config(self.port, Path(self.tmp.name) / "state", self.subscriber_queue)
-        )
+        config.write_text(self.config_text())
         self._log = self.log_path.open("wb")
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         self.proc = subprocess.Popen(
@@ -252,6 +250,10 @@ class HivedServer(Server):
             if time.monotonic() > deadline:
                 raise BenchError(f"hived did not serve /healthz within {START_DEADLINE_S} s")
             time.sleep(0.05)
+
+    def config_text(self) -> str:
+        """The generated config (a subclass adds sections)."""
+        return hived_config(self.port, Path(self.tmp.name) / "state", self.subscriber_queue)
 
     def _healthy(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2.0)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -28,7 +28,8 @@ from hived.admin import Admin
 from hived.archive import Archive
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
-from hived.core.errors import ConfigError, HivedError
+from hived.core.errors import ConfigError, HivedError, RequestError
+from hived.core.protocol import Caller, Request
 from hived.hub import Hub
 from hived.memory import run_gc_sweeps, settle_garbage_collector
 from hived.metrics import Sources, make_metrics
@@ -37,11 +38,14 @@ from hived.notify.rules import Who
 from hived.notify.service import NotifyService
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
-from hived.server.router import Router
+from hived.server.router import Handler, Router
 from hived.shimrun import SHIMS_DIR, live_runs
 from hived.store import Store
 from hived.supervisor import Supervisor
 from hived.systemd import Notifier, listen_sockets
+
+if TYPE_CHECKING:
+    from hived.cluster.node import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class Daemon:
     listening: tuple[str, ...] = ()
     """Where the server listens, ``host:port`` each (a reload does not move it)."""
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
-    _services: tuple[Store | NotifyService | Supervisor | Server, ...] = ()
+    _services: tuple[Store | NotifyService | Supervisor | Server | Cluster, ...] = ()
 
     def request_stop(self) -> None:
         """Begin the graceful stop (SIGTERM, SIGINT, ``daemon.stop``)."""
@@ -109,8 +113,13 @@ class Daemon:
     async def run(self) -> None:
         held = await trio.to_thread.run_sync(live_runs, Path(self.config.state.dir) / SHIMS_DIR)
         store = Store.open(self.config.state, held=held)
+        cluster = None
         try:
-            hub = Hub(history=store)
+            if self.config.cluster is not None:
+                from hived.cluster.node import Cluster  # only imported when configured
+
+                cluster = Cluster(self.config.cluster, store)
+            hub = Hub(history=store if cluster is None else cluster.tap)
             supervisor = Supervisor(
                 self.config,
                 hub,
@@ -165,7 +174,13 @@ class Daemon:
             }
             for wire_type, handler in handlers.items():
                 router.add(wire_type, handler)
-            self._services = (store, notify, supervisor, server)
+            if cluster is not None:
+                cluster.attach(
+                    hub, router, server, lambda: [s.to_json() for s in supervisor.summaries()]
+                )
+            else:
+                router.wrap("session.start", _without_cluster)
+            self._services = (store, notify, supervisor, server, *([cluster] if cluster else []))
         except BaseException:
             store.close()  # store.serve, which closes it, has not started: release the folder
             raise
@@ -173,13 +188,18 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_signals, nursery.cancel_scope)
             nursery.start_soon(self.notifier.serve_watchdog)
-            started: list[Store | NotifyService | Supervisor | Server] = []
+            started: list[Store | NotifyService | Supervisor | Server | Cluster] = []
             await nursery.start(store.serve)
             started.append(store)
             await nursery.start(notify.serve)
             started.append(notify)
             await store.reap_orphans(grace_s=ORPHAN_GRACE_S)
             announce_recovered(hub, store.recovered)
+            if cluster is not None and not self.stopping:
+                # Before the supervisor, so that it is drained after it: the other nodes see
+                # this node's sessions stopped before they see the node leave.
+                await nursery.start(cluster.serve)
+                started.append(cluster)
             if not self.stopping:
                 await nursery.start(supervisor.serve)
                 started.append(supervisor)
@@ -203,23 +223,36 @@ class Daemon:
             await self._drain(reversed(started))
             nursery.cancel_scope.cancel()
 
-    async def _drain(self, services: Iterable[Store | NotifyService | Supervisor | Server]) -> None:
+    async def _drain(
+        self, services: Iterable[Store | NotifyService | Supervisor | Server | Cluster]
+    ) -> None:
         self.notifier.stopping()
         self.notifier.status("stopping")
         timeout_s = self.config.daemon.shutdown_timeout_s
         log.info("stopping: closing connections and sessions (up to %.0f s)", timeout_s)
         store = None
-        # Connections and sessions stop side by side under the one deadline: a client slow to
-        # close must not eat the agents' grace before SIGKILL.
+        side_by_side: list[Supervisor | Server] = []
+        after: list[NotifyService | Cluster] = []
+        for service in services:
+            if isinstance(service, Store):
+                store = service
+            elif isinstance(service, Supervisor | Server):
+                side_by_side.append(service)
+            else:
+                after.append(service)
         with trio.move_on_after(timeout_s) as scope:
+            # Connections and sessions stop side by side under the one deadline: a client slow
+            # to close must not eat the agents' grace before SIGKILL. The services started
+            # before them stop after them, in reverse order (the cluster sees the sessions
+            # ended before it leaves).
             async with trio.open_nursery() as draining:
-                for service in services:
-                    if isinstance(service, Store):
-                        store = service
-                    elif isinstance(service, Supervisor) and self.restart_requested:
+                for service in side_by_side:
+                    if isinstance(service, Supervisor) and self.restart_requested:
                         draining.start_soon(service.detach)
                     else:
                         draining.start_soon(service.drain)
+            for later in after:
+                await later.drain()
         if scope.cancelled_caught:
             log.warning("stop took longer than daemon.shutdown_timeout_s=%.1f", timeout_s)
         if store is not None:
@@ -284,6 +317,19 @@ class Daemon:
         self.config_loaded_at = time.time()
         log.info("reload: applied (changed: %s)", ", ".join(changed) or "nothing")
         return ReloadOutcome(reloaded=True, changed=changed, restart_needed=pending)
+
+
+def _without_cluster(handler: Handler) -> Handler:
+    """``session.start`` of a daemon without ``[cluster]``: a ``node`` is a mistake."""
+
+    async def handle(request: Request, caller: Caller) -> Any:
+        if getattr(request, "node", None) is not None:
+            raise RequestError(
+                "bad_request", "session.start: node is only for a cluster; this daemon has none"
+            )
+        return await handler(request, caller)
+
+    return handle
 
 
 def _cannot_listen(listen: str, exc: OSError) -> str:

@@ -517,6 +517,20 @@ class Hub:
             at = self._history_forgotten(topic.removeprefix("session/"))
         return at
 
+    def push(self, sub: Subscriber, frames: list[str]) -> bool:
+        """Queue frames that come from elsewhere than this hub's topics (another node's topic,
+        followed through the cluster engine) for ``sub``, under its usual bound: False when
+        ``sub`` is gone or overflowed (then, or now by these frames, it closes with 4008)."""
+        if sub.overflowed or sub not in self._subscribers:
+            return False
+        if len(sub._frames) + len(frames) > sub.bound:
+            self._overflow(sub)
+            return False
+        if frames:
+            sub._frames.extend(frames)
+            sub.wake()
+        return True
+
     def unsubscribe(self, sub: Subscriber, topic: str) -> None:
         """Stop feeding ``sub`` from ``topic`` (frames already queued stay queued)."""
         t = self._topics.get(topic)

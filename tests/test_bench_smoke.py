@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from bench import report, scenarios
+from bench.cluster import Cluster
 from bench.load_client import BUCKET_NS, MARKER, Tally, masked_text_frame
 from bench.profile import summarize
 from bench.servers import HivedServer, PeerServer, Server
+from tests.redis_engine import needs_redis
 
 
 def event(i: int, sent_ns: int) -> bytes:
@@ -143,4 +145,11 @@ def test_peer_server_delivers_every_event_to_every_subscriber() -> None:
 @pytest.mark.e2e
 def test_hived_delivers_every_event_to_every_subscriber() -> None:
     with HivedServer() as server:
+        check_server(server)
+
+
+@pytest.mark.e2e
+@needs_redis
+def test_a_cluster_delivers_every_event_from_node_b_to_subscribers_on_node_a() -> None:
+    with Cluster() as server:
         check_server(server)

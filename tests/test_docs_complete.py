@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,6 +182,10 @@ def _table_class(hint: Any) -> tuple[str, type] | None:
     args = typing.get_args(hint)
     if attrs.has(hint):
         return "table", hint
+    if isinstance(hint, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = next(arg for arg in args if arg is not type(None))
+        if attrs.has(inner):
+            return "table", inner  # an optional section ([cluster])
     origin = typing.get_origin(hint)
     if origin is tuple and args and attrs.has(args[0]):
         return "array", args[0]

@@ -36,7 +36,7 @@ LAYERS: Final = (
         "hived.supervisor",
         "hived.server",
     ),
-    ("hived.admin", "hived.records", "hived.archive", "hived.metrics"),
+    ("hived.admin", "hived.records", "hived.archive", "hived.metrics", "hived.cluster"),
     ("hived.daemon",),
     ("hived.cli",),
 )

@@ -357,3 +357,34 @@ def test_status_lists_sessions_newest_first() -> None:
     older, newer = session(id="01AAAAAAAA", name="older"), session(id="01BBBBBBBB", name="newer")
     text = status_text({"sessions": [older, newer]}, PLAIN)
     assert text.index("newer") < text.index("older")
+
+
+def test_sessions_of_a_cluster_get_a_node_column() -> None:
+    rows = sessions_table(
+        [
+            session(name="here", node="a"),
+            session(name="there", node="build-2", state="UNREACHABLE"),
+        ],
+        PLAIN,
+    ).splitlines()
+    assert rows[0].split()[:3] == ["ID", "NODE", "NAME"]
+    assert "build-2" in rows[2]
+    assert "UNREACHABLE" in rows[2]
+    assert "NODE" not in sessions_table([session(name="alone")], PLAIN), "one node: no column"
+
+
+def test_status_of_a_cluster_lists_its_nodes_and_the_silent_ones() -> None:
+    cluster = {
+        "node": "a",
+        "engine": "redis://127.0.0.1:6379",
+        "connected": True,
+        "nodes": [
+            {"name": "a", "alive": True, "self": True},
+            {"name": "b", "alive": True, "self": False},
+            {"name": "c", "alive": False, "self": False},
+        ],
+    }
+    text = status_text({"sessions": [], "cluster": cluster}, PLAIN)
+    assert "cluster   node a on redis://127.0.0.1:6379 connected" in text
+    assert "nodes     a, b, c (silent)" in text
+    assert "cluster" not in status_text({"sessions": []}, PLAIN)

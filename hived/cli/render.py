@@ -42,6 +42,7 @@ STATE_COLOURS: Final = {
     "FAILED": "red",
     "FATAL": "red",
     "LOST": "red",
+    "UNREACHABLE": "magenta",
 }
 EVENT_TEXT_LIMIT: Final = 160
 CELL_LIMIT: Final = 24
@@ -190,12 +191,16 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str
     """The sessions as a table, in the order given; ``no sessions`` rather than a bare header."""
     if not sessions:
         return "no sessions"
+    # In a cluster (docs/cluster.md) every summary names its node: a NODE column shows it.
+    clustered = any("node" in session for session in sessions)
     rows = []
     for session in sessions:
         usage = session.get("usage") or {}
+        node = [cut(printable(session.get("node", "")))] if clustered else []
         rows.append(
             [
                 printable(session.get("id", ""))[:12],
+                *node,
                 cut(printable(session.get("name", ""))),
                 cut(printable(session.get("agent", ""))),
                 paint.state(printable(session.get("state", ""))),
@@ -210,6 +215,7 @@ def sessions_table(sessions: Sequence[Mapping[str, Any]], paint: Painter) -> str
     return table(
         [
             "ID",
+            *(["NODE"] if clustered else []),
             "NAME",
             "AGENT",
             "STATE",
@@ -489,6 +495,18 @@ def status_text(status: Mapping[str, Any], paint: Painter) -> str:
             + (paint(f"  ERROR: {printable(error)}", "red") if error else "")
         )
     lines.append(printable(f"tasks     {status.get('tasks')}"))
+    cluster = status.get("cluster")
+    if isinstance(cluster, Mapping):
+        nodes = [n for n in cluster.get("nodes") or [] if isinstance(n, Mapping)]
+        shown = ", ".join(
+            printable(n.get("name")) + ("" if n.get("alive") else paint(" (silent)", "red"))
+            for n in nodes
+        )
+        engine = "connected" if cluster.get("connected") else paint("not connected", "red")
+        lines.append(
+            printable(f"cluster   node {cluster.get('node')} on {cluster.get('engine')} ") + engine
+        )
+        lines.append(f"nodes     {shown}")
     lines.append(f"sessions  {len(sessions)}")
     if sessions:
         lines.append("")

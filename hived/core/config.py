@@ -69,10 +69,15 @@ Command = NewType("Command", tuple[str, ...])
 """A non-empty argv list of strings."""
 Name = NewType("Name", str)
 """A short name: letters, digits, ``_ . -``, starting with a letter or digit."""
+EngineUrl = NewType("EngineUrl", str)
+"""``redis://host:port[/db]`` or ``rediss://…`` (TLS), with no password in it."""
+KeyPrefix = NewType("KeyPrefix", str)
+"""The start of every key hived writes in the engine: letters, digits, ``_ . : -``."""
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE: Final = "letters, digits, _ . - (≤ 64)"
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
+_KEY_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _ORIGIN_RE: Final = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
 
 
@@ -194,6 +199,31 @@ class AgentConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    """``[cluster]``: this node's place among hived nodes sharing one Redis Streams engine.
+
+    Absent: nothing of the cluster runs (docs/cluster.md)."""
+
+    node: Name
+    """This node's name, unique among the nodes sharing the engine."""
+    url: EngineUrl
+    """The engine: ``redis://host:port[/db]``, or ``rediss://`` for TLS; a user name may be in
+    it, never a password (``password_file``)."""
+    password_file: str | None = None
+    """A file whose first line is the engine's password (``AUTH``)."""
+    tls_ca: str | None = None
+    """PEM file of the CAs that sign the engine's certificate (``rediss://``); default: the
+    system's."""
+    key_prefix: KeyPrefix = KeyPrefix("hived")
+    """Every key hived writes in the engine starts with this and a colon."""
+    heartbeat_interval_s: Seconds = Seconds(2.0)
+    """How often this node says it is alive; silent for two of them, its sessions show
+    UNREACHABLE on the other nodes."""
+    request_timeout_s: Seconds = Seconds(10.0)
+    """How long a request forwarded to another node waits for its answer."""
+
+
+@attrs.frozen
 class Config:
     """The whole config file."""
 
@@ -205,6 +235,7 @@ class Config:
     agents: dict[str, AgentConfig] = attrs.field(factory=dict)
     notify: tuple[NotifyRule, ...] = ()
     """``[[notify]]``: who is told what, when, where (:mod:`hived.core.notifyconfig`)."""
+    cluster: ClusterConfig | None = None
 
 
 def is_name(text: str) -> bool:
@@ -284,6 +315,28 @@ def _matching(
     return structure
 
 
+def _engine_url(value: object, _: object) -> EngineUrl:
+    if not isinstance(value, str):
+        raise TypeError(expected('"redis://host:port" or "rediss://host:port"', value))
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("redis", "rediss"):
+        raise ValueError(expected('a URL starting with "redis://" or "rediss://"', value))
+    authority, _slash, db = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and ":" in userinfo:
+        raise ValueError(
+            "expected no password in the URL (put it in cluster.password_file), got one"
+        )
+    if not hostport or "?" in value:
+        raise ValueError(expected('"redis://host:port[/db]" (no query)', value))
+    host, colon, port = hostport.rpartition(":")
+    if colon and (not host or not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise ValueError(expected("a host and a port from 1 to 65535", value))
+    if db and not db.isdigit():
+        raise ValueError(expected("a database number after the slash", value))
+    return EngineUrl(value)
+
+
 def _command(value: object, _: object) -> Command:
     if not isinstance(value, list):
         raise TypeError(expected("a non-empty list of strings", value))
@@ -326,6 +379,10 @@ def _make_config_converter() -> cattrs.Converter:
     conv.register_structure_hook(Delay, delay)
     conv.register_structure_hook(Priority, priority)
     conv.register_structure_hook(Mailbox, mailbox)
+    conv.register_structure_hook(EngineUrl, _engine_url)
+    conv.register_structure_hook(
+        KeyPrefix, _matching(_KEY_PREFIX_RE, "letters, digits, _ . : - (≤ 64)")
+    )
     conv.register_structure_hook_factory(
         lambda t: getattr(t, "__origin__", None) is Literal, _literal
     )
@@ -357,6 +414,9 @@ def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
         if not _NAME_RE.fullmatch(name):
             yield f"agents.{name}", f"agent names are {NAME_RULE}"
     yield from notify_checks(config.notify, list(config.agents), is_name)
+    cluster = config.cluster
+    if cluster is not None and cluster.tls_ca is not None and cluster.url.startswith("redis:"):
+        yield "cluster.tls_ca", 'only with a "rediss://" url (TLS to the engine)'
 
 
 def _resolve(config: Config, base: PurePath) -> Config:
@@ -374,8 +434,16 @@ def _resolve(config: Config, base: PurePath) -> Config:
         )
         for name, agent in config.agents.items()
     }
+    cluster = config.cluster
+    if cluster is not None:
+        cluster = attrs.evolve(
+            cluster,
+            password_file=None if cluster.password_file is None else path(cluster.password_file),
+            tls_ca=None if cluster.tls_ca is None else path(cluster.tls_ca),
+        )
     return attrs.evolve(
         config,
+        cluster=cluster,
         server=server,
         state=attrs.evolve(config.state, dir=path(config.state.dir)),
         agents=agents,
@@ -438,6 +506,8 @@ def restart_needed(old: Config, new: Config) -> list[str]:
         keys.append("server.tls_cert/tls_key")
     if old.state != new.state:
         keys.append("state")
+    if old.cluster != new.cluster:
+        keys.append("cluster")
     return keys
 
 

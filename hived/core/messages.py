@@ -131,7 +131,9 @@ class Subscribe(BaseRequest):
     since: Seq | None = None
     """Replay every kept event with ``seq`` > since, then go live; absent: live only."""
     epoch: Seq | None = None
-    """The ``epoch`` of the subscribe result ``since`` came from (resuming across a crash)."""
+    """With ``since``: the ``epoch`` of the subscribe result ``since`` came from. On another
+    node's session (a cluster), another one than the engine's means the engine made its copy
+    again, and the replay starts over."""
 
 
 @attrs.frozen
@@ -178,6 +180,8 @@ class SessionStart(BaseRequest):
     """The session's budget in USD, at most the template's ``max_cost_usd``."""
     max_tokens: PositiveCount | None = None
     """The session's budget in tokens, at most the template's ``max_tokens``."""
+    node: NonEmpty | None = None
+    """The cluster node to run it on (``[cluster] node``); default: the one asked."""
 
 
 @attrs.frozen

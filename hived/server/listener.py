@@ -60,7 +60,7 @@ from hived.core.protocol import (
     Unsubscribe,
 )
 from hived.core.protocol import Request as WireRequest
-from hived.hub import Hub, SubscribeResult
+from hived.hub import Hub, Subscriber, SubscribeResult
 from hived.server import routes
 from hived.server.connection import Connection
 from hived.server.heartbeat import Heartbeat
@@ -480,6 +480,10 @@ class Server:
         if connection is None:
             raise RequestError("not_found", f"connection {caller.connection} is closed")
         return connection
+
+    def subscriber_of(self, caller: Caller) -> Subscriber:
+        """The hub subscriber of the caller's connection (RequestError once it is closed)."""
+        return self._connection_of(caller).subscriber
 
     async def _subscribe(self, request: WireRequest, caller: Caller) -> SubscribeResult:
         assert isinstance(request, Subscribe)

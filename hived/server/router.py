@@ -31,6 +31,13 @@ class Router:
             raise ValueError(f"a handler for {wire_type!r} is already registered")
         self._handlers[wire_type] = handler
 
+    def wrap(self, wire_type: str, wrapper: Callable[[Handler], Handler]) -> Handler:
+        """Put ``wrapper(handler)`` in place of the handler of ``wire_type`` (the cluster's
+        hooks); returns the handler it wrapped."""
+        handler = self._handlers[wire_type]
+        self._handlers[wire_type] = wrapper(handler)
+        return handler
+
     def __contains__(self, wire_type: object) -> bool:
         return wire_type in self._handlers
 
