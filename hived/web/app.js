@@ -162,6 +162,7 @@ function onWelcome(welcome) {
   for (const element of document.querySelectorAll(".operator")) element.hidden = !canOperate;
   setOnline(true);
   if (canOperate) loadTemplates().catch(quiet);
+  if ($("costs").open) loadCosts(request).catch(quiet);
   startPinger(welcome.heartbeat_interval_s);
   // Until a list arrived: live events from now on, then the list (protocol.md §6). After
   // that, resuming the topic with `since` brings the table up to date.
@@ -1103,6 +1104,13 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionAction("session.stop");
   });
   $("back").addEventListener("click", closeDetail);
+  const costs = () => {
+    if ($("costs").open) loadCosts(request).catch(quiet);
+  };
+  $("costs").addEventListener("toggle", costs);
+  for (const id of ["costs-period", "costs-by", "costs-since", "costs-until"]) {
+    $(id).addEventListener("change", costs);
+  }
   app.tail = new VirtualTail($("events"), { fetchPage, row: renderEvent, painted: () => {} });
   $("to-start").addEventListener("click", () => app.tail.toStart());
   $("to-end").addEventListener("click", () => app.tail.toEnd());
