@@ -95,25 +95,24 @@ function renderCostsChart(by, usage) {
   if (costsChart) costsChart.destroy();
   costsChart = null;
   holder.replaceChildren();
-  let xs = [];
+  // One bar per category; days run from the first to the last with use, $0 between.
   let ys = [];
   let labels = [];
   if (by === "day" && usage.rows.length) {
     const costByDay = new Map(usage.rows.map((row) => [row.key, row.cost_usd || 0]));
     const first = Date.parse(`${usage.rows[0].key}T00:00:00Z`);
     const last = Date.parse(`${usage.rows[usage.rows.length - 1].key}T00:00:00Z`);
-    for (let t = first; t <= last && xs.length < 3660; t += DAY_MS) {
+    for (let t = first; t <= last && labels.length < 3660; t += DAY_MS) {
       const key = new Date(t).toISOString().slice(0, 10);
-      xs.push(t / 1000);
       ys.push(costByDay.get(key) || 0);
-      labels.push(key);
+      labels.push(key.slice(5));
     }
   } else {
     const rows = usage.rows.slice(0, 20);
-    xs = rows.map((_, i) => i);
     ys = rows.map((row) => row.cost_usd || 0);
     labels = rows.map((row) => String(row.label || row.key).slice(0, 12));
   }
+  let xs = ys.map((_, i) => i);
   const total = money(usage.total.cost_usd);
   holder.setAttribute(
     "aria-label",
@@ -122,10 +121,11 @@ function renderCostsChart(by, usage) {
   if (!xs.length) return;
   if (xs.length === 1) {
     // One bar needs a range around it to be drawn.
-    xs = by === "day" ? [xs[0] - 86400, xs[0], xs[0] + 86400] : [-1, 0, 1];
+    xs = [-1, 0, 1];
     ys = [null, ys[0], null];
     labels = ["", labels[0], ""];
   }
+  const every = Math.max(1, Math.ceil(labels.length / 8)); // labels that fit under the bars
   const width = Math.max(240, holder.clientWidth || 320);
   costsChart = new uPlot(
     {
@@ -133,7 +133,7 @@ function renderCostsChart(by, usage) {
       height: 150,
       legend: { show: false },
       cursor: { show: false },
-      scales: { x: { time: by === "day" }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      scales: { x: { time: false }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       series: [
         {},
         {
@@ -145,9 +145,10 @@ function renderCostsChart(by, usage) {
         },
       ],
       axes: [
-        by === "day"
-          ? { space: 60 }
-          : { space: 40, splits: () => xs, values: (u, splits) => splits.map((i) => labels[xs.indexOf(i)] ?? "") },
+        {
+          splits: () => xs.filter((x, i) => i % every === 0),
+          values: (u, splits) => splits.map((x) => labels[xs.indexOf(x)] ?? ""),
+        },
         { size: 56, values: (u, splits) => splits.map((v) => `$${v.toFixed(v < 0.1 ? 3 : 2)}`) },
       ],
     },
