@@ -1111,7 +1111,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["costs-period", "costs-by", "costs-since", "costs-until"]) {
     $(id).addEventListener("change", costs);
   }
-  app.tail = new VirtualTail($("events"), { fetchPage, row: renderEvent, painted: () => {} });
+  app.tail = new VirtualTail($("events"), { fetchPage, row: renderEvent });
   $("to-start").addEventListener("click", () => app.tail.toStart());
   $("to-end").addEventListener("click", () => app.tail.toEnd());
   document.addEventListener("keydown", onKey);

@@ -97,7 +97,7 @@ class Heights {
 
 class VirtualTail {
   /** `list`: the scrolling <ol>; `hooks`: {fetchPage(since, limit) → Promise<events>,
-   * row(event) → <li> or null (shows nothing of its own), painted()}. */
+   * row(event) → <li> or null (shows nothing of its own)}. */
   constructor(list, hooks) {
     this.list = list;
     this.hooks = hooks;
@@ -148,16 +148,6 @@ class VirtualTail {
     this.schedule();
   }
 
-  loaded(seq) {
-    return this.events.has(seq);
-  }
-
-  /** The seqs drawn now (for tests and keys). */
-  firstLoaded() {
-    for (let seq = 1; seq <= this.last; seq++) if (this.events.has(seq)) return seq;
-    return null;
-  }
-
   toStart() {
     this.follow = false;
     this.list.scrollTop = 0;
@@ -195,7 +185,6 @@ class VirtualTail {
     } finally {
       this.painting = false;
     }
-    this.hooks.painted();
   }
 
   /** Draw the slots on screen; true when measuring changed heights (paint again). */

@@ -260,3 +260,54 @@ async def test_a_100k_event_session_scrolls_to_its_start_in_under_2_s(
             c for c in (await admin.request("connections"))["connections"] if c["role"] == "viewer"
         ]
         assert viewer["messages_out"] < 2000, "the page was sent the whole session"
+
+
+FOCUS_RING: Final = """element => {
+  const style = getComputedStyle(element);
+  return {style: style.outlineStyle, width: parseFloat(style.outlineWidth)};
+}"""
+
+
+async def test_axe_finds_nothing_serious_and_focus_is_visible(
+    hived: Launcher, chrome: Chrome
+) -> None:
+    """axe-core over the page's states at both sizes: logged out, the list with a session that
+    asks permission, that session open, hived down. Keyboard focus has a visible ring, and the
+    states that need a person say so in words, not by colour alone."""
+    daemon = await hived.start()
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as operator:
+        asker = await start(operator, "claude", prompt="this needs permission", name="asker")
+        await start(operator, "claude", prompt="hello", name="done")
+        for viewport in (WIDE, PHONE):
+            async with open_tab(chrome, daemon, viewport) as tab:
+
+                def is_accessible(page: Page) -> None:
+                    expect(page.locator("#login")).to_be_visible()
+                    assert axe_violations(page) == []
+                    log_in(page, "operator")
+                    row = row_of(page, asker)
+                    expect(row.locator("td.activity")).to_have_text("asks permission")
+                    expect(row.locator(".needs")).to_have_text("needs you")
+                    page.click("#costs summary")
+                    page.click("#start summary")
+                    assert axe_violations(page) == []
+                    page.evaluate("document.activeElement.blur()")  # keys go to the page
+                    page.keyboard.press("j")  # the newest first: "done"
+                    newest = page.locator("#sessions tbody tr").first
+                    expect(newest).to_be_focused()
+                    ring = newest.evaluate(FOCUS_RING)
+                    assert ring["style"] != "none"
+                    assert ring["width"] >= 2
+                    page.keyboard.press("n")  # on to the one that needs a person
+                    expect(page.locator("#detail-name")).to_have_text("asker")
+                    asked = event_items(page, "permission_request")
+                    expect(asked.locator("button.allow")).to_be_visible()
+                    asked.locator("button.allow").focus()
+                    page.keyboard.press("Tab")  # on to the reason field, by keyboard
+                    expect(asked.locator("input.reason")).to_be_focused()
+                    ring = asked.locator("input.reason").evaluate(FOCUS_RING)
+                    assert ring["style"] != "none"
+                    assert ring["width"] >= 2
+                    assert axe_violations(page) == []
+
+                await tab.run(is_accessible)
