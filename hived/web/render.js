@@ -119,8 +119,36 @@ const MARKDOWN = new marked.Marked({
     html(token) {
       return escapeHtml(token.text);
     },
+    // The language travels as data-lang (DOMPurify keeps no class); highlighted afterwards.
+    code(token) {
+      const lang = (token.lang || "").match(/^\S*/)[0];
+      const text = token.escaped ? token.text : escapeHtml(token.text);
+      return `<pre><code data-lang="${escapeHtml(lang)}">${text}</code></pre>\n`;
+    },
   },
 });
+
+// -- syntax colours (highlight.js) -----------------------------------------------------------
+
+/** A language highlight.js knows, from a name or a file's extension; null when none. */
+function languageOf(nameOrPath) {
+  const name = String(nameOrPath || "").toLowerCase();
+  const ext = name.includes(".") || name.includes("/") ? name.split(/[./]/).pop() : name;
+  return ext && hljs.getLanguage(ext) ? ext : null;
+}
+
+/** Code as highlight.js's spans, sanitized down to <span class>; plain text without a known
+ * language. */
+function highlighted(code, language) {
+  if (!language) return [document.createTextNode(code)];
+  const html = hljs.highlight(code, { language, ignoreIllegals: true }).value;
+  const spans = DOMPurify.sanitize(html, {
+    RETURN_DOM_FRAGMENT: true,
+    ALLOWED_TAGS: ["span"],
+    ALLOWED_ATTR: ["class"],
+  });
+  return [...spans.childNodes];
+}
 
 /** Markdown as sanitized DOM nodes, in a `.markdown` block. */
 function markdown(text) {
@@ -138,6 +166,9 @@ function markdown(text) {
   }
   const html = MARKDOWN.parse(clip(text, TEXT_MAX * 4));
   block.append(DOMPurify.sanitize(html, PURIFY));
+  for (const code of block.querySelectorAll("pre > code[data-lang]")) {
+    code.replaceChildren(...highlighted(code.textContent, languageOf(code.dataset.lang)));
+  }
   return block;
 }
 
@@ -171,10 +202,14 @@ function diffBlock(path, lines, note) {
   const head = span("diff-file", path || "(file)");
   head.append(span("diff-stat", ` +${added} −${removed}${note ? ` · ${note}` : ""}`));
   const pre = document.createElement("pre");
+  const language = languageOf(path);
   for (const line of lines.slice(0, DIFF_LINES_MAX)) {
     // The sign stays in the text: colours are not the only signal.
     const kind = line.startsWith("@@") ? "hunk" : line[0] === "+" ? "add" : line[0] === "-" ? "del" : "ctx";
-    pre.append(span(`diff-${kind}`, `${clip(line, 1000)}\n`));
+    const row = span(`diff-${kind}`, kind === "hunk" ? line : line.slice(0, 1));
+    if (kind !== "hunk") row.append(...highlighted(clip(line.slice(1), 1000), language));
+    row.append("\n");
+    pre.append(row);
   }
   if (lines.length > DIFF_LINES_MAX) pre.append(span("diff-hunk", `… ${lines.length - DIFF_LINES_MAX} more lines\n`));
   block.append(head, pre);

@@ -6,6 +6,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
+licence() { echo "$1.LICENSE.txt" | sed 's|^@||; s|/|-|g'; }
 trap 'rm -rf "$work"' EXIT
 grep -v '^#' "$here/PINS" | while read -r package version path name; do
     [ -n "$package" ] || continue
@@ -15,10 +16,12 @@ grep -v '^#' "$here/PINS" | while read -r package version path name; do
         (cd "$dir" && npm pack --silent "$package@$version" >/dev/null && tar xzf ./*.tgz)
     fi
     cp "$dir/package/$path" "$work/$name"
-    cp "$dir/package/LICENSE" "$work/$package.LICENSE.txt"
+    cp "$dir/package/LICENSE" "$work/$(licence "$package")"
 done
 cd "$work"
-names=$(grep -v '^#' "$here/PINS" | awk 'NF { print $4; print $1 ".LICENSE.txt" }' | sort -u)
+names=$(grep -v '^#' "$here/PINS" | while read -r package _ _ name; do
+    [ -n "$package" ] && echo "$name" && licence "$package"
+done | sort -u)
 if [ "${UPDATE:-}" = 1 ]; then
     # shellcheck disable=SC2086
     sha256sum $names >"$here/SHA256SUMS"
