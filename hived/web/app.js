@@ -756,7 +756,7 @@ function questionForm(event, item, input) {
   });
   const send = button("allow", "Answer", () => {});
   send.type = "submit";
-  form.append(send, button("deny", "Decline", () => approve(event.session, item, false)));
+  form.append(buttons(send, button("deny", "Decline", () => approve(event.session, item, false))));
   form.addEventListener("submit", (submitted) => {
     submitted.preventDefault();
     const answers = {};
@@ -812,7 +812,7 @@ function elicitationForm(event, item, data) {
   const accept = button("allow", "Accept", () => {});
   accept.type = "submit";
   const send = (action) => answer(event.session, item, { action }, action === "cancel" ? "cancelled" : `${action}d`);
-  form.append(accept, button("deny", "Decline", () => send("decline")), button("cancel", "Cancel", () => send("cancel")));
+  form.append(buttons(accept, button("deny", "Decline", () => send("decline")), button("cancel", "Cancel", () => send("cancel"))));
   form.addEventListener("submit", (submitted) => {
     submitted.preventDefault();
     const content = {};
@@ -825,6 +825,13 @@ function elicitationForm(event, item, data) {
     answer(event.session, item, { action: "accept", content }, "accepted");
   });
   return form;
+}
+
+function buttons(...elements) {
+  const row = document.createElement("div");
+  row.className = "buttons";
+  row.append(...elements);
+  return row;
 }
 
 function button(className, text, onClick) {
