@@ -200,7 +200,9 @@ function diffBlock(path, lines, note) {
   const added = lines.filter((l) => l.startsWith("+")).length;
   const removed = lines.filter((l) => l.startsWith("-")).length;
   const head = span("diff-file", path || "(file)");
-  head.append(span("diff-stat", ` +${added} −${removed}${note ? ` · ${note}` : ""}`));
+  // Codex exec tells only which files changed and how, not the lines.
+  const stat = lines.length ? [`+${added} −${removed}`, note] : [note];
+  head.append(span("diff-stat", ` ${stat.filter(Boolean).join(" · ")}`));
   const pre = document.createElement("pre");
   const language = languageOf(path);
   for (const line of lines.slice(0, DIFF_LINES_MAX)) {

@@ -19,6 +19,8 @@ import trio
 from playwright.sync_api import Page, expect
 
 from hived.client import Client, connect
+from hived.core.drivers.acp_updates import ToolCalls
+from hived.core.drivers.codex_items import tool_result_data, tool_use_data
 from tests.e2e.harness import DEADLINE_S, PYTHON, SECRETS, Launcher, agent_toml
 from tests.e2e.test_dashboard import (
     CHROMIUM,
@@ -311,3 +313,101 @@ async def test_axe_finds_nothing_serious_and_focus_is_visible(
                     assert axe_violations(page) == []
 
                 await tab.run(is_accessible)
+
+
+def draw_card(page: Page, use: dict[str, Any], result: dict[str, Any] | None) -> None:
+    """A tool call's card, as the page draws it, in a list of its own on the page."""
+    page.evaluate(
+        """([use, result]) => {
+          const list = document.createElement("ol");
+          list.id = "cards";
+          const item = document.createElement("li");
+          item.append(toolCard({use, latest: use, result}));
+          list.append(item);
+          document.body.append(list);
+        }""",
+        [use, result],
+    )
+
+
+async def test_codex_file_changes_acp_diffs_and_multiedit_show_as_diffs(
+    hived: Launcher, chrome: Chrome
+) -> None:
+    """The event data of each driver's edits, made by the drivers' own code, drawn by the page."""
+    codex_item = {
+        "type": "fileChange",
+        "id": "item_1",
+        "status": "completed",
+        "changes": [
+            {
+                "path": "src/app.py",
+                "kind": {"type": "update", "move_path": None},
+                "diff": "@@ -1 +1 @@\n-x = 1\n+x = 2\n",
+            }
+        ],
+    }
+    codex_use = {"seq": 1, "ts": "2026-12-05T00:00:00.000Z", "data": tool_use_data(codex_item)}
+    codex_done = {"seq": 2, "ts": "2026-12-05T00:00:01.500Z", "data": tool_result_data(codex_item)}
+    kind, acp_data = ToolCalls().event(
+        {
+            "sessionUpdate": "tool_call",
+            "toolCallId": "call_1",
+            "title": "Edit a.ts",
+            "kind": "edit",
+            "status": "completed",
+            "rawInput": {"path": "/w/a.ts"},
+            "content": [
+                {
+                    "type": "diff",
+                    "path": "/w/a.ts",
+                    "oldText": "let a = 1;\n",
+                    "newText": "let a = 2;\n",
+                }
+            ],
+        }
+    )
+    assert kind == "tool_result"
+    acp_result = {"seq": 3, "ts": "2026-12-05T00:00:02.000Z", "data": acp_data}
+    multi_edit = {
+        "seq": 4,
+        "ts": "2026-12-05T00:00:03.000Z",
+        "data": {
+            "id": "toolu_1",
+            "name": "MultiEdit",
+            "input": {
+                "file_path": "/w/b.rs",
+                "edits": [
+                    {"old_string": "fn a() {}", "new_string": "fn a() -> u8 { 1 }"},
+                    {"old_string": "let x = 1;", "new_string": "let x = 2;"},
+                ],
+            },
+        },
+    }
+    daemon = await hived.start()
+    async with open_tab(chrome, daemon) as tab:
+
+        def draws(page: Page) -> None:
+            expect(page.locator("#login")).to_be_visible()  # the page's scripts are loaded
+            draw_card(page, codex_use, codex_done)
+            card = page.locator("#cards li").last
+            expect(card.locator(".tool")).to_have_text("fileChange")
+            expect(card.locator(".arg")).to_have_text("src/app.py")
+            expect(card.locator(".status")).to_have_text("✓ done")
+            expect(card.locator(".took")).to_have_text("1.5 s")
+            expect(card.locator(".diff-del")).to_have_text("-x = 1\n")
+            expect(card.locator(".diff-add")).to_have_text("+x = 2\n")
+            expect(card.locator(".diff-add .hljs-number")).to_have_text("2")  # syntax colours
+            # An ACP call seen first at its end: its card from the result alone.
+            draw_card(page, acp_result, acp_result)
+            card = page.locator("#cards li").last
+            expect(card.locator(".diff-file")).to_contain_text("/w/a.ts")
+            expect(card.locator(".diff-del")).to_have_text("-let a = 1;\n")
+            expect(card.locator(".diff-add")).to_have_text("+let a = 2;\n")
+            draw_card(page, multi_edit, None)
+            card = page.locator("#cards li").last
+            expect(card.locator(".status")).to_have_text("… running")
+            expect(card.locator(".diff")).to_have_count(2)
+            expect(card.locator(".diff-stat").first).to_contain_text("edit 1 of 2")
+            expect(card.locator(".diff-add").last).to_have_text("+let x = 2;\n")
+
+        await tab.run(draws)
