@@ -7,8 +7,14 @@
 // the selected session). For each topic it keeps the highest seq handled; after a drop it
 // reconnects with backoff and subscribes again with `since` = that seq, so the server replays
 // exactly what was missed, and anything at or below it is dropped. After a close on purpose
-// (1000, a kick) it waits for the user's Reconnect, as docs/protocol.md asks of clients. Every string that comes
-// from the server or an agent reaches the DOM through textContent, never as markup.
+// (1000, a kick) it waits for the user's Reconnect, as docs/protocol.md asks of clients. Every
+// string that comes from the server or an agent reaches the DOM through textContent, but an
+// agent's Markdown, which goes through marked and DOMPurify (render.js).
+//
+// The open session's tail is a virtual list (tail.js): the newest TAIL_LIVE events come with
+// its subscription, older ones are fetched with `session.events` as they scroll into view. A
+// tool call's events make one card, drawn at its first event; a request keeps its answer (ours,
+// another client's, or its withdrawal) so that a row drawn again shows it.
 //
 // While there is no connection the page says so in its header, dims the list, disables every
 // control and shows nothing as needing a person: what it shows may be stale. What a session
