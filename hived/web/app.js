@@ -514,6 +514,7 @@ function select(id) {
 
 function showDetail() {
   $("detail").hidden = false;
+  $("no-detail").hidden = true;
   document.body.classList.add("has-detail");
   // On a phone the open session replaces the list: start at its top.
   if (window.matchMedia("(max-width: 800px)").matches) window.scrollTo(0, 0);
