@@ -529,7 +529,7 @@ function closeDetail() {
 
 /** What the page knows of the open session's tool calls and requests, from its events. */
 function resetTail(last) {
-  app.calls = new Map(); // tool_use_id -> {seq, use, latest, result}
+  app.calls = new Map(); // tool_use_id -> {seq, use, latest, result, asking}
   app.requests = new Map(); // request_id -> {seq, answer: {text, className} | undefined}
   $("tail-note").hidden = true;
   app.tail.reset(last);
@@ -617,6 +617,11 @@ function noteEvent(event) {
   } else if (event.kind === "permission_request" && data.request_id) {
     const known = app.requests.get(data.request_id) || {};
     app.requests.set(data.request_id, { ...known, seq: event.seq, event });
+    const call = app.calls.get(data.tool_use_id);
+    if (call && !known.answer) {
+      call.asking = data.request_id;
+      app.tail.redraw(call.seq);
+    }
   } else if (event.kind === "input" && data.request_id) {
     const approval = data.approval;
     if (approval) {
@@ -639,6 +644,11 @@ function noteEvent(event) {
 function answered(requestId, text, className) {
   const known = app.requests.get(requestId) || {};
   app.requests.set(requestId, { ...known, answer: { text, className } });
+  for (const call of app.calls.values()) {
+    if (call.asking !== requestId) continue;
+    call.asking = null;
+    app.tail.redraw(call.seq);
+  }
   if (known.seq) {
     const row = app.tail.rows.get(known.seq);
     if (row) row.classList.remove("open");

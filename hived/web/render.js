@@ -283,7 +283,8 @@ function duration(fromTs, toTs) {
 }
 
 /** One tool call as a card: its tool, key argument, status, duration, diffs, result folded.
- * `call` holds its `use` event, the `latest` update of it and its `result` event (or nulls). */
+ * `call` holds its `use` event, the `latest` update of it and its `result` event (or nulls),
+ * and `asking`: whether a permission request for it waits for an answer. */
 function toolCard(call) {
   const use = call.use || call.result;
   const latest = call.latest || use;
@@ -296,9 +297,9 @@ function toolCard(call) {
   head.className = "card-head";
   const result = call.result ? call.result.data || {} : null;
   const failed = Boolean(result && result.is_error);
-  const status = !call.result ? "running" : failed ? "failed" : "done";
+  const status = call.result ? (failed ? "failed" : "done") : call.asking ? "asking" : "running";
   // A word and a sign, not only a colour.
-  const words = { running: "… running", done: "✓ done", failed: "✗ failed" };
+  const words = { running: "… running", asking: "⏸ asks permission", done: "✓ done", failed: "✗ failed" };
   head.append(span("tool", name), span("arg", keyArgument(input)), span(`status status-${status}`, words[status]));
   const took = call.result ? duration(use.ts, call.result.ts) : "";
   if (took) head.append(span("took", took));

@@ -302,16 +302,18 @@ async def test_axe_finds_nothing_serious_and_focus_is_visible(
     hived: Launcher, chrome: Chrome
 ) -> None:
     """axe-core over the page's states at both sizes: logged out, the list with a session that
-    asks permission, that session open, hived down. Keyboard focus has a visible ring, and the
-    states that need a person say so in words, not by colour alone."""
+    asks permission with the start form and costs open, that session open. Keyboard focus has
+    a visible ring, and the states that need a person say so in words, not by colour alone."""
     daemon = await hived.start()
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as operator:
-        asker = await start(operator, "claude", prompt="this needs permission", name="asker")
         await start(operator, "claude", prompt="hello", name="done")
-        for viewport in (WIDE, PHONE):
+        for viewport, name in ((WIDE, "wide"), (PHONE, "phone")):
+            asker = await start(
+                operator, "claude", prompt="this needs permission", name=f"asker-{name}"
+            )
             async with open_tab(chrome, daemon, viewport) as tab:
 
-                def is_accessible(page: Page) -> None:
+                def is_accessible(page: Page, asker: str = asker, name: str = name) -> None:
                     expect(page.locator("#login")).to_be_visible()
                     assert axe_violations(page) == []
                     log_in(page, "operator")
@@ -322,14 +324,13 @@ async def test_axe_finds_nothing_serious_and_focus_is_visible(
                     page.click("#start summary")
                     assert axe_violations(page) == []
                     page.evaluate("document.activeElement.blur()")  # keys go to the page
-                    page.keyboard.press("j")  # the newest first: "done"
-                    newest = page.locator("#sessions tbody tr").first
-                    expect(newest).to_be_focused()
-                    ring = newest.evaluate(FOCUS_RING)
+                    page.keyboard.press("j")  # the newest first: this asker
+                    expect(row).to_be_focused()
+                    ring = row.evaluate(FOCUS_RING)
                     assert ring["style"] != "none"
                     assert ring["width"] >= 2
-                    page.keyboard.press("n")  # on to the one that needs a person
-                    expect(page.locator("#detail-name")).to_have_text("asker")
+                    page.keyboard.press("n")  # opens the one that needs a person
+                    expect(page.locator("#detail-name")).to_have_text(f"asker-{name}")
                     asked = event_items(page, "permission_request")
                     expect(asked.locator("button.allow")).to_be_visible()
                     asked.locator("button.allow").focus()
@@ -338,7 +339,13 @@ async def test_axe_finds_nothing_serious_and_focus_is_visible(
                     ring = asked.locator("input.reason").evaluate(FOCUS_RING)
                     assert ring["style"] != "none"
                     assert ring["width"] >= 2
+                    # The call's card says in words what it waits for.
+                    card = event_items(page, "tool_use", "echo hello from fake claude")
+                    expect(card.locator(".status")).to_have_text("⏸ asks permission")
                     assert axe_violations(page) == []
+                    asked.locator("button.allow").click()
+                    expect(asked.locator(".answer")).to_have_text("allowed")
+                    expect(card.locator(".status")).to_have_text("✓ done")
 
                 await tab.run(is_accessible)
 
