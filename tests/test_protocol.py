@@ -222,7 +222,9 @@ def test_unknown_type_names_it_and_the_known_types() -> None:
 def test_unknown_field_is_named_with_the_known_fields() -> None:
     error = reject('{"type": "subscribe", "id": 1, "topic": "sessions", "sinse": 3}')
     assert (error.code, error.request_id) == ("bad_request", 1)
-    assert error.message == "subscribe.sinse: unknown field; known fields: type, id, topic, since"
+    assert error.message == (
+        "subscribe.sinse: unknown field; known fields: type, id, topic, since, epoch"
+    )
 
 
 def test_connection_kick_takes_no_second_id_for_its_target() -> None:

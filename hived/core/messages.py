@@ -104,6 +104,8 @@ class Subscribe(BaseRequest):
     topic: Topic
     since: Seq | None = None
     """Replay every kept event with ``seq`` > since, then go live; absent: live only."""
+    epoch: Seq | None = None
+    """The ``epoch`` of the subscribe result ``since`` came from (resuming across a crash)."""
 
 
 @attrs.frozen

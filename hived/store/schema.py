@@ -84,6 +84,21 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         idx INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4 → 5: one epoch per daemon run; where each topic stood when a run ended uncleanly
+    # (resume positions across a crash, docs/protocol.md §6).
+    """
+    CREATE TABLE epochs (
+        epoch INTEGER PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        clean INTEGER NOT NULL
+    );
+    CREATE TABLE fences (
+        epoch INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (epoch, topic)
+    ) WITHOUT ROWID;
+    """,
 )
 """Forward migrations; see the module docstring."""
 

@@ -218,6 +218,45 @@ def load_topics(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
     return {topic: (first, last) for topic, first, last in rows}
 
 
+def begin_epoch(conn: sqlite3.Connection, now: str) -> int:
+    """Record a new daemon run and return its epoch. If the last run did not end cleanly (its
+    events may have been sent and not kept), keep where each topic stood: its fence."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        last = conn.execute(
+            "SELECT epoch, clean FROM epochs ORDER BY epoch DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and not last[1]:
+            conn.execute(
+                "INSERT INTO fences (epoch, topic, last_seq) SELECT ?, topic, last_seq FROM topics",
+                (last[0],),
+            )
+        epoch = 1 if last is None else last[0] + 1
+        conn.execute("INSERT INTO epochs (epoch, started_at, clean) VALUES (?, ?, 0)", (epoch, now))
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return int(epoch)
+
+
+def end_epoch(conn: sqlite3.Connection, epoch: int) -> None:
+    """The run ended with every event it published kept."""
+    conn.execute("UPDATE epochs SET clean = 1 WHERE epoch = ?", (epoch,))
+
+
+def select_fence(conn: sqlite3.Connection, epoch: int, topic: str) -> int | None:
+    """The last seq of ``topic`` kept when run ``epoch`` ended uncleanly; None when that run
+    ended cleanly or is unknown (nothing it sent was lost)."""
+    run = conn.execute("SELECT clean FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
+    if run is None or run[0]:
+        return None
+    row = conn.execute(
+        "SELECT last_seq FROM fences WHERE epoch = ? AND topic = ?", (epoch, topic)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _live_state_params() -> tuple[str, list[str]]:
     states = sorted(str(s) for s in LIVE_STATES)
     return ", ".join("?" * len(states)), states

@@ -99,6 +99,10 @@ class Store:
         self._orphans_reaped = 0
         self.recovered: tuple[SessionSummary, ...] = ()
         """The sessions found live at open, as now recorded: LOST."""
+        self.epoch = 0
+        """This daemon run's number in the store (resume positions carry it)."""
+        self.lost_events = 0
+        """Events not written when :meth:`drain` ended (a full or failing disk): lost."""
         self._closed = False
 
     @classmethod
@@ -129,6 +133,7 @@ class Store:
             try:
                 topics = sql.load_topics(writer)
                 recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON, held)
+                epoch = sql.begin_epoch(writer, utc_timestamp())
             except sqlite3.Error as exc:
                 writer.close()
                 raise StoreError(schema.describe_open_error(path, exc)) from exc
@@ -136,6 +141,7 @@ class Store:
             lock.release()
             raise
         store = cls(state, path, writer, connect, max_pending, lock)
+        store.epoch = epoch
         for topic, (first, last) in topics.items():
             store._first[topic] = first
             store._last[topic] = store._batches.committed_seqs[topic] = last
@@ -215,6 +221,14 @@ class Store:
     def record_session(self, summary: SessionSummary) -> None:
         """Queue a session's summary (the latest of a session replaces a queued one)."""
         self._batches.add_session(summary)
+
+    async def keep_session(self, summary: SessionSummary) -> None:
+        """Record a session's summary and return once it is on disk (a session about to start
+        an agent: a crash from then on leaves the next daemon its record to take it up by);
+        :class:`~hived.core.errors.StoreError` when the disk refuses it."""
+        self._batches.add_session(summary)
+        if not await self._batches.commit_now():
+            raise StoreError(self._batches.error or f"cannot write to {self.path}")
 
     def oldest_seq(self, topic: str) -> int | None:
         """The smallest seq kept for ``topic``; None for a topic never seen.
@@ -397,10 +411,26 @@ class Store:
             self.close()
 
     async def drain(self) -> None:
-        """Commit everything queued (retrying a failing disk until the caller's deadline)."""
+        """Commit everything queued (retrying a failing disk until the caller's deadline); what
+        could not be written by then is counted in :attr:`lost_events`."""
         count = self.pending
-        await self._batches.drain()
+        try:
+            await self._batches.drain()
+        finally:
+            self.lost_events = self.pending if self._batches.has_pending else 0
         log.info("store: drained (%d events committed)", count)
+
+    async def fence(self, topic: str, epoch: int) -> int | None:
+        """Where ``topic`` stood in the store when run ``epoch`` ended, if that run ended
+        uncleanly (what it sent past there may be lost, and its seqs handed out again); None
+        for the current run, a clean one or an unknown one."""
+        if epoch == self.epoch:
+            await trio.lowlevel.checkpoint()
+            return None
+        try:
+            return await self._batches.run(sql.select_fence, epoch, topic)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the fences of {topic}: {exc}") from exc
 
     def reload(self, config: Config) -> None:
         """Apply new retention and sync settings (``state.dir`` changes at the next start)."""
@@ -451,6 +481,13 @@ class Store:
                 self.pending,
                 len(self._batches.queued_sessions()),
             )
+        else:
+            # Every event this run published is kept: a client resuming from any of them
+            # after the next start is resumed exactly (no fence for this run).
+            try:
+                sql.end_epoch(self._writer, self.epoch)
+            except sqlite3.Error as exc:
+                log.error("store: cannot record that this run ended cleanly: %s", exc)
         for conn in [self._writer, *self._readers]:
             conn.close()
         self._sessions.close()
