@@ -46,6 +46,7 @@ const app = {
   pending: new Map(), // request id -> {resolve, reject}
   topics: new Set(), // topics to subscribe again after a reconnect
   lastSeq: new Map(), // topic -> highest seq handled
+  epochs: new Map(), // topic -> the epoch its lastSeq counts under (docs/protocol.md §6)
   holding: new Map(), // topic -> events that arrived while its subscribe was answered
   sessions: new Map(), // session id -> summary, plus `activity`
   rows: new Map(), // session id -> its <tr>
@@ -217,11 +218,14 @@ function settle(reply) {
 async function subscribe(topic) {
   app.topics.add(topic);
   const since = app.lastSeq.get(topic);
+  const epoch = app.epochs.get(topic);
   // Events that arrive before the result are held: the result says where the topic stands.
   app.holding.set(topic, []);
   let result;
   try {
-    result = await request("subscribe", since === undefined ? { topic } : { topic, since });
+    const fields = since === undefined ? { topic } : { topic, since };
+    if (since !== undefined && epoch !== undefined) fields.epoch = epoch; // where `since` counts
+    result = await request("subscribe", fields);
   } finally {
     // By seq: an event still queued from an earlier subscription may come before the replay.
     const held = (app.holding.get(topic) || []).sort((a, b) => a.seq - b.seq);
@@ -233,14 +237,21 @@ async function subscribe(topic) {
 
 function tookEffect(topic, since, result) {
   if (!app.topics.has(topic)) return; // left meanwhile (another session was selected)
-  // Live only: events go on after last_seq. Below what we saw: the daemon lost events it had
-  // streamed (killed inside its sync window) and numbers new ones from there.
-  if (since === undefined || result.last_seq < since) app.lastSeq.set(topic, result.last_seq);
+  if (Number.isInteger(result.epoch)) app.epochs.set(topic, result.epoch);
+  // Live only: events go on after last_seq. A reset, or below what we saw: the daemon lost
+  // events it had streamed (killed inside its sync window) and numbers new ones from there.
+  if (since === undefined || result.reset || result.last_seq < since) {
+    app.lastSeq.set(topic, result.last_seq);
+  }
   if (since === undefined || result.recovered) return;
   if (topic === "sessions") {
     loadSessions().catch(quiet);
   } else if (topic === tailTopic()) {
-    $("tail-note").textContent = "some events of this session were dropped from history; what follows is newer";
+    // What the page holds past the loss may name other events now: drawn again from the store.
+    if (result.reset) resetTail(result.last_seq);
+    $("tail-note").textContent = result.reset
+      ? "events of this session were lost when hived stopped abruptly; what is shown now is what it kept"
+      : "some events of this session were dropped from history; what follows is newer";
     $("tail-note").hidden = false;
     loadSessions().catch(quiet);
   }
@@ -492,6 +503,7 @@ function select(id) {
   if (previous) {
     app.topics.delete(previous);
     app.lastSeq.delete(previous);
+    app.epochs.delete(previous);
     request("unsubscribe", { topic: previous }).catch(quiet);
   }
   const before = app.selected;
@@ -548,7 +560,10 @@ async function startTail(id) {
     if (app.tail.last === 0) app.tail.reset(probe.last_seq);
     else app.tail.extend(probe.last_seq);
   }
-  if (!app.lastSeq.has(topic)) app.lastSeq.set(topic, Math.max(0, probe.last_seq - TAIL_LIVE));
+  if (!app.lastSeq.has(topic)) {
+    app.lastSeq.set(topic, Math.max(0, probe.last_seq - TAIL_LIVE));
+    if (Number.isInteger(probe.epoch)) app.epochs.set(topic, probe.epoch);
+  }
   await subscribe(topic);
 }
 
