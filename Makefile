@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path agents web-vendor clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history agents web-vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-idle: $(STAMP)
 
 bench-agent-path: $(STAMP)
 	$(BIN)/python -m bench.run --agent-path
+
+# Search, the usage ledger and the index's cost on a store of 2,000,000 events (issue 16).
+bench-history: $(STAMP)
+	$(BIN)/python -m bench.bench_history
 
 # The real agent programs the driver tests run (pinned, from npm, into .agents/); the tests that
 # need one skip, saying so, where it is missing. .ci/run calls this.

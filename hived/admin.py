@@ -17,11 +17,13 @@ import trio
 from hived import __version__
 from hived.core.drivers import get_format
 from hived.core.events import utc_timestamp
+from hived.core.messages import Notifications, NotifyTest, Watch
 from hived.core.protocol import Caller, Request
 
 if TYPE_CHECKING:
     from hived.daemon import Daemon
     from hived.hub import Hub
+    from hived.notify.service import NotifyService
     from hived.server.listener import Server
     from hived.store import Store
     from hived.supervisor import Supervisor
@@ -55,6 +57,7 @@ class Admin:
     store: Store
     supervisor: Supervisor
     server: Server
+    notify: NotifyService
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -63,7 +66,30 @@ class Admin:
             "daemon.stop": self.daemon_stop,
             "daemon.restart": self.daemon_restart,
             "agents": self.agents,
+            "notifications": self.notifications,
+            "notify.test": self.notify_test,
+            "watch": self.watch,
         }
+
+    async def watch(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """What this connection's person looks at: its notifications wait (DESIGN §12)."""
+        assert isinstance(request, Watch)
+        session = None if request.session is None else self.supervisor.find(request.session).id
+        self.notify.attention.watch(caller.connection, caller.token_name, session, request.focused)
+        return {"session": session, "focused": request.focused}
+
+    async def notifications(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """The last notifications born, newest first, with their outcome (DESIGN §12)."""
+        assert isinstance(request, Notifications)
+        return {
+            "notifications": await self.notify.recent(request.limit or 50),
+            "stats": self.notify.stats().to_json(),
+        }
+
+    async def notify_test(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """Send a test message through one rule now."""
+        assert isinstance(request, NotifyTest)
+        return await self.notify.test(request.rule)
 
     async def agents(self, request: Request, caller: Caller) -> dict[str, Any]:
         """The agent templates of the running config (a viewer request, on both channels):
@@ -100,6 +126,8 @@ class Admin:
             "sessions": [summary.to_json() for summary in self.supervisor.summaries()],
             "hub": _jsonable(self.hub.stats()),
             "store": _jsonable(self.store.stats()),
+            "notifications": self.notify.stats().to_json(),
+            "attention": self.notify.attention.to_json(),
             "tasks": count_tasks(),
         }
 

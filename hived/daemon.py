@@ -25,11 +25,16 @@ import trio
 
 from hived import __version__
 from hived.admin import Admin
+from hived.archive import Archive
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
 from hived.core.errors import ConfigError, HivedError
 from hived.hub import Hub
 from hived.memory import run_gc_sweeps, settle_garbage_collector
+from hived.metrics import Sources, make_metrics
+from hived.notify.attention import Attention
+from hived.notify.rules import Who
+from hived.notify.service import NotifyService
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
 from hived.server.router import Router
@@ -85,7 +90,7 @@ class Daemon:
     listening: tuple[str, ...] = ()
     """Where the server listens, ``host:port`` each (a reload does not move it)."""
     _stop_requested: trio.Event = attrs.field(factory=trio.Event)
-    _services: tuple[Store | Supervisor | Server, ...] = ()
+    _services: tuple[Store | NotifyService | Supervisor | Server, ...] = ()
 
     def request_stop(self) -> None:
         """Begin the graceful stop (SIGTERM, SIGINT, ``daemon.stop``)."""
@@ -114,6 +119,21 @@ class Daemon:
                 marks=store,
                 kept=store.get_session,
             )
+
+            def who(session_id: str) -> Who | None:
+                for summary in supervisor.summaries():
+                    if summary.id == session_id:
+                        return Who(summary.id, summary.name, summary.agent)
+                return None
+
+            notify = NotifyService(
+                self.config.notify,
+                store,
+                who,
+                attention=Attention(),
+                state_dir=Path(self.config.state.dir),
+            )
+            hub.observer = notify.observe
             router = Router()
             sockets = listen_sockets(os.environ) or None
             server = Server(
@@ -124,12 +144,28 @@ class Daemon:
                 hook_sink=supervisor.ingest_hook,
                 sockets=sockets,
             )
-            admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
+            server.metrics = make_metrics(Sources(hub, server, supervisor, store, notify))
+            notify.attention.is_open = server.is_open
+            admin = Admin(
+                self,
+                hub=hub,
+                store=store,
+                supervisor=supervisor,
+                server=server,
+                notify=notify,
+            )
             records = Records(supervisor, store)
-            handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
+            archive = Archive(store, hub, supervisor, records)
+            handlers = {
+                **supervisor.handlers(),
+                **records.handlers(),
+                **admin.handlers(),
+                **archive.handlers(),
+                **notify.handlers(),
+            }
             for wire_type, handler in handlers.items():
                 router.add(wire_type, handler)
-            self._services = (store, supervisor, server)
+            self._services = (store, notify, supervisor, server)
         except BaseException:
             store.close()  # store.serve, which closes it, has not started: release the folder
             raise
@@ -137,9 +173,11 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_signals, nursery.cancel_scope)
             nursery.start_soon(self.notifier.serve_watchdog)
-            started: list[Store | Supervisor | Server] = []
+            started: list[Store | NotifyService | Supervisor | Server] = []
             await nursery.start(store.serve)
             started.append(store)
+            await nursery.start(notify.serve)
+            started.append(notify)
             await store.reap_orphans(grace_s=ORPHAN_GRACE_S)
             announce_recovered(hub, store.recovered)
             if not self.stopping:
@@ -165,7 +203,7 @@ class Daemon:
             await self._drain(reversed(started))
             nursery.cancel_scope.cancel()
 
-    async def _drain(self, services: Iterable[Store | Supervisor | Server]) -> None:
+    async def _drain(self, services: Iterable[Store | NotifyService | Supervisor | Server]) -> None:
         self.notifier.stopping()
         self.notifier.status("stopping")
         timeout_s = self.config.daemon.shutdown_timeout_s

@@ -59,6 +59,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from hived.core.errors import RequestError
 from hived.core.events import Event, SpoolMark, encode_event, utc_timestamp
 from hived.history import History, MemoryHistory
 
@@ -251,6 +252,9 @@ class Hub:
         self._newest: _Topic | None = None
         """The topic published to last, while its ring holds frames (last in ``_recent``)."""
         self._subscribers: set[Subscriber] = set()
+        self.observer: Callable[[Event], None] | None = None
+        """Called with every event published (live, never a replay) once the history has it:
+        the notifier (DESIGN §12), whose outbox rows then commit with the event."""
         self._published = 0
         self._closed_slow = 0
         wait = getattr(history, "wait_writable", None)
@@ -263,6 +267,10 @@ class Hub:
         )
         self.epoch: int = getattr(history, "epoch", 0)
         """This daemon run's number in the history (0 without one)."""
+        self._forgotten: dict[str, str] = {}
+        self._history_forgotten: Callable[[str], str | None] | None = getattr(
+            history, "forgotten", None
+        )
         if history is not None:
             for name, seq in history.last_seqs().items():
                 self._topics[name] = _Topic(name, seq)
@@ -303,6 +311,8 @@ class Hub:
             self._evict(t)
         if self._history is not None:
             self._history.record(event, frame)
+        if self.observer is not None:
+            self.observer(event)
         self._published += 1
         slow: list[Subscriber] | None = None
         for sub in t.live:
@@ -383,6 +393,13 @@ class Hub:
 
         Subscribing again to a topic restarts it from the new ``since``.
         """
+        forgotten = self._forgotten_at(topic)
+        if forgotten is not None:
+            raise RequestError(
+                "not_found",
+                f"{topic}: this session was forgotten at {forgotten} (session.forget); "
+                "nothing of it is kept",
+            )
         lost = False
         if since is not None and epoch is not None and epoch != self.epoch and self._fence:
             fence = await self._fence(topic, epoch)
@@ -479,6 +496,26 @@ class Hub:
         # The seq is the history's rather than counted, so that a page that skips some seqs
         # cannot make the next page repeat frames.
         chase.cursor = max(chase.cursor, pairs[-1][0])
+
+    def forget(self, topic: str, at: str | None) -> None:
+        """Drop ``topic``'s ring (its events were deleted from the history); with ``at``, the
+        topic's session was forgotten then, and subscribing to it says so."""
+        t = self._topics.get(topic)
+        if t is not None and t.ring:
+            self._rings_bytes -= sum(map(len, t.ring))
+            t.ring.clear()
+            self._recent.pop(topic, None)
+            if self._newest is t:
+                self._newest = None
+        if at is not None:
+            self._forgotten[topic] = at
+
+    def _forgotten_at(self, topic: str) -> str | None:
+        """When the session of ``topic`` was forgotten (by this hub, or as the history says)."""
+        at = self._forgotten.get(topic)
+        if at is None and self._history_forgotten is not None and topic.startswith("session/"):
+            at = self._history_forgotten(topic.removeprefix("session/"))
+        return at
 
     def unsubscribe(self, sub: Subscriber, topic: str) -> None:
         """Stop feeding ``sub`` from ``topic`` (frames already queued stay queued)."""

@@ -257,6 +257,15 @@ class ObservedSessions:
         )
         self._on_state(session.summary, previous)
 
+    def release(self, session_id: str) -> None:
+        """Let go of an ended session (``session.forget``)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.summary.state not in _LIVE:
+            del self._sessions[session_id]
+            agent_id = session.summary.agent_session_id or ""
+            if self._by_agent_id.get(agent_id) is session:
+                del self._by_agent_id[agent_id]
+
     def _forget_ended(self) -> None:
         ended = [s for s in self._sessions.values() if s.summary.state not in _LIVE]
         for session in ended[: max(len(ended) - MAX_ENDED_OBSERVED, 0)]:

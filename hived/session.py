@@ -23,6 +23,7 @@ and record.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ from hived.core.sessions import (
     check_transition,
 )
 from hived.hub import Hub
+from hived.notify.budget import Budget, reached
 from hived.orphans import pid_start as process_start
 from hived.process import (
     LINE_LIMIT_BYTES,
@@ -111,6 +113,9 @@ class Launch:
     resumed one)."""
     started_by: str | None = None
     """The token that started the session (shown on the prompt's ``input`` event)."""
+    max_cost_usd: float | None = None
+    """The session's own budget, asked at ``session.start`` (:mod:`hived.notify.budget`)."""
+    max_tokens: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The launch as the store keeps it (the environment is the template's: not kept)."""
@@ -119,6 +124,8 @@ class Launch:
             "cwd": self.cwd,
             "prompt": self.prompt,
             "started_by": self.started_by,
+            "max_cost_usd": self.max_cost_usd,
+            "max_tokens": self.max_tokens,
         }
 
     @classmethod
@@ -129,6 +136,8 @@ class Launch:
             env=env,
             prompt=d.get("prompt"),
             started_by=d.get("started_by"),
+            max_cost_usd=d.get("max_cost_usd"),
+            max_tokens=d.get("max_tokens"),
         )
 
 
@@ -179,6 +188,8 @@ class Session:
     launch: Launch
     host: Host
     budget: RestartBudget
+    limits: Budget = attrs.Factory(Budget)
+    """What the session may spend (:mod:`hived.notify.budget`)."""
     done: trio.Event = attrs.Factory(trio.Event)
     """Set when the session's task has ended; a new one for each task (:meth:`start`)."""
     _shim: ShimRun | None = attrs.field(default=None, init=False)
@@ -197,6 +208,8 @@ class Session:
     """Bytes for the agent's stdin; ``None`` closes it."""
     _next_prompt: str | None = attrs.field(default=None, init=False)
     """A prompt for the next run only (``session.resume`` with a prompt)."""
+    _spent: bool = attrs.field(default=False, init=False)
+    """The session has reached its budget: it takes no new prompt."""
     _interrupted: bool = attrs.field(default=False, init=False)
     """An interrupt was a signal: the run's end is no failure, and no reason to restart."""
     _stop_requested: bool = attrs.field(default=False, init=False)
@@ -315,6 +328,8 @@ class Session:
     def send_input(self, text: str, by: str | None) -> None:
         """Send a prompt; ``conflict`` when the agent or the session cannot take it now."""
         driver = self._running_driver("input")
+        if self._spent:
+            raise RequestError("conflict", f"session {self.name} has reached its budget")
         if not driver.takes_input:
             raise RequestError(
                 "conflict",
@@ -573,6 +588,7 @@ class Session:
         self.summary = attrs.evolve(self.summary, pid=shim.agent_pid)
         if out is not None:
             await self._warm_up(shim, driver, out)
+        self._spent = reached(self.limits, self.summary.usage) is not None
         again = [
             Step(
                 events=[
@@ -834,6 +850,22 @@ class Session:
             announced |= self._apply(step.state, step.reason, None)
         if changes and not announced:
             self.host.record(self.summary)
+        if step.usage is not None and not self._spent:
+            self._check_budget()
+
+    def _check_budget(self) -> None:
+        """Publish why and interrupt the turn (or stop) once the usage reaches the budget."""
+        data = reached(self.limits, self.summary.usage)
+        if data is None:
+            return
+        self._spent = True
+        log.warning("session %s: %s", self.name, data["message"])
+        self.host.hub.publish(self.topic, "budget", data, self.id)
+        if self.limits.action == "stop":
+            self.request_stop()
+        elif self.state in ACTIVE_STATES and self._driver is not None:
+            with contextlib.suppress(RequestError):
+                self._perform(self._ask(self._driver, "interrupt"))
 
     def _apply(self, state: str | None, reason: str | None, agent_id: str | None) -> bool:
         """What an event tells about its session: its agent id and its state. Whether the

@@ -51,6 +51,7 @@ from hived.core.sessions import (
     ulid_time_ms,
 )
 from hived.hub import Hub
+from hived.notify.budget import session_budget
 from hived.observed import ObservedSessions, Recall
 from hived.process import REAP_BUDGET_S
 from hived.session import Attach, Host, Launch, Marks, Session, signal_name
@@ -324,9 +325,10 @@ class Supervisor:
         cwd: str | None,
         name: str | None,
         started_by: str | None = None,
+        limits: tuple[float | None, int | None] = (None, None),
     ) -> Session:
         cwd = cwd or template.cwd or self._config.state.dir
-        launch = Launch(args, cwd, template.env, prompt, started_by)
+        launch = Launch(args, cwd, template.env, prompt, started_by, *limits)
         summary = SessionSummary(
             id=new_session_id(),
             name=name or self._next_name(agent),
@@ -360,6 +362,7 @@ class Supervisor:
             launch=launch,
             host=self._host,
             budget=RestartBudget(template.max_restarts, template.restart_window_s),
+            limits=session_budget(summary.agent, template, launch.max_cost_usd, launch.max_tokens),
         )
         session.done.set()
         self._sessions[session.id] = session
@@ -404,6 +407,16 @@ class Supervisor:
             n = self._numbers[agent] = self._numbers.get(agent, 0) + 1
             if f"{agent}-{n}" not in taken:
                 return f"{agent}-{n}"
+
+    def release(self, session_id: str) -> None:
+        """Let go of an ended session this run keeps in memory (``session.forget``)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.done.is_set():
+            del self._sessions[session_id]
+            agent_id = session.summary.agent_session_id or ""
+            if self._by_agent_id.get(agent_id) is session:
+                del self._by_agent_id[agent_id]
+        self.observed.release(session_id)
 
     def _forget_ended(self) -> None:
         ended = [s for s in self._sessions.values() if s.done.is_set()]
@@ -469,6 +482,8 @@ class Supervisor:
             s.name == request.name and is_live(s.state) for s in self.summaries()
         ):
             raise RequestError("conflict", f"a live session is already named {request.name!r}")
+        limits = (request.max_cost_usd, request.max_tokens)
+        session_budget(request.agent, template, *limits)  # bad_request when over the caps
         session = await self._create(
             request.agent,
             template,
@@ -477,6 +492,7 @@ class Supervisor:
             cwd=cwd,
             name=request.name,
             started_by=caller.token_name,
+            limits=limits,
         )
         await session.wait_until(lambda s: s.state is not State.STARTING, STARTED_WAIT_S)
         return session.answer()

@@ -189,6 +189,25 @@ def _table_class(hint: Any) -> tuple[str, type] | None:
     return None
 
 
+def _subtable(hint: Any) -> type | None:
+    """The table class of a key that holds an optional table (``[notify.webhook]``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and attrs.has(args[0]):
+        return typing.cast(type, args[0])
+    return None
+
+
+def _table_keys(section: str, cls: type) -> list[Key]:
+    """The keys of a table, then those of the tables it holds (``[notify.webhook]``)."""
+    keys = [Key(section, f.name, f) for f in attrs.fields(cls)]
+    hints = typing.get_type_hints(cls)
+    for f in attrs.fields(cls):
+        sub = _subtable(hints[f.name])
+        if sub is not None:
+            keys += _table_keys(f"[{section.strip('[]')}.{f.name}]", sub)
+    return keys
+
+
 def config_keys() -> list[Key]:
     keys = []
     for field in attrs.fields(Config):
@@ -200,7 +219,7 @@ def config_keys() -> list[Key]:
             "array": f"[[{field.name}]]",
             "map": f"[{field.name}.NAME]",
         }
-        keys += [Key(header[shape], f.name, f) for f in attrs.fields(cls)]
+        keys += _table_keys(header[shape], cls)
     return keys
 
 
@@ -323,3 +342,5 @@ def test_key_walk_sees_tables_arrays_of_tables_and_named_tables() -> None:
     assert keys["tokens.sha256"] == "required"
     assert keys["agents.NAME.cwd"] == "not set by default"
     assert keys["agents.NAME.env"] == "default {}"
+    assert keys["notify.webhook"] == "not set by default"
+    assert keys["notify.webhook.url"] == "required"

@@ -28,8 +28,15 @@ LAYERS: Final = (
         "hived.shimrun",
         "hived.client",
     ),
-    ("hived.store", "hived.observed", "hived.session", "hived.supervisor", "hived.server"),
-    ("hived.admin", "hived.records"),
+    (
+        "hived.store",
+        "hived.notify",
+        "hived.observed",
+        "hived.session",
+        "hived.supervisor",
+        "hived.server",
+    ),
+    ("hived.admin", "hived.records", "hived.archive", "hived.metrics"),
     ("hived.daemon",),
     ("hived.cli",),
 )

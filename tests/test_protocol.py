@@ -15,6 +15,14 @@ from hived.core.auth import TokenTable
 from hived.core.config import TokenConfig
 from hived.core.errors import ProtocolError
 from hived.core.events import KINDS
+from hived.core.messages import (
+    PushKeys,
+    PushSubscription,
+    Search,
+    SessionExport,
+    SessionForget,
+    UsageLedger,
+)
 from hived.core.protocol import (
     ADMIN_ONLY,
     ERROR_CODES,
@@ -34,7 +42,12 @@ from hived.core.protocol import (
     DaemonStop,
     Hello,
     HelloOutcome,
+    Notifications,
+    NotifyTest,
     Ping,
+    PushKey,
+    PushSubscribe,
+    PushUnsubscribe,
     SessionAnswer,
     SessionApprove,
     SessionEvents,
@@ -48,6 +61,7 @@ from hived.core.protocol import (
     Status,
     Subscribe,
     Unsubscribe,
+    Watch,
     check_hello,
     close_reason,
     error_frame,
@@ -120,6 +134,27 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
         '{"type": "session.events", "session": "01JDX4", "since": 0, "limit": 10000}',
         SessionEvents("01JDX4", since=0, limit=10000),
     ),
+    (
+        '{"type": "search", "query": "migration", "session": "01JDX4", "kinds": ["message"], '
+        '"since": "2026-12-01T00:00:00Z", "limit": 50, "cursor": "120"}',
+        Search(
+            "migration",
+            session="01JDX4",
+            kinds=("message",),
+            since="2026-12-01T00:00:00Z",
+            limit=50,
+            cursor="120",
+        ),
+    ),
+    (
+        '{"type": "usage", "id": 5, "by": "day", "since": "2026-12-01T00:00:00Z", "until": null}',
+        UsageLedger(by="day", since="2026-12-01T00:00:00Z", id=5),
+    ),
+    (
+        '{"type": "session.export", "session": "01JDX4", "format": "md", "cursor": 2000}',
+        SessionExport("01JDX4", format="md", cursor=2000),
+    ),
+    ('{"type": "session.forget", "session": "01JDX4"}', SessionForget(session="01JDX4")),
     ('{"type": "status", "id": 9}', Status(id=9)),
     ('{"type": "connections"}', Connections()),
     (
@@ -131,6 +166,23 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
     ('{"type": "daemon.restart"}', DaemonRestart()),
     ('{"type": "ping", "id": 0}', Ping(id=0)),
     ('{"type": "agents", "id": 5}', Agents(id=5)),
+    ('{"type": "notifications", "id": 6, "limit": 20}', Notifications(limit=20, id=6)),
+    ('{"type": "notify.test", "id": 7, "rule": "phone"}', NotifyTest(rule="phone", id=7)),
+    (
+        '{"type": "watch", "id": 8, "session": "01J", "focused": false}',
+        Watch(session="01J", focused=False, id=8),
+    ),
+    ('{"type": "push.key", "id": 9}', PushKey(id=9)),
+    (
+        '{"type": "push.subscribe", "id": 10, "subscription": {"endpoint": "https://push.example/x", "expirationTime": null, "keys": {"p256dh": "BKx", "auth": "a1"}}}',
+        PushSubscribe(
+            subscription=PushSubscription("https://push.example/x", PushKeys("BKx", "a1")), id=10
+        ),
+    ),
+    (
+        '{"type": "push.unsubscribe", "id": 11, "endpoint": "https://push.example/x"}',
+        PushUnsubscribe(endpoint="https://push.example/x", id=11),
+    ),
 ]
 
 
@@ -477,6 +529,8 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
     assert by_role == {
         "viewer": {
             "hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events", "agents",
+            "search", "usage", "session.export",
+            "notifications", "watch", "push.key", "push.subscribe", "push.unsubscribe",
         },
         "operator": {
             "session.start", "session.input", "session.approve", "session.answer",
@@ -484,7 +538,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
         },
         "admin": {
             "status", "connections", "connection.kick", "config.reload", "daemon.stop",
-            "daemon.restart",
+            "daemon.restart", "session.forget", "notify.test",
         },
     }  # fmt: skip
     assert by_role["admin"] == ADMIN_ONLY

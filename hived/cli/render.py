@@ -271,6 +271,41 @@ def connections_table(connections: Sequence[Mapping[str, Any]]) -> str:
     return table(headers, rows)
 
 
+NOTIFICATION_COLOURS: Final = {
+    "pending": "yellow",
+    "delivered": "green",
+    "dropped": "dim",
+    "failed": "red",
+}
+
+
+def notifications_table(rows: Sequence[Mapping[str, Any]], paint: Painter) -> str:
+    """``hivectl notifications``: newest first, what each said and what became of it."""
+    lines = []
+    for row in rows:
+        item = row.get("item") or {}
+        status = str(row.get("status", ""))
+        born = row.get("born_at")
+        when = "-"
+        if isinstance(born, int | float):
+            when = relative_time(datetime.datetime.fromtimestamp(born, datetime.UTC).isoformat())
+        outcome = row.get("outcome") or ""
+        attempts = row.get("attempts") or 0
+        if attempts and status != "delivered":
+            outcome = f"{outcome} ({attempts} tries)" if outcome else f"{attempts} tries"
+        lines.append(
+            [
+                printable(row.get("id", "")),
+                cut(printable(row.get("rule", ""))),
+                when,
+                paint(printable(status), NOTIFICATION_COLOURS.get(status)),
+                cut(printable(item.get("title", ""))),
+                cut(printable(outcome)),
+            ]
+        )
+    return table(["ID", "RULE", "BORN", "STATUS", "WHAT", "OUTCOME"], lines)
+
+
 def _short(value: object, limit: int = EVENT_TEXT_LIMIT) -> str:
     """One printable line of at most ``limit`` characters (white space runs become one)."""
     text = value if isinstance(value, str) else orjson.dumps(value).decode()

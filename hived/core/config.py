@@ -25,6 +25,18 @@ import cattrs
 
 from hived.core.convert import expected, flatten_errors, make_converter
 from hived.core.errors import ConfigError
+from hived.core.notifyconfig import (
+    Delay,
+    HttpUrl,
+    Mailbox,
+    NotifyRule,
+    Priority,
+    delay,
+    http_url,
+    mailbox,
+    notify_checks,
+    priority,
+)
 
 DEFAULT_CONFIG_PATH: Final = "/etc/hived/hived.toml"
 DEFAULT_LISTEN: Final = "127.0.0.1:7420"
@@ -32,6 +44,7 @@ DEFAULT_LISTEN: Final = "127.0.0.1:7420"
 Role = Literal["viewer", "operator", "admin", "agent"]
 AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app", "acp"]
 RestartPolicy = Literal["no", "on-failure", "always"]
+BudgetAction = Literal["interrupt", "stop"]
 
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 FORMATS: Final[tuple[str, ...]] = get_args(AgentFormat)
@@ -46,6 +59,8 @@ PerSecond = NewType("PerSecond", float)
 PositiveInt = NewType("PositiveInt", int)
 Count = NewType("Count", int)
 """An integer ≥ 0."""
+Usd = NewType("Usd", float)
+"""An amount in US dollars: a finite number greater than 0."""
 Sha256 = NewType("Sha256", str)
 """64 hexadecimal digits (stored lower-case)."""
 Origin = NewType("Origin", str)
@@ -92,6 +107,8 @@ class ServerConfig:
     """PEM certificate chain; TLS is on when this and ``tls_key`` are set."""
     tls_key: str | None = None
     """PEM private key for ``tls_cert``."""
+    metrics_open_on_loopback: bool = False
+    """``GET /metrics`` without a token for clients on the loopback (a local Prometheus)."""
 
 
 @attrs.frozen
@@ -165,6 +182,15 @@ class AgentConfig:
     """No output for this long: the session is STALLED."""
     autostart: Count = Count(0)
     """Sessions of this template started with the daemon."""
+    max_cost_usd: Usd | None = None
+    """A session that has cost this much has reached its budget (``session.start`` may ask
+    for less, not more)."""
+    max_tokens: PositiveInt | None = None
+    """A session that has used this many tokens (input, cached and output together) has
+    reached its budget."""
+    budget_action: BudgetAction = "interrupt"
+    """What reaching a budget does: ``interrupt`` the turn (and take no new prompt), or
+    ``stop`` the session."""
 
 
 @attrs.frozen
@@ -177,6 +203,8 @@ class Config:
     hooks: HooksConfig = HooksConfig()
     tokens: tuple[TokenConfig, ...] = ()
     agents: dict[str, AgentConfig] = attrs.field(factory=dict)
+    notify: tuple[NotifyRule, ...] = ()
+    """``[[notify]]``: who is told what, when, where (:mod:`hived.core.notifyconfig`)."""
 
 
 def is_name(text: str) -> bool:
@@ -224,6 +252,14 @@ def _per_second(value: object, _: object) -> PerSecond:
     if not 0 < value < math.inf:
         raise ValueError(expected("a finite number greater than 0", value))
     return PerSecond(float(value))
+
+
+def _usd(value: object, _: object) -> Usd:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(expected("an amount in USD", value))
+    if not 0 < value < math.inf:
+        raise ValueError(expected("an amount greater than 0", value))
+    return Usd(float(value))
 
 
 def _integer(minimum: int) -> Callable[[object, object], int]:
@@ -277,6 +313,7 @@ def _make_config_converter() -> cattrs.Converter:
     conv.register_structure_hook(Listen, _listen)
     conv.register_structure_hook(Seconds, _seconds)
     conv.register_structure_hook(PerSecond, _per_second)
+    conv.register_structure_hook(Usd, _usd)
     conv.register_structure_hook(PositiveInt, _integer(1))
     conv.register_structure_hook(Count, _integer(0))
     conv.register_structure_hook(Sha256, _matching(_SHA256_RE, "64 hex digits", fold=True))
@@ -285,6 +322,10 @@ def _make_config_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook(Name, _matching(_NAME_RE, NAME_RULE))
     conv.register_structure_hook(Command, _command)
+    conv.register_structure_hook(HttpUrl, http_url)
+    conv.register_structure_hook(Delay, delay)
+    conv.register_structure_hook(Priority, priority)
+    conv.register_structure_hook(Mailbox, mailbox)
     conv.register_structure_hook_factory(
         lambda t: getattr(t, "__origin__", None) is Literal, _literal
     )
@@ -315,6 +356,7 @@ def _cross_checks(config: Config) -> Iterator[tuple[str, str]]:
     for name in config.agents:
         if not _NAME_RE.fullmatch(name):
             yield f"agents.{name}", f"agent names are {NAME_RULE}"
+    yield from notify_checks(config.notify, list(config.agents), is_name)
 
 
 def _resolve(config: Config, base: PurePath) -> Config:
@@ -337,6 +379,24 @@ def _resolve(config: Config, base: PurePath) -> Config:
         server=server,
         state=attrs.evolve(config.state, dir=path(config.state.dir)),
         agents=agents,
+        notify=tuple(_resolve_rule(rule, path) for rule in config.notify),
+    )
+
+
+def _resolve_rule(rule: NotifyRule, path: Callable[[str], str]) -> NotifyRule:
+    """The rule with the files it names taken relative to the config's folder."""
+
+    def files(section: Any, *keys: str) -> Any:
+        if section is None:
+            return None
+        changes = {k: path(getattr(section, k)) for k in keys if getattr(section, k) is not None}
+        return attrs.evolve(section, **changes)
+
+    return attrs.evolve(
+        rule,
+        webhook=files(rule.webhook, "secret_file"),
+        ntfy=files(rule.ntfy, "token_file"),
+        email=files(rule.email, "credentials_file", "ca_file"),
     )
 
 

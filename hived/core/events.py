@@ -34,9 +34,11 @@ KINDS: Final = frozenset(
         "input",
         "request_withdrawn",
         "agent_event",
+        "budget",
     }
 )
-"""Event kinds on the wire. ``agent_event`` carries an agent line of a type hived does not map."""
+"""Event kinds on the wire. ``agent_event`` carries an agent line of a type hived does not map;
+``budget`` says a session reached its budget (:mod:`hived.notify.budget`)."""
 
 SESSIONS_TOPIC: Final = "sessions"
 

@@ -22,6 +22,7 @@ import attrs
 import cattrs
 
 from hived.core.convert import expected, make_converter
+from hived.core.events import KINDS
 from hived.core.sessions import State
 
 TOPIC_RE: Final = re.compile(r"sessions|session/[0-9A-Za-z_-]{1,64}")
@@ -60,6 +61,8 @@ Topic = Annotated[
     str, Rule('"sessions" or "session/<id>"', lambda v: TOPIC_RE.fullmatch(v) is not None)
 ]
 NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: v != "")]
+Amount = Annotated[float, Rule("a number greater than 0", lambda v: 0 < v < float("inf"))]
+PositiveCount = Annotated[int, Rule("an integer ≥ 1", lambda v: v >= 1)]
 Argument = Annotated[str, Rule("a string without NUL characters", lambda v: "\x00" not in v)]
 """A command-line argument: the OS cannot pass a NUL."""
 Path = Annotated[
@@ -75,6 +78,29 @@ SessionState = Annotated[
 ]
 """A state name in any case, kept upper-case (``waiting`` is ``WAITING``)."""
 Timestamp = Annotated[str, Rule('an ISO 8601 time such as "2026-11-26T08:00:00Z"', _is_iso_time)]
+SEARCH_MAX_QUERY: Final = 1000
+"""The longest search query, in characters: a query costs by its terms."""
+SearchQuery = Annotated[
+    str,
+    Rule(
+        f"a non-empty query of at most {SEARCH_MAX_QUERY} characters",
+        lambda v: len(v.strip()) > 0 and len(v) <= SEARCH_MAX_QUERY,
+    ),
+]
+SEARCH_MAX_LIMIT: Final = 500
+"""The largest page of search hits."""
+SearchLimit = Annotated[
+    int, Rule(f"an integer from 1 to {SEARCH_MAX_LIMIT}", lambda v: 1 <= v <= SEARCH_MAX_LIMIT)
+]
+USAGE_GROUPS: Final = ("day", "template", "session", "cwd")
+UsageGroup = Annotated[
+    str, Rule("one of " + ", ".join(f'"{g}"' for g in USAGE_GROUPS), lambda v: v in USAGE_GROUPS)
+]
+EXPORT_FORMATS: Final = ("jsonl", "md")
+ExportFormat = Annotated[str, Rule('"jsonl" or "md"', lambda v: v in EXPORT_FORMATS)]
+EventKind = Annotated[
+    str, Rule("an event kind (" + ", ".join(sorted(KINDS)) + ")", lambda v: v in KINDS)
+]
 
 
 @attrs.frozen
@@ -148,6 +174,10 @@ class SessionStart(BaseRequest):
     """Working folder, where the template allows choosing one."""
     name: NonEmpty | None = None
     """A human name for the session."""
+    max_cost_usd: Amount | None = None
+    """The session's budget in USD, at most the template's ``max_cost_usd``."""
+    max_tokens: PositiveCount | None = None
+    """The session's budget in tokens, at most the template's ``max_tokens``."""
 
 
 @attrs.frozen
@@ -240,6 +270,62 @@ class SessionEvents(BaseRequest):
 
 
 @attrs.frozen
+class Search(BaseRequest):
+    """Full-text search over the kept events (FTS5 query syntax), newest first."""
+
+    type: ClassVar[str] = "search"
+    query: SearchQuery
+    """Words, ``"a phrase"``, ``prefix*``, ``AND``/``OR``/``NOT``, ``NEAR(a b, 5)``."""
+    session: NonEmpty | None = None
+    """Only events of this session (an id, an id prefix or a name)."""
+    agent: NonEmpty | None = None
+    """Only events of sessions of this agent template."""
+    kinds: tuple[EventKind, ...] = ()
+    """Only events of these kinds."""
+    since: Timestamp | None = None
+    """Only events kept at or after this time."""
+    until: Timestamp | None = None
+    """Only events kept before this time."""
+    limit: SearchLimit | None = None
+    """Hits per page (default 50)."""
+    cursor: NonEmpty | None = None
+    """The ``next`` of the previous page."""
+
+
+@attrs.frozen
+class UsageLedger(BaseRequest):
+    """Tokens by kind and cost, grouped by day, template, session or working folder."""
+
+    type: ClassVar[str] = "usage"
+    by: UsageGroup = "day"
+    since: Timestamp | None = None
+    """From this time (inclusive); absent: from the first kept turn."""
+    until: Timestamp | None = None
+    """To this time (exclusive); absent: until now."""
+
+
+@attrs.frozen
+class SessionExport(BaseRequest):
+    """A page of a session's transcript: JSONL (every event, lossless) or Markdown."""
+
+    type: ClassVar[str] = "session.export"
+    session: NonEmpty
+    format: ExportFormat = "jsonl"
+    cursor: Seq | None = None
+    """The ``next`` of the previous page (a seq); absent: from the start."""
+
+
+@attrs.frozen
+class SessionForget(BaseRequest):
+    """Delete ended sessions and everything kept of them: one, or every one ended before a
+    time (exactly one of ``session`` and ``ended_before``)."""
+
+    type: ClassVar[str] = "session.forget"
+    session: NonEmpty | None = None
+    ended_before: Timestamp | None = None
+
+
+@attrs.frozen
 class Status(BaseRequest):
     """The daemon's state: version, uptime, connections, sessions, hub and store figures."""
 
@@ -293,6 +379,73 @@ class Agents(BaseRequest):
 
 
 @attrs.frozen
+class Watch(BaseRequest):
+    """Say which session this connection's person is looking at (DESIGN §12: attention)."""
+
+    type: ClassVar[str] = "watch"
+    session: NonEmpty | None = None
+    """The session open in front of them; null: none."""
+    focused: bool = True
+    """Whether the window showing it has the focus."""
+
+
+@attrs.frozen
+class PushKeys:
+    """A browser's keys for Web Push, as ``PushSubscription.toJSON()`` gives them."""
+
+    p256dh: NonEmpty
+    auth: NonEmpty
+
+
+@attrs.frozen
+class PushSubscription:
+    """``PushSubscription.toJSON()`` of a browser."""
+
+    endpoint: NonEmpty
+    keys: PushKeys
+    expirationTime: float | None = None
+
+
+@attrs.frozen
+class PushKey(BaseRequest):
+    """The daemon's VAPID public key, for ``pushManager.subscribe``."""
+
+    type: ClassVar[str] = "push.key"
+
+
+@attrs.frozen
+class PushSubscribe(BaseRequest):
+    """Keep a browser's push subscription: Web Push notifications go to it."""
+
+    type: ClassVar[str] = "push.subscribe"
+    subscription: PushSubscription
+
+
+@attrs.frozen
+class PushUnsubscribe(BaseRequest):
+    """Forget a push subscription."""
+
+    type: ClassVar[str] = "push.unsubscribe"
+    endpoint: NonEmpty
+
+
+@attrs.frozen
+class Notifications(BaseRequest):
+    """The last notifications born, newest first, with their outcome (DESIGN §12)."""
+
+    type: ClassVar[str] = "notifications"
+    limit: Limit | None = None
+
+
+@attrs.frozen
+class NotifyTest(BaseRequest):
+    """Send a test message through one ``[[notify]]`` rule now."""
+
+    type: ClassVar[str] = "notify.test"
+    rule: NonEmpty
+
+
+@attrs.frozen
 class Ping(BaseRequest):
     """An application-level ping, for clients (browsers) that cannot see WebSocket pings."""
 
@@ -313,6 +466,10 @@ Request = (
     | SessionRestart
     | SessionResume
     | SessionEvents
+    | Search
+    | UsageLedger
+    | SessionExport
+    | SessionForget
     | Status
     | Connections
     | ConnectionKick
@@ -321,6 +478,12 @@ Request = (
     | DaemonRestart
     | Ping
     | Agents
+    | Notifications
+    | NotifyTest
+    | Watch
+    | PushKey
+    | PushSubscribe
+    | PushUnsubscribe
 )
 """Any client request."""
 

@@ -189,6 +189,11 @@ class Connection:
             raise RuntimeError(f"connection {self.id} is not authenticated")
         return self._sub
 
+    @property
+    def close_code(self) -> int | None:
+        """The code it ended (or is ending) with; None while it goes on."""
+        return None if self._ending is None else self._ending.code
+
     def stats(self) -> ConnectionStats:
         token, sub, reader = self._token, self._sub, self._reader
         return ConnectionStats(

@@ -22,12 +22,14 @@ The server answers some requests itself (``subscribe``, ``unsubscribe``, ``ping`
 from __future__ import annotations
 
 import errno
+import ipaddress
 import itertools
 import logging
 import os
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -72,6 +74,7 @@ HEAD_TIMEOUT_S: Final = 10.0
 """A client must send its whole request head (and finish TLS) within this."""
 CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
 HOOKS_PATH: Final = "/v1/hooks/claude"
+METRICS_PATH: Final = "/metrics"
 ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 """Accept errors that mean "out of a resource for now": retried after :data:`ACCEPT_RETRY_S`."""
 ACCEPT_RETRY_S: Final = 0.1
@@ -88,6 +91,15 @@ class _Upgrade:
     """The header token's; None when the client is to say ``hello``."""
     received: bytes
     """Every byte read so far (the head and what followed), for the WebSocket library."""
+
+
+def _is_loopback(peer: str) -> bool:
+    """Whether a peer (``host:port``, ``[v6]:port``) is on this machine's loopback."""
+    host = peer.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -136,6 +148,10 @@ class Server:
         self._router = router
         self._version = version
         self._hook_sink = hook_sink
+        self.metrics: Callable[[], bytes] | None = None
+        """Makes the body of ``GET /metrics`` (set by the daemon); None: no such route."""
+        self._closes: Counter[int] = Counter()
+        self._messages_out_closed = 0
         self._sockets = sockets
         self._ids = itertools.count(1)
         self._heartbeat = Heartbeat()
@@ -255,6 +271,25 @@ class Server:
         its close frame is not listed, whether or not its closing handshake is over)."""
         return [c for _, c in sorted(self._connections.items()) if not c.closing]
 
+    def _ended(self, connection: Connection) -> None:
+        """Count a connection that ended, for ``/metrics``."""
+        code = connection.close_code
+        if code is not None:
+            self._closes[code] += 1
+        self._messages_out_closed += connection.stats().messages_out
+
+    def is_open(self, connection: int) -> bool:
+        """Whether the WebSocket connection with this id is still open."""
+        return connection in self._connections
+
+    def closes_by_code(self) -> dict[int, int]:
+        """WebSocket connections ended since the start, by close code."""
+        return dict(self._closes)
+
+    def messages_out_total(self) -> int:
+        """Messages sent to WebSocket clients since the start."""
+        return self._messages_out_closed + sum(c.messages_out for c in self.connections())
+
     def connections(self) -> list[ConnectionStats]:
         """A snapshot of every open WebSocket connection, by id."""
         return [connection.stats() for connection in self._open()]
@@ -298,6 +333,7 @@ class Server:
                                 await connection.run(nursery)
                             finally:
                                 del self._connections[connection.id]
+                                self._ended(connection)
                     finally:
                         self._websockets_open -= 1
                         if self._websockets_open == 0 and self.draining:
@@ -328,7 +364,7 @@ class Server:
             if request.path in CHANNELS:
                 token = self._check_upgrade(stream, request, peer)
                 return _Upgrade(request.path, token, head + rest)
-            answer = await self._route(stream, request, rest)
+            answer = await self._route(stream, request, rest, peer)
         except HttpError as exc:
             head_only = request is not None and request.method == "HEAD"
             answer = error_response(exc, head_only=head_only)
@@ -340,7 +376,12 @@ class Server:
         await stream.send_all(answer)
         await routes.linger_close(stream)
 
-    async def _route(self, stream: trio.abc.Stream, request: Request, rest: bytes) -> bytes | None:
+    async def _route(
+        self, stream: trio.abc.Stream, request: Request, rest: bytes, peer: str
+    ) -> bytes | None:
+        if request.path == METRICS_PATH and self.metrics is not None:
+            open_ = self._config.server.metrics_open_on_loopback and _is_loopback(peer)
+            return routes.metrics(request, self._tokens, self.metrics, open_)
         if request.path == "/healthz":
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405, "/healthz answers GET", [("Allow", "GET, HEAD")])

@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 import trio
 
-from hived.core.auth import TokenTable, may_post_hooks, parse_bearer
+from hived.core.auth import TokenTable, may_post_hooks, parse_bearer, role_at_least
 from hived.core.errors import RequestError
 from hived.core.http import (
     HttpError,
@@ -154,6 +154,32 @@ async def static_file(request: Request) -> bytes:
                 head_only=request.method == "HEAD",
             )
     raise HttpError(404, f"nothing at {request.path}")
+
+
+METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def metrics(
+    request: Request, tokens: TokenTable, render: Callable[[], bytes], open_: bool
+) -> bytes:
+    """``GET /metrics``: the Prometheus text format, for a token of role viewer or higher (or
+    anyone, when ``open_``: ``server.metrics_open_on_loopback`` and a loopback peer)."""
+    if request.method not in ("GET", "HEAD"):
+        raise HttpError(405, "/metrics answers GET", [("Allow", "GET, HEAD")])
+    if not open_:
+        secret = parse_bearer(request.header("authorization"))
+        token = None if secret is None else tokens.lookup(secret)
+        if token is None or not role_at_least(token.role, "viewer"):
+            raise HttpError(
+                401, "send a viewer token: Authorization: Bearer <token>", BEARER_CHALLENGE
+            )
+    return response(
+        200,
+        render(),
+        METRICS_CONTENT_TYPE,
+        [("Cache-Control", "no-store")],
+        head_only=request.method == "HEAD",
+    )
 
 
 async def post_hook(

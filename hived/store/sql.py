@@ -49,6 +49,17 @@ _READ_EVENTS: Final = (
 )
 
 
+FOLLOWED_KEY: Final = "followed_upto"
+"""The ``history_state`` key of the last event id the index follower has read."""
+CLAMP_FOLLOWED: Final = (
+    "UPDATE history_state SET value = (SELECT coalesce(max(id), 0) FROM events) "
+    f"WHERE key = '{FOLLOWED_KEY}' AND value > (SELECT coalesce(max(id), 0) FROM events)"
+)
+"""Run in the transaction of any deletion that may remove the newest events (forgetting their
+session, retention down to nothing): SQLite gives the next event the largest id + 1, which
+would otherwise be at or below ``followed_upto``, and never indexed."""
+
+
 _FRAME_OVERHEAD_BYTES: Final = 160
 """About what an event's frame holds besides its data (type, topic, seq, ts, kind, session)."""
 
@@ -118,9 +129,11 @@ def write_batch(
     events: Sequence[tuple[Event, str]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark] = (),
+    statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
 ) -> dict[str, int]:
     """Insert ``events``, upsert ``sessions`` and the spool ``marks`` (in event order: the last
-    of a spool wins) in one transaction; the last seq per topic.
+    of a spool wins) and run ``statements`` (in order) in one transaction; the last seq per
+    topic.
 
     Raises ``sqlite3.Error`` with nothing written. An event whose (topic, seq) is already
     stored (a bug upstream; it can never be stored) is skipped with an error in the log, so
@@ -136,10 +149,10 @@ def write_batch(
             seqs[1] = event.seq
     _rollback(conn)
     try:
-        _write(conn, _INSERT_EVENT, rows, ranges, sessions, marks)
+        _write(conn, _INSERT_EVENT, rows, ranges, sessions, marks, statements)
     except sqlite3.IntegrityError:
         _rollback(conn)
-        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions, marks)
+        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions, marks, statements)
         log.error("store: %d events were already stored and are skipped", len(rows) - inserted)
     return {topic: seqs[1] for topic, seqs in ranges.items()}
 
@@ -151,6 +164,7 @@ def _write(
     ranges: dict[str, list[int]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark],
+    statements: Sequence[tuple[str, tuple[Any, ...]]],
 ) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -162,6 +176,8 @@ def _write(
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])
         if marks:
             conn.executemany(_UPSERT_MARK, [(m.key, m.offset, m.nth) for m in marks])
+        for statement, params in statements:
+            conn.execute(statement, params)
         conn.execute("COMMIT")
     except BaseException:
         _rollback(conn)
@@ -423,7 +439,10 @@ def prune_events(conn: sqlite3.Connection, older_than: str | None, chunk: int) -
                 "SELECT topic, max(seq) FROM events WHERE id <= ? GROUP BY topic", (last_id,)
             )
         }
+        # The search index goes with its events (hived.store.indexer): same ids, same step.
+        conn.execute("DELETE FROM events_fts WHERE rowid <= ?", (last_id,))
         deleted = conn.execute("DELETE FROM events WHERE id <= ?", (last_id,)).rowcount
+        conn.execute(CLAMP_FOLLOWED)
         conn.executemany(
             "UPDATE topics SET first_seq = ? WHERE topic = ? AND first_seq < ?",
             [(first, topic, first) for topic, first in first_seqs.items()],

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import orjson
@@ -23,12 +23,18 @@ from hived.core.logtext import printable
 from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
+from hived.store.forget import forget_session
+from hived.store.indexer import Indexer, IndexStats, followed_upto
+from hived.store.ledger import usage
 from hived.store.lock import StateLock
 from hived.store.retention import Retention
+from hived.store.search import SearchFilters, search
 from hived.store.sessions import SessionQueries
 from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_PENDING_EVENTS: Final = 100_000
 """Events queued and not yet committed past which :meth:`Store.wait_writable` blocks sources."""
@@ -67,6 +73,8 @@ class StoreStats:
     """Sessions found live in the store at start and marked LOST."""
     orphans_reaped: int
     """Processes of such sessions that still ran and were stopped."""
+    index: IndexStats
+    """The search index and usage ledger: how far behind the committed events they are."""
 
 
 class Store:
@@ -95,6 +103,8 @@ class Store:
         self._retention = Retention(
             self._batches, state.retention_days, state.max_bytes, self._pruned_to
         )
+        self._indexer = Indexer(self._batches)
+        self._forgotten: dict[str, str] = {}
         self._orphans: list[SessionSummary] = []
         self._orphans_reaped = 0
         self.recovered: tuple[SessionSummary, ...] = ()
@@ -132,6 +142,8 @@ class Store:
             writer = schema.open_database(path, connect)
             try:
                 topics = sql.load_topics(writer)
+                forgotten = dict(writer.execute("SELECT session, at FROM forgotten").fetchall())
+                indexed = followed_upto(writer)
                 recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON, held)
                 epoch = sql.begin_epoch(writer, utc_timestamp())
             except sqlite3.Error as exc:
@@ -142,6 +154,8 @@ class Store:
             raise
         store = cls(state, path, writer, connect, max_pending, lock)
         store.epoch = epoch
+        store._forgotten = forgotten
+        store._indexer.followed_upto = indexed
         for topic, (first, last) in topics.items():
             store._first[topic] = first
             store._last[topic] = store._batches.committed_seqs[topic] = last
@@ -230,6 +244,25 @@ class Store:
         if not await self._batches.commit_now():
             raise StoreError(self._batches.error or f"cannot write to {self.path}")
 
+    # The notifications' outbox (hived.notify.service.Outbox).
+
+    def add_statement(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Queue a statement for the transaction that commits the events recorded so far."""
+        self._batches.add_statement(statement, params)
+
+    def committed(self, topic: str, seq: int) -> bool:
+        """Whether the event ``seq`` of ``topic`` (and what rode with it) is committed."""
+        return self._batches.committed_seqs.get(topic, 0) >= seq
+
+    @property
+    def last_commit_s(self) -> float:
+        """How long the writer's last commit took, in seconds."""
+        return self._batches.last_commit_s
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a worker thread on the writer's connection."""
+        return await self._batches.run(fn, *args)
+
     def oldest_seq(self, topic: str) -> int | None:
         """The smallest seq kept for ``topic``; None for a topic never seen.
 
@@ -290,44 +323,35 @@ class Store:
     async def _read_db(
         self, topic: str, after: int, upto: int, limit: int, max_bytes: int | None = None
     ) -> list[tuple[int, str]]:
-        conn = self._readers.pop() if self._readers else None
         try:
-            used, page = await trio.to_thread.run_sync(
-                self._read_db_sync,
-                conn,
-                topic,
-                after,
-                upto,
-                limit,
-                max_bytes,
-                limiter=self._read_limiter,
-            )
+            return await self._read_with(sql.read_frames, topic, after, upto, limit, max_bytes)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read events of {topic}: {exc}") from exc
+
+    async def _read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a worker thread, on a read connection of the pool."""
+        conn = self._readers.pop() if self._readers else None
+        used, result = await trio.to_thread.run_sync(
+            self._read_sync, conn, fn, args, limiter=self._read_limiter
+        )
         if self._closed:
             used.close()
         else:
             self._readers.append(used)
-        return page
+        return result
 
-    def _read_db_sync(
-        self,
-        conn: sqlite3.Connection | None,
-        topic: str,
-        after: int,
-        upto: int,
-        limit: int,
-        max_bytes: int | None,
-    ) -> tuple[sqlite3.Connection, list[tuple[int, str]]]:
+    def _read_sync(
+        self, conn: sqlite3.Connection | None, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> tuple[sqlite3.Connection, T]:
         if conn is None:
             conn = self._connect(self.path)
             conn.execute("PRAGMA query_only = 1")
         try:
-            frames = sql.read_frames(conn, topic, after, upto, limit, max_bytes)
+            result = fn(conn, *args)
         except BaseException:
             conn.close()
             raise
-        return conn, frames
+        return conn, result
 
     # History queries.
 
@@ -398,6 +422,53 @@ class Store:
         frames = await self.read(topic, since or 0, self._last.get(topic, 0), limit, max_bytes)
         return [orjson.loads(frame) for _, frame in frames]
 
+    # Search, the usage ledger, forgetting (issue 16).
+
+    async def search(
+        self, query: str, filters: SearchFilters, limit: int, before: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of search hits, newest first, and the next page's cursor (see
+        :mod:`hived.store.search`). Raises QueryError for a query FTS5 cannot parse."""
+        try:
+            return await self._read_with(search, query, filters, limit, before)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot search: {exc}") from exc
+
+    async def usage(self, by: str, since: str | None, until: str | None) -> dict[str, Any]:
+        """The usage ledger grouped ``by`` day, template, session or cwd over a period."""
+        try:
+            return await self._read_with(usage, by, since, until)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the usage ledger: {exc}") from exc
+
+    async def index_now(self) -> None:
+        """Commit what is queued, then index and count it (the follower does this by itself,
+        within ``sync_interval_ms`` plus a quarter second)."""
+        await self.drain()
+        await self._indexer.catch_up()
+
+    def forgotten(self, session_id: str) -> str | None:
+        """When a session was forgotten (:meth:`forget`), or None."""
+        return self._forgotten.get(session_id)
+
+    async def forget(self, session_id: str) -> int:
+        """Delete every trace of an ended session (:mod:`hived.store.forget`); its events
+        deleted. What is queued is committed first, so nothing of it is written after."""
+        await self.drain()
+        at = utc_timestamp()
+        try:
+            deleted = await self._batches.run(forget_session, session_id, at)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot forget session {session_id}: {exc}") from exc
+        topic = session_topic(session_id)
+        self._first.pop(topic, None)
+        self._last.pop(topic, None)
+        self._batches.committed_seqs.pop(topic, None)
+        self._events_at_open -= deleted
+        self._forgotten[session_id] = at
+        log.info("store: session %s forgotten (%d events)", session_id, deleted)
+        return deleted
+
     # The service.
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -405,6 +476,7 @@ class Store:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._retention.serve)
+                nursery.start_soon(self._indexer.serve)
                 task_status.started()
                 await self._batches.serve()
         finally:
@@ -467,6 +539,7 @@ class Store:
             events_pruned=self._retention.pruned,
             sessions_lost=len(self.recovered),
             orphans_reaped=self._orphans_reaped,
+            index=self._indexer.stats(),
         )
 
     def close(self) -> None:

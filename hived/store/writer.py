@@ -9,6 +9,10 @@ error is kept for ``stats`` (logged once), and the next attempt comes after a ba
 item is always in exactly one of: the queue, in flight, the database — which is what lets
 :meth:`~BatchWriter.queued_frames` serve every recorded event without a gap.
 
+:meth:`~BatchWriter.add_statement` queues one SQL statement to run in the transaction that
+commits the events queued before it (the notifications outbox, DESIGN §12: a notification is
+recorded exactly when the event that gave birth to it is).
+
 Every use of the writer's connection (batches, retention steps) goes through :meth:`run`,
 under one lock: SQLite has one writer at a time, and this way it never waits for a busy lock.
 """
@@ -27,6 +31,9 @@ import trio
 from hived.core.events import Event, SpoolMark, utc_timestamp
 from hived.core.sessions import SessionSummary
 from hived.store import sql
+
+Statement = tuple[str, tuple[Any, ...]]
+"""One SQL statement and its parameters."""
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,8 @@ class BatchWriter:
         """Events committed by this writer."""
         self.commits = 0
         self.last_commit: str | None = None
+        self.last_commit_s = 0.0
+        """How long the last commit took, in seconds."""
         self.error: str | None = None
         self._conn = conn
         self._lock = trio.Lock()
@@ -74,6 +83,9 @@ class BatchWriter:
         self._inflight: list[tuple[Event, str]] = []
         self._inflight_sessions: dict[str, SessionSummary] = {}
         self._inflight_since: float | None = None
+        self._queue_statements: list[tuple[int, Statement]] = []
+        """Queued statements, each with the number of queued events before it."""
+        self._inflight_statements: list[tuple[int, Statement]] = []
         self._nudge = trio.Event()
         self._writable: trio.Event | None = None
         self._retry_s = interval_s
@@ -91,6 +103,14 @@ class BatchWriter:
         if self._queue_since is None:
             self._queue_since = time.monotonic()
         self._queue_sessions[summary.id] = summary
+        self._nudge.set()
+
+    def add_statement(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Queue a statement for the transaction that commits the events queued so far (and
+        none queued after it); never blocks."""
+        if self._queue_since is None:
+            self._queue_since = time.monotonic()
+        self._queue_statements.append((len(self._queue), (statement, params)))
         self._nudge.set()
 
     @property
@@ -177,6 +197,7 @@ class BatchWriter:
                 return True
             self._take_batch()
             marks = last_marks(self._inflight)
+            started = time.monotonic()
             try:
                 committed = await trio.to_thread.run_sync(
                     sql.write_batch,
@@ -184,6 +205,7 @@ class BatchWriter:
                     self._inflight,
                     list(self._inflight_sessions.values()),
                     marks,
+                    [statement for _, statement in self._inflight_statements],
                 )
             except sqlite3.Error as exc:
                 self._requeue()
@@ -192,6 +214,7 @@ class BatchWriter:
             except BaseException:
                 self._requeue()
                 raise
+            self.last_commit_s = time.monotonic() - started
             self._write_succeeded(committed)
             return True
 
@@ -204,9 +227,17 @@ class BatchWriter:
             # The rest keeps the batch's start time: it may overstate their age, never understate.
             self._inflight = self._queue[:BATCH_EVENTS]
             del self._queue[:BATCH_EVENTS]
+        taken = len(self._inflight)
+        self._inflight_statements = [s for s in self._queue_statements if s[0] <= taken]
+        self._queue_statements = [(i - taken, s) for i, s in self._queue_statements if i > taken]
         self._inflight_sessions, self._queue_sessions = self._queue_sessions, {}
 
     def _requeue(self) -> None:
+        shift = len(self._inflight)
+        self._queue_statements = self._inflight_statements + [
+            (i + shift, s) for i, s in self._queue_statements
+        ]
+        self._inflight_statements = []
         self._queue[:0] = self._inflight
         self._queue_sessions = self._inflight_sessions | self._queue_sessions
         if self._inflight_since is not None:
@@ -232,6 +263,7 @@ class BatchWriter:
         self.committed_events += len(self._inflight)
         self.committed_seqs.update(committed)
         self._inflight, self._inflight_sessions, self._inflight_since = [], {}, None
+        self._inflight_statements = []
         self.commits += 1
         self.last_commit = utc_timestamp()
         if self.error is not None:

@@ -171,6 +171,7 @@ function onWelcome(welcome) {
   if (canOperate) loadTemplates().catch(quiet);
   if ($("costs").open) loadCosts(request).catch(quiet);
   startPinger(welcome.heartbeat_interval_s);
+  window.hivedNotify.connected(request);
   // Until a list arrived: live events from now on, then the list (protocol.md §6). After
   // that, resuming the topic with `since` brings the table up to date.
   app.topics.add("sessions");
@@ -522,6 +523,7 @@ function select(id) {
   showDetail();
   renderDetail();
   if (app.role) startTail(id).catch(quiet); // else onWelcome starts it
+  window.hivedNotify.watching(id);
 }
 
 function showDetail() {
@@ -535,6 +537,7 @@ function showDetail() {
 
 function closeDetail() {
   document.body.classList.remove("has-detail");
+  window.hivedNotify.watching(null);
   const row = app.rows.get(app.selected);
   if (row) row.focus();
 }
@@ -1155,5 +1158,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("to-end").addEventListener("click", () => app.tail.toEnd());
   document.addEventListener("keydown", onKey);
   setInterval(renderRows, CLOCK_MS); // "3m ago" moves on
+  const linked = new URLSearchParams(location.search).get("session"); // a notification's link
+  if (linked) select(linked);
   connect();
 });

@@ -174,7 +174,7 @@ async def test_connections_kick_and_reload(hived: Launcher) -> None:
     refused = await hivectl(daemon, "reload", "--json")
     assert refused.returncode == 1
     assert orjson.loads(refused.stdout)["errors"][0].endswith(
-        "bogus: unknown key; known keys here: server, state, daemon, hooks, tokens, agents"
+        "bogus: unknown key; known keys here: server, state, daemon, hooks, tokens, agents, notify"
     )
 
 

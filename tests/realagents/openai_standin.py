@@ -91,6 +91,9 @@ class StandIn:
         """Usage reported by every reply (keys as :data:`DEFAULT_USAGE`); tests may change it."""
         self.slow_delta_s = 0.2
         self.slow_total_s = 20.0
+        self.after_tool_delta_s = 0.0
+        """A pause between the text deltas of the reply to a command's output (a turn that is
+        still under way for a while after its command ran)."""
         self.requests: list[dict[str, Any]] = []
         """Every request: ``{"method", "path", "headers", "body"}`` (body parsed when JSON)."""
         self._lock = threading.Condition()
@@ -318,7 +321,9 @@ def script(standin: StandIn, body: dict[str, Any]) -> tuple[int, Iterator[bytes]
         yield from reply.created()
         if output is not None:
             first_line = output.strip().splitlines()[0] if output.strip() else ""
-            yield from reply.message(["Done. ", "The command said: ", first_line[:200]])
+            yield from reply.message(
+                ["Done. ", "The command said: ", first_line[:200]], standin.after_tool_delta_s
+            )
         elif "slow" in prompt:
             count = max(1, int(standin.slow_total_s / standin.slow_delta_s))
             yield from reply.message([f"tick {i} " for i in range(count)], standin.slow_delta_s)
