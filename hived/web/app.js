@@ -910,6 +910,36 @@ function answer(session, item, fields, text) {
     });
 }
 
+// -- transcript ------------------------------------------------------------------------------
+
+const EXPORT_PAGES_MAX = 10000; // pages of session.export fetched for one download at most
+
+/** The open session's transcript as a file: session.export's pages joined (it is fetched on
+ * this connection, with this token; there is no URL to authenticate), saved from a blob. */
+async function downloadTranscript() {
+  const id = app.selected;
+  const format = $("download-format").value;
+  const parts = [];
+  let cursor = null;
+  for (let pages = 0; pages < EXPORT_PAGES_MAX; pages++) {
+    const page = await request("session.export", cursor === null ? { session: id, format } : { session: id, format, cursor });
+    parts.push(page.text);
+    if (page.next === null || page.next === undefined) break;
+    cursor = page.next;
+  }
+  const summary = app.sessions.get(id) || {};
+  const name = String(summary.name || id).replace(/[^\w.-]+/g, "_");
+  const type = format === "md" ? "text/markdown" : "application/x-ndjson";
+  const url = URL.createObjectURL(new Blob(parts, { type: `${type};charset=utf-8` }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${name}.${format}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
 // -- actions --------------------------------------------------------------------------------
 
 /** Run an action: its error is shown next to it (`where`) and in the toast; a success clears
@@ -1156,6 +1186,9 @@ document.addEventListener("DOMContentLoaded", () => {
   app.tail = new VirtualTail($("events"), { fetchPage, row: renderEvent });
   $("to-start").addEventListener("click", () => app.tail.toStart());
   $("to-end").addEventListener("click", () => app.tail.toEnd());
+  $("download").addEventListener("click", () => {
+    act(downloadTranscript(), $("action-error")).catch(() => {});
+  });
   document.addEventListener("keydown", onKey);
   setInterval(renderRows, CLOCK_MS); // "3m ago" moves on
   const linked = new URLSearchParams(location.search).get("session"); // a notification's link
