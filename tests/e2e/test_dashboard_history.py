@@ -109,6 +109,12 @@ async def test_costs_per_day_template_and_session_over_a_period_with_a_chart(
                 ]
                 assert bars_drawn(page) > 0
 
+                # Per folder: both ran in the template's.
+                page.select_option("#costs-by", "cwd")
+                expect(page.locator("#costs-key")).to_have_text("Folder")
+                expect(page.locator("#costs-table tbody tr")).to_have_count(1)
+                assert table_rows(page)[0][1:] == ["$0.0126", "360/135", "3", "2"]
+
                 # A period with nothing in it: the table says so, the total is nought.
                 page.select_option("#costs-period", "custom")
                 page.fill("#costs-since", tomorrow)
