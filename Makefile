@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-cluster agents clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-cluster agents web-vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ agents:
 	bash tests/realagents/install_claude.sh
 	bash tests/realagents/install_codex.sh
 	bash tests/realagents/install_acp.sh
+
+# The dashboard's third-party files (hived/web/vendor/PINS), fetched from the npm registry and
+# checked against the SHA256SUMS kept in the repo; UPDATE=1 rewrites the sums after a version bump.
+web-vendor:
+	UPDATE=$(UPDATE) sh hived/web/vendor/fetch.sh
 
 clean:
 	rm -rf $(VENV) .state build dist *.egg-info

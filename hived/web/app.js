@@ -7,8 +7,14 @@
 // the selected session). For each topic it keeps the highest seq handled; after a drop it
 // reconnects with backoff and subscribes again with `since` = that seq, so the server replays
 // exactly what was missed, and anything at or below it is dropped. After a close on purpose
-// (1000, a kick) it waits for the user's Reconnect, as docs/protocol.md asks of clients. Every string that comes
-// from the server or an agent reaches the DOM through textContent, never as markup.
+// (1000, a kick) it waits for the user's Reconnect, as docs/protocol.md asks of clients. Every
+// string that comes from the server or an agent reaches the DOM through textContent, but an
+// agent's Markdown, which goes through marked and DOMPurify (render.js).
+//
+// The open session's tail is a virtual list (tail.js): the newest TAIL_LIVE events come with
+// its subscription, older ones are fetched with `session.events` as they scroll into view. A
+// tool call's events make one card, drawn at its first event; a request keeps its answer (ours,
+// another client's, or its withdrawal) so that a row drawn again shows it.
 //
 // While there is no connection the page says so in its header, dims the list, disables every
 // control and shows nothing as needing a person: what it shows may be stale. What a session
@@ -17,12 +23,11 @@
 "use strict";
 
 const TOKEN_KEY = "hived.token";
-const TAIL_MAX = 500; // items kept in #events; older ones are removed from the top
+const TAIL_LIVE = 500; // newest events of a session replayed when it is opened
 const BACKOFF_FIRST_S = 1;
 const BACKOFF_MAX_S = 30;
 const STABLE_MS = 10000; // a connection that lived this long starts the backoff afresh
 const PING_TIMEOUT_MS = 10000;
-const TEXT_MAX = 4000; // characters of one event shown; the rest is cut with a note
 const OPERATOR_ROLES = new Set(["operator", "admin"]);
 const REFUSED = new Set([4001, 4003]); // a refused token: retrying it would be refused again
 const ON_PURPOSE = 1000; // closed on purpose (a kick): reconnect only when the user asks
@@ -41,13 +46,15 @@ const app = {
   pending: new Map(), // request id -> {resolve, reject}
   topics: new Set(), // topics to subscribe again after a reconnect
   lastSeq: new Map(), // topic -> highest seq handled
+  epochs: new Map(), // topic -> the epoch its lastSeq counts under (docs/protocol.md §6)
   holding: new Map(), // topic -> events that arrived while its subscribe was answered
   sessions: new Map(), // session id -> summary, plus `activity`
   rows: new Map(), // session id -> its <tr>
   templates: new Map(), // agent template name -> {description, cwd_choosable, takes_input, ...}
   focused: null, // the session id whose row has the keyboard focus (j/k)
-  tailFirst: null, // the lowest seq shown in the tail (for "load earlier")
-  tailCap: 0, // how many tail items are kept before the oldest are removed
+  tail: null, // the open session's events (tail.js)
+  calls: new Map(), // its tool calls: tool_use_id -> {seq, use, latest, result}
+  requests: new Map(), // its requests: request_id -> {seq, event, answer}
   listings: new Set(), // per `sessions` list on its way: the ids events updated meanwhile
   listed: false, // a `sessions` list has arrived
   selected: null,
@@ -162,6 +169,7 @@ function onWelcome(welcome) {
   for (const element of document.querySelectorAll(".operator")) element.hidden = !canOperate;
   setOnline(true);
   if (canOperate) loadTemplates().catch(quiet);
+  if ($("costs").open) loadCosts(request).catch(quiet);
   startPinger(welcome.heartbeat_interval_s);
   window.hivedNotify.connected(request);
   // Until a list arrived: live events from now on, then the list (protocol.md §6). After
@@ -211,11 +219,14 @@ function settle(reply) {
 async function subscribe(topic) {
   app.topics.add(topic);
   const since = app.lastSeq.get(topic);
+  const epoch = app.epochs.get(topic);
   // Events that arrive before the result are held: the result says where the topic stands.
   app.holding.set(topic, []);
   let result;
   try {
-    result = await request("subscribe", since === undefined ? { topic } : { topic, since });
+    const fields = since === undefined ? { topic } : { topic, since };
+    if (since !== undefined && epoch !== undefined) fields.epoch = epoch; // where `since` counts
+    result = await request("subscribe", fields);
   } finally {
     // By seq: an event still queued from an earlier subscription may come before the replay.
     const held = (app.holding.get(topic) || []).sort((a, b) => a.seq - b.seq);
@@ -227,14 +238,22 @@ async function subscribe(topic) {
 
 function tookEffect(topic, since, result) {
   if (!app.topics.has(topic)) return; // left meanwhile (another session was selected)
-  // Live only: events go on after last_seq. Below what we saw: the daemon lost events it had
-  // streamed (killed inside its sync window) and numbers new ones from there.
-  if (since === undefined || result.last_seq < since) app.lastSeq.set(topic, result.last_seq);
+  if (Number.isInteger(result.epoch)) app.epochs.set(topic, result.epoch);
+  // Live only: events go on after last_seq. A reset, or below what we saw: the daemon lost
+  // events it had streamed (killed inside its sync window) and numbers new ones from there.
+  if (since === undefined || result.reset || result.last_seq < since) {
+    app.lastSeq.set(topic, result.last_seq);
+  }
   if (since === undefined || result.recovered) return;
   if (topic === "sessions") {
     loadSessions().catch(quiet);
   } else if (topic === tailTopic()) {
-    addNote("some events of this session were dropped from history; what follows is newer");
+    // What the page holds past the loss may name other events now: drawn again from the store.
+    if (result.reset) resetTail(result.last_seq);
+    $("tail-note").textContent = result.reset
+      ? "events of this session were lost when hived stopped abruptly; what is shown now is what it kept"
+      : "some events of this session were dropped from history; what follows is newer";
+    $("tail-note").hidden = false;
     loadSessions().catch(quiet);
   }
 }
@@ -462,11 +481,6 @@ function ago(iso) {
   return `${seconds}s ago`;
 }
 
-/** `$0.0460`: four decimals, as hivectl prints it. */
-function money(usd) {
-  return `$${Number(usd || 0).toFixed(4)}`;
-}
-
 /** `950`, `12.3k`, `4.1M`, as hivectl prints them. */
 function tokens(count) {
   const value = Number(count || 0);
@@ -490,6 +504,7 @@ function select(id) {
   if (previous) {
     app.topics.delete(previous);
     app.lastSeq.delete(previous);
+    app.epochs.delete(previous);
     request("unsubscribe", { topic: previous }).catch(quiet);
   }
   const before = app.selected;
@@ -502,10 +517,7 @@ function select(id) {
     renderRow(app.sessions.get(id));
     app.focused = id;
   }
-  $("events").replaceChildren();
-  app.tailFirst = null;
-  app.tailCap = TAIL_MAX;
-  $("earlier").hidden = true;
+  resetTail(0);
   $("detail").dataset.session = id;
   hideStopConfirm();
   showDetail();
@@ -516,9 +528,11 @@ function select(id) {
 
 function showDetail() {
   $("detail").hidden = false;
+  $("no-detail").hidden = true;
   document.body.classList.add("has-detail");
   // On a phone the open session replaces the list: start at its top.
   if (window.matchMedia("(max-width: 800px)").matches) window.scrollTo(0, 0);
+  app.tail.schedule();
 }
 
 function closeDetail() {
@@ -528,44 +542,41 @@ function closeDetail() {
   if (row) row.focus();
 }
 
-/** Follow a session's tail from its newest TAIL_MAX events, not from its first: a live-only
- * subscribe tells the topic's last seq (its events are ignored: the topic is not followed
- * yet), then the subscription that counts replays from there. A long session does not send
- * the page its whole history; "Load earlier" pages back through `session.events`. */
+/** What the page knows of the open session's tool calls and requests, from its events. */
+function resetTail(last) {
+  app.calls = new Map(); // tool_use_id -> {seq, use, latest, result, asking}
+  app.requests = new Map(); // request_id -> {seq, answer: {text, className} | undefined}
+  $("tail-note").hidden = true;
+  app.tail.reset(last);
+}
+
+/** Follow a session's tail from its newest TAIL_LIVE events: a live-only subscribe tells the
+ * topic's last seq (its events are ignored: the topic is not followed yet), then the
+ * subscription that counts replays from there. The older events are fetched with
+ * `session.events` as the reader scrolls up to them (tail.js). */
 async function startTail(id) {
   const topic = `session/${id}`;
   const probe = await request("subscribe", { topic });
   await request("unsubscribe", { topic });
   if (app.selected !== id || app.topics.has(topic)) return; // another one selected meanwhile
-  const from = Math.max(0, probe.last_seq - TAIL_MAX);
-  app.lastSeq.set(topic, from);
-  if (app.tailFirst === null) app.tailFirst = from + 1;
-  renderEarlier();
+  if (app.tail.last < probe.last_seq) {
+    if (app.tail.last === 0) app.tail.reset(probe.last_seq);
+    else app.tail.extend(probe.last_seq);
+  }
+  if (!app.lastSeq.has(topic)) {
+    app.lastSeq.set(topic, Math.max(0, probe.last_seq - TAIL_LIVE));
+    if (Number.isInteger(probe.epoch)) app.epochs.set(topic, probe.epoch);
+  }
   await subscribe(topic);
 }
 
-/** Say that older events are not shown, and offer them. */
-function renderEarlier() {
-  const hidden = (app.tailFirst || 1) - 1;
-  $("earlier").hidden = hidden <= 0;
-  $("earlier-text").textContent =
-    `Showing the newest events only; ${hidden} earlier ${hidden === 1 ? "one is" : "ones are"} not loaded.`;
-}
-
-async function loadEarlier() {
+/** A page of the open session's events, from `since` (tail.js asks as it scrolls). */
+async function fetchPage(since, limit) {
   const id = app.selected;
-  const first = app.tailFirst || 1;
-  const since = Math.max(0, first - 1 - TAIL_MAX);
-  const page = await request("session.events", { session: id, since, limit: first - 1 - since });
-  if (app.selected !== id) return;
-  const list = $("events");
-  const height = list.scrollHeight;
-  const items = page.events.filter((event) => event.seq < first).map(renderEvent);
-  list.prepend(...items);
-  list.scrollTop += list.scrollHeight - height; // what was on screen stays there
-  app.tailCap += items.length;
-  app.tailFirst = since + 1;
-  renderEarlier();
+  const page = await request("session.events", { session: id, since, limit });
+  if (app.selected !== id) return [];
+  for (const event of page.events) noteEvent(event);
+  return page.events;
 }
 
 function renderDetail() {
@@ -596,147 +607,266 @@ function renderDetail() {
 }
 
 function onTailEvent(event) {
-  const list = $("events");
-  const follow = list.scrollTop + list.clientHeight >= list.scrollHeight - 40;
-  list.append(renderEvent(event));
-  while (list.children.length > app.tailCap) {
-    list.firstElementChild.remove();
-    const first = list.querySelector("li[data-seq]");
-    app.tailFirst = first ? Number(first.dataset.seq) : app.tailFirst;
-    renderEarlier();
+  noteEvent(event);
+  app.tail.add(event);
+}
+
+/** Keep what an event tells about the calls and requests of the tail; redraw the rows whose
+ * look it changes (a card gets its result; a request its answer). */
+function noteEvent(event) {
+  const data = event.data || {};
+  if (event.kind === "tool_use" || event.kind === "tool_result") {
+    const id = data.tool_use_id || data.id;
+    if (!id) return;
+    const call = app.calls.get(id) || { seq: event.seq, use: null, latest: null, result: null };
+    app.calls.set(id, call);
+    if (event.kind === "tool_use") {
+      if (!call.use || event.seq < call.use.seq) call.use = event;
+      if (!call.latest || event.seq > call.latest.seq) call.latest = event;
+    } else {
+      call.result = event;
+    }
+    // The card is drawn at the call's first event; the others show nothing of their own.
+    const seqs = [call.use, call.result].filter(Boolean).map((e) => e.seq);
+    const first = Math.min(...seqs);
+    if (first !== call.seq) app.tail.redraw(call.seq);
+    call.seq = first;
+    app.tail.redraw(call.seq);
+  } else if (event.kind === "permission_request" && data.request_id) {
+    const known = app.requests.get(data.request_id) || {};
+    app.requests.set(data.request_id, { ...known, seq: event.seq, event });
+    const call = app.calls.get(data.tool_use_id);
+    if (call && !known.answer) {
+      call.asking = data.request_id;
+      app.tail.redraw(call.seq);
+    }
+  } else if (event.kind === "input" && data.request_id) {
+    const approval = data.approval;
+    if (approval) {
+      const how = approval.allow ? (approval.always ? "always allowed" : "allowed") : "denied";
+      answered(data.request_id, how + (approval.message ? `: ${approval.message}` : ""),
+        approval.allow ? "allowed" : "denied");
+    } else if (data.answers) {
+      answered(data.request_id, `answered: ${Object.values(data.answers).join("; ")}`, "allowed");
+    } else if (data.action) {
+      answered(data.request_id, data.action === "accept" ? "accepted" : `${data.action}d`,
+        data.action === "accept" ? "allowed" : "denied");
+    }
+  } else if (event.kind === "request_withdrawn" && data.request_id) {
+    const known = app.requests.get(data.request_id);
+    if (!known || !known.answer) answered(data.request_id, `withdrawn: ${data.reason || ""}`, "withdrawn");
   }
-  if (follow) list.scrollTop = list.scrollHeight;
-  const approval = event.kind === "input" && (event.data || {}).approval;
-  if (approval) answered(approval.request_id, approval.allow);
 }
 
-function addNote(text) {
-  const item = document.createElement("li");
-  item.className = "note";
-  item.textContent = text;
-  $("events").append(item);
+/** Show the answer to a request (ours, or another client's) in place of its form. */
+function answered(requestId, text, className) {
+  const known = app.requests.get(requestId) || {};
+  app.requests.set(requestId, { ...known, answer: { text, className } });
+  for (const call of app.calls.values()) {
+    if (call.asking !== requestId) continue;
+    call.asking = null;
+    app.tail.redraw(call.seq);
+  }
+  if (known.seq) {
+    const row = app.tail.rows.get(known.seq);
+    if (row) row.classList.remove("open");
+    app.tail.redraw(known.seq);
+  }
 }
 
+/** The row of one event, or null for one folded into a tool call's card. */
 function renderEvent(event) {
+  const data = event.data || {};
+  let call = null;
+  if (event.kind === "tool_use" || event.kind === "tool_result") {
+    call = app.calls.get(data.tool_use_id || data.id);
+    if (call && call.seq !== event.seq) return null;
+  }
   const item = document.createElement("li");
   item.dataset.seq = String(event.seq);
-  item.dataset.kind = event.kind;
+  item.dataset.kind = call && call.use ? "tool_use" : event.kind;
   const time = event.ts ? new Date(event.ts).toLocaleTimeString() : "";
-  item.append(span("time", time), span("kind", KIND_NAMES[event.kind] || event.kind));
-  item.append(...describe(event, item));
+  item.append(span("time", time), span("kind", call && call.use ? "tool call" : kindName(event)));
+  if (call) {
+    if (call.result && call.result.data.is_error) item.classList.add("failed");
+    item.append(toolCard(call.use ? call : { ...call, use: event }));
+  } else if (event.kind === "permission_request") {
+    item.append(...requestNodes(event, item));
+  } else {
+    item.append(...describePlain(event, item));
+  }
   return item;
 }
 
-const KIND_NAMES = {
-  message: "message",
-  tool_use: "tool call",
-  tool_result: "tool result",
-  permission_request: "asks permission",
-  result: "turn ended",
-  agent_event: "agent event",
-};
+// -- requests: permissions, questions, elicitations --------------------------------------------
 
-/** The nodes that show one event, by kind (protocol.md §7; unknown kinds folded as JSON). */
-function describe(event, item) {
-  const data = event.data || {};
-  switch (event.kind) {
-    case "message":
-      return [span("body", clip(data.text))];
-    case "thinking":
-      return [folded("thinking", clip(data.thinking))];
-    case "tool_use":
-      return [span("tool", data.name), span("body", summarize(data.input))];
-    case "tool_result":
-      item.classList.toggle("failed", Boolean(data.is_error));
-      return [span("body", clip(contentText(data.content)))];
-    case "text":
-    case "stderr":
-      return [span("body", clip(data.line))];
-    case "state": {
-      const why = data.reason ? ` (${data.reason})` : "";
-      return [span("body", `${data.previous || "–"} → ${data.state}${why}`)];
-    }
-    case "input":
-      return [span("body", inputText(data))];
-    case "result":
-      item.classList.toggle("failed", Boolean(data.is_error));
-      return [span("body", resultText(data))];
-    case "permission_request":
-      return permissionNodes(event, item);
-    case "init":
-      return [span("body", `model ${data.model || "?"} in ${data.cwd || "?"}`)];
-    case "hook":
-      return [span("body", data.hook_event_name || "")];
-    case "agent_event":
-      // An agent's own object hived does not map (a protocol line): its type, details folded.
-      return [folded(data.type || data.subtype || "details", clip(JSON.stringify(data, null, 2)))];
-    default:
-      return [folded("details", clip(JSON.stringify(data, null, 2)))];
-  }
-}
-
-function folded(label, text) {
-  const details = document.createElement("details");
-  const summary = document.createElement("summary");
-  summary.textContent = label;
-  details.append(summary, span("body", text));
-  return details;
-}
-
-function inputText(data) {
-  const by = data.by ? ` (by ${data.by})` : "";
-  if (data.approval) {
-    const { allow, request_id: id, message } = data.approval;
-    return `${allow ? "allowed" : "denied"} request ${id}${message ? `: ${message}` : ""}${by}`;
-  }
-  if (data.interrupt) return `interrupt${by}`;
-  return `${clip(data.text)}${by}`;
-}
-
-function resultText(data) {
-  const parts = [money(data.total_cost_usd)];
-  if (data.num_turns !== undefined) parts.push(`${data.num_turns} turns`);
-  if (data.duration_ms !== undefined) parts.push(`${(data.duration_ms / 1000).toFixed(1)} s`);
-  if (data.is_error) parts.push(`error: ${data.subtype || ""}`);
-  return parts.join(", ");
-}
-
-/** A tool's input in one line: its command, path or pattern when it has one, else JSON. */
-function summarize(input) {
-  if (!input || typeof input !== "object") return clip(String(input ?? ""));
-  for (const key of ["command", "file_path", "path", "pattern", "url", "query", "prompt"]) {
-    if (typeof input[key] === "string") return clip(input[key]);
-  }
-  return clip(JSON.stringify(input));
-}
-
-/** A tool result's content: a string, or a list of blocks (text blocks shown as text). */
-function contentText(content) {
-  if (typeof content === "string") return content;
-  if (!Array.isArray(content)) return JSON.stringify(content ?? "");
-  return content.map((b) => (b && b.type === "text" ? b.text : JSON.stringify(b))).join("\n");
-}
-
-function permissionNodes(event, item) {
+function requestNodes(event, item) {
   const data = event.data || {};
   item.dataset.request = data.request_id || "";
-  const answer = span("answer", "");
-  if (OPERATOR_ROLES.has(app.role)) {
-    item.classList.add("open");
-    const reason = document.createElement("input");
-    reason.className = "reason";
-    reason.placeholder = "reason to deny (optional)";
-    reason.setAttribute("aria-label", "reason to deny");
-    answer.append(
-      button("allow", "Allow", () => approve(event.session, item, true)),
-      reason,
-      button("deny", "Deny", () => approve(event.session, item, false)),
-    );
+  item.dataset.requestKind = data.request_kind || "permission";
+  const nodes = [];
+  const input = data.input && typeof data.input === "object" ? data.input : {};
+  if (data.request_kind === "question") {
+    nodes.push(span("tool", "has a question"));
+  } else if (data.request_kind === "elicitation") {
+    nodes.push(span("tool", `${data.mcp_server_name || data.server_name || "a tool"} asks for input`));
+    if (data.message) nodes.push(markdown(data.message));
   } else {
-    answer.textContent = "waiting for an operator";
+    nodes.push(span("tool", `asks to run ${data.tool_name || "a tool"}`));
+    nodes.push(span("body", keyArgument(input)));
+    if (data.description && data.description !== input.description) nodes.push(span("hint", data.description));
+    nodes.push(...toolDiffs(data.tool_name, input, data));
   }
-  const tool = span("tool", `asks to run ${data.tool_name || "a tool"}`);
-  return [tool, span("body", summarize(data.input)), answer];
+  const known = app.requests.get(data.request_id) || {};
+  if (known.answer) {
+    nodes.push(span(`answer ${known.answer.className}`, known.answer.text));
+    return nodes;
+  }
+  if (!OPERATOR_ROLES.has(app.role)) {
+    nodes.push(span("answer", "waiting for an operator"));
+    return nodes;
+  }
+  item.classList.add("open");
+  if (data.request_kind === "question") nodes.push(questionForm(event, item, input));
+  else if (data.request_kind === "elicitation") nodes.push(elicitationForm(event, item, data));
+  else nodes.push(permissionControls(event, item, data));
+  return nodes;
+}
+
+/** "Always allow" where the agent offers it: Claude's permission_suggestions of rules (what
+ * hived sends back for it), the `options` of Codex and ACP agents. */
+function offersAlways(data) {
+  const suggestions = Array.isArray(data.permission_suggestions) ? data.permission_suggestions : [];
+  if (suggestions.some((s) => s && s.type === "addRules")) return true;
+  return Array.isArray(data.options) && data.options.includes("allow_always");
+}
+
+function permissionControls(event, item, data) {
+  const answer = span("answer", "", "div");
+  const reason = document.createElement("input");
+  reason.className = "reason";
+  reason.placeholder = "reason to deny (optional)";
+  reason.setAttribute("aria-label", "reason to deny");
+  answer.append(button("allow", "Allow", () => approve(event.session, item, true)));
+  if (offersAlways(data)) {
+    answer.append(button("always", "Always allow", () => approve(event.session, item, true, true)));
+  }
+  answer.append(reason, button("deny", "Deny", () => approve(event.session, item, false)));
+  return answer;
+}
+
+let formCount = 0;
+
+/** AskUserQuestion: each question's options as radio buttons (checkboxes where several may
+ * be chosen), and a free answer; sent with `session.answer`. */
+function questionForm(event, item, input) {
+  const form = document.createElement("form");
+  form.className = "answer question";
+  const questions = Array.isArray(input.questions) ? input.questions : [];
+  questions.forEach((question, qi) => {
+    const set = document.createElement("fieldset");
+    const legend = document.createElement("legend");
+    legend.textContent = question.header ? `${question.header}: ${question.question}` : question.question;
+    set.append(legend);
+    const name = `q${++formCount}-${qi}`;
+    for (const option of Array.isArray(question.options) ? question.options : []) {
+      const label = document.createElement("label");
+      label.className = "option";
+      const box = document.createElement("input");
+      box.type = question.multiSelect ? "checkbox" : "radio";
+      box.name = name;
+      box.value = option.label;
+      label.append(box, span("option-label", option.label));
+      if (option.description) label.append(span("hint", option.description));
+      set.append(label);
+    }
+    const other = document.createElement("input");
+    other.className = "other";
+    other.name = `${name}-other`;
+    other.placeholder = "or another answer";
+    other.setAttribute("aria-label", `another answer to: ${question.question}`);
+    set.append(other);
+    set.dataset.question = question.question;
+    form.append(set);
+  });
+  const send = button("allow", "Answer", () => {});
+  send.type = "submit";
+  form.append(buttons(send, button("deny", "Decline", () => approve(event.session, item, false))));
+  form.addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    const answers = {};
+    for (const set of form.querySelectorAll("fieldset")) {
+      const free = set.querySelector("input.other").value.trim();
+      const chosen = [...set.querySelectorAll("input:checked")].map((box) => box.value);
+      const said = free || chosen.join(", ");
+      if (said) answers[set.dataset.question] = said;
+    }
+    if (!Object.keys(answers).length) {
+      showError("choose an answer first", $("action-error"));
+      return;
+    }
+    answer(event.session, item, { answers }, `answered: ${Object.values(answers).join("; ")}`);
+  });
+  return form;
+}
+
+/** An MCP elicitation: a field per property of its `requested_schema`; Accept, Decline or
+ * Cancel sent with `session.answer`. */
+function elicitationForm(event, item, data) {
+  const form = document.createElement("form");
+  form.className = "answer elicitation";
+  const schema = data.requested_schema || {};
+  const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+  const fields = [];
+  for (const [key, prop] of Object.entries(schema.properties || {})) {
+    const label = document.createElement("label");
+    label.append(span("option-label", `${prop.title || key}${required.has(key) ? " (required)" : ""}`));
+    let control;
+    if (Array.isArray(prop.enum)) {
+      control = document.createElement("select");
+      prop.enum.forEach((value, i) => {
+        const option = document.createElement("option");
+        option.value = String(value);
+        option.textContent = String((prop.enumNames || [])[i] ?? value);
+        control.append(option);
+      });
+    } else {
+      control = document.createElement("input");
+      control.type = prop.type === "boolean" ? "checkbox" : prop.type === "number" || prop.type === "integer" ? "number" : "text";
+      if (prop.default !== undefined) {
+        if (control.type === "checkbox") control.checked = Boolean(prop.default);
+        else control.value = String(prop.default);
+      }
+    }
+    control.required = required.has(key) && control.type !== "checkbox";
+    label.append(control);
+    if (prop.description) label.append(span("hint", prop.description));
+    form.append(label);
+    fields.push([key, prop, control]);
+  }
+  const accept = button("allow", "Accept", () => {});
+  accept.type = "submit";
+  const send = (action) => answer(event.session, item, { action }, action === "cancel" ? "cancelled" : `${action}d`);
+  form.append(buttons(accept, button("deny", "Decline", () => send("decline")), button("cancel", "Cancel", () => send("cancel"))));
+  form.addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    const content = {};
+    for (const [key, prop, control] of fields) {
+      if (control.type === "checkbox") content[key] = control.checked;
+      else if (control.value === "") continue;
+      else if (prop.type === "number" || prop.type === "integer") content[key] = Number(control.value);
+      else content[key] = control.value;
+    }
+    answer(event.session, item, { action: "accept", content }, "accepted");
+  });
+  return form;
+}
+
+function buttons(...elements) {
+  const row = document.createElement("div");
+  row.className = "buttons";
+  row.append(...elements);
+  return row;
 }
 
 function button(className, text, onClick) {
@@ -749,46 +879,65 @@ function button(className, text, onClick) {
   return element;
 }
 
-function approve(session, item, allow) {
-  const controls = item.querySelectorAll(".answer button, .answer input");
+function answerControls(item) {
+  return item.querySelectorAll(".answer button, .answer input, .answer select");
+}
+
+function approve(session, item, allow, always = false) {
+  const controls = answerControls(item);
   for (const control of controls) control.disabled = true;
   const reason = item.querySelector("input.reason");
   const fields = { session, request_id: item.dataset.request, allow };
+  if (always) fields.always = true;
   if (!allow && reason && reason.value.trim()) fields.message = reason.value.trim();
+  const how = allow ? (always ? "always allowed" : "allowed") : "denied";
   act(request("session.approve", fields), $("action-error"))
-    .then(() => answered(item.dataset.request, allow, fields.message))
+    .then(() => answered(item.dataset.request, how + (fields.message ? `: ${fields.message}` : ""),
+      allow ? "allowed" : "denied"))
     .catch(() => {
       for (const control of controls) control.disabled = false;
     });
 }
 
-/** Show the answer to a permission request (ours, or another client's) in place of buttons. */
-function answered(requestId, allow, message) {
-  for (const item of $("events").querySelectorAll('li[data-kind="permission_request"]')) {
-    if (item.dataset.request !== requestId) continue;
-    item.classList.remove("open");
-    const answer = item.querySelector(".answer");
-    answer.textContent = allow ? "allowed" : `denied${message ? `: ${message}` : ""}`;
-    answer.className = `answer ${allow ? "allowed" : "denied"}`;
+function answer(session, item, fields, text) {
+  const controls = answerControls(item);
+  for (const control of controls) control.disabled = true;
+  const className = fields.answers || fields.action === "accept" ? "allowed" : "denied";
+  act(request("session.answer", { session, request_id: item.dataset.request, ...fields }), $("action-error"))
+    .then(() => answered(item.dataset.request, text, className))
+    .catch(() => {
+      for (const control of controls) control.disabled = false;
+    });
+}
+
+// -- transcript ------------------------------------------------------------------------------
+
+const EXPORT_PAGES_MAX = 10000; // pages of session.export fetched for one download at most
+
+/** The open session's transcript as a file: session.export's pages joined (it is fetched on
+ * this connection, with this token; there is no URL to authenticate), saved from a blob. */
+async function downloadTranscript() {
+  const id = app.selected;
+  const format = $("download-format").value;
+  const parts = [];
+  let cursor = null;
+  for (let pages = 0; pages < EXPORT_PAGES_MAX; pages++) {
+    const page = await request("session.export", cursor === null ? { session: id, format } : { session: id, format, cursor });
+    parts.push(page.text);
+    if (page.next === null || page.next === undefined) break;
+    cursor = page.next;
   }
-}
-
-function span(className, text) {
-  const element = document.createElement("span");
-  element.className = className;
-  element.textContent = text ?? "";
-  return element;
-}
-
-// Terminal escape sequences (colours, cursor moves) as agents' tools print them, and other
-// control characters but tab and newline: removed, so a tail reads as text.
-const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
-const CONTROLS = /[\x00-\x08\x0b-\x1f\x7f]/g;
-
-function clip(text) {
-  const value = String(text ?? "").replace(ANSI, "").replace(CONTROLS, "");
-  if (value.length <= TEXT_MAX) return value;
-  return `${value.slice(0, TEXT_MAX)}… (${value.length - TEXT_MAX} more characters)`;
+  const summary = app.sessions.get(id) || {};
+  const name = String(summary.name || id).replace(/[^\w.-]+/g, "_");
+  const type = format === "md" ? "text/markdown" : "application/x-ndjson";
+  const url = URL.createObjectURL(new Blob(parts, { type: `${type};charset=utf-8` }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${name}.${format}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 // -- actions --------------------------------------------------------------------------------
@@ -914,11 +1063,18 @@ function nextNeedingYou() {
   }
 }
 
-/** a/d: answer the open session's oldest unanswered permission request. */
+/** a/d: answer the open session's oldest unanswered request; `a` on a question or an
+ * elicitation goes to its form (it needs an answer, not a yes). */
 function answerFocused(allow) {
   if (!app.role || !OPERATOR_ROLES.has(app.role)) return;
   const item = $("events").querySelector('li[data-kind="permission_request"].open');
-  if (item) approve(app.selected, item, allow);
+  if (!item) return;
+  if (allow && item.dataset.requestKind !== "permission") {
+    const field = item.querySelector(".answer input, .answer select");
+    if (field) field.focus();
+    return;
+  }
+  approve(app.selected, item, allow);
 }
 
 // -- login, state of the page ---------------------------------------------------------------
@@ -1020,8 +1176,18 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionAction("session.stop");
   });
   $("back").addEventListener("click", closeDetail);
-  $("load-earlier").addEventListener("click", () => {
-    act(loadEarlier(), $("action-error")).catch(() => {});
+  const costs = () => {
+    if ($("costs").open) loadCosts(request).catch(quiet);
+  };
+  $("costs").addEventListener("toggle", costs);
+  for (const id of ["costs-period", "costs-by", "costs-since", "costs-until"]) {
+    $(id).addEventListener("change", costs);
+  }
+  app.tail = new VirtualTail($("events"), { fetchPage, row: renderEvent });
+  $("to-start").addEventListener("click", () => app.tail.toStart());
+  $("to-end").addEventListener("click", () => app.tail.toEnd());
+  $("download").addEventListener("click", () => {
+    act(downloadTranscript(), $("action-error")).catch(() => {});
   });
   document.addEventListener("keydown", onKey);
   setInterval(renderRows, CLOCK_MS); // "3m ago" moves on
