@@ -851,3 +851,65 @@ def test_reload_applies_retention_and_sync_settings(state: StateConfig) -> None:
         assert store._batches.interval_s == 0.5
     finally:
         store.close()
+
+
+async def test_wait_writable_blocks_sources_past_the_byte_bound_until_half_is_written(
+    tmp_path: Path,
+) -> None:
+    """A few big events (1 MiB lines on a slow disk) hold back sources long before the count
+    bound: the pending events are bounded in bytes too."""
+    state = make_state(tmp_path, max_pending_bytes=PositiveInt(1 << 20))
+    store = Store.open(state)
+    record(store, "t", range(1, 6), size=300_000)  # 5 events, 1.5 MB
+    assert store.saturated
+    assert store.stats().pending_bytes > 1 << 20
+    with trio.move_on_after(0.05) as scope:
+        await store.wait_writable()
+    assert scope.cancelled_caught, "wait_writable returned with 1.5 MB pending"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        with trio.fail_after(DEADLINE_S):
+            await store.wait_writable()
+        assert store.stats().pending_bytes <= 1 << 19
+        assert not store.saturated
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_error_that_is_not_sqlites_is_retried_and_never_ends_the_writer(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sql.write_batch
+    failures = [OSError("a bug in the writer"), RuntimeError("another")]
+
+    def flaky(*args: Any) -> dict[str, int]:
+        if failures:
+            raise failures.pop(0)
+        return real(*args)
+
+    monkeypatch.setattr(sql, "write_batch", flaky)
+    record(store, "t", range(1, 11))
+    await wait_until(lambda: store.pending == 0)
+    stats = store.stats()
+    assert (stats.events, stats.events_lost, stats.error) == (10, 0, None)
+    assert seqs_of(await store.read("t", 0, 10, 100)) == list(range(1, 11))
+
+
+async def test_a_batch_that_always_fails_unexpectedly_is_dropped_and_counted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sql.write_batch
+
+    def poisoned(conn: sqlite3.Connection, events: list[tuple[Event, str]], *rest: Any) -> Any:
+        if any(event.topic == "poison" for event, _ in events):
+            raise TypeError("cannot write this")
+        return real(conn, events, *rest)
+
+    monkeypatch.setattr(sql, "write_batch", poisoned)
+    monkeypatch.setattr("hived.store.writer.RETRY_MAX_S", 0.01)
+    record(store, "poison", range(1, 4))
+    await wait_until(lambda: store.pending == 0)
+    record(store, "t", range(1, 6))
+    await wait_until(lambda: store.pending == 0)
+    stats = store.stats()
+    assert (stats.events, stats.events_lost, stats.pending_bytes) == (5, 3, 0)
+    assert stats.error is None

@@ -79,6 +79,9 @@ class ServerConfig:
     """How long a client without a header token has to send ``hello``."""
     subscriber_queue: PositiveInt = PositiveInt(4096)
     """Events queued per subscriber before it is closed with 4008."""
+    subscriber_queue_bytes: PositiveInt = PositiveInt(16 << 20)
+    """Bytes of events queued per subscriber before it is closed with 4008 (a lone event
+    larger than this is still queued when nothing else is)."""
     max_frame_bytes: PositiveInt = PositiveInt(262_144)
     """Largest frame hived makes by batching events or replies (a single larger message still
     goes alone). Well under the 1 MiB that client libraries accept by default."""
@@ -106,6 +109,9 @@ class StateConfig:
     """Past this store size the oldest events are pruned."""
     sync_interval_ms: PositiveInt = PositiveInt(200)
     """An event is on disk at most this long after it is published."""
+    max_pending_bytes: PositiveInt = PositiveInt(64 << 20)
+    """Bytes of events waiting to be written past which agents' output waits and hooks are
+    refused with 503 (a slow or failing disk), until half of it is written."""
 
 
 @attrs.frozen

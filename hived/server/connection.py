@@ -372,7 +372,10 @@ class Connection:
         self._token = token
         self._reader.serve(self._router, self._nursery)
         self._sub = self._hub.subscriber(
-            self.config.subscriber_queue, self._send_now, self._overflowed
+            self.config.subscriber_queue,
+            self._send_now,
+            self._overflowed,
+            self.config.subscriber_queue_bytes,
         )
         self._wake_sender()  # it now waits in the hub
         log.info(
