@@ -3,6 +3,7 @@ roles, Origin), TLS, drain, and an independent client (the ``websockets`` librar
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ssl
 from collections.abc import Mapping
@@ -571,3 +572,98 @@ async def test_a_websockets_client_with_default_limits_gets_every_big_event(
                     m["seq"] for m in (messages if isinstance(messages, list) else [messages])
                 )
     assert got == list(range(1, 42))
+
+
+# -- WebSocket protocol errors, by hand-made frames ---------------------------------------------
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One masked client frame (RFC 6455 §5.2), made by hand so that it can be wrong."""
+    mask = b"\x01\x02\x03\x04"
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    size = len(payload)
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 1 << 16:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def open_raw_websocket(running: Running) -> trio.SocketStream:
+    """A socket past the opening handshake on /v1/ws, authenticated by header, welcome read."""
+    stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+    await stream.send_all(
+        (
+            "GET /v1/ws HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{running.port}\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Authorization: Bearer {SECRETS['viewer']}\r\n\r\n"
+        ).encode()
+    )
+    data = b""
+    while b"welcome" not in data:
+        chunk = await stream.receive_some()
+        assert chunk, data
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 101 ")
+    return stream
+
+
+async def close_code_seen(stream: trio.SocketStream) -> int | None:
+    """The code of the close frame the server sends before it ends the connection (None when
+    it ends it without one)."""
+    data = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some():
+            data += chunk
+    while data:
+        opcode, size = data[0] & 0x0F, data[1] & 0x7F
+        offset = 2
+        if size == 126:
+            size, offset = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, offset = int.from_bytes(data[2:10], "big"), 10
+        if opcode == 0x8:
+            return int.from_bytes(data[offset : offset + 2], "big")
+        data = data[offset + size :]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (client_frame(0x1, b"{}", rsv=0b100), 1002),  # a reserved bit with no extension
+        (client_frame(0x3, b""), 1002),  # a reserved opcode
+        (client_frame(0x9, b"x" * 200), 1002),  # a control frame over 125 bytes
+        (client_frame(0x0, b"{}"), 1002),  # a continuation with nothing to continue
+        (client_frame(0x1, b'{"type": "ping", "x": "\xff\xfe"}'), 1007),  # not UTF-8
+    ],
+    ids=["rsv", "opcode", "big-control", "stray-continuation", "bad-utf8"],
+)
+async def test_a_websocket_protocol_error_gets_its_close_frame(
+    running: Running, frame: bytes, code: int
+) -> None:
+    async with await open_raw_websocket(running) as stream:
+        await stream.send_all(frame)
+        assert await close_code_seen(stream) == code
+
+
+async def test_an_endless_fragmented_message_is_closed_with_1009(nursery: trio.Nursery) -> None:
+    """Fragments of a message that never ends are counted against max_message_bytes: empty ones
+    too (they used to pile up forever)."""
+    running = await start(nursery, make_config(max_message_bytes=4096))
+    async with await open_raw_websocket(running) as stream:
+        await stream.send_all(client_frame(0x1, b'{"type": "ping", "x": "', fin=False))
+
+        async def fragments() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for _ in range(100_000):
+                    await stream.send_all(client_frame(0x0, b"", fin=False))
+
+        async with trio.open_nursery() as sending:
+            sending.start_soon(fragments)
+            assert await close_code_seen(stream) == 1009
+            sending.cancel_scope.cancel()
