@@ -212,6 +212,15 @@ async def test_garbage_is_400(running: Running) -> None:
     assert answer.headers["Connection"] == "close"
 
 
+async def test_a_bare_lf_request_is_400_at_once(running: Running) -> None:
+    """It used to wait for a CRLF CRLF that never came, and was dropped after 10 s with no
+    answer."""
+    with trio.fail_after(2):
+        answer = await running.http(b"GET /healthz HTTP/1.1\nHost: h\n\n")
+    assert answer.status == 400
+    assert b"bare LF" in answer.body
+
+
 async def test_a_head_over_16_kib_is_431(running: Running) -> None:
     answer = await running.http(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
     assert answer.status == 431
