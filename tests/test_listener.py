@@ -283,19 +283,22 @@ async def test_a_client_that_never_finishes_its_head_is_dropped(
 
 
 class _ShortOfFiles(trio.abc.Listener[trio.abc.Stream]):
-    """Fails its first accept with EMFILE, then hands out ``stream``, then waits."""
+    """Fails its accepts with EMFILE while ``short`` (every one but those in ``spare_takes``,
+    which model the spare descriptor hived frees), hands out ``streams`` in order, then waits."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.streams = [stream]
-        self.failed = False
+    def __init__(self, *streams: trio.abc.Stream, failures: int = 1) -> None:
+        self.streams = list(streams)
+        self.failures = failures
+        self.calls = 0
 
     async def accept(self) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
-        if not self.failed:
-            self.failed = True
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
             raise OSError(errno.EMFILE, "Too many open files")
         if self.streams:
-            return self.streams.pop()
+            return self.streams.pop(0)
         await trio.sleep_forever()
 
     async def aclose(self) -> None:
@@ -305,14 +308,44 @@ class _ShortOfFiles(trio.abc.Listener[trio.abc.Stream]):
 async def test_accept_out_of_file_descriptors_pauses_and_goes_on(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The connection waiting when accept fails is taken on the spare descriptor and told why
+    (503); after the pause the next one is served as usual."""
+    server = Server(make_config(), Hub(), Router(), version="9.9.9")
+    told, told_server = trio.testing.memory_stream_pair()
+    served, served_server = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    nursery.start_soon(server._accept, _ShortOfFiles(told_server, served_server), nursery)
+    await told.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    answer = b""
+    while chunk := await told.receive_some():
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2]) == {
+        "status": "out of file descriptors (Too many open files); try again later",
+        "version": "9.9.9",
+    }
+    await served.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (await served.receive_some()).startswith(b"HTTP/1.1 200 ")
+    assert trio.current_time() - start == pytest.approx(ACCEPT_RETRY_S)
+    assert "accept failed (Too many open files); retrying every 0.1 s" in caplog.text
+    assert "accepting works again after 1 failures" in caplog.text
+
+
+async def test_accept_failing_for_a_minute_logs_a_line_every_10_s_not_10_a_second(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     server = Server(make_config(), Hub(), Router(), version="9.9.9")
     client, server_side = trio.testing.memory_stream_pair()
-    start = trio.current_time()
-    nursery.start_soon(server._accept, _ShortOfFiles(server_side), nursery)
+    # 600 failures at 0.1 s apart, the spare's accepts among them (they fail too).
+    listener = _ShortOfFiles(server_side, failures=1200)
+    nursery.start_soon(server._accept, listener, nursery)
     await client.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (await client.receive_some()).startswith(b"HTTP/1.1 200 ")
-    assert trio.current_time() - start == pytest.approx(ACCEPT_RETRY_S)
-    assert "accept failed (Too many open files); retrying in 0.1 s" in caplog.text
+    lines = [r for r in caplog.records if r.name.startswith("hived.server")]
+    assert 50 < trio.current_time() < 70
+    assert 5 <= len(lines) <= 9, [r.getMessage() for r in lines]
+    assert "still failing (Too many open files)" in lines[1].getMessage()
+    assert "accepting works again after" in lines[-1].getMessage()
 
 
 # -- hooks ------------------------------------------------------------------------------------

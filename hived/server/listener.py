@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
 import socket
 import ssl
 from collections import Counter
@@ -63,6 +62,7 @@ from hived.server import routes
 from hived.server.connection import Connection
 from hived.server.heartbeat import Heartbeat
 from hived.server.router import Router
+from hived.server.shortage import Shortage
 from hived.server.stats import ConnectionStats, ServerStats
 from hived.server.ws import WebSocketClosed, accept
 
@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 HEAD_TIMEOUT_S: Final = 10.0
 """A client must send its whole request head (and finish TLS) within this."""
+SHORT_ANSWER_S: Final = 2.0
+"""How long the one connection accepted on the spare descriptor has to send its head and read
+its 503 (:mod:`hived.server.shortage`)."""
 CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
 HOOKS_PATH: Final = "/v1/hooks/claude"
 ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -148,6 +151,7 @@ class Server:
         self._tls = False
         self._accepted = 0
         self._websockets = 0
+        self._shortage = Shortage()
         router.add("subscribe", self._subscribe)
         router.add("unsubscribe", self._unsubscribe)
         router.add("ping", self._ping)
@@ -177,20 +181,26 @@ class Server:
             context = await trio.to_thread.run_sync(load_tls, server.tls_cert, server.tls_key)
             listeners = [trio.SSLListener(tl, context, https_compatible=True) for tl in tcp]
             self._tls = True
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.run_heartbeat)
-            for each in listeners:
-                nursery.start_soon(self._accept, each, nursery)
-            task_status.started(addresses)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.run_heartbeat)
+                for each in listeners:
+                    nursery.start_soon(self._accept, each, nursery)
+                task_status.started(addresses)
+        finally:
+            self._shortage.close()
 
     async def _accept(
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
     ) -> None:
         """Accept on ``listener`` until cancelled; serve each stream in a task of ``nursery``.
 
-        Running out of file descriptors or memory is logged and retried after a pause (as
-        ``trio.serve_listeners`` does): the connections open go on.
+        Running out of file descriptors or memory is logged (rate-limited) and retried after a
+        pause (as ``trio.serve_listeners`` does): the connections open go on, and the one
+        waiting is told why on a spare descriptor (:mod:`hived.server.shortage`).
         """
+        shortage = self._shortage
+        shortage.reserve()
         async with listener:
             while True:
                 try:
@@ -198,14 +208,52 @@ class Server:
                 except OSError as exc:
                     if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                         raise
-                    log.error(
-                        "listener: accept failed (%s); retrying in %g s",
-                        os.strerror(exc.errno),
-                        ACCEPT_RETRY_S,
-                    )
+                    shortage.failed(exc.errno, ACCEPT_RETRY_S)
+                    if shortage.release(exc.errno):
+                        await self._accept_short(listener, nursery)
                     await trio.sleep(ACCEPT_RETRY_S)
                 else:
+                    shortage.recovered()
                     nursery.start_soon(self.serve_connection, stream, name=CONNECTION_TASK_NAME)
+
+    async def _accept_short(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
+        """With the spare descriptor freed, accept the connection that waits and answer it 503
+        in a task; the spare is taken again once it is closed."""
+        stream = None
+        with trio.move_on_after(ACCEPT_RETRY_S):
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+        if stream is None:
+            self._shortage.reserve()
+        else:
+            nursery.start_soon(self._serve_short, stream, name=CONNECTION_TASK_NAME)
+
+    async def _serve_short(self, stream: trio.abc.Stream) -> None:
+        """Answer one connection 503, saying that the daemon is out of descriptors."""
+        self._accepted += 1
+        reason = f"out of file descriptors ({self._shortage.reason}); try again later"
+        try:
+            with trio.move_on_after(SHORT_ANSWER_S):
+                received = await routes.read_head(stream)
+                if received is not None:
+                    request = parse_head(received[0])
+                    if request.path == "/healthz":
+                        answer = routes.healthz(
+                            request, serving=False, version=self._version, state=reason
+                        )
+                    else:
+                        answer = error_response(HttpError(503, reason))
+                    await stream.send_all(answer)
+        except (HttpError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+            self._shortage.reserve()
 
     async def run_heartbeat(self) -> None:
         """Ping every WebSocket connection on its schedule until cancelled (:meth:`serve` runs

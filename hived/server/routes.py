@@ -113,9 +113,11 @@ async def linger_close(stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-def healthz(request: Request, *, serving: bool, version: str) -> bytes:
-    """``GET /healthz``: 200 while serving, 503 once the daemon is stopping."""
-    status, state = (200, "serving") if serving else (503, "stopping")
+def healthz(request: Request, *, serving: bool, version: str, state: str | None = None) -> bytes:
+    """``GET /healthz``: 200 while serving, 503 once the daemon is stopping (or with the
+    ``state`` that keeps it from serving: out of file descriptors)."""
+    status = 200 if serving else 503
+    state = state or ("serving" if serving else "stopping")
     return json_response(
         status,
         {"status": state, "version": version},
