@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from hived.core.config import Config, PositiveInt, StateConfig
-from hived.core.errors import StoreError
+from hived.core.errors import StoreError, StoreUnusable
 from hived.core.events import Event, encode_event, session_topic, utc_timestamp
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
@@ -178,6 +178,45 @@ def test_a_corrupt_file_raises_store_error_and_is_left_as_it_was(state: StateCon
     assert "move it aside" in message
     assert path.read_bytes() == garbage
     assert sorted(p.name for p in directory.iterdir()) == ["hived.db", "hived.lock"]
+
+
+def test_an_empty_database_file_is_refused_as_unusable(state: StateConfig) -> None:
+    """A 0-byte hived.db is a store that was truncated or lost: starting over in its place
+    would hand out the seqs clients hold again. A new store is never empty (it is made under
+    another name and renamed once it has its schema)."""
+    Store.open(state).close()
+    path = Path(state.dir) / "hived.db"
+    assert path.stat().st_size > 0
+    assert not Path(f"{path}.new").exists()
+    path.write_bytes(b"")
+    with pytest.raises(StoreUnusable, match="empty") as info:
+        Store.open(state)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == b""
+
+
+async def test_a_database_damaged_in_the_middle_is_refused_at_open(state: StateConfig) -> None:
+    """SQLite opens a file whose header is intact whatever its pages hold; the damage would
+    show only when a page is read or written. Open checks every page."""
+    store = Store.open(state)
+    record(store, "t", range(1, 3001), size=1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        await store.drain()
+        nursery.cancel_scope.cancel()
+    path = Path(state.dir) / "hived.db"
+    size = path.stat().st_size
+    assert size > 1 << 20
+    with path.open("r+b") as file:
+        file.seek(size // 2)
+        file.write(bytes(range(256)) * 64)
+    damaged = path.read_bytes()
+    with pytest.raises(StoreUnusable, match="damaged") as info:
+        Store.open(state)
+    message = str(info.value)
+    assert str(path) in message
+    assert "move it aside" in message
+    assert path.read_bytes() == damaged
 
 
 def test_a_database_that_hived_did_not_make_is_refused(state: StateConfig) -> None:

@@ -1,7 +1,7 @@
 """``hived``: run the daemon, check a config file, make tokens.
 
-Exit status: 0 clean stop; 78 (EX_CONFIG) a config error at start; 1 any other failure
-(including a stop forced by a second signal).
+Exit status: 0 clean stop; 78 (EX_CONFIG) a config error or an unusable store at start; 1 any
+other failure (including a stop forced by a second signal).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hived import __version__
 from hived.configfile import config_path, read_config
 from hived.core.auth import hash_secret, new_secret
 from hived.core.config import NAME_RULE, ROLES, AgentConfig, Config, is_name
-from hived.core.errors import ConfigError, HivedError
+from hived.core.errors import ConfigError, HivedError, StoreUnusable
 from hived.logs import LEVELS, setup_logging
 from hived.server.listener import load_tls
 
@@ -196,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_daemon(path, config)
+    except StoreUnusable as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     except HivedError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

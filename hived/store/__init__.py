@@ -37,9 +37,12 @@ Rules:
   summaries are kept :data:`SESSION_KEEP_FACTOR` × ``retention_days`` (4×: 120 days by default)
   after they ended, longer than their events, so that ``sessions`` still lists what ran;
   live sessions are never removed, and size pruning removes only events.
-- **Opening.** A file that cannot be opened (not a database, damaged, not writable, a newer
-  schema) raises :class:`~hived.core.errors.StoreError` with the path and a hint; the store is
-  never silently replaced by an empty one. The folder is locked first (:mod:`~hived.store.lock`):
+- **Opening.** A file that cannot be opened (not a database, damaged anywhere — every page is
+  read at open, ``PRAGMA quick_check`` —, empty, not writable, a newer schema) raises
+  :class:`~hived.core.errors.StoreUnusable` (exit 78) with the path and a hint; the store is
+  never silently replaced by an empty one. A new database is made under another name and
+  renamed once it has its schema, so that an empty ``hived.db`` is always a damaged one. The
+  folder is locked first (:mod:`~hived.store.lock`):
   a second daemon on it gets a StoreError before it touches the database.
 """
 

@@ -136,11 +136,15 @@ class Store:
             path = schema.prepare_files(directory)
             writer = schema.open_database(path, connect)
             try:
+                schema.check_integrity(writer, path)
                 topics = sql.load_topics(writer)
                 recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON, held)
             except sqlite3.Error as exc:
                 writer.close()
-                raise StoreError(schema.describe_open_error(path, exc)) from exc
+                raise schema.open_error(path, exc) from exc
+            except BaseException:
+                writer.close()
+                raise
         except BaseException:
             lock.release()
             raise
