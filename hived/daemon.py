@@ -120,6 +120,7 @@ class Daemon:
                 router,
                 version=__version__,
                 hook_sink=supervisor.ingest_hook,
+                store_saturated=lambda: store.saturated,
                 sockets=sockets,
             )
             admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)

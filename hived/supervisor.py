@@ -269,9 +269,10 @@ class Supervisor:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def ingest_hook(self, payload: Mapping[str, Any]) -> None:
-        """One Claude Code hook payload (see :mod:`hived.observed`); sync, never blocks."""
-        self.observed.ingest_hook(payload)
+    def ingest_hook(self, payload: Mapping[str, Any], token: str = "") -> None:
+        """One Claude Code hook payload, sent with the token named ``token`` (see
+        :mod:`hived.observed`); sync, never blocks."""
+        self.observed.ingest_hook(payload, token)
 
     def _join(self, agent_session_id: str) -> str | None:
         session = self._by_agent_id.get(agent_session_id)

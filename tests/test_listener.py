@@ -21,9 +21,17 @@ import websockets.exceptions
 import websockets.trio.client
 
 from hived.core.auth import hash_secret
-from hived.core.config import Config, ServerConfig, TokenConfig
+from hived.core.config import (
+    Config,
+    HooksConfig,
+    PerSecond,
+    PositiveInt,
+    ServerConfig,
+    TokenConfig,
+)
 from hived.core.errors import RequestError
 from hived.hub import Hub
+from hived.observed import HookLimitError
 from hived.server.listener import ACCEPT_RETRY_S, Server
 from hived.server.router import Router
 
@@ -43,11 +51,13 @@ class Sink:
     """Collects hook payloads; refuses those with ``"refuse": true``."""
 
     payloads: list[Mapping[str, Any]] = attrs.Factory(list)
+    tokens: list[str] = attrs.Factory(list)
 
-    def __call__(self, payload: Mapping[str, Any]) -> None:
+    def __call__(self, payload: Mapping[str, Any], token: str) -> None:
         if payload.get("refuse"):
             raise RequestError("bad_request", "hook_event_name: required, but missing")
         self.payloads.append(payload)
+        self.tokens.append(token)
 
 
 @attrs.frozen
@@ -418,6 +428,47 @@ async def test_a_hook_the_sink_refuses_is_400_with_its_message(running: Running)
 async def test_a_hook_without_a_sink_is_503(nursery: trio.Nursery) -> None:
     running = await start(nursery, hook_sink=None)
     assert (await running.post_hook(b"{}")).status == 503
+
+
+async def test_hooks_past_a_tokens_rate_are_429_and_other_tokens_go_on(
+    nursery: trio.Nursery,
+) -> None:
+    config = attrs.evolve(
+        make_config(),
+        hooks=HooksConfig(rate_limit_burst=PositiveInt(5), rate_limit_per_s=PerSecond(0.001)),
+    )
+    running = await start(nursery, config)
+    statuses = [(await running.post_hook(b"{}")).status for _ in range(7)]
+    assert statuses == [200] * 5 + [429] * 2
+    answer = await running.post_hook(b"{}")
+    assert answer.headers["Retry-After"] == "1"
+    assert b"hooks.rate_limit_burst" in answer.body
+    assert (await running.post_hook(b"{}", token="admin")).status == 200
+    assert running.sink.tokens == ["agent-token"] * 5 + ["admin-token"]
+
+
+async def test_a_hook_is_503_while_the_store_is_behind(nursery: trio.Nursery) -> None:
+    """Hooks cannot wait as agents' output does: while the store's pending events are at their
+    bound, a hook is refused rather than queued past it."""
+    saturated = True
+    running = await start(nursery, store_saturated=lambda: saturated)
+    answer = await running.post_hook(b"{}")
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert b"event store is behind" in answer.body
+    assert running.sink.payloads == []
+    saturated = False
+    assert (await running.post_hook(b"{}")).status == 200
+
+
+async def test_a_hook_past_the_tokens_live_sessions_is_429(nursery: trio.Nursery) -> None:
+    def full(payload: Mapping[str, Any], token: str) -> None:
+        raise HookLimitError(f"token {token} already keeps 200 observed sessions live")
+
+    running = await start(nursery, hook_sink=full)
+    answer = await running.post_hook(b"{}")
+    assert answer.status == 429
+    assert answer.body == b"token agent-token already keeps 200 observed sessions live\n"
 
 
 async def test_a_hook_with_expect_100_continue_gets_continue_first(running: Running) -> None:

@@ -128,6 +128,14 @@ class HooksConfig:
 
     observed_idle_s: Seconds = Seconds(1800.0)
     """An observed session silent this long is marked LOST."""
+    max_live_per_token: PositiveInt = PositiveInt(200)
+    """Observed sessions the hooks of one token may keep live; a hook that would make one more
+    is answered 429."""
+    rate_limit_per_s: PerSecond = PerSecond(100.0)
+    """Hooks a second one token may post for as long as it likes; past its
+    ``rate_limit_burst`` a hook is answered 429."""
+    rate_limit_burst: PositiveInt = PositiveInt(1000)
+    """Hooks one token may post at once."""
 
 
 @attrs.frozen

@@ -27,11 +27,13 @@ import logging
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 import trio
 
+from hived.core import limits
 from hived.core.auth import (
     ADMIN_CHANNEL,
     CLIENT_CHANNEL,
@@ -131,6 +133,7 @@ class Server:
         *,
         version: str,
         hook_sink: routes.HookSink | None = None,
+        store_saturated: Callable[[], bool] | None = None,
         sockets: list[socket.socket] | None = None,
     ) -> None:
         self._config = config
@@ -139,6 +142,9 @@ class Server:
         self._router = router
         self._version = version
         self._hook_sink = hook_sink
+        self._store_saturated = store_saturated
+        self._hook_buckets: dict[str, tuple[float, float]] = {}
+        """Each token's hook rate bucket: (level, when) (:mod:`hived.core.limits`)."""
         self._sockets = sockets
         self._ids = itertools.count(1)
         self._heartbeat = Heartbeat()
@@ -274,6 +280,7 @@ class Server:
         """
         self._config = config
         self._tokens = TokenTable(config.tokens)
+        self._hook_buckets.clear()
         by_hash = {token.sha256: token for token in config.tokens}
         for connection in list(self._connections.values()):
             connection.config = config.server
@@ -403,8 +410,31 @@ class Server:
                 tokens=self._tokens,
                 max_bytes=self._config.server.max_message_bytes,
                 sink=self._hook_sink,
+                gate=self._admit_hook,
             )
         return await routes.static_file(request)
+
+    def _admit_hook(self, token: TokenConfig) -> None:
+        """Refuse a hook past its token's rate (429), or while the store is behind (503): a
+        hook cannot wait, and would otherwise queue events past the store's bound."""
+        hooks = self._config.hooks
+        now = trio.current_time()
+        level, at = self._hook_buckets.get(token.name, (limits.FULL, now))
+        left = limits.take(level, at, now, hooks.rate_limit_per_s, hooks.rate_limit_burst)
+        if left is None:
+            raise HttpError(
+                429,
+                f"token {token.name} posts more than {hooks.rate_limit_burst} hooks at once or "
+                f"{hooks.rate_limit_per_s:g}/s (hooks.rate_limit_burst, hooks.rate_limit_per_s)",
+                [("Retry-After", "1")],
+            )
+        self._hook_buckets[token.name] = (left, now)
+        if self._store_saturated is not None and self._store_saturated():
+            raise HttpError(
+                503,
+                "the event store is behind (a slow or full disk); try again later",
+                [("Retry-After", "5")],
+            )
 
     def _check_upgrade(
         self, stream: trio.abc.Stream, request: Request, peer: str
