@@ -54,6 +54,12 @@ Command = NewType("Command", tuple[str, ...])
 """A non-empty argv list of strings."""
 Name = NewType("Name", str)
 """A short name: letters, digits, ``_ . -``, starting with a letter or digit."""
+ArgsAllowed = str | tuple[str, ...]
+"""The extra arguments a template takes: a list of exact arguments, or a regular expression
+that each argument must match whole."""
+
+WORK_DIR: Final = "work"
+"""The folder under ``state.dir`` that holds the default working folder of each template."""
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE: Final = "letters, digits, _ . - (≤ 64)"
@@ -162,9 +168,12 @@ class AgentConfig:
     """How its stdout is parsed and its stdin written: ``text``, ``jsonl``, ``claude``, ``codex``,
     ``codex-app`` or ``acp`` (docs/drivers.md)."""
     cwd: str | None = None
-    """Working folder of its sessions (default: the daemon's state folder)."""
+    """Working folder of its sessions (default: ``<state.dir>/work/<name>``, made 0700)."""
     cwd_roots: tuple[str, ...] = ()
     """Folders under which ``session.start`` may pick another ``cwd``; empty: no override."""
+    args_allowed: ArgsAllowed = ()
+    """The arguments ``session.start`` may append to ``command``: a list of exact arguments,
+    or a regular expression each must match whole; by default none."""
     env: dict[str, str] = attrs.field(factory=dict)
     """Variables added to the daemon's environment for the agent."""
     restart: RestartPolicy = "on-failure"
@@ -191,6 +200,23 @@ class Config:
     hooks: HooksConfig = HooksConfig()
     tokens: tuple[TokenConfig, ...] = ()
     agents: dict[str, AgentConfig] = attrs.field(factory=dict)
+
+
+def default_cwd(state_dir: str, agent: str) -> str:
+    """The working folder of a template that sets no ``cwd``: a folder of its own under
+    ``state.dir`` (never ``state.dir`` itself, where the store lives)."""
+    return os.path.join(state_dir, WORK_DIR, agent)
+
+
+def disallowed_arg(allowed: str | tuple[str, ...], args: tuple[str, ...]) -> str | None:
+    """The first of ``args`` that ``allowed`` (an ``args_allowed``) does not allow, or None."""
+    for arg in args:
+        if isinstance(allowed, str):
+            if re.fullmatch(allowed, arg) is None:
+                return arg
+        elif arg not in allowed:
+            return arg
+    return None
 
 
 def is_name(text: str) -> bool:
@@ -275,6 +301,21 @@ def _command(value: object, _: object) -> Command:
     return Command(tuple(value))
 
 
+def _args_allowed(value: object, _: object) -> ArgsAllowed:
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"expected a regular expression, got {value!r}: {exc}") from None
+        return value
+    if not isinstance(value, list):
+        raise TypeError(expected("a list of arguments or a regular expression", value))
+    problems = [i for i, arg in enumerate(value) if not isinstance(arg, str)]
+    if problems:
+        raise TypeError(expected("a list of strings", value[problems[0]]) + f" at [{problems[0]}]")
+    return tuple(value)
+
+
 def _literal(type_: Any) -> Callable[[object, object], object]:
     allowed = get_args(type_)
 
@@ -299,6 +340,7 @@ def _make_config_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook(Name, _matching(_NAME_RE, NAME_RULE))
     conv.register_structure_hook(Command, _command)
+    conv.register_structure_hook_func(lambda t: t == ArgsAllowed, _args_allowed)
     conv.register_structure_hook_factory(
         lambda t: getattr(t, "__origin__", None) is Literal, _literal
     )
