@@ -3,14 +3,16 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import orjson
@@ -248,18 +250,62 @@ def test_a_store_that_opens_read_only_raises_store_error(state: StateConfig) -> 
     assert str(Path(state.dir) / "hived.db") in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any file")
-def test_a_folder_without_access_raises_store_error(state: StateConfig) -> None:
+NO_ACCESS_CHECK = """
+import sys
+from pathlib import Path
+from hived.core.config import StateConfig
+from hived.core.errors import StoreError
+from hived.store import Store
+
+state = StateConfig(dir=sys.argv[1])
+Store.open(state).close()
+directory = Path(state.dir)
+directory.chmod(0o500)
+(directory / "hived.db").chmod(0o400)
+try:
     Store.open(state).close()
-    directory = Path(state.dir)
-    directory.chmod(0o500)
-    (directory / "hived.db").chmod(0o400)
+except StoreError as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("opened")
+"""
+UNPRIVILEGED: Final = 65534
+"""nobody: whom the check runs as when the tests run as root (root reads and writes any file,
+so the check would prove nothing)."""
+
+
+def test_a_folder_without_access_raises_store_error(tmp_path: Path) -> None:
+    """Run as an unprivileged user even when the tests run as root (CI does): in a
+    subprocess, through setpriv."""
+    argv = [sys.executable, "-c", NO_ACCESS_CHECK]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root, and no setpriv to drop to an unprivileged user")
+        argv = [setpriv, f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups"]
+        argv += [sys.executable, "-c", NO_ACCESS_CHECK]
+        base = Path(tempfile.mkdtemp(prefix="hived-noaccess-"))
+        os.chown(base, UNPRIVILEGED, UNPRIVILEGED)
+    else:
+        base = tmp_path
     try:
-        with pytest.raises(StoreError, match="access"):
-            Store.open(state).close()
+        result = subprocess.run(
+            [*argv, str(base / "state")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     finally:
-        directory.chmod(0o700)
-        (directory / "hived.db").chmod(0o600)
+        if base != tmp_path:
+            subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+            shutil.rmtree(base)
+    assert result.returncode == 0, result.stderr
+    name, _, message = result.stdout.strip().partition(" ")
+    assert name == "StoreUnusable"
+    assert "access" in message
+    assert str(base / "state" / "hived.db") in message
 
 
 # One daemon per state.dir: the lock.
