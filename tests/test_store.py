@@ -956,7 +956,7 @@ async def test_wait_writable_blocks_sources_past_the_byte_bound_until_half_is_wr
         with trio.fail_after(DEADLINE_S):
             await store.wait_writable()
         assert store.stats().pending_bytes <= 1 << 19
-        assert not store.saturated
+        assert not store.stats().saturated
         nursery.cancel_scope.cancel()
 
 
