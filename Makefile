@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path agents clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path soak agents clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-idle: $(STAMP)
 
 bench-agent-path: $(STAMP)
 	$(BIN)/python -m bench.run --agent-path
+
+# Ten minutes of churn against the real daemon; fails on RSS or fd growth, or a lost or doubled
+# event (bench/soak.py). SOAK_S=60 for a shorter run.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration-s $(or $(SOAK_S),600)
 
 # The real agent programs the driver tests run (pinned, from npm, into .agents/); the tests that
 # need one skip, saying so, where it is missing. .ci/run calls this.
