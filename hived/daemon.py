@@ -122,6 +122,7 @@ class Daemon:
                 hook_sink=supervisor.ingest_hook,
                 store_saturated=lambda: store.saturated,
                 sockets=sockets,
+                echo=echo_enabled(),
             )
             admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
             records = Records(supervisor, store)
@@ -241,6 +242,21 @@ class Daemon:
         self.config_loaded_at = time.time()
         log.info("reload: applied (changed: %s)", ", ".join(changed) or "nothing")
         return ReloadOutcome(reloaded=True, changed=changed, restart_needed=pending)
+
+
+TEST_ECHO_ENV: Final = "HIVED_TEST_ECHO"
+"""Set to ``1`` in hived's environment, it serves the test build's echo WebSocket (for the
+Autobahn test suite): never on by a config key."""
+
+
+def echo_enabled() -> bool:
+    """Whether this is a test build that serves ``/v1/echo`` (logged loudly when it is)."""
+    if os.environ.get(TEST_ECHO_ENV) != "1":
+        return False
+    log.warning(
+        "test build: %s=1: /v1/echo echoes anything to anyone, with no token", TEST_ECHO_ENV
+    )
+    return True
 
 
 def _cannot_listen(listen: str, exc: OSError) -> str:

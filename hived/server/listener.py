@@ -11,6 +11,10 @@ of its own whose errors are caught and logged there: nothing a client does, and 
 error, reaches the server or another connection. Once upgraded, a connection keeps nothing of
 its request head. One :class:`~hived.server.heartbeat.Heartbeat` task pings them all.
 
+A test build (``echo=True``: ``hived run`` with ``HIVED_TEST_ECHO=1`` in its environment, never
+a config key) also serves :data:`ECHO_PATH`: a WebSocket with no token that sends back every
+message it gets — what the Autobahn test suite drives (docs/internals.md, "Autobahn").
+
 Stopping (:meth:`Server.drain`): new upgrades are answered 503 and ``/healthz`` says 503, every
 open WebSocket is closed with 1001 and awaited; the port itself closes when the daemon cancels
 the server, so that until then a monitor can still see the 503.
@@ -21,6 +25,7 @@ The server answers some requests itself (``subscribe``, ``unsubscribe``, ``ping`
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -77,6 +82,9 @@ SHORT_ANSWER_S: Final = 2.0
 its 503 (:mod:`hived.server.shortage`)."""
 CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
 HOOKS_PATH: Final = "/v1/hooks/claude"
+ECHO_PATH: Final = "/v1/echo"
+"""The test build's echo WebSocket (no token; only with ``echo=True``)."""
+ECHO_CLOSE_S: Final = 5.0
 ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 """Accept errors that mean "out of a resource for now": retried after :data:`ACCEPT_RETRY_S`."""
 ACCEPT_RETRY_S: Final = 0.1
@@ -135,6 +143,7 @@ class Server:
         hook_sink: routes.HookSink | None = None,
         store_saturated: Callable[[], bool] | None = None,
         sockets: list[socket.socket] | None = None,
+        echo: bool = False,
     ) -> None:
         self._config = config
         self._tokens = TokenTable(config.tokens)
@@ -143,6 +152,7 @@ class Server:
         self._version = version
         self._hook_sink = hook_sink
         self._store_saturated = store_saturated
+        self._echo = echo
         self._hook_buckets: dict[str, tuple[float, float]] = {}
         """Each token's hook rate bucket: (level, when) (:mod:`hived.core.limits`)."""
         self._sockets = sockets
@@ -342,7 +352,9 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 upgrade = await self._serve(stream, peer)
-                if upgrade is not None:
+                if upgrade is not None and upgrade.channel == ECHO_PATH:
+                    await self._serve_echo(stream, upgrade, peer, nursery)
+                elif upgrade is not None:
                     self._websockets_open += 1
                     try:
                         connection = await self._open_websocket(stream, upgrade, peer, nursery)
@@ -383,6 +395,9 @@ class Server:
             if request.path in CHANNELS:
                 token = self._check_upgrade(stream, request, peer)
                 return _Upgrade(request.path, token, head + rest)
+            if request.path == ECHO_PATH and self._echo:
+                check_upgrade(request)
+                return _Upgrade(ECHO_PATH, None, head + rest)
             answer = await self._route(stream, request, rest)
         except HttpError as exc:
             head_only = request is not None and request.method == "HEAD"
@@ -465,6 +480,39 @@ class Server:
                 log.info("%s: refused token %s (%s) on %s", peer, token.name, token.role, channel)
                 raise HttpError(403, f"role {token.role} may not open {channel}")
         return token
+
+    async def _serve_echo(
+        self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
+    ) -> None:
+        """The test build's echo: every message sent back as it came, until the peer closes."""
+        received, upgrade.received = upgrade.received, b""
+        try:
+            ws = await accept(
+                nursery,
+                stream,
+                received,
+                max_message_size=self._config.server.max_message_bytes,
+                timeout_s=HEAD_TIMEOUT_S,
+            )
+        except WebSocketClosed as exc:
+            log.debug("%s: echo handshake failed: %s", peer, exc)
+            nursery.cancel_scope.cancel()
+            return
+        del received
+        ended = trio.Event()
+
+        async def echo(message: str | bytes) -> None:
+            with contextlib.suppress(WebSocketClosed):
+                if isinstance(message, str):
+                    await ws.send(message)
+                else:
+                    await ws.send_binary(message)
+
+        ws.deliver(echo, lambda _: ended.set())
+        await ended.wait()
+        await ws.close(1000, None, ECHO_CLOSE_S)
+        await ws.finish(ECHO_CLOSE_S)
+        nursery.cancel_scope.cancel()
 
     async def _open_websocket(
         self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery

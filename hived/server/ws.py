@@ -63,7 +63,7 @@ import wsproto.events
 import wsproto.handshake
 from wsproto.connection import ConnectionState
 
-from hived.server.frames import ping_frame, text_frame
+from hived.server.frames import binary_frame, ping_frame, text_frame
 from hived.server.stream import RECEIVE_BUFFER_BYTES, PrefixedStream, raw_socket
 
 ABNORMAL_CLOSURE: Final = 1006
@@ -222,6 +222,10 @@ class WebSocket:
         Returns without a checkpoint when the socket took the whole frame at once.
         """
         await self._send_frame(text_frame(text))
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send one binary message (only the test build's echo endpoint does)."""
+        await self._send_frame(binary_frame(data))
 
     def send_nowait(self, text: str) -> bool:
         """Write one text message at once if the socket takes some of it; never waits.
