@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path soak agents clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history soak agents clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-idle: $(STAMP)
 
 bench-agent-path: $(STAMP)
 	$(BIN)/python -m bench.run --agent-path
+
+# Search, the usage ledger and the index's cost on a store of 2,000,000 events (issue 16).
+bench-history: $(STAMP)
+	$(BIN)/python -m bench.bench_history
 
 # Ten minutes of churn against the real daemon; fails on RSS or fd growth, or a lost or doubled
 # event (bench/soak.py). SOAK_S=60 for a shorter run.

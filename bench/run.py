@@ -58,11 +58,11 @@ QUICK: Final = Plan(
     ns=(100,), burst_events={100: 10_000}, paced_s=2.0, repeats=3, idle_connections=0
 )
 IDLE: Final = Plan(ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=2000)
+"""Only the memory figure (about 25 s): what a change to a connection's state costs."""
 AGENT_PATH: Final = Plan(
     ns=(1, 100), burst_events={1: 200_000, 100: 10_000}, paced_s=3.0, repeats=3, idle_connections=0
 )
 """N=1 and N=100 only (about 2 min): what a change to the agent's path (the shim) costs."""
-"""Only the memory figure (about 25 s): what a change to a connection's state costs."""
 FULL: Final = Plan(
     ns=(1, 10, 100, 1000),
     burst_events={1: 200_000, 10: 50_000, 100: 10_000, 1000: 1_000},

@@ -25,6 +25,7 @@ import trio
 
 from hived import __version__
 from hived.admin import Admin
+from hived.archive import Archive
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
 from hived.core.errors import ConfigError, HivedError
@@ -78,6 +79,8 @@ class Daemon:
     started_at: float = attrs.field(factory=time.time)
     config_loaded_at: float = attrs.field(factory=time.time)
     forced: bool = False
+    lost_events: int = 0
+    """Events the stop could not write to the store (a full or failing disk): exit 1."""
     restart_requested: bool = False
     """Stop leaving the agents running, then exec the daemon again (``daemon.restart``)."""
     listening: tuple[str, ...] = ()
@@ -126,7 +129,13 @@ class Daemon:
             )
             admin = Admin(self, hub=hub, store=store, supervisor=supervisor, server=server)
             records = Records(supervisor, store)
-            handlers = {**supervisor.handlers(), **records.handlers(), **admin.handlers()}
+            archive = Archive(store, hub, supervisor, records)
+            handlers = {
+                **supervisor.handlers(),
+                **records.handlers(),
+                **admin.handlers(),
+                **archive.handlers(),
+            }
             for wire_type, handler in handlers.items():
                 router.add(wire_type, handler)
             self._services = (store, supervisor, server)
@@ -171,19 +180,23 @@ class Daemon:
         timeout_s = self.config.daemon.shutdown_timeout_s
         log.info("stopping: closing connections and sessions (up to %.0f s)", timeout_s)
         store = None
+        # Connections and sessions stop side by side under the one deadline: a client slow to
+        # close must not eat the agents' grace before SIGKILL.
         with trio.move_on_after(timeout_s) as scope:
-            for service in services:
-                if isinstance(service, Store):
-                    store = service
-                elif isinstance(service, Supervisor) and self.restart_requested:
-                    await service.detach()
-                else:
-                    await service.drain()
+            async with trio.open_nursery() as draining:
+                for service in services:
+                    if isinstance(service, Store):
+                        store = service
+                    elif isinstance(service, Supervisor) and self.restart_requested:
+                        draining.start_soon(service.detach)
+                    else:
+                        draining.start_soon(service.drain)
         if scope.cancelled_caught:
             log.warning("stop took longer than daemon.shutdown_timeout_s=%.1f", timeout_s)
         if store is not None:
             with trio.move_on_after(STORE_FLUSH_BUDGET_S):
                 await store.drain()
+            self.lost_events = store.lost_events
 
     async def _serve_status(self, supervisor: Supervisor, server: Server) -> None:
         """Keep systemd's STATUS= line current (``systemctl status hived`` shows it)."""
@@ -296,6 +309,12 @@ def run_daemon(config_path: Path, config: Config) -> int:
             log.error("cannot run: %s", exc)
         return EXIT_CONFIG if any(isinstance(e, ConfigError) for e in leaves) else EXIT_FORCED
     if daemon.forced:
+        return EXIT_FORCED
+    if daemon.lost_events:
+        log.error(
+            "stopped, but %d events could not be written to the store and are lost",
+            daemon.lost_events,
+        )
         return EXIT_FORCED
     if daemon.restart_requested:
         # The same process, a new program: systemd sees the same main pid; the agents' shims

@@ -25,6 +25,8 @@ class History(Protocol):
 
     A history may also offer ``async def wait_writable(self) -> None``, returning once it can
     take more events; :meth:`hived.hub.Hub.wait_writable` awaits it when present.
+    And ``def forgotten(self, session_id: str) -> str | None``: when a session was forgotten
+    (``session.forget``), so that a subscription to its topic says so after a restart too.
     """
 
     def last_seqs(self) -> dict[str, int]:

@@ -30,8 +30,15 @@ Rules:
   that saw events this hub no longer has (a daemon killed within the store's sync window loses
   its last events, and then hands out their seqs again): the subscriber is live from now and
   the answer is ``recovered: false`` with the real ``last_seq``, so that the client resets its
-  cursor instead of dropping the new events as duplicates. ``since`` equal to the last seq is
-  caught up (``recovered: true``).
+  cursor instead of dropping the new events as duplicates (``reset: true``). ``since`` equal to
+  the last seq is caught up (``recovered: true``).
+- **Across a crash.** A history may number the daemon's runs (``epoch``) and keep, for a run
+  that ended uncleanly, where each topic stood on disk (its *fence*, ``fence(topic, epoch)``).
+  A client resuming with the ``epoch`` of its earlier subscribe result and a ``since`` past
+  that run's fence saw events that were lost, whose seqs were handed out again: it is treated
+  like a ``since`` past the end (live from now, ``recovered: false``, ``reset: true``), even
+  when the topic has grown past ``since`` meanwhile. A ``since`` at or below the fence is
+  resumed exactly as usual.
 - **Ring memory.** The frames of all rings together take at most ``rings_max_bytes`` (64 MiB
   by default). A frame counts as its length: its size for the ASCII text most frames are
   (CPython adds ~50 bytes an object, and stores other text in 2 or 4 bytes a character).
@@ -54,6 +61,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from hived.core.errors import RequestError
 from hived.core.events import Event, SpoolMark, encode_event, utc_timestamp
 from hived.history import History, MemoryHistory
 
@@ -79,6 +87,11 @@ class SubscribeResult:
     topic's last seq (seqs were handed out again after a crash)."""
     last_seq: int
     """The topic's seq at the subscribe request; the replay covers at least up to it."""
+    epoch: int = 0
+    """The daemon run's number in the history (0 without one): what a resume passes back."""
+    reset: bool = False
+    """``since`` named events that are no longer the topic's (lost in a crash): nothing was
+    replayed, the subscriber is live from ``last_seq``, which the client takes as its own."""
 
 
 @attrs.frozen
@@ -279,6 +292,16 @@ class Hub:
         self._history_wait: Callable[[], Awaitable[None]] | None = (
             wait if inspect.iscoroutinefunction(wait) else None
         )
+        fence = getattr(history, "fence", None)
+        self._fence: Callable[[str, int], Awaitable[int | None]] | None = (
+            fence if inspect.iscoroutinefunction(fence) else None
+        )
+        self.epoch: int = getattr(history, "epoch", 0)
+        """This daemon run's number in the history (0 without one)."""
+        self._forgotten: dict[str, str] = {}
+        self._history_forgotten: Callable[[str], str | None] | None = getattr(
+            history, "forgotten", None
+        )
         if history is not None:
             for name, seq in history.last_seqs().items():
                 self._topics[name] = _Topic(name, seq)
@@ -381,7 +404,9 @@ class Hub:
         self._subscribers.add(sub)
         return sub
 
-    async def subscribe(self, sub: Subscriber, topic: str, since: int | None) -> SubscribeResult:
+    async def subscribe(
+        self, sub: Subscriber, topic: str, since: int | None, epoch: int | None = None
+    ) -> SubscribeResult:
         """Subscribe ``sub`` to ``topic``; with ``since``, first replay every seq after it.
 
         ``since=None`` is live from now; ``since`` equal to the topic's seq is caught up;
@@ -397,19 +422,35 @@ class Hub:
         for a live subscriber too. ``recovered`` is False when events after ``since`` were no
         longer kept (those that were are still replayed).
 
+        With the ``epoch`` of an earlier run, a ``since`` past where that run left the topic on
+        disk is live from now (see "Across a crash" in the module docstring).
+
         Subscribing again to a topic restarts it from the new ``since``.
         """
+        forgotten = self._forgotten_at(topic)
+        if forgotten is not None:
+            raise RequestError(
+                "not_found",
+                f"{topic}: this session was forgotten at {forgotten} (session.forget); "
+                "nothing of it is kept",
+            )
+        lost = False
+        if since is not None and epoch is not None and epoch != self.epoch and self._fence:
+            fence = await self._fence(topic, epoch)
+            lost = fence is not None and since > fence
         self.unsubscribe(sub, topic)
         if sub.overflowed or sub not in self._subscribers:
             # Overflowed, or removed: its connection is ending (a subscribe request can still
             # run after the connection's close removed its subscriber); feed it nothing.
-            return SubscribeResult(topic, False, self.last_seq(topic))
+            return SubscribeResult(topic, False, self.last_seq(topic), self.epoch)
         t = self._topic(topic)
         sub.topics.add(topic)
         upto = t.seq
-        if since is None or since >= upto:
+        if since is None or since >= upto or lost:
             t.live[sub] = None
-            return SubscribeResult(topic, since is None or since == upto, upto)
+            caught_up = since is None or (since == upto and not lost)
+            reset = since is not None and (since > upto or lost)
+            return SubscribeResult(topic, caught_up, upto, self.epoch, reset)
         since = max(since, 0)
         chase = t.chasing[sub] = _Chase(cursor=since, limit=upto - since + sub.bound)
         try:
@@ -419,7 +460,7 @@ class Hub:
                 # Cancelled or failed mid-replay: leave no half-subscribed topic behind.
                 del t.chasing[sub]
                 sub.topics.discard(topic)
-        return SubscribeResult(topic, not chase.gap, upto)
+        return SubscribeResult(topic, not chase.gap, upto, self.epoch)
 
     async def _chase(self, sub: Subscriber, t: _Topic, chase: _Chase) -> None:
         """Feed ``sub`` from the history and the ring until it is live or called off.
@@ -498,6 +539,26 @@ class Hub:
         # The seq is the history's rather than counted, so that a page that skips some seqs
         # cannot make the next page repeat frames.
         chase.cursor = max(chase.cursor, pairs[-1][0])
+
+    def forget(self, topic: str, at: str | None) -> None:
+        """Drop ``topic``'s ring (its events were deleted from the history); with ``at``, the
+        topic's session was forgotten then, and subscribing to it says so."""
+        t = self._topics.get(topic)
+        if t is not None and t.ring:
+            self._rings_bytes -= sum(map(len, t.ring))
+            t.ring.clear()
+            self._recent.pop(topic, None)
+            if self._newest is t:
+                self._newest = None
+        if at is not None:
+            self._forgotten[topic] = at
+
+    def _forgotten_at(self, topic: str) -> str | None:
+        """When the session of ``topic`` was forgotten (by this hub, or as the history says)."""
+        at = self._forgotten.get(topic)
+        if at is None and self._history_forgotten is not None and topic.startswith("session/"):
+            at = self._history_forgotten(topic.removeprefix("session/"))
+        return at
 
     def unsubscribe(self, sub: Subscriber, topic: str) -> None:
         """Stop feeding ``sub`` from ``topic`` (frames already queued stay queued)."""

@@ -337,6 +337,16 @@ class ObservedSessions:
         if deadline < self._watching_until:
             self._woken.set()
 
+    def release(self, session_id: str) -> None:
+        """Let go of an ended session (``session.forget``)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.summary.state not in _LIVE:
+            del self._sessions[session_id]
+            self._ended.pop(session_id, None)
+            agent_id = session.summary.agent_session_id or ""
+            if self._by_agent_id.get(agent_id) is session:
+                del self._by_agent_id[agent_id]
+
     def _forget_ended(self) -> None:
         while len(self._ended) > MAX_ENDED_OBSERVED:
             session = self._ended.pop(next(iter(self._ended)))

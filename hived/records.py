@@ -143,6 +143,11 @@ class Records:
         if len(matches) == 1:
             return matches[0].id
         if not matches:
+            forgotten = self.store.forgotten(ref.upper())
+            if forgotten is not None:
+                raise RequestError(
+                    "not_found", f"session {ref.upper()} was forgotten at {forgotten}"
+                )
             raise RequestError(
                 "not_found", f"no session {ref!r} (give an id, an id prefix or a name)"
             )

@@ -264,6 +264,18 @@ class Session:
             while not condition(self):
                 await self._changed.wait()
 
+    async def wait_driven(self, timeout_s: float) -> None:
+        """Until the run's driver takes requests (a start, or a run taken up after a daemon
+        restart, is being set up), the session is no longer active, or ``timeout_s``; the
+        request that waited then gets its answer or its error as usual."""
+        await self.wait_until(
+            lambda s: (
+                s._driver is not None
+                or (s.state not in ACTIVE_STATES and s.state is not State.STARTING)
+            ),
+            timeout_s,
+        )
+
     def request_stop(self, timeout_s: float | None = None) -> None:
         """Have the task end the run (STOPPING) or the BACKOFF delay, and not restart.
 
@@ -584,6 +596,14 @@ class Session:
                 self._move(State.RUNNING, why)  # from STARTING: the agent had started
             if state is not self.state:
                 self._move(state, why)
+        if self.state is State.STARTING:
+            # The daemon died before it recorded the spawn: the agent runs all the same.
+            self._move(
+                State.RUNNING,
+                "taken up again after a daemon restart",
+                started_at=utc_timestamp(),
+                pid_start=process_start(shim.agent_pid),
+            )
         log.info(
             "session %s: taken up again (agent %d, output from %d)",
             self.name,
@@ -679,6 +699,7 @@ class Session:
         """Run the agent's tasks until it has ended and its output is read."""
         send, receive = trio.open_memory_channel[bytes | None](INPUT_QUEUE)
         self._inbox, self._driver = send, driver
+        self._notify()
         async with trio.open_nursery() as watching:
             watching.start_soon(shim.serve_watch)
             for step in first:

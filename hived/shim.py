@@ -5,7 +5,10 @@ How it works (containerd-shim and conmon are the models): hived starts ``python 
 pipes for stdin, stdout and stderr, and from then on owns them. Everything the agent prints is
 appended to ``DIR/stdout`` and ``DIR/stderr`` (the *spools*; offsets are byte offsets in them),
 stdin stays open for writes, and ``DIR/ctl.sock`` answers newline-delimited JSON requests
-(``status``, ``write``, ``close_stdin``, ``signal``, ``watch``, ``collect``). When the agent
+(``status``, ``write``, ``close_stdin``, ``signal``, ``watch``, ``tail``, ``collect``); a
+``tail`` connection then carries the raw bytes of one spool from an offset, so that a line the
+agent prints reaches hived in one hop, from the pipe, with no notice and no read of the file
+(the file is read only for a tail that is behind). When the agent
 exits, the shim drains its pipes, records ``DIR/exit.json`` and waits for hived to ``collect``,
 which deletes DIR; with no collect within ``--orphan-exit-s`` it exits and leaves the files for a
 later hived to read. The protocol is written down in docs/internals.md ("The shim protocol").
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 
     Message: TypeAlias = dict[str, Any]
 
-SHIM_PROTOCOL_VERSION: Final = 1
+SHIM_PROTOCOL_VERSION: Final = 2
 """``version`` in shim.json; raised when a request or a file changes incompatibly."""
 SOCKET_NAME: Final = "ctl.sock"
 META_NAME: Final = "shim.json"
@@ -59,8 +62,13 @@ REPLY_BACKLOG_BYTES: Final = 1 << 20
 """A client's unsent replies past which its further requests wait until it reads them."""
 MAX_CLIENTS: Final = 256
 SPAWN_FAILED_EXIT: Final = 127
+TAIL_BUFFER_BYTES: Final = 256 * 1024
+"""A tail's unsent bytes past which new output waits in the spool file, not in memory."""
 CAP_NOTE: Final = "\n[hived-shim: spool cap of {cap} bytes reached; further output dropped]\n"
-OPS: Final = ("status", "write", "close_stdin", "signal", "watch", "collect")
+OPS: Final = ("status", "write", "close_stdin", "signal", "watch", "tail", "collect")
+STREAM_NAMES: Final = ("stdout", "stderr")
+PR_SET_CHILD_SUBREAPER: Final = 36
+"""prctl(2): orphans among the shim's descendants are reparented to the shim, not to init."""
 LONGEST_WAIT_S: Final = 1e6
 """The longest single wait in the loop (epoll takes milliseconds in an int)."""
 USAGE: Final = (
@@ -113,31 +121,29 @@ class Spool:
 
     def __init__(self, path: str, cap: int) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         self.cap = cap
         self.size = 0
         """Bytes in the file: the shim is its only writer, so this is its size."""
         self.capped = False
 
-    def append(self, data: bytes) -> bool:
-        """Append what fits under the cap (and the note, once); False once output is dropped."""
+    def append(self, data: bytes) -> bytes:
+        """Append what fits under the cap (and the note, once); return what the file gained
+        (empty once output is dropped)."""
         if self.capped:
-            return False
+            return b""
         room = self.cap - self.size
-        if len(data) <= room:
-            self._write(data)
-        else:
-            self._write(data[:room])
-            self._write(CAP_NOTE.format(cap=self.cap).encode())
+        if len(data) > room:
+            data = data[:room] + CAP_NOTE.format(cap=self.cap).encode()
             self.capped = True
-        return True
-
-    def _write(self, data: bytes) -> None:
         try:
-            self.size += _write_all(self.fd, data)
+            _write_all(self.fd, data)
         except OSError as exc:  # a full disk: what did not fit is lost, the offsets stay true
-            self.size = os.fstat(self.fd).st_size
+            before, self.size = self.size, os.fstat(self.fd).st_size
             _log(f"{self.path}: {exc.strerror}; output lost")
+            return os.pread(self.fd, self.size - before, before)
+        self.size += len(data)
+        return data
 
 
 class Client:
@@ -156,6 +162,12 @@ class Client:
         """A ``data`` event is due; made from the sizes of the moment it is sent."""
         self.told: tuple[int, int] | None = None
         """The sizes in the last ``data`` event it was given."""
+        self.notices = True
+        """A watcher gets ``data`` events (not when it asked ``watch`` with ``data: false``)."""
+        self.tail: int | None = None
+        """After ``tail``: the spool (0 stdout, 1 stderr) whose bytes this connection carries."""
+        self.tail_offset = 0
+        """With ``tail``: the spool offset up to which bytes are in ``out`` or sent."""
         self.paused = False
         """Its requests wait until it has read enough of its replies."""
         self.eof = False
@@ -191,7 +203,9 @@ class Shim:
         self.dirty: set[Client] = set()
         """Clients with replies or events to send at the end of this turn of the loop."""
         self.exit_fd: int | None = None
-        """The agent's pidfd, or the read end of the SIGCHLD wakeup pipe."""
+        """The agent's pidfd (None: its exit is noticed through SIGCHLD)."""
+        self.wake_fd: int | None = None
+        """The read end of the SIGCHLD wakeup pipe."""
         self.returncode: int | None = None
         self.ended_at = 0.0
         self.exit_code: int | None = None
@@ -213,7 +227,15 @@ class Shim:
     # The agent's exit.
 
     def watch_exit(self, use_pidfd: bool) -> None:
-        """Be woken when the agent exits: a pidfd, or SIGCHLD through a wakeup fd."""
+        """Be woken when the agent exits (a pidfd, or SIGCHLD through a wakeup fd), and when
+        an adopted orphan does (SIGCHLD), to reap it."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, _ignore_signal)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.selector.register(wake_r, selectors.EVENT_READ, self._on_wakeup)
+        self.wake_fd = wake_r
         pidfd_open = getattr(os, "pidfd_open", None)
         if use_pidfd and pidfd_open is not None:
             try:
@@ -224,13 +246,6 @@ class Shim:
                 self.exit_fd = pidfd
                 self.selector.register(pidfd, selectors.EVENT_READ, self._on_pidfd)
                 return
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.signal(signal.SIGCHLD, _ignore_signal)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        self.exit_fd = wake_r
-        self.selector.register(wake_r, selectors.EVENT_READ, self._on_wakeup)
         self._poll_agent()  # it may have exited before the handler was in place
 
     def _on_pidfd(self, mask: int) -> None:
@@ -241,13 +256,36 @@ class Shim:
         self._on_agent_exit(self.popen.wait())  # it has exited: this does not block
 
     def _on_wakeup(self, mask: int) -> None:
-        assert self.exit_fd is not None
+        assert self.wake_fd is not None
         try:
-            while os.read(self.exit_fd, 512):
+            while os.read(self.wake_fd, 512):
                 pass
         except BlockingIOError:
             pass
-        self._poll_agent()
+        self._reap_adopted()
+        if self.exit_fd is None:
+            self._poll_agent()
+
+    def _reap_adopted(self) -> None:
+        """Reap the orphans the shim adopted that have exited (never the agent: its status is
+        Popen's to collect)."""
+        for pid in _children(os.getpid()):
+            if pid != self.agent_pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
+    def _signal_escaped(self, signum: int) -> int:
+        """Signal the agent's descendants that left its process group (``setsid()``, then
+        orphaned: the shim adopted them); how many there were."""
+        count = 0
+        for pid in _descendants(os.getpid()):
+            try:
+                if os.getpgid(pid) != self.agent_pid:
+                    os.kill(pid, signum)
+                    count += 1
+            except OSError:
+                pass  # gone meanwhile
+        return count
 
     def _poll_agent(self) -> None:
         if self.returncode is None and (code := self.popen.poll()) is not None:
@@ -269,6 +307,10 @@ class Shim:
             return
         for index in range(len(self.pipes)):
             self._close_pipe(index)
+        # Whatever the agent left behind, in its group or escaped from it, ends with it.
+        with contextlib.suppress(OSError):
+            os.killpg(self.agent_pid, signal.SIGKILL)
+        self._signal_escaped(signal.SIGKILL)
         path = os.path.join(self.dir, EXIT_NAME)
         try:
             write_json_atomic(path, {"exit_code": self.returncode, "ended_at": self.ended_at})
@@ -281,9 +323,17 @@ class Shim:
                 self._push_exit(client)
 
     def _push_exit(self, client: Client) -> None:
-        if client.told != self._sizes():  # the final sizes come before the exit
+        sizes = self._sizes()
+        if client.notices and client.told != sizes:  # the final sizes come before the exit
             self._push_data(client)
-        client.out += encode({"event": "exit", "exit_code": self.exit_code})
+        client.out += encode(
+            {
+                "event": "exit",
+                "exit_code": self.exit_code,
+                "stdout_bytes": sizes[0],
+                "stderr_bytes": sizes[1],
+            }
+        )
         client.data_pending = False
         self.dirty.add(client)
 
@@ -302,11 +352,23 @@ class Shim:
             if not data:
                 self._close_pipe(index)
                 self._maybe_finish()
-            elif self.spools[index].append(data):
-                for client in self.clients:
-                    if client.watching:
-                        client.data_pending = True
-                        self.dirty.add(client)
+                return
+            spool = self.spools[index]
+            before = spool.size
+            appended = spool.append(data)
+            if not appended:
+                return
+            for client in self.clients:
+                if client.tail == index:
+                    # A tail that is up to date takes the bytes as they are; one behind
+                    # reads them from the file when it has room (_refill).
+                    if client.tail_offset == before and len(client.out) < TAIL_BUFFER_BYTES:
+                        client.out += appended
+                        client.tail_offset = spool.size
+                    self.dirty.add(client)
+                elif client.watching and client.notices:
+                    client.data_pending = True
+                    self.dirty.add(client)
 
         return on_readable
 
@@ -316,6 +378,8 @@ class Shim:
             self.selector.unregister(pipe)
             pipe.close()
             self.pipes[index] = None
+            # Its tails end once they have sent the rest.
+            self.dirty.update(client for client in self.clients if client.tail == index)
 
     def _sizes(self) -> tuple[int, int]:
         return self.spools[0].size, self.spools[1].size
@@ -421,6 +485,8 @@ class Shim:
                 return
             if data == b"":
                 client.eof = True  # half-closed: its replies are still sent
+            elif client.tail is not None:
+                pass  # a tail carries bytes one way: what its reader sends is ignored
             elif data:
                 client.inbuf += data
                 self._handle_lines(client)
@@ -477,7 +543,10 @@ class Shim:
 
     def _send(self, client: Client) -> None:
         while not client.closed:
-            if not client.out and client.data_pending:
+            if client.tail is not None:
+                if self._refill(client):
+                    return
+            elif not client.out and client.data_pending:
                 if client.told != self._sizes():
                     self._push_data(client)
                 client.data_pending = False
@@ -491,6 +560,21 @@ class Shim:
                 self._drop(client)
                 return
             del client.out[:sent]
+
+    def _refill(self, client: Client) -> bool:
+        """Top up a tail that is behind from the spool file; True once it is done and closed
+        (its stream ended and every byte was sent)."""
+        assert client.tail is not None
+        spool = self.spools[client.tail]
+        behind = spool.size - client.tail_offset
+        if behind and len(client.out) < TAIL_BUFFER_BYTES:
+            chunk = os.pread(spool.fd, min(behind, READ_CHUNK_BYTES), client.tail_offset)
+            client.out += chunk
+            client.tail_offset += len(chunk)
+        elif not behind and not client.out and self.pipes[client.tail] is None:
+            self._drop(client)
+            return True
+        return False
 
     # Requests.
 
@@ -532,15 +616,30 @@ class Shim:
             return self._signal(request.get("signal"))
         if op == "watch":
             client.watching = True
+            client.notices = request.get("data", True) is not False
             client.out += encode({"ok": True})
             if self.exit_code is None:
-                client.data_pending = True  # the current sizes at once
+                client.data_pending = client.notices  # the current sizes at once
             else:
                 self._push_exit(client)
             return None
+        if op == "tail":
+            return self._tail(client, request.get("stream"), request.get("offset"))
         if op == "collect":
             return self._collect(client)
         return _error(f"unknown op {op!r}: expected one of {', '.join(OPS)}")
+
+    def _tail(self, client: Client, stream: object, offset: object) -> Message | None:
+        if stream not in STREAM_NAMES:
+            return _error('tail: "stream" must be "stdout" or "stderr"')
+        index = STREAM_NAMES.index(stream)
+        size = self.spools[index].size
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= size:
+            return _error(f'tail: "offset" must be an integer from 0 to {size}')
+        client.out += encode({"ok": True})
+        client.tail, client.tail_offset = index, offset
+        client.inbuf.clear()
+        return None
 
     def _signal(self, signum: object) -> Message:
         if not isinstance(signum, int) or isinstance(signum, bool) or not 0 <= signum < signal.NSIG:
@@ -548,9 +647,13 @@ class Shim:
         try:
             os.killpg(self.agent_pid, signum)
         except ProcessLookupError:
-            return {"ok": True, "gone": True}
+            group_gone = True
         except OSError as exc:
             return _error(f"signal: {exc.strerror}")
+        else:
+            group_gone = False
+        if not self._signal_escaped(signum) and group_gone:
+            return {"ok": True, "gone": True}
         return {"ok": True}
 
     def _collect(self, client: Client) -> Message | None:
@@ -613,6 +716,46 @@ class Shim:
 
 
 # Starting.
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``, from /proc (every thread's list)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                found += [int(word) for word in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before their children."""
+    found: list[int] = []
+    todo = _children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
+
+
+def _become_subreaper() -> None:
+    """Adopt the agent's orphans: a child that calls ``setsid()`` and loses its parent comes to
+    the shim instead of init, so that stops still reach it (and the shim reaps it)."""
+    try:
+        import ctypes  # only here: 0.2 MB the shim need not keep for anything else
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            _log(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    except (OSError, AttributeError) as exc:
+        _log(f"cannot become a subreaper: {exc}")
 
 
 def _own_fds_only() -> None:
@@ -771,6 +914,7 @@ def main(args: Sequence[str] | None = None) -> int:
             Spool(os.path.join(directory, STDERR_NAME), options.spool_max_bytes),
         )
         os.chdir("/")
+        _become_subreaper()
         popen = subprocess.Popen(
             argv,
             cwd=cwd,

@@ -2,11 +2,12 @@
 
 How it works: :meth:`ShimRun.start` starts ``python -m hived.shim`` in a session of its own, which
 starts the agent and answers one readiness line; :meth:`ShimRun.attach` takes up a shim an
-earlier daemon run started. Either way the daemon holds two connections to the shim's control
+earlier daemon run started. Either way the daemon holds connections to the shim's control
 socket: one for requests (write to stdin, close it, signal the process group, collect the exit
-status) and one it watches, on which the shim says how far its spools have grown and, at the
-end, the agent's exit status. The agent's output is read from the spool files themselves
-(:meth:`ShimRun.spool`), from any offset: what the daemon has kept is where it reads on from.
+status), one it watches for the agent's exit status, and one ``tail`` per output stream, on
+which the shim sends the bytes of that stream's spool from an offset, then live as the agent
+prints them (:meth:`ShimRun.spool`): what the daemon has kept is where it reads on from. Once a
+tail ends, or breaks because the shim died, the rest is read from the spool file itself.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from hived.core.agentenv import agent_environ
 from hived.core.drivers.base import Action, DriverLaunch
 from hived.core.events import Usage
 from hived.process import REAP_BUDGET_S, SpawnError, signal_group, spawn_reason
-from hived.shim import EXIT_NAME, META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
+from hived.shim import (
+    EXIT_NAME,
+    META_NAME,
+    SHIM_PROTOCOL_VERSION,
+    SOCKET_NAME,
+    STDERR_NAME,
+    STDOUT_NAME,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +107,8 @@ class ShimRun:
     shim_pid: int
     process: trio.Process | None = None
     """The shim process, when this daemon started it (it is then this daemon's to reap)."""
-    sizes: dict[str, int] = attrs.Factory(lambda: {"stdout": 0, "stderr": 0})
-    """How far each spool has grown, as the shim last said."""
+    sizes: dict[str, int] | None = None
+    """Each spool's final size, once the agent has ended."""
     exit_code: int | None = None
     """The agent's exit status once it has ended and its output is all spooled."""
     gone: bool = False
@@ -110,7 +118,7 @@ class ShimRun:
     its pid, and the group's, may name other processes by now; nothing is signalled."""
     _requests: _Line | None = None
     _lock: trio.Lock = attrs.Factory(trio.Lock)
-    _changed: trio.Event = attrs.Factory(trio.Event)
+    _exited: trio.Event = attrs.Factory(trio.Event)
 
     @property
     def session_id(self) -> str:
@@ -172,6 +180,11 @@ class ShimRun:
             meta = json.loads(await trio.Path(run_dir / META_NAME).read_text())
         except (OSError, ValueError) as exc:
             raise ShimGone(f"{run_dir}: no readable {META_NAME}: {exc}") from exc
+        if meta.get("version") != SHIM_PROTOCOL_VERSION:
+            raise ShimGone(
+                f"{run_dir}: its shim speaks protocol {meta.get('version')!r}, this hived "
+                f"{SHIM_PROTOCOL_VERSION}"
+            )
         run = cls(run_dir, int(meta["agent_pid"]), int(meta["shim_pid"]))
         await run._connect()
         return run
@@ -259,23 +272,19 @@ class ShimRun:
     # -- watching ------------------------------------------------------------------------------
 
     async def serve_watch(self) -> None:
-        """Follow the shim's notices until the agent's exit (its spools are then complete)."""
+        """Wait for the shim to say the agent has ended (its spools are then complete)."""
         if self.offline:
             return
         watch = _Line(await self._open())
         try:
-            await watch.send({"op": "watch"})
+            await watch.send({"op": "watch", "data": False})
             while self.exit_code is None:
                 notice = await watch.receive()
-                if notice.get("event") == "data":
-                    self.sizes = {name: int(notice[f"{name}_bytes"]) for name in STREAMS}
-                elif notice.get("event") == "exit":
-                    # The shim says the final sizes (a data notice) before the exit.
-                    self.exit_code = int(notice["exit_code"])
-                else:
+                if notice.get("event") != "exit":
                     continue
-                self._changed.set()
-                self._changed = trio.Event()
+                self.sizes = {name: int(notice[f"{name}_bytes"]) for name in STREAMS}
+                self.exit_code = int(notice["exit_code"])
+                self._exited.set()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
             if self.exit_code is not None:
                 return  # the agent had ended: its shim went away after it was collected
@@ -284,63 +293,102 @@ class ShimRun:
             self.gone = True
             signal_group(self.agent_pid, signal.SIGKILL)
             self.exit_code = -signal.SIGKILL
-            self._changed.set()
+            self._exited.set()
         finally:
             await watch.stream.aclose()
 
     async def wait_exit(self) -> int:
         while self.exit_code is None:
-            await self._changed.wait()
+            await self._exited.wait()
         return self.exit_code
 
     def spool(self, stream: str, offset: int = 0, upto: int | None = None) -> SpoolStream:
-        """The agent's ``stream`` (stdout or stderr) from ``offset``, ending at the agent's exit
-        (or at ``upto``)."""
+        """The agent's ``stream`` (stdout or stderr) from ``offset`` to its end (or to
+        ``upto``): live from the shim while it runs, from the file once it has ended."""
+        if upto is None and self.sizes is not None:
+            upto = self.sizes[stream]
         return SpoolStream(self, stream, offset, upto)
-
-    async def wait_grown(self, stream: str, offset: int) -> bool:
-        """Until ``stream`` holds more than ``offset`` bytes (True), or it never will (False)."""
-        while self.sizes[stream] <= offset:
-            if self.exit_code is not None:
-                return False
-            await self._changed.wait()
-        return True
 
 
 @attrs.define(eq=False)
 class SpoolStream(trio.abc.ReceiveStream):
-    """A spool file read as a stream: it waits for the shim to say the file grew.
+    """A spool read as a stream: through a ``tail`` connection to the shim while the agent
+    runs, from the file for what is already complete.
 
-    The file is read with ``pread`` on the event loop's thread: what it reads was written a
-    moment ago and sits in the page cache, so a read takes microseconds, where a worker thread
-    per read cost a fifth of the agent path's time (bench/RESULTS.md).
+    Live, each read is the bytes the shim just took from the agent's pipe: one hop, no notice
+    and no file read. When the tail ends (the agent closed the stream and every byte was sent)
+    or breaks (the shim died), whatever the file holds past the offset is read from it, so the
+    stream is complete either way. The file is read with ``pread`` on the event loop's thread:
+    what it reads sits in the page cache, so a read takes microseconds.
     """
 
     run: ShimRun
     stream: str
     offset: int
     upto: int | None = None
+    """Read the file up to here and stop; None: tail the shim."""
+    _tail: trio.SocketStream | None = None
+    _early: bytes = b""
+    """Bytes that came with the shim's answer to ``tail``."""
+    _tailed: bool = False
     _fd: int | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         want = max_bytes or READ_CHUNK_BYTES
+        if self.upto is None and not self._tailed:
+            data = await self._receive_live(want)
+            if data:
+                self.offset += len(data)
+                return data
+        await trio.lowlevel.checkpoint()
         if self.upto is not None:
             if self.offset >= self.upto:
                 return b""
             want = min(want, self.upto - self.offset)
-            await trio.lowlevel.checkpoint()
-        elif not await self.run.wait_grown(self.stream, self.offset):
-            return b""
-        else:
-            want = min(want, self.run.sizes[self.stream] - self.offset)
-            await trio.lowlevel.checkpoint()
         if self._fd is None:
             self._fd = os.open(self.run.dir / STREAMS[self.stream], os.O_RDONLY | os.O_CLOEXEC)
         data = os.pread(self._fd, want, self.offset)
         self.offset += len(data)
         return data
 
+    async def _receive_live(self, want: int) -> bytes:
+        """The next bytes from the shim; empty once the tail has ended or broken."""
+        try:
+            if self._tail is None:
+                await self._open_tail()
+            if self._early:
+                data, self._early = self._early[:want], self._early[want:]
+                return data
+            assert self._tail is not None
+            data = await self._tail.receive_some(want)
+        except (OSError, trio.BrokenResourceError, ValueError) as exc:
+            log.warning(
+                "%s: %s tail broke (%r); reading on from the file", self.run.dir, self.stream, exc
+            )
+            data = b""
+        if not data:
+            self._tailed = True
+        return data
+
+    async def _open_tail(self) -> None:
+        self._tail = await self.run._open()
+        request = {"op": "tail", "stream": self.stream, "offset": self.offset}
+        await self._tail.send_all(json.dumps(request).encode() + b"\n")
+        answer = b""
+        while (newline := answer.find(b"\n")) < 0:
+            chunk = await self._tail.receive_some(READ_CHUNK_BYTES)
+            if not chunk:
+                raise ShimGone("the shim closed the tail before answering")
+            answer += chunk
+        reply = json.loads(answer[:newline])
+        if not reply.get("ok"):
+            raise ValueError(f"tail refused: {reply.get('error')}")
+        self._early = answer[newline + 1 :]
+
     async def aclose(self) -> None:
+        if self._tail is not None:
+            await self._tail.aclose()
+            self._tail = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -28,7 +28,7 @@ import trio
 from hived.core.config import AgentConfig, Config, default_cwd, disallowed_arg
 from hived.core.drivers import get_format
 from hived.core.drivers.base import Answer
-from hived.core.errors import RequestError
+from hived.core.errors import RequestError, StoreError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.logtext import printable
 from hived.core.protocol import (
@@ -63,6 +63,10 @@ Handler = Callable[[Any, Caller], Awaitable[Any]]
 
 STARTED_WAIT_S: Final = 5.0
 """How long ``session.start`` waits for the spawn before it answers STARTING."""
+TAKE_UP_WAIT_S: Final = 60.0
+"""How long a request on a session waits for its run to be set up: started, or taken up after
+a daemon restart (its driver rebuilt from the agent's spooled output, which takes a moment for
+a long one)."""
 MAX_ENDED_SESSIONS: Final = 1000
 """Ended sessions kept in memory; older ones are forgotten here (the store keeps them)."""
 
@@ -71,6 +75,9 @@ class SessionRecorder(Protocol):
     """Keeps session summaries (the store); called on every state or usage change."""
 
     def record_session(self, summary: SessionSummary) -> None: ...
+
+    async def keep_session(self, summary: SessionSummary) -> None:
+        """Record it and return once it is on disk; StoreError if it cannot be."""
 
 
 @attrs.frozen
@@ -132,7 +139,12 @@ class Supervisor:
             await self._take_up_runs()
             for agent, template in self._config.agents.items():
                 for _ in range(template.autostart):
-                    self._create(agent, template, prompt=None, args=(), cwd=None, name=None)
+                    try:
+                        await self._create(
+                            agent, template, prompt=None, args=(), cwd=None, name=None
+                        )
+                    except RequestError as exc:
+                        log.error("autostart of %s: %s", agent, exc.message)
             task_status.started()
             await trio.sleep_forever()
 
@@ -304,7 +316,7 @@ class Supervisor:
 
     # -- making sessions ----------------------------------------------------------------------
 
-    def _create(
+    async def _create(
         self,
         agent: str,
         template: AgentConfig,
@@ -332,6 +344,16 @@ class Supervisor:
             launch=launch.to_json(),
         )
         session = self._hold(summary, template, launch)
+        # On disk before its agent starts: after a crash from here on, the next daemon knows
+        # the session and takes its run up (the run's folder names the session).
+        if self._recorder is not None:
+            try:
+                await self._recorder.keep_session(session.summary)
+            except StoreError as exc:
+                del self._sessions[session.id]
+                raise RequestError(
+                    "internal", f"not started: the store cannot keep the session's record ({exc})"
+                ) from None
         self._announce(session.summary, None)
         session.start()
         return session
@@ -390,6 +412,16 @@ class Supervisor:
             n = self._numbers[agent] = self._numbers.get(agent, 0) + 1
             if f"{agent}-{n}" not in taken:
                 return f"{agent}-{n}"
+
+    def release(self, session_id: str) -> None:
+        """Let go of an ended session this run keeps in memory (``session.forget``)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.done.is_set():
+            del self._sessions[session_id]
+            agent_id = session.summary.agent_session_id or ""
+            if self._by_agent_id.get(agent_id) is session:
+                del self._by_agent_id[agent_id]
+        self.observed.release(session_id)
 
     def _forget_ended(self) -> None:
         ended = [s for s in self._sessions.values() if s.done.is_set()]
@@ -464,7 +496,7 @@ class Supervisor:
             s.name == request.name and is_live(s.state) for s in self.summaries()
         ):
             raise RequestError("conflict", f"a live session is already named {request.name!r}")
-        session = self._create(
+        session = await self._create(
             request.agent,
             template,
             prompt=request.prompt,
@@ -478,12 +510,14 @@ class Supervisor:
 
     async def _on_input(self, request: SessionInput, caller: Caller) -> dict[str, Any]:
         session = self._supervised(request.session, "send input to")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         session.send_input(request.text, caller.token_name)
         return session.answer()
 
     async def _on_approve(self, request: SessionApprove, caller: Caller) -> dict[str, Any]:
         """Allow or deny a pending permission request (or deny a question or elicitation)."""
         session = self._supervised(request.session, "answer")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         if request.input is not None and not request.allow:
             raise RequestError("bad_request", "input replaces the tool input of an allow only")
         answer = Answer(
@@ -498,6 +532,7 @@ class Supervisor:
     async def _on_answer(self, request: SessionAnswer, caller: Caller) -> dict[str, Any]:
         """Answer a pending question (``answers``) or elicitation (``action``, ``content``)."""
         session = self._supervised(request.session, "answer")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         if (request.answers is None) == (request.action is None):
             raise RequestError(
                 "bad_request",
@@ -510,6 +545,7 @@ class Supervisor:
     async def _on_interrupt(self, request: SessionInterrupt, caller: Caller) -> dict[str, Any]:
         """claude: the interrupt control request on stdin; other formats: SIGINT to the group."""
         session = self._supervised(request.session, "interrupt")
+        await session.wait_driven(TAKE_UP_WAIT_S)
         session.interrupt(caller.token_name)
         return session.answer()
 

@@ -4,6 +4,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 
+import attrs
 import orjson
 import pytest
 import trio
@@ -437,11 +438,51 @@ async def test_since_past_the_last_seq_is_live_and_not_recovered() -> None:
     publish_many(Hub(history), "t", 95)
     restarted = Hub(history)
     sub = restarted.subscriber(10)
-    assert await restarted.subscribe(sub, "t", 100) == SubscribeResult("t", False, 95)
+    assert await restarted.subscribe(sub, "t", 100) == SubscribeResult("t", False, 95, reset=True)
     assert sub.depth == 0
-    assert await restarted.subscribe(sub, "never", 3) == SubscribeResult("never", False, 0)
+    assert await restarted.subscribe(sub, "never", 3) == SubscribeResult(
+        "never", False, 0, reset=True
+    )
     restarted.publish("t", "text", {})
     assert seqs(await sub.receive_batch()) == [96]
+
+
+@attrs.define
+class CrashedHistory(MemoryHistory):
+    """A history whose earlier run (epoch 1) ended uncleanly with ``fences`` on disk; this is
+    run 2."""
+
+    fences: dict[str, int] = attrs.Factory(dict)
+    epoch: int = 2
+
+    async def fence(self, topic: str, epoch: int) -> int | None:
+        await trio.lowlevel.checkpoint()
+        return self.fences.get(topic, 0) if epoch == 1 else None
+
+
+async def test_a_resume_past_a_crashed_runs_fence_is_reset_even_once_the_topic_grew() -> None:
+    # Run 1 sent 1..100 and kept 1..95 when it was killed; run 2 handed out 96.. again and has
+    # published up to 105 by the time the client of run 1 comes back with since=100.
+    history = CrashedHistory(fences={"t": 95})
+    publish_many(Hub(history), "t", 95)
+    restarted = Hub(history)
+    publish_many(restarted, "t", 10)
+    sub = restarted.subscriber(100)
+    result = await restarted.subscribe(sub, "t", 100, epoch=1)
+    assert result == SubscribeResult("t", False, 105, epoch=2, reset=True)
+    assert sub.depth == 0, "nothing of the new 96..105 is passed off as what it saw"
+    # A position at or below the fence was kept: resumed exactly.
+    other = restarted.subscriber(100)
+    assert await restarted.subscribe(other, "t", 93, epoch=1) == SubscribeResult(
+        "t", True, 105, epoch=2
+    )
+    assert seqs(await other.receive_batch()) == list(range(94, 106))
+    # A position of this run, or of a run that ended cleanly, is what it always was.
+    mine = restarted.subscriber(100)
+    assert await restarted.subscribe(mine, "t", 100, epoch=2) == SubscribeResult(
+        "t", True, 105, epoch=2
+    )
+    assert seqs(await mine.receive_batch()) == list(range(101, 106))
 
 
 async def test_seq_continues_from_the_history_and_replay_reads_it() -> None:

@@ -29,7 +29,7 @@ LAYERS: Final = (
         "hived.client",
     ),
     ("hived.store", "hived.observed", "hived.session", "hived.supervisor", "hived.server"),
-    ("hived.admin", "hived.records"),
+    ("hived.admin", "hived.records", "hived.archive"),
     ("hived.daemon",),
     ("hived.cli",),
 )

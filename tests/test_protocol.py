@@ -15,6 +15,7 @@ from hived.core.auth import TokenTable
 from hived.core.config import TokenConfig
 from hived.core.errors import ProtocolError
 from hived.core.events import KINDS
+from hived.core.messages import Search, SessionExport, SessionForget, UsageLedger
 from hived.core.protocol import (
     ADMIN_ONLY,
     ERROR_CODES,
@@ -120,6 +121,27 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
         '{"type": "session.events", "session": "01JDX4", "since": 0, "limit": 10000}',
         SessionEvents("01JDX4", since=0, limit=10000),
     ),
+    (
+        '{"type": "search", "query": "migration", "session": "01JDX4", "kinds": ["message"], '
+        '"since": "2026-12-01T00:00:00Z", "limit": 50, "cursor": "120"}',
+        Search(
+            "migration",
+            session="01JDX4",
+            kinds=("message",),
+            since="2026-12-01T00:00:00Z",
+            limit=50,
+            cursor="120",
+        ),
+    ),
+    (
+        '{"type": "usage", "id": 5, "by": "day", "since": "2026-12-01T00:00:00Z", "until": null}',
+        UsageLedger(by="day", since="2026-12-01T00:00:00Z", id=5),
+    ),
+    (
+        '{"type": "session.export", "session": "01JDX4", "format": "md", "cursor": 2000}',
+        SessionExport("01JDX4", format="md", cursor=2000),
+    ),
+    ('{"type": "session.forget", "session": "01JDX4"}', SessionForget(session="01JDX4")),
     ('{"type": "status", "id": 9}', Status(id=9)),
     ('{"type": "connections"}', Connections()),
     (
@@ -222,7 +244,9 @@ def test_unknown_type_names_it_and_the_known_types() -> None:
 def test_unknown_field_is_named_with_the_known_fields() -> None:
     error = reject('{"type": "subscribe", "id": 1, "topic": "sessions", "sinse": 3}')
     assert (error.code, error.request_id) == ("bad_request", 1)
-    assert error.message == "subscribe.sinse: unknown field; known fields: type, id, topic, since"
+    assert error.message == (
+        "subscribe.sinse: unknown field; known fields: type, id, topic, since, epoch"
+    )
 
 
 def test_connection_kick_takes_no_second_id_for_its_target() -> None:
@@ -475,6 +499,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
     assert by_role == {
         "viewer": {
             "hello", "ping", "subscribe", "unsubscribe", "sessions", "session.events", "agents",
+            "search", "usage", "session.export",
         },
         "operator": {
             "session.start", "session.input", "session.approve", "session.answer",
@@ -482,7 +507,7 @@ def test_roles_per_request_are_those_of_the_contract() -> None:
         },
         "admin": {
             "status", "connections", "connection.kick", "config.reload", "daemon.stop",
-            "daemon.restart",
+            "daemon.restart", "session.forget",
         },
     }  # fmt: skip
     assert by_role["admin"] == ADMIN_ONLY

@@ -458,7 +458,13 @@ async def test_a_client_that_answers_pings_stays(
 async def test_events_queued_together_arrive_as_one_array(harness: Harness) -> None:
     ws = await harness.welcomed()
     reply = await ask(ws, type="subscribe", id=1, topic="sessions")
-    assert reply["result"] == {"topic": "sessions", "recovered": True, "last_seq": 0}
+    assert reply["result"] == {
+        "topic": "sessions",
+        "recovered": True,
+        "last_seq": 0,
+        "epoch": 0,
+        "reset": False,
+    }
     for i in range(5):
         harness.hub.publish("sessions", "state", {"i": i})
     frame = orjson.loads(await ws.get_message())

@@ -209,7 +209,7 @@ def test_ready_line_shim_json_and_modes(shims: Callable[..., Shim]) -> None:
     assert run.popen.stdout is not None
     assert read_line(run.popen.stdout.fileno()) == b"", "the shim's stdout reaches EOF"
     meta = json.loads((run.dir / META_NAME).read_text())
-    assert meta["version"] == shim.SHIM_PROTOCOL_VERSION == 1
+    assert meta["version"] == shim.SHIM_PROTOCOL_VERSION == 2
     assert meta["shim_pid"] == run.popen.pid
     assert meta["agent_pid"] == run.agent_pid
     assert meta["argv"] == [PY, "-c", code]
@@ -370,11 +370,100 @@ def test_watch_gets_data_events_and_the_exit(shims: Callable[..., Shim]) -> None
     assert watcher.request({"op": "write", "data": base64.b64encode(b"one\n").decode()})["ok"]
     assert watcher.wait_event("data") == {"event": "data", "stdout_bytes": 4, "stderr_bytes": 0}
     assert watcher.request({"op": "close_stdin"}) == {"ok": True}
-    assert watcher.wait_event("exit") == {"event": "exit", "exit_code": 4}
+    exit_event = {"event": "exit", "exit_code": 4, "stdout_bytes": 4, "stderr_bytes": 0}
+    assert watcher.wait_event("exit") == exit_event
     late = run.connect()
     assert late.request({"op": "watch"}) == {"ok": True}
     assert late.next_event() == {"event": "data", "stdout_bytes": 4, "stderr_bytes": 0}
-    assert late.next_event() == {"event": "exit", "exit_code": 4}
+    assert late.next_event() == exit_event
+
+
+def test_a_watch_without_data_notices_gets_only_the_exit_with_the_final_sizes(
+    shims: Callable[..., Shim],
+) -> None:
+    run = shims("import sys\nfor line in sys.stdin: print(line, end='', flush=True)\nsys.exit(3)")
+    watcher = run.connect()
+    assert watcher.request({"op": "watch", "data": False}) == {"ok": True}
+    other = run.connect()
+    assert other.request({"op": "write", "data": base64.b64encode(b"one\ntwo\n").decode()})["ok"]
+    wait_for(lambda: other.request({"op": "status"})["stdout_bytes"] == 8, "the output")
+    assert other.request({"op": "close_stdin"}) == {"ok": True}
+    exit_event = {"event": "exit", "exit_code": 3, "stdout_bytes": 8, "stderr_bytes": 0}
+    assert watcher.next_event() == exit_event
+
+
+def read_tail(conn: Conn, size: int) -> bytes:
+    """Bytes from a tail connection until ``size`` of them came, or the shim ended it."""
+    data = conn.buffer
+    conn.buffer = b""
+    while len(data) < size:
+        chunk = conn.sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_tail_carries_a_spool_from_an_offset_live_and_ends_after_the_last_byte(
+    shims: Callable[..., Shim],
+) -> None:
+    run = shims(ECHO)
+    control = run.connect()
+    assert control.request({"op": "write", "data": base64.b64encode(b"one\n").decode()})["ok"]
+    wait_for(lambda: control.request({"op": "status"})["stdout_bytes"] == 4, "the first line")
+    whole, part = run.connect(), run.connect()
+    assert whole.request({"op": "tail", "stream": "stdout", "offset": 0}) == {"ok": True}
+    assert part.request({"op": "tail", "stream": "stdout", "offset": 2}) == {"ok": True}
+    assert read_tail(whole, 4) == b"ONE\n"
+    assert read_tail(part, 2) == b"E\n"
+    assert control.request({"op": "write", "data": base64.b64encode(b"two\n").decode()})["ok"]
+    assert read_tail(whole, 4) == b"TWO\n", "live output comes as the agent prints it"
+    assert read_tail(part, 4) == b"TWO\n"
+    assert control.request({"op": "close_stdin"}) == {"ok": True}
+    assert read_tail(whole, 1) == b"", "the tail ends once the agent closed its stdout"
+    assert (run.dir / STDOUT_NAME).read_bytes() == b"ONE\nTWO\n"
+
+
+def test_a_tail_that_falls_behind_reads_on_from_the_file_in_order(
+    shims: Callable[..., Shim],
+) -> None:
+    lines = 3000
+    run = shims(
+        f"import sys\nsys.stdin.readline()\nfor i in range({lines}):"
+        " sys.stdout.write(f'{i:07d}' + 'z' * 1000 + '\\n'); sys.stdout.flush()"
+    )
+    tail = run.connect()
+    assert tail.request({"op": "tail", "stream": "stdout", "offset": 0}) == {"ok": True}
+    tail.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    control = run.connect()
+    assert control.request({"op": "write", "data": base64.b64encode(b"go\n").decode()})["ok"]
+    size = lines * 1008
+    wait_for(lambda: control.request({"op": "status"})["stdout_bytes"] == size, "all the output")
+    data = read_tail(tail, size + 1)
+    assert data == (run.dir / STDOUT_NAME).read_bytes()
+    assert [int(line[:7]) for line in data.splitlines()] == list(range(lines))
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        ({"op": "tail", "stream": "stdin", "offset": 0}, '"stream" must be'),
+        ({"op": "tail", "stream": "stdout"}, '"offset" must be an integer from 0 to 3'),
+        ({"op": "tail", "stream": "stdout", "offset": 5}, "from 0 to 3"),
+        ({"op": "tail", "stream": "stderr", "offset": True}, '"offset" must be'),
+    ],
+)
+def test_a_bad_tail_request_is_refused_and_the_connection_stays_a_control_one(
+    shims: Callable[..., Shim], request_: dict[str, Any], error: str
+) -> None:
+    run = shims(WAIT)
+    conn = run.connect()
+    wait_for(lambda: conn.request({"op": "status"})["stdout_bytes"] == 3, "the agent's 'up'")
+    conn2 = run.connect()
+    reply = conn2.request(request_)
+    assert reply["ok"] is False
+    assert error in reply["error"]
+    assert conn2.request({"op": "status"})["exit_code"] is None
 
 
 def test_a_watcher_that_does_not_read_blocks_nobody(shims: Callable[..., Shim]) -> None:
@@ -397,6 +486,55 @@ def test_a_watcher_that_does_not_read_blocks_nobody(shims: Callable[..., Shim]) 
     assert events == sorted(events)
     assert events[-1] == 2000 * 4096
     assert len(events) < 2000, "notices are merged for a slow reader"
+
+
+ESCAPE = """\
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()  # out of the agent's group and session
+    if os.fork() == 0:
+        print(os.getpid(), flush=True)
+        while True:
+            time.sleep(1)
+    os._exit(0)  # orphans its child: the shim adopts it
+os.wait()
+sys.stdin.readline()
+"""
+
+
+def ppid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def escaped_pid(run: Shim) -> int:
+    wait_for(lambda: (run.dir / STDOUT_NAME).read_text().strip(), "the escaped child's pid")
+    pid = int((run.dir / STDOUT_NAME).read_text())
+    assert os.getpgid(pid) != run.agent_pid, "it left the agent's group"
+    return pid
+
+
+def test_a_child_that_escapes_the_group_is_adopted_and_stopped_with_the_agent(
+    shims: Callable[..., Shim],
+) -> None:
+    run = shims(ESCAPE)
+    pid = escaped_pid(run)
+    assert ppid_of(pid) == run.popen.pid, "the shim adopted it, not init"
+    conn = run.connect()
+    assert conn.request({"op": "signal", "signal": signal.SIGTERM}) == {"ok": True}
+    assert run.wait_exit()["exit_code"] == -signal.SIGTERM
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the escaped child ended and reaped")
+
+
+def test_a_child_that_escaped_ends_when_the_agent_exits_by_itself(
+    shims: Callable[..., Shim],
+) -> None:
+    run = shims(ESCAPE)
+    pid = escaped_pid(run)
+    conn = run.connect()
+    assert conn.request({"op": "close_stdin"}) == {"ok": True}
+    assert run.wait_exit()["exit_code"] == 0
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), "the escaped child ended and reaped")
 
 
 def test_collect_deletes_the_folder_and_ends_the_shim(shims: Callable[..., Shim]) -> None:

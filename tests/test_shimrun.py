@@ -19,7 +19,8 @@ import trio
 
 from hived.process import SpawnError, read_lines, signal_group
 from hived.shimrun import ShimRun, end_run, stop_run
-from tests.test_process import MISBEHAVE, gone, wait_gone
+from tests.test_process import MISBEHAVE, wait_gone
+from tests.test_store import wait_until
 
 
 @asynccontextmanager
@@ -94,6 +95,33 @@ async def test_the_output_is_read_again_from_any_offset(tmp_path: Path) -> None:
             assert await lines(run, 2, offset=len("one\n")) == ["two", "three"]
 
 
+async def test_live_output_comes_through_the_tail_and_the_rest_from_the_file_if_the_shim_dies(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import sys\nprint('first', flush=True)\nsys.stdin.readline()\n"
+        "sys.stdout.write('x' * 100000 + '\\nlast\\n'); sys.stdout.flush()\nsys.stdin.readline()"
+    )
+    async with running(tmp_path, sys.executable, "-c", code) as run:
+        stream = run.spool("stdout")
+        with trio.fail_after(10):
+            async with stream, aclosing(read_lines(stream)) as batches:
+                got: list[str] = []
+                async for batch in batches:
+                    got += batch.lines
+                    if got == ["first"]:
+                        await run.write(b"go\n")
+                        # Wait until the shim spooled it all, then kill it before the tail
+                        # could be read: the rest must come from the file.
+                        await wait_until(lambda: (run.dir / "stdout").stat().st_size == 100012)
+                        signal_group(run.shim_pid, signal.SIGKILL)
+            assert got == ["first", "x" * 100000, "last"]
+            await run.wait_exit()
+            assert run.gone
+            # A reader that starts now finds no shim to tail: it reads the file.
+            assert await lines(run, 3) == ["first", "x" * 100000, "last"]
+
+
 # -- stopping ---------------------------------------------------------------------------------
 
 
@@ -138,9 +166,8 @@ async def test_leftovers_die_when_the_leader_exits_by_itself(tmp_path: Path) -> 
         with trio.fail_after(10):
             grandchild = int((await lines(run, 1))[0])
             assert await run.wait_exit() == 0
-            assert not gone(grandchild)
-            await stop_run(run, 1.0)
-    await wait_gone(grandchild)
+            # The shim ends them as it records the exit: no stop needed, no daemon either.
+            await wait_gone(grandchild)
 
 
 async def test_signal_group_reaches_the_group_and_reports_when_it_is_gone(

@@ -66,9 +66,9 @@ def frames_of(pairs: list[tuple[int, str]]) -> list[str]:
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll a condition that a worker thread makes true, up to a deadline."""
+    """Poll a condition that another thread or process makes true, up to a deadline."""
     with trio.fail_after(DEADLINE_S):
-        while not condition():  # noqa: ASYNC110 (a thread changes it: no event to wait on)
+        while not condition():  # noqa: ASYNC110 (no event to wait on across threads)
             await trio.sleep(0.005)
 
 
@@ -744,6 +744,44 @@ async def test_a_failing_disk_keeps_events_queued_and_writes_resume(
         assert conn.execute("SELECT count(*), max(seq) FROM events").fetchone() == (210, 210)
 
 
+async def test_a_stop_that_cannot_write_counts_what_is_lost_and_leaves_a_fence(
+    state: StateConfig,
+) -> None:
+    made: list[sqlite3.Connection] = []
+
+    def tracking(path: Path) -> sqlite3.Connection:
+        made.append(schema.connect(path))
+        return made[-1]
+
+    store = Store.open(state, connect=tracking)
+    first_epoch = store.epoch
+    record(store, "t", range(1, 11))
+    await store.drain()
+    assert store.lost_events == 0
+    made[0].execute("PRAGMA max_page_count = 1")  # the disk is full from now on
+    record(store, "t", range(11, 61))
+    with trio.move_on_after(0.5):
+        await store.drain()
+    assert store.lost_events == 50
+    store.close()
+    again = Store.open(state)
+    try:
+        assert again.epoch == first_epoch + 1
+        # The run that lost events ended uncleanly: where "t" stood on disk is its fence.
+        assert await again.fence("t", first_epoch) == 10
+        assert await again.fence("never", first_epoch) == 0
+        assert await again.fence("t", again.epoch) is None
+        await again.drain()
+    finally:
+        again.close()
+    third = Store.open(state)
+    try:
+        assert await third.fence("t", first_epoch + 1) is None, "that run ended cleanly"
+        assert await third.fence("t", 999) is None, "an unknown run says nothing"
+    finally:
+        third.close()
+
+
 async def test_wait_writable_blocks_sources_past_the_bound_until_the_queue_drains(
     state: StateConfig,
 ) -> None:
@@ -842,10 +880,12 @@ async def test_list_sessions_keeps_the_states_asked_for(store: Store) -> None:
 async def test_list_sessions_of_live_states_reads_only_their_rows(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Recent enough that the retention pass, which runs as the store serves, keeps them all.
+    now = time.time()
     for i in range(300):
-        started = utc_timestamp(1_700_000_000 + i)
+        started = utc_timestamp(now - 1000 + i)
         store.record_session(summary(f"X{i:03}", State.EXITED, started_at=started))
-    store.record_session(summary("LIVE1", State.RUNNING, started_at=utc_timestamp(1_600_000_000)))
+    store.record_session(summary("LIVE1", State.RUNNING, started_at=utc_timestamp(now - 2000)))
     await store.drain()
     parsed: list[str] = []
     real_summary = sql._summary

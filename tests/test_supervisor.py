@@ -69,6 +69,10 @@ class Recorder:
     def record_session(self, summary: SessionSummary) -> None:
         self.summaries.append(summary)
 
+    async def keep_session(self, summary: SessionSummary) -> None:
+        await trio.lowlevel.checkpoint()
+        self.summaries.append(summary)
+
 
 class Events:
     """What a subscriber of one topic receives, decoded."""

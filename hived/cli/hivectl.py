@@ -23,6 +23,7 @@ from typing import Any, Final
 import trio
 
 from hived import __version__
+from hived.cli import history
 from hived.cli.hook import command_word, hook_main
 from hived.cli.render import (
     Painter,
@@ -67,7 +68,9 @@ exit status: 0 ok, 1 hived answered with an error or closed the connection,
 
 AMBIGUOUS_SHOWN: Final = 5
 ENDED_STATES: Final = frozenset({"EXITED", "FAILED", "FATAL", "LOST"})
-ADMIN_COMMANDS: Final = frozenset({"status", "connections", "kick", "reload", "shutdown", "daemon"})
+ADMIN_COMMANDS: Final = frozenset(
+    {"status", "connections", "kick", "reload", "shutdown", "daemon", "forget"}
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = command("logs", "print a session's stored events")
     logs.add_argument("session", metavar="SESSION", type=session_ref)
     logs.add_argument("-f", "--follow", action="store_true", help="then follow live events")
+    history.add_parsers(command, logs, session_ref)
     command("connections", "list the open WebSocket connections")
     kick = command("kick", "close a connection")
     kick.add_argument("id", metavar="ID", type=int)
@@ -236,7 +240,13 @@ async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
     if len(matches) == 1:
         return dict(matches[0])
     if not matches:
-        raise RemoteError("not_found", f"no session {ref!r} (give an id, an id prefix or a name)")
+        # hived's own lookup says why: no such session, or one that was forgotten (and when).
+        page = await client.request("session.events", session=ref, limit=1)
+        if not isinstance(page, dict) or not isinstance(page.get("session"), str):
+            raise RemoteError(
+                "not_found", f"no session {ref!r} (give an id, an id prefix or a name)"
+            )
+        return {"id": page["session"], "name": ref, "state": "?"}
     names = ", ".join(f"{s.get('id')} ({s.get('name')})" for s in matches[:AMBIGUOUS_SHOWN])
     more = " and more" if len(matches) > AMBIGUOUS_SHOWN else ""
     raise RemoteError("bad_request", f"session {ref!r} is ambiguous: it matches {names}{more}")
@@ -392,7 +402,12 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
 
 
 async def follow(
-    client: Client, topic: str, since: int | None, out: Output, show_session: bool
+    client: Client,
+    topic: str,
+    since: int | None,
+    out: Output,
+    show_session: bool,
+    wanted: Callable[[dict[str, Any]], bool] | None = None,
 ) -> int:
     """Print a topic's events until interrupted; raises why the subscription ended.
 
@@ -403,7 +418,8 @@ async def follow(
         subscription = await client.subscribe(topic, since=since)
         try:
             async for event in subscription:
-                out.event(event, show_session)
+                if wanted is None or wanted(event):
+                    out.event(event, show_session)
         except FellBehind as exc:
             since = exc.last_seq
             continue
@@ -413,6 +429,8 @@ async def follow(
 async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
     session = await resolve_session(client, args.session)
     say_which("logs of", session)
+    wanted = history.LogFilter(args)
+    tail = history.Tail(args.tail, lambda event: out.event(event, show_session=False))
     since = 0
     while True:
         page = await client.request(
@@ -420,12 +438,43 @@ async def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int
         )
         events = page.get("events", [])
         for event in events:
-            out.event(event, show_session=False)
+            if wanted(event):
+                tail.add(event)
             since = max(since, int(event.get("seq", since)))
         if len(events) < LOG_PAGE:
             break
+    tail.flush()
     if args.follow:
-        return await follow(client, f"session/{session['id']}", since, out, show_session=False)
+        return await follow(
+            client, f"session/{session['id']}", since, out, show_session=False, wanted=wanted
+        )
+    return EXIT_OK
+
+
+async def cmd_search(client: Client, args: argparse.Namespace, out: Output) -> int:
+    return await history.cmd_search(client, args, out.paint, out.json)
+
+
+async def cmd_usage(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = await client.request("usage", by=args.by, since=args.since, until=args.until)
+    out.data(result, lambda: history.usage_table(result))
+    return EXIT_OK
+
+
+async def cmd_export(client: Client, args: argparse.Namespace, out: Output) -> int:
+    session = await resolve_session(client, args.session)
+    say_which("transcript of", session)
+    return await history.cmd_export(client, args, str(session["id"]))
+
+
+async def cmd_forget(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if (args.session is None) == (args.ended_before is None):
+        raise RemoteError("bad_request", "give a SESSION or --ended-before TIME (one of them)")
+    if args.session is not None:
+        result = await client.request("session.forget", session=args.session)
+    else:
+        result = await client.request("session.forget", ended_before=args.ended_before)
+    out.data(result, lambda: history.forgotten_text(result))
     return EXIT_OK
 
 
@@ -487,6 +536,10 @@ COMMANDS: Final[
     "restart": _session_command("session.restart", "restarted"),
     "tail": cmd_tail,
     "logs": cmd_logs,
+    "search": cmd_search,
+    "usage": cmd_usage,
+    "export": cmd_export,
+    "forget": cmd_forget,
     "connections": cmd_connections,
     "kick": cmd_kick,
     "reload": cmd_reload,

@@ -154,6 +154,7 @@ class Client:
         try:
             with self._holding(topic):
                 result = await self.request("subscribe", topic=topic, since=since)
+                subscription.epoch = _epoch(result)
                 if subscription.last_seq is None:
                     subscription.last_seq = int(result.get("last_seq", 0))
                 self._took_effect(topic, result, [subscription])
@@ -200,8 +201,23 @@ class Client:
         recovered = bool(result.get("recovered", True))
         for subscription in resumed:
             subscription.recovered &= recovered
+            subscription.epoch = _epoch(result)
         last_seq = result.get("last_seq")
         if not isinstance(last_seq, int):
+            return
+        if result.get("reset") is True:
+            # What we saw after the daemon's last kept event was lost in a crash and its seqs
+            # handed out again: go on from where the daemon is.
+            for subscription in resumed:
+                if subscription.last_seq is not None and subscription.last_seq != last_seq:
+                    log.warning(
+                        "%s: the events after the last kept one were lost in a crash of hived;"
+                        " going on from %d",
+                        topic,
+                        last_seq,
+                    )
+                subscription.last_seq = last_seq
+                subscription.recovered = False
             return
         for subscription in self._subscriptions.get(topic, ()):
             if subscription.last_seq is not None and subscription.last_seq > last_seq:
@@ -291,16 +307,17 @@ class Client:
             resumed = [s for s in subscriptions if s.last_seq is not None]
             if not resumed:
                 continue  # its subscribe() is still waiting, and fails with ConnectionLost
-            since = min(s.last_seq for s in resumed if s.last_seq is not None)
+            oldest = min(resumed, key=lambda s: s.last_seq or 0)
+            fields: dict[str, Any] = {"topic": topic, "since": oldest.last_seq}
+            if oldest.epoch is not None:
+                fields["epoch"] = oldest.epoch
             try:
                 with self._holding(topic):
-                    result = await self.request("subscribe", topic=topic, since=since)
+                    result = await self.request("subscribe", **fields)
                     self._took_effect(topic, result, resumed)
                 if self.on_resume is not None:
-                    last_seq = result.get("last_seq")
-                    self.on_resume(
-                        topic, min(since, last_seq) if isinstance(last_seq, int) else since
-                    )
+                    # Where it goes on from: lowered, or reset, by the result.
+                    self.on_resume(topic, oldest.last_seq if oldest.last_seq is not None else 0)
             except RemoteError as exc:
                 log.warning("resubscribing to %s failed: %s", topic, exc)
                 for subscription in resumed:
@@ -423,3 +440,9 @@ async def connect(
     client._give_up(None)
     if raised is not None:
         raise raised
+
+
+def _epoch(result: Any) -> int | None:
+    """The daemon run a subscribe result came from (None from a daemon that does not say)."""
+    epoch = result.get("epoch") if isinstance(result, dict) else None
+    return epoch if isinstance(epoch, int) else None

@@ -27,6 +27,8 @@ class Subscription:
     """The seq of the last event handed to the caller (or where it resumes from)."""
     recovered: bool = True
     """False once the server said its history no longer reached where we resumed from."""
+    epoch: int | None = None
+    """The daemon run that ``last_seq`` counts in (the subscribe result's ``epoch``)."""
     error: BaseException | None = attrs.field(default=None, init=False)
     """Why the subscription ended, once it has (None while it runs, or after unsubscribe)."""
     _send: trio.MemorySendChannel[dict[str, Any]] = attrs.field(init=False)

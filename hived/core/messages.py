@@ -22,6 +22,7 @@ import attrs
 import cattrs
 
 from hived.core.convert import expected, make_converter
+from hived.core.events import KINDS
 from hived.core.sessions import State
 
 TOPIC_RE: Final = re.compile(r"sessions|session/[0-9A-Za-z_-]{1,64}")
@@ -75,6 +76,29 @@ SessionState = Annotated[
 ]
 """A state name in any case, kept upper-case (``waiting`` is ``WAITING``)."""
 Timestamp = Annotated[str, Rule('an ISO 8601 time such as "2026-11-26T08:00:00Z"', _is_iso_time)]
+SEARCH_MAX_QUERY: Final = 1000
+"""The longest search query, in characters: a query costs by its terms."""
+SearchQuery = Annotated[
+    str,
+    Rule(
+        f"a non-empty query of at most {SEARCH_MAX_QUERY} characters",
+        lambda v: len(v.strip()) > 0 and len(v) <= SEARCH_MAX_QUERY,
+    ),
+]
+SEARCH_MAX_LIMIT: Final = 500
+"""The largest page of search hits."""
+SearchLimit = Annotated[
+    int, Rule(f"an integer from 1 to {SEARCH_MAX_LIMIT}", lambda v: 1 <= v <= SEARCH_MAX_LIMIT)
+]
+USAGE_GROUPS: Final = ("day", "template", "session", "cwd")
+UsageGroup = Annotated[
+    str, Rule("one of " + ", ".join(f'"{g}"' for g in USAGE_GROUPS), lambda v: v in USAGE_GROUPS)
+]
+EXPORT_FORMATS: Final = ("jsonl", "md")
+ExportFormat = Annotated[str, Rule('"jsonl" or "md"', lambda v: v in EXPORT_FORMATS)]
+EventKind = Annotated[
+    str, Rule("an event kind (" + ", ".join(sorted(KINDS)) + ")", lambda v: v in KINDS)
+]
 
 
 @attrs.frozen
@@ -104,6 +128,8 @@ class Subscribe(BaseRequest):
     topic: Topic
     since: Seq | None = None
     """Replay every kept event with ``seq`` > since, then go live; absent: live only."""
+    epoch: Seq | None = None
+    """The ``epoch`` of the subscribe result ``since`` came from (resuming across a crash)."""
 
 
 @attrs.frozen
@@ -238,6 +264,62 @@ class SessionEvents(BaseRequest):
 
 
 @attrs.frozen
+class Search(BaseRequest):
+    """Full-text search over the kept events (FTS5 query syntax), newest first."""
+
+    type: ClassVar[str] = "search"
+    query: SearchQuery
+    """Words, ``"a phrase"``, ``prefix*``, ``AND``/``OR``/``NOT``, ``NEAR(a b, 5)``."""
+    session: NonEmpty | None = None
+    """Only events of this session (an id, an id prefix or a name)."""
+    agent: NonEmpty | None = None
+    """Only events of sessions of this agent template."""
+    kinds: tuple[EventKind, ...] = ()
+    """Only events of these kinds."""
+    since: Timestamp | None = None
+    """Only events kept at or after this time."""
+    until: Timestamp | None = None
+    """Only events kept before this time."""
+    limit: SearchLimit | None = None
+    """Hits per page (default 50)."""
+    cursor: NonEmpty | None = None
+    """The ``next`` of the previous page."""
+
+
+@attrs.frozen
+class UsageLedger(BaseRequest):
+    """Tokens by kind and cost, grouped by day, template, session or working folder."""
+
+    type: ClassVar[str] = "usage"
+    by: UsageGroup = "day"
+    since: Timestamp | None = None
+    """From this time (inclusive); absent: from the first kept turn."""
+    until: Timestamp | None = None
+    """To this time (exclusive); absent: until now."""
+
+
+@attrs.frozen
+class SessionExport(BaseRequest):
+    """A page of a session's transcript: JSONL (every event, lossless) or Markdown."""
+
+    type: ClassVar[str] = "session.export"
+    session: NonEmpty
+    format: ExportFormat = "jsonl"
+    cursor: Seq | None = None
+    """The ``next`` of the previous page (a seq); absent: from the start."""
+
+
+@attrs.frozen
+class SessionForget(BaseRequest):
+    """Delete ended sessions and everything kept of them: one, or every one ended before a
+    time (exactly one of ``session`` and ``ended_before``)."""
+
+    type: ClassVar[str] = "session.forget"
+    session: NonEmpty | None = None
+    ended_before: Timestamp | None = None
+
+
+@attrs.frozen
 class Status(BaseRequest):
     """The daemon's state: version, uptime, connections, sessions, hub and store figures."""
 
@@ -311,6 +393,10 @@ Request = (
     | SessionRestart
     | SessionResume
     | SessionEvents
+    | Search
+    | UsageLedger
+    | SessionExport
+    | SessionForget
     | Status
     | Connections
     | ConnectionKick

@@ -569,7 +569,7 @@ class Server:
     async def _subscribe(self, request: WireRequest, caller: Caller) -> SubscribeResult:
         assert isinstance(request, Subscribe)
         sub = self._connection_of(caller).subscriber
-        return await self._hub.subscribe(sub, request.topic, request.since)
+        return await self._hub.subscribe(sub, request.topic, request.since, request.epoch)
 
     async def _unsubscribe(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
         assert isinstance(request, Unsubscribe)

@@ -2,10 +2,11 @@
 
 How it works: every :data:`PRUNE_INTERVAL_S` (and at once after a reload) one pass deletes the
 events older than ``retention_days``, then, while the data in the file passes ``max_bytes``,
-the oldest events until it is under :data:`SIZE_TARGET` of it, then the sessions that ended
-more than :data:`SESSION_KEEP_FACTOR` × ``retention_days`` ago. Every step is one transaction of
-at most :data:`PRUNE_CHUNK` rows run through the batch writer, so a batch of new events waits
-for one step at most. Events go oldest first by insertion, so each topic keeps one contiguous
+the oldest events until it is under :data:`SIZE_TARGET` of it (their search index entries go
+with them), then the sessions that ended more than :data:`SESSION_KEEP_FACTOR` ×
+``retention_days`` ago, and the usage ledger's rows as old. Every step is one transaction of at
+most :data:`PRUNE_CHUNK` rows run through the batch writer, so a batch of new events waits for
+one step at most. Events go oldest first by insertion, so each topic keeps one contiguous
 range of seqs; ``on_pruned`` learns each topic's new first seq.
 """
 
@@ -21,6 +22,7 @@ import trio
 
 from hived.core.events import utc_timestamp
 from hived.store import sql
+from hived.store.ledger import prune_ledger
 from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class Retention:
                 removed = await self._batches.run(sql.prune_sessions, ended_before, PRUNE_CHUNK)
                 if removed < PRUNE_CHUNK:
                     break
+            await self._batches.run(prune_ledger, ended_before)
         except sqlite3.Error as exc:
             # While the writer fails too, its own error says so already.
             level = logging.DEBUG if self._batches.error else logging.WARNING

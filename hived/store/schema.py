@@ -84,6 +84,72 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         idx INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3 → 4 (history, issue 16): the search index, the usage ledger (a row per turn, and its sums
+    # per day and session), how far the follower that keeps them has read the events table, and
+    # the sessions that were forgotten.
+    """
+    CREATE VIRTUAL TABLE events_fts USING fts5 (text, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE TABLE history_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE usage_ledger (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        session TEXT NOT NULL,
+        name TEXT,
+        agent TEXT,
+        cwd TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        turns INTEGER NOT NULL
+    );
+    CREATE INDEX usage_ledger_ts ON usage_ledger (ts);
+    CREATE INDEX usage_ledger_session ON usage_ledger (session);
+    CREATE TABLE usage_daily (
+        day TEXT NOT NULL,
+        session TEXT NOT NULL,
+        name TEXT,
+        agent TEXT,
+        cwd TEXT,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        turns INTEGER NOT NULL,
+        PRIMARY KEY (day, session)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_daily_session ON usage_daily (session);
+    CREATE TABLE usage_totals (
+        session TEXT PRIMARY KEY,
+        usage TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE forgotten (
+        session TEXT PRIMARY KEY,
+        at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 4 → 5: one epoch per daemon run; where each topic stood when a run ended uncleanly
+    # (resume positions across a crash, docs/protocol.md §6).
+    """
+    CREATE TABLE epochs (
+        epoch INTEGER PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        clean INTEGER NOT NULL
+    );
+    CREATE TABLE fences (
+        epoch INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (epoch, topic)
+    ) WITHOUT ROWID;
+    """,
 )
 """Forward migrations; see the module docstring."""
 

@@ -49,6 +49,17 @@ _READ_EVENTS: Final = (
 )
 
 
+FOLLOWED_KEY: Final = "followed_upto"
+"""The ``history_state`` key of the last event id the index follower has read."""
+CLAMP_FOLLOWED: Final = (
+    "UPDATE history_state SET value = (SELECT coalesce(max(id), 0) FROM events) "
+    f"WHERE key = '{FOLLOWED_KEY}' AND value > (SELECT coalesce(max(id), 0) FROM events)"
+)
+"""Run in the transaction of any deletion that may remove the newest events (forgetting their
+session, retention down to nothing): SQLite gives the next event the largest id + 1, which
+would otherwise be at or below ``followed_upto``, and never indexed."""
+
+
 _FRAME_OVERHEAD_BYTES: Final = 160
 """About what an event's frame holds besides its data (type, topic, seq, ts, kind, session)."""
 
@@ -218,6 +229,45 @@ def load_topics(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
     return {topic: (first, last) for topic, first, last in rows}
 
 
+def begin_epoch(conn: sqlite3.Connection, now: str) -> int:
+    """Record a new daemon run and return its epoch. If the last run did not end cleanly (its
+    events may have been sent and not kept), keep where each topic stood: its fence."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        last = conn.execute(
+            "SELECT epoch, clean FROM epochs ORDER BY epoch DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and not last[1]:
+            conn.execute(
+                "INSERT INTO fences (epoch, topic, last_seq) SELECT ?, topic, last_seq FROM topics",
+                (last[0],),
+            )
+        epoch = 1 if last is None else last[0] + 1
+        conn.execute("INSERT INTO epochs (epoch, started_at, clean) VALUES (?, ?, 0)", (epoch, now))
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return int(epoch)
+
+
+def end_epoch(conn: sqlite3.Connection, epoch: int) -> None:
+    """The run ended with every event it published kept."""
+    conn.execute("UPDATE epochs SET clean = 1 WHERE epoch = ?", (epoch,))
+
+
+def select_fence(conn: sqlite3.Connection, epoch: int, topic: str) -> int | None:
+    """The last seq of ``topic`` kept when run ``epoch`` ended uncleanly; None when that run
+    ended cleanly or is unknown (nothing it sent was lost)."""
+    run = conn.execute("SELECT clean FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
+    if run is None or run[0]:
+        return None
+    row = conn.execute(
+        "SELECT last_seq FROM fences WHERE epoch = ? AND topic = ?", (epoch, topic)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _live_state_params() -> tuple[str, list[str]]:
     states = sorted(str(s) for s in LIVE_STATES)
     return ", ".join("?" * len(states)), states
@@ -384,7 +434,10 @@ def prune_events(conn: sqlite3.Connection, older_than: str | None, chunk: int) -
                 "SELECT topic, max(seq) FROM events WHERE id <= ? GROUP BY topic", (last_id,)
             )
         }
+        # The search index goes with its events (hived.store.indexer): same ids, same step.
+        conn.execute("DELETE FROM events_fts WHERE rowid <= ?", (last_id,))
         deleted = conn.execute("DELETE FROM events WHERE id <= ?", (last_id,)).rowcount
+        conn.execute(CLAMP_FOLLOWED)
         conn.executemany(
             "UPDATE topics SET first_seq = ? WHERE topic = ? AND first_seq < ?",
             [(first, topic, first) for topic, first in first_seqs.items()],

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import orjson
@@ -23,12 +23,18 @@ from hived.core.logtext import printable
 from hived.core.sessions import SessionSummary
 from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
+from hived.store.forget import forget_session
+from hived.store.indexer import Indexer, IndexStats, followed_upto
+from hived.store.ledger import usage
 from hived.store.lock import StateLock
 from hived.store.retention import Retention
+from hived.store.search import SearchFilters, search
 from hived.store.sessions import SessionQueries
 from hived.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_PENDING_EVENTS: Final = 100_000
 """Events queued and not yet committed past which :meth:`Store.wait_writable` blocks sources."""
@@ -74,6 +80,8 @@ class StoreStats:
     """Sessions found live in the store at start and marked LOST."""
     orphans_reaped: int
     """Processes of such sessions that still ran and were stopped."""
+    index: IndexStats
+    """The search index and usage ledger: how far behind the committed events they are."""
 
 
 class Store:
@@ -104,10 +112,16 @@ class Store:
         self._retention = Retention(
             self._batches, state.retention_days, state.max_bytes, self._pruned_to
         )
+        self._indexer = Indexer(self._batches)
+        self._forgotten: dict[str, str] = {}
         self._orphans: list[SessionSummary] = []
         self._orphans_reaped = 0
         self.recovered: tuple[SessionSummary, ...] = ()
         """The sessions found live at open, as now recorded: LOST."""
+        self.epoch = 0
+        """This daemon run's number in the store (resume positions carry it)."""
+        self.lost_events = 0
+        """Events not written when :meth:`drain` ended (a full or failing disk): lost."""
         self._closed = False
 
     @classmethod
@@ -138,7 +152,10 @@ class Store:
             try:
                 schema.check_integrity(writer, path)
                 topics = sql.load_topics(writer)
+                forgotten = dict(writer.execute("SELECT session, at FROM forgotten").fetchall())
+                indexed = followed_upto(writer)
                 recovered = sql.recover_sessions(writer, utc_timestamp(), LOST_REASON, held)
+                epoch = sql.begin_epoch(writer, utc_timestamp())
             except sqlite3.Error as exc:
                 writer.close()
                 raise schema.open_error(path, exc) from exc
@@ -149,6 +166,9 @@ class Store:
             lock.release()
             raise
         store = cls(state, path, writer, connect, max_pending, lock)
+        store.epoch = epoch
+        store._forgotten = forgotten
+        store._indexer.followed_upto = indexed
         for topic, (first, last) in topics.items():
             store._first[topic] = first
             store._last[topic] = store._batches.committed_seqs[topic] = last
@@ -229,6 +249,14 @@ class Store:
         """Queue a session's summary (the latest of a session replaces a queued one)."""
         self._batches.add_session(summary)
 
+    async def keep_session(self, summary: SessionSummary) -> None:
+        """Record a session's summary and return once it is on disk (a session about to start
+        an agent: a crash from then on leaves the next daemon its record to take it up by);
+        :class:`~hived.core.errors.StoreError` when the disk refuses it."""
+        self._batches.add_session(summary)
+        if not await self._batches.commit_now():
+            raise StoreError(self._batches.error or f"cannot write to {self.path}")
+
     def oldest_seq(self, topic: str) -> int | None:
         """The smallest seq kept for ``topic``; None for a topic never seen.
 
@@ -296,44 +324,35 @@ class Store:
     async def _read_db(
         self, topic: str, after: int, upto: int, limit: int, max_bytes: int | None = None
     ) -> list[tuple[int, str]]:
-        conn = self._readers.pop() if self._readers else None
         try:
-            used, page = await trio.to_thread.run_sync(
-                self._read_db_sync,
-                conn,
-                topic,
-                after,
-                upto,
-                limit,
-                max_bytes,
-                limiter=self._read_limiter,
-            )
+            return await self._read_with(sql.read_frames, topic, after, upto, limit, max_bytes)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read events of {topic}: {exc}") from exc
+
+    async def _read_with(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a worker thread, on a read connection of the pool."""
+        conn = self._readers.pop() if self._readers else None
+        used, result = await trio.to_thread.run_sync(
+            self._read_sync, conn, fn, args, limiter=self._read_limiter
+        )
         if self._closed:
             used.close()
         else:
             self._readers.append(used)
-        return page
+        return result
 
-    def _read_db_sync(
-        self,
-        conn: sqlite3.Connection | None,
-        topic: str,
-        after: int,
-        upto: int,
-        limit: int,
-        max_bytes: int | None,
-    ) -> tuple[sqlite3.Connection, list[tuple[int, str]]]:
+    def _read_sync(
+        self, conn: sqlite3.Connection | None, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> tuple[sqlite3.Connection, T]:
         if conn is None:
             conn = self._connect(self.path)
             conn.execute("PRAGMA query_only = 1")
         try:
-            frames = sql.read_frames(conn, topic, after, upto, limit, max_bytes)
+            result = fn(conn, *args)
         except BaseException:
             conn.close()
             raise
-        return conn, frames
+        return conn, result
 
     # History queries.
 
@@ -404,6 +423,53 @@ class Store:
         frames = await self.read(topic, since or 0, self._last.get(topic, 0), limit, max_bytes)
         return [orjson.loads(frame) for _, frame in frames]
 
+    # Search, the usage ledger, forgetting (issue 16).
+
+    async def search(
+        self, query: str, filters: SearchFilters, limit: int, before: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of search hits, newest first, and the next page's cursor (see
+        :mod:`hived.store.search`). Raises QueryError for a query FTS5 cannot parse."""
+        try:
+            return await self._read_with(search, query, filters, limit, before)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot search: {exc}") from exc
+
+    async def usage(self, by: str, since: str | None, until: str | None) -> dict[str, Any]:
+        """The usage ledger grouped ``by`` day, template, session or cwd over a period."""
+        try:
+            return await self._read_with(usage, by, since, until)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the usage ledger: {exc}") from exc
+
+    async def index_now(self) -> None:
+        """Commit what is queued, then index and count it (the follower does this by itself,
+        within ``sync_interval_ms`` plus a quarter second)."""
+        await self.drain()
+        await self._indexer.catch_up()
+
+    def forgotten(self, session_id: str) -> str | None:
+        """When a session was forgotten (:meth:`forget`), or None."""
+        return self._forgotten.get(session_id)
+
+    async def forget(self, session_id: str) -> int:
+        """Delete every trace of an ended session (:mod:`hived.store.forget`); its events
+        deleted. What is queued is committed first, so nothing of it is written after."""
+        await self.drain()
+        at = utc_timestamp()
+        try:
+            deleted = await self._batches.run(forget_session, session_id, at)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot forget session {session_id}: {exc}") from exc
+        topic = session_topic(session_id)
+        self._first.pop(topic, None)
+        self._last.pop(topic, None)
+        self._batches.committed_seqs.pop(topic, None)
+        self._events_at_open -= deleted
+        self._forgotten[session_id] = at
+        log.info("store: session %s forgotten (%d events)", session_id, deleted)
+        return deleted
+
     # The service.
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -411,16 +477,35 @@ class Store:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._retention.serve)
+                nursery.start_soon(self._indexer.serve)
                 task_status.started()
                 await self._batches.serve()
         finally:
             self.close()
 
     async def drain(self) -> None:
-        """Commit everything queued (retrying a failing disk until the caller's deadline)."""
+        """Commit everything queued (retrying a failing disk until the caller's deadline); what
+        could not be written by then, and what the writer dropped on the way (a batch failing
+        for a reason other than the disk's), is counted in :attr:`lost_events`."""
         count = self.pending
-        await self._batches.drain()
+        try:
+            await self._batches.drain()
+        finally:
+            unwritten = self.pending if self._batches.has_pending else 0
+            self.lost_events = unwritten + self._batches.events_lost
         log.info("store: drained (%d events committed)", count)
+
+    async def fence(self, topic: str, epoch: int) -> int | None:
+        """Where ``topic`` stood in the store when run ``epoch`` ended, if that run ended
+        uncleanly (what it sent past there may be lost, and its seqs handed out again); None
+        for the current run, a clean one or an unknown one."""
+        if epoch == self.epoch:
+            await trio.lowlevel.checkpoint()
+            return None
+        try:
+            return await self._batches.run(sql.select_fence, epoch, topic)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the fences of {topic}: {exc}") from exc
 
     def reload(self, config: Config) -> None:
         """Apply new retention and sync settings (``state.dir`` changes at the next start)."""
@@ -461,6 +546,7 @@ class Store:
             events_pruned=self._retention.pruned,
             sessions_lost=len(self.recovered),
             orphans_reaped=self._orphans_reaped,
+            index=self._indexer.stats(),
         )
 
     def close(self) -> None:
@@ -475,6 +561,13 @@ class Store:
                 self.pending,
                 len(self._batches.queued_sessions()),
             )
+        else:
+            # Every event this run published is kept: a client resuming from any of them
+            # after the next start is resumed exactly (no fence for this run).
+            try:
+                sql.end_epoch(self._writer, self.epoch)
+            except sqlite3.Error as exc:
+                log.error("store: cannot record that this run ended cleanly: %s", exc)
         for conn in [self._writer, *self._readers]:
             conn.close()
         self._sessions.close()

@@ -184,6 +184,13 @@ class BatchWriter:
             if not await self._write_once():
                 await trio.sleep(self._retry_s)
 
+    async def commit_now(self) -> bool:
+        """Commit what is queued now rather than at the end of the interval; True once it is on
+        disk, False when the disk refused it (it stays queued, as always)."""
+        await trio.lowlevel.checkpoint()
+        # Summaries all go in the next batch: one successful write commits every one queued.
+        return await self._write_once()
+
     async def drain(self) -> None:
         """Commit everything queued, retrying a failing disk until cancelled."""
         await trio.lowlevel.checkpoint()

@@ -151,6 +151,57 @@ async def replay_from_zero(url: str, topic: str) -> tuple[dict[str, Any], list[E
     return result, messages
 
 
+async def subscribe_result(url: str, **request: Any) -> dict[str, Any]:
+    """The result of one subscribe over a raw connection of the ``websockets`` library."""
+    async with websockets_client(url, SECRETS["viewer"]) as ws:
+        await ws.send(orjson.dumps({"type": "subscribe", "id": 1, **request}).decode())
+        with trio.fail_after(DEADLINE_S):
+            while True:
+                parsed = orjson.loads(await ws.recv())
+                for message in parsed if isinstance(parsed, list) else [parsed]:
+                    if message["type"] == "result" and message["id"] == 1:
+                        return dict(message["result"])
+
+
+async def test_a_resume_into_events_lost_in_a_crash_says_so_even_after_their_seqs_are_reused(
+    hived: Launcher,
+) -> None:
+    port, config = hived.config()
+    # Only what must be on disk at once is: the sessions' records at their start.
+    config = config.replace(f"sync_interval_ms = {SYNC_INTERVAL_MS}", "sync_interval_ms = 600000")
+    first = await hived.start(config, port=port)
+    async with connect(first.ws_url, SECRETS["operator"], reconnect=False) as client:
+        sessions = await client.subscribe("sessions", since=0)
+        epoch = sessions.epoch
+        assert isinstance(epoch, int)
+        marks: list[int] = []
+        for _ in range(2):
+            # The second start commits what the first published (with its own record).
+            await client.request("session.start", agent="text")
+            with trio.fail_after(DEADLINE_S):
+                async for event in sessions:
+                    if state_of(event) == "RUNNING":
+                        marks.append(event["seq"])
+                        break
+        kept_seq, seen = marks
+    first.proc.kill()
+    assert await first.wait_exit() == -9
+
+    second = await hived.start(config, port=port)
+    async with connect(second.ws_url, SECRETS["operator"], reconnect=False) as client:
+        with trio.fail_after(DEADLINE_S):
+            while (await subscribe_result(second.ws_url, topic="sessions"))["last_seq"] < seen + 2:
+                await client.request("session.start", agent="text")
+    # The seqs the first daemon sent and lost now name other events: no resume into them.
+    lost = await subscribe_result(second.ws_url, topic="sessions", since=seen, epoch=epoch)
+    assert (lost["recovered"], lost["reset"]) == (False, True), (lost, seen)
+    assert lost["epoch"] == epoch + 1
+    assert lost["last_seq"] >= seen + 2
+    # A position the first daemon had kept resumes exactly.
+    kept = await subscribe_result(second.ws_url, topic="sessions", since=kept_seq, epoch=epoch)
+    assert (kept["recovered"], kept["reset"]) == (True, False), kept
+
+
 def state_of(event: Event) -> str | None:
     return event["data"].get("state") if event["kind"] == "state" else None
 

@@ -16,12 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import pytest
 import trio
 
 from hived.client import Client, connect
 from tests.e2e.harness import (
+    AGENTS,
     DEADLINE_S,
+    PYTHON,
     SECRETS,
     Launcher,
     RunningDaemon,
@@ -30,10 +33,12 @@ from tests.e2e.harness import (
 )
 from tests.e2e.test_crash import kill_shim
 from tests.e2e.test_real_claude import Watch, store_committed
+from tests.e2e.test_wire import RawWebSocket
 
 pytestmark = pytest.mark.e2e
 
 LINE = re.compile(r"^line (\d+) ")
+FLOOD: Final = f"{PYTHON} {AGENTS / 'misbehave.py'}"
 
 
 async def summary(client: Client, session: str) -> dict[str, Any]:
@@ -122,6 +127,31 @@ async def test_three_agents_mid_turn_outlive_a_kill_9_and_go_on(hived: Launcher)
         await client.request("session.stop", session=claude["session"])
 
 
+async def test_input_right_after_a_restart_waits_for_the_run_to_be_taken_up(
+    hived: Launcher,
+) -> None:
+    # A long spool to rebuild the driver from: the next daemon takes a moment to take it up.
+    script = f"{FLOOD} flood 100000 --jsonl; exec {PYTHON} {AGENTS / 'fake_text.py'}"
+    body = f'[agents.bulky]\ncommand = ["sh", "-c", "{script}"]\nformat = "text"\n'
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="bulky"))["session"]
+        with trio.fail_after(60):
+            while True:  # the flood, then the echo agent's greeting
+                page = await client.request("session.events", session=session, since=100000)
+                if any("fake_text ready" in str(e["data"]) for e in page["events"]):
+                    break
+                await trio.sleep(0.05)
+    await store_committed(daemon.admin_url)
+    daemon = await restart(hived, config, port, daemon)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        watch = Watch(await client.subscribe(f"session/{session}"))
+        await client.request("session.input", session=session, text="still there?")
+        await watch.until("the echo", lambda e: e["data"].get("line") == "you said: still there?")
+        await client.request("session.stop", session=session)
+
+
 async def test_kill_9_at_random_points_of_a_long_burst_loses_and_repeats_nothing(
     hived: Launcher,
 ) -> None:
@@ -159,6 +189,70 @@ async def test_a_graceful_stop_still_ends_every_agent(hived: Launcher) -> None:
     async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
         for session in sessions:
             assert (await summary(client, session))["state"] == "EXITED"
+
+
+async def test_a_session_started_just_before_a_crash_is_taken_up_not_forgotten(
+    hived: Launcher,
+) -> None:
+    body = agent_toml("sleeper", "misbehave.py", "sleep", extra='restart = "no"')
+    port, config = hived.config(body=body)
+    # Nothing reaches the disk by the clock within the test: only what must be there first.
+    config = config.replace("sync_interval_ms = 50", "sync_interval_ms = 600000")
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="sleeper"))["session"]
+        pid = (await summary(client, session))["pid"]
+    daemon = await restart(hived, config, port, daemon)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        taken_up = await wait_state(client, session, "RUNNING")
+        assert taken_up["pid"] == pid
+        assert process_alive(pid)
+        await client.request("session.stop", session=session)
+    assert not process_alive(pid)
+
+
+SLOW_STOP: Final = """\
+import signal, sys, time
+def term(signum, frame):
+    time.sleep(2)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("up", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+async def test_a_client_that_does_not_close_does_not_eat_the_agents_stop_grace(
+    hived: Launcher,
+) -> None:
+    script = hived.tmp_path / "slow_stop.py"
+    script.write_text(SLOW_STOP)
+    body = (
+        f'[agents.slow]\ncommand = ["{PYTHON}", "{script}"]\nformat = "text"\n'
+        'restart = "no"\nstop_timeout_s = 5.0\n'
+    )
+    port, config = hived.config(body=body)
+    # 9 s to stop: the agent gets 4 s of grace (the last 5 s are the reap budget after
+    # SIGKILL). Were connections closed first, the silent client's closing handshake (5 s)
+    # would leave it none: SIGKILL before its 2 s clean exit.
+    config = config.replace("shutdown_timeout_s = 10.0", "shutdown_timeout_s = 9.0")
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="slow"))["session"]
+        watch = Watch(await client.subscribe(f"session/{session}", since=0))
+        await watch.until("its handler in place", lambda e: e["data"].get("line") == "up")
+    silent = await RawWebSocket.open(port, "/v1/ws", SECRETS["viewer"])
+    opcode, payload = await silent.read_frame()
+    assert (opcode, orjson.loads(payload)["type"]) == (0x1, "welcome")
+    # From now on it answers nothing, not even the close.
+    daemon.send_signal(signal.SIGTERM)
+    assert await daemon.wait_exit() == 0
+    await silent.stream.aclose()
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        ended = await summary(client, session)
+    assert (ended["state"], ended["exit_code"]) == ("EXITED", 0), ended
 
 
 async def test_daemon_restart_keeps_the_agents_and_their_output(hived: Launcher) -> None:
