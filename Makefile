@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-cluster agents web-vendor clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-cluster soak agents web-vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench-history: $(STAMP)
 # node, in the same run (docs/cluster.md). Needs redis-server.
 bench-cluster: $(STAMP)
 	$(BIN)/python -m bench.cluster
+
+# Ten minutes of churn against the real daemon; fails on RSS or fd growth, or a lost or doubled
+# event (bench/soak.py). SOAK_S=60 for a shorter run.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --duration-s $(or $(SOAK_S),600)
 
 # The real agent programs the driver tests run (pinned, from npm, into .agents/); the tests that
 # need one skip, saying so, where it is missing. .ci/run calls this.

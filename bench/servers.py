@@ -92,6 +92,7 @@ sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"
 [agents.flood]
 command = {command}
 format = "text"
+args_allowed = "[0-9.]+|--rate|--wait"
 restart = "no"
 idle_s = 3600.0
 stop_timeout_s = 2.0

@@ -151,7 +151,9 @@ class Daemon:
                 router,
                 version=__version__,
                 hook_sink=supervisor.ingest_hook,
+                store_saturated=lambda: store.saturated,
                 sockets=sockets,
+                echo=echo_enabled(),
             )
             server.metrics = make_metrics(Sources(hub, server, supervisor, store, notify))
             notify.attention.is_open = server.is_open
@@ -330,6 +332,21 @@ def _without_cluster(handler: Handler) -> Handler:
         return await handler(request, caller)
 
     return handle
+
+
+TEST_ECHO_ENV: Final = "HIVED_TEST_ECHO"
+"""Set to ``1`` in hived's environment, it serves the test build's echo WebSocket (for the
+Autobahn test suite): never on by a config key."""
+
+
+def echo_enabled() -> bool:
+    """Whether this is a test build that serves ``/v1/echo`` (logged loudly when it is)."""
+    if os.environ.get(TEST_ECHO_ENV) != "1":
+        return False
+    log.warning(
+        "test build: %s=1: /v1/echo echoes anything to anyone, with no token", TEST_ECHO_ENV
+    )
+    return True
 
 
 def _cannot_listen(listen: str, exc: OSError) -> str:

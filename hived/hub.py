@@ -4,9 +4,11 @@ How it works: :meth:`Hub.publish` is synchronous and is the hot path. It gives t
 topic's next seq, encodes it once (:func:`~hived.core.events.encode_event`), appends that text
 to the topic's ring (the last ``ring_size`` frames, a cache in front of the history), hands it
 to the :class:`~hived.history.History`, and appends the same ``str`` object to the queue of
-every subscriber of the topic, waking a writer that waits. A subscriber whose queue is full is
-*overflowed*: it is dropped from every topic and its connection closes with 4008; the client
-resumes with ``since``, so it loses nothing.
+every subscriber of the topic, waking a writer that waits. A subscriber whose queue is full —
+``queue_size`` frames, or ``queue_bytes`` of them (a frame counts as its length, as in the
+rings; a lone frame larger than that still fits an empty queue) — is *overflowed*: it is
+dropped from every topic and its connection closes with 4008; the client resumes with
+``since``, so it loses nothing.
 
 A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everything queued at
 once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
@@ -52,7 +54,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from itertools import islice
 from typing import Any, Final
 
@@ -71,6 +73,8 @@ HISTORY_PAGE_MAX: Final = 1024
 """Most frames asked of the history in one read during a replay."""
 RINGS_MAX_BYTES: Final = 64 << 20
 """The default bound of the memory taken by the frames of all topics' rings together."""
+QUEUE_BYTES: Final = 16 << 20
+"""The default bound of the frames queued for one subscriber, in bytes."""
 
 
 @attrs.frozen
@@ -108,9 +112,10 @@ class Subscriber:
     """One connection's queue of frames, shared by all its topics.
 
     Made by :meth:`Hub.subscriber`. ``topics`` is the set of topics it is subscribed to (read
-    only); ``depth`` the number of frames queued now. When a publish finds the queue holding
-    ``queue_size`` frames, ``overflowed`` turns True, the queue is emptied and the hub stops
-    feeding it: the connection closes with 4008.
+    only); ``depth`` the number of frames queued now, ``depth_bytes`` their length. When a
+    publish finds no room in the queue — ``queue_size`` frames, or a frame that would take it
+    past ``queue_bytes`` (unless it is empty) — ``overflowed`` turns True, the queue is emptied
+    and the hub stops feeding it: the connection closes with 4008.
 
     ``send_now``, when given, delivers a frame at once without awaiting (it writes to the
     socket) and says whether it did; a live publish tries it when the subscriber's task waits
@@ -122,10 +127,12 @@ class Subscriber:
     """
 
     __slots__ = (
+        "_bytes",
         "_drained",
         "_frames",
         "_waiter",
         "bound",
+        "bound_bytes",
         "on_overflow",
         "overflowed",
         "send_now",
@@ -137,10 +144,15 @@ class Subscriber:
         queue_size: int,
         send_now: Callable[[str], bool] | None = None,
         on_overflow: Callable[[], None] | None = None,
+        queue_bytes: int = QUEUE_BYTES,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size: expected an integer ≥ 1, got {queue_size}")
+        if queue_bytes < 1:
+            raise ValueError(f"queue_bytes: expected an integer ≥ 1, got {queue_bytes}")
         self.bound: Final = queue_size
+        self.bound_bytes: Final = queue_bytes
+        self._bytes = 0
         self.send_now = send_now
         self.on_overflow = on_overflow
         self.topics: set[str] = set()
@@ -152,6 +164,27 @@ class Subscriber:
     @property
     def depth(self) -> int:
         return len(self._frames)
+
+    @property
+    def depth_bytes(self) -> int:
+        return self._bytes
+
+    def _fitting(self, frames: Iterable[str], most: int) -> list[str]:
+        """The first of ``frames`` (at most ``most``) that the queue has room for in bytes —
+        the first anyway when the queue is empty, so that a replay always moves on."""
+        room = self.bound_bytes - self._bytes
+        taken: list[str] = []
+        for frame in islice(frames, most):
+            size = len(frame)
+            if size > room and (taken or self._frames):
+                break
+            room -= size
+            taken.append(frame)
+        return taken
+
+    def _queue(self, frames: list[str]) -> None:
+        self._frames.extend(frames)
+        self._bytes += sum(map(len, frames))
 
     async def receive_batch(self) -> list[str]:
         """Wait until a frame is queued, the queue overflows or :meth:`wake` is called; then
@@ -170,6 +203,7 @@ class Subscriber:
         frames = self._frames
         if frames:
             self._frames = []
+            self._bytes = 0
             self._release_replays()
         return frames
 
@@ -295,11 +329,12 @@ class Hub:
         t.seq = seq = t.seq + 1
         event = Event(topic, seq, utc_timestamp(), kind, session, data, mark)
         frame = encode_event(event)
+        size = len(frame)
         ring = t.ring
         if len(ring) == self._ring_size:
             self._rings_bytes -= len(ring.popleft())
         ring.append(frame)
-        self._rings_bytes += len(frame)
+        self._rings_bytes += size
         if t is not self._newest:
             # Most publishes go to the topic published to last, and skip this.
             try:
@@ -326,10 +361,12 @@ class Hub:
                 send_now = sub.send_now
                 if send_now is None or not send_now(frame):
                     sub._frames.append(frame)
+                    sub._bytes += size
                 continue
             frames = sub._frames
-            if len(frames) < sub.bound:
+            if len(frames) < sub.bound and (sub._bytes + size <= sub.bound_bytes or not frames):
                 frames.append(frame)
+                sub._bytes += size
             elif slow is None:
                 slow = [sub]
             else:
@@ -363,10 +400,12 @@ class Hub:
         queue_size: int,
         send_now: Callable[[str], bool] | None = None,
         on_overflow: Callable[[], None] | None = None,
+        queue_bytes: int = QUEUE_BYTES,
     ) -> Subscriber:
-        """A new subscriber (one per connection) whose queue holds at most ``queue_size``; see
-        :class:`Subscriber` for ``send_now`` and ``on_overflow``."""
-        sub = Subscriber(queue_size, send_now, on_overflow)
+        """A new subscriber (one per connection) whose queue holds at most ``queue_size``
+        frames and ``queue_bytes`` of them; see :class:`Subscriber` for ``send_now`` and
+        ``on_overflow``."""
+        sub = Subscriber(queue_size, send_now, on_overflow, queue_bytes)
         self._subscribers.add(sub)
         return sub
 
@@ -431,8 +470,9 @@ class Hub:
     async def _chase(self, sub: Subscriber, t: _Topic, chase: _Chase) -> None:
         """Feed ``sub`` from the history and the ring until it is live or called off.
 
-        It goes live once the rest fills the queue at most half: a subscriber that went live
-        with a full queue would overflow on the next publish, before its writer could run.
+        It goes live once the rest fills the queue at most half, in frames and in bytes: a
+        subscriber that went live with a full queue would overflow on the next publish, before
+        its writer could run.
         """
         half = (sub.bound + 1) // 2
         page = min(HISTORY_PAGE_MAX, half)
@@ -445,18 +485,22 @@ class Hub:
             skip = chase.cursor + 1 - ring_first
             left = t.seq - chase.cursor
             room = sub.bound - len(sub._frames)
-            if left <= room - sub.bound // 2:
+            if left <= room - sub.bound // 2 and (
+                sum(map(len, islice(t.ring, skip, None)))
+                <= sub.bound_bytes - sub._bytes - sub.bound_bytes // 2
+            ):
                 # No await from here to `live`: nothing can be published in between.
-                sub._frames.extend(islice(t.ring, skip, None))
+                sub._queue(list(islice(t.ring, skip, None)))
                 sub.wake()
                 del t.chasing[sub]
                 t.live[sub] = None
                 return
             if room >= min(left, half):
-                count = min(room, left)
-                sub._frames.extend(islice(t.ring, skip, skip + count))
-                sub.wake()
-                chase.cursor += count
+                chunk = sub._fitting(islice(t.ring, skip, None), min(room, left))
+                if chunk:
+                    sub._queue(chunk)
+                    sub.wake()
+                    chase.cursor += len(chunk)
             await sub._wait_drained()
 
     async def _read_history(
@@ -486,9 +530,13 @@ class Hub:
         done = 0
         while done < len(frames) and t.chasing.get(sub) is chase:
             room = sub.bound - len(sub._frames)
-            if room >= min(len(frames) - done, half):
-                chunk = frames[done : done + room]
-                sub._frames.extend(chunk)
+            chunk = (
+                sub._fitting(islice(frames, done, None), room)
+                if room >= min(len(frames) - done, half)
+                else None
+            )
+            if chunk:
+                sub._queue(chunk)
                 sub.wake()
                 done += len(chunk)
             else:
@@ -560,14 +608,16 @@ class Hub:
         if sub.overflowed:
             return
         log.warning(
-            "hub: subscriber overflowed its queue of %d on topics %s; closing it",
+            "hub: subscriber overflowed its queue (%d frames, %d bytes) on topics %s; closing it",
             sub.bound,
+            sub.bound_bytes,
             ", ".join(sorted(sub.topics)),
         )
         self._drop(sub)
         self._subscribers.discard(sub)
         self._closed_slow += 1
         sub._frames = []
+        sub._bytes = 0
         sub.overflowed = True
         sub.wake()
         if sub.on_overflow is not None:

@@ -15,12 +15,23 @@ A payload whose ``session_id`` belongs to a session hived supervises (a claude s
 reports through hooks too) joins that session's topic instead: the supervisor tells which
 through the ``join`` callback. Ingestion is synchronous and never waits, so the HTTP endpoint
 can answer the agent at once.
+
+Bounds: a hook costs O(1) (or O(log n)) whatever the number of sessions kept. The idle watch
+keeps a heap of deadlines, one entry per live session, checked lazily (a hook only moves the
+session's ``last_seen``; the entry, once due, is pushed again if the session spoke since), and
+is woken only when a deadline comes earlier than the one it waits for. Ended sessions are kept
+in the order they ended, the oldest forgotten past :data:`MAX_ENDED_OBSERVED`. The sessions a
+token's hooks keep live are at most ``hooks.max_live_per_token``: a hook that would make one
+more (a new session, or one that comes back) is refused with :class:`HookLimitError` (HTTP 429).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
@@ -81,12 +92,23 @@ def observed_name(agent_session_id: str) -> str:
     return f"{OBSERVED_AGENT}-{agent_session_id[:8]}"
 
 
+class HookLimitError(RequestError):
+    """A hook refused because its token keeps ``hooks.max_live_per_token`` sessions live."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("conflict", message)
+
+
 @attrs.define(eq=False)
 class ObservedSession:
     """One observed session: its summary and when it last spoke (``trio.current_time()``)."""
 
     summary: SessionSummary
     last_seen: float
+    token: str = ""
+    """The name of the token whose hook made it live (it counts against that token's bound)."""
+    watched: bool = False
+    """It has an entry in the idle watch's heap."""
 
 
 def turn_outcome(hook: str, payload: Mapping[str, Any]) -> TurnOutcome | None:
@@ -143,21 +165,38 @@ class ObservedSessions:
         """Every observed session kept, by hived's id."""
         self._by_agent_id: dict[str, ObservedSession] = {}
         """The latest session of each agent session id."""
+        self._ended: dict[str, ObservedSession] = {}
+        """The sessions kept that are not live, in the order they ended."""
+        self._live_by_token: Counter[str] = Counter()
+        self._deadlines: list[tuple[float, int, ObservedSession]] = []
+        """The idle watch's heap: (when it may be idle, tie-breaker, session)."""
+        self._order = itertools.count()
+        self._watching_until = math.inf
         self._woken = trio.Event()
 
     def reload(self, config: HooksConfig) -> None:
         """A new ``[hooks]`` section: the idle limit applies from now on."""
         self._config = config
+        idle_s = config.observed_idle_s
+        self._deadlines = [(s.last_seen + idle_s, order, s) for _, order, s in self._deadlines]
+        heapq.heapify(self._deadlines)
         self._woken.set()
+
+    def live_count(self, token: str) -> int:
+        """The live sessions whose hooks came with ``token`` (its name)."""
+        return self._live_by_token[token]
 
     def __iter__(self) -> Iterator[ObservedSession]:
         return iter(list(self._sessions.values()))
 
-    def ingest_hook(self, payload: Mapping[str, Any]) -> None:
-        """Take one hook payload: publish it and update its session. Never blocks.
+    def ingest_hook(self, payload: Mapping[str, Any], token: str = "") -> None:
+        """Take one hook payload, sent with the token named ``token``: publish it and update
+        its session. Never blocks.
 
         Raises ``RequestError('bad_request')`` when ``session_id`` or ``hook_event_name`` is
-        missing or not a non-empty string.
+        missing or not a non-empty string, and :class:`HookLimitError` when the hook would make
+        one more session live for a token that has ``hooks.max_live_per_token`` (nothing is
+        published then).
         """
         agent_id = payload.get("session_id")
         hook = payload.get("hook_event_name")
@@ -178,8 +217,11 @@ class ObservedSessions:
         target = HOOK_STATES.get(hook)
         reason = _reason(hook, payload)
         session = self._by_agent_id.get(agent_id) or self._recalled(agent_id, now)
-        if session is None or (session.summary.state is State.EXITED and hook == "SessionStart"):
-            session = self._create(agent_id, payload, target, reason, now)
+        new = session is None or (session.summary.state is State.EXITED and hook == "SessionStart")
+        if new or (session is not None and session.summary.state is State.LOST):
+            self._check_room(token, agent_id)
+        if session is None or new:
+            session = self._create(agent_id, payload, target, reason, now, token)
             self._publish_hook(session, data)
             if target is State.EXITED:
                 self._move(session, State.EXITED, reason)
@@ -192,12 +234,21 @@ class ObservedSessions:
         state = session.summary.state
         if state is State.LOST:
             # It speaks again: the person came back to it.
+            session.token = token
             self._move(session, target if target in _LIVE else State.RUNNING, reason)
-            self._woken.set()
             if target is State.EXITED:
                 self._move(session, State.EXITED, reason)
         elif state is not State.EXITED and target is not None and target is not state:
             self._move(session, target, reason)
+
+    def _check_room(self, token: str, agent_id: str) -> None:
+        most = self._config.max_live_per_token
+        if self._live_by_token[token] >= most:
+            raise HookLimitError(
+                f"hook for session {printable(agent_id)[:80]}: token {token or '(none)'} "
+                f"already keeps {most} observed sessions live (hooks.max_live_per_token); end "
+                "some (SessionEnd), or raise the limit"
+            )
 
     def _recalled(self, agent_id: str, now: float) -> ObservedSession | None:
         """The kept session of an earlier run with this agent session id, taken back; or None."""
@@ -207,7 +258,9 @@ class ObservedSessions:
         session = ObservedSession(kept, now)
         self._sessions[kept.id] = session
         self._by_agent_id[agent_id] = session
+        self._ended[kept.id] = session
         log.info("observed session %s: %s is back (%s)", kept.id, printable(agent_id), kept.state)
+        self._forget_ended()
         return session
 
     def _create(
@@ -217,6 +270,7 @@ class ObservedSessions:
         target: State | None,
         reason: str,
         now: float,
+        token: str,
     ) -> ObservedSession:
         cwd = payload.get("cwd")
         summary = SessionSummary(
@@ -230,13 +284,12 @@ class ObservedSessions:
             agent_session_id=agent_id,
             cwd=cwd if isinstance(cwd, str) else None,
         )
-        session = ObservedSession(summary, now)
+        session = ObservedSession(summary, now, token)
         self._sessions[summary.id] = session
         self._by_agent_id[agent_id] = session
         log.info("observed session %s: %s seen through hooks", summary.id, printable(agent_id))
+        self._counted(session, None, summary.state)
         self._on_state(summary, None)
-        self._forget_ended()
-        self._woken.set()
         return session
 
     def _publish_hook(self, session: ObservedSession, data: Mapping[str, Any]) -> None:
@@ -255,20 +308,48 @@ class ObservedSessions:
             reason=reason,
             ended_at=utc_timestamp() if ended else None,
         )
+        self._counted(session, previous, new)
         self._on_state(session.summary, previous)
+
+    def _counted(self, session: ObservedSession, previous: State | None, new: State) -> None:
+        """Keep the live counts, the ended sessions and the idle watch up to a state change."""
+        was_live, live = previous in _LIVE, new in _LIVE
+        if was_live and not live:
+            self._live_by_token[session.token] -= 1
+            if not self._live_by_token[session.token]:
+                del self._live_by_token[session.token]
+        if live and not was_live:
+            self._live_by_token[session.token] += 1
+            self._ended.pop(session.summary.id, None)
+            self._watch(session)
+        if not live:
+            self._ended.pop(session.summary.id, None)
+            self._ended[session.summary.id] = session
+            self._forget_ended()
+
+    def _watch(self, session: ObservedSession) -> None:
+        """Give a live session an entry in the idle watch's heap, if it has none."""
+        if session.watched:
+            return
+        session.watched = True
+        deadline = session.last_seen + self._config.observed_idle_s
+        heapq.heappush(self._deadlines, (deadline, next(self._order), session))
+        if deadline < self._watching_until:
+            self._woken.set()
 
     def release(self, session_id: str) -> None:
         """Let go of an ended session (``session.forget``)."""
         session = self._sessions.get(session_id)
         if session is not None and session.summary.state not in _LIVE:
             del self._sessions[session_id]
+            self._ended.pop(session_id, None)
             agent_id = session.summary.agent_session_id or ""
             if self._by_agent_id.get(agent_id) is session:
                 del self._by_agent_id[agent_id]
 
     def _forget_ended(self) -> None:
-        ended = [s for s in self._sessions.values() if s.summary.state not in _LIVE]
-        for session in ended[: max(len(ended) - MAX_ENDED_OBSERVED, 0)]:
+        while len(self._ended) > MAX_ENDED_OBSERVED:
+            session = self._ended.pop(next(iter(self._ended)))
             del self._sessions[session.summary.id]
             agent_id = session.summary.agent_session_id or ""
             if self._by_agent_id.get(agent_id) is session:
@@ -277,17 +358,26 @@ class ObservedSessions:
     async def serve_idle_watch(self) -> None:
         """Mark observed sessions LOST after ``observed_idle_s`` of silence, until cancelled."""
         while True:
-            idle_s = self._config.observed_idle_s
-            live = [s for s in self._sessions.values() if s.summary.state in _LIVE]
-            deadline = min((s.last_seen + idle_s for s in live), default=math.inf)
-            with trio.move_on_at(deadline):
+            deadlines = self._deadlines
+            self._watching_until = deadlines[0][0] if deadlines else math.inf
+            with trio.move_on_at(self._watching_until):
                 await self._woken.wait()
             self._woken = trio.Event()
+            deadlines = self._deadlines  # a reload makes a new heap
             now = trio.current_time()
-            for session in live:
+            idle_s = self._config.observed_idle_s
+            while deadlines and deadlines[0][0] <= now:
+                _, order, session = heapq.heappop(deadlines)
+                session.watched = False
+                if session.summary.state not in _LIVE:
+                    continue
                 silent_s = now - session.last_seen
-                if session.summary.state in _LIVE and silent_s >= idle_s:
-                    log.info(
-                        "observed session %s: silent for %.0f s: LOST", session.summary.id, silent_s
-                    )
-                    self._move(session, State.LOST, f"no hook for {idle_s:g} s")
+                if silent_s < idle_s:
+                    # It spoke since the entry was made: its turn comes later.
+                    session.watched = True
+                    heapq.heappush(deadlines, (session.last_seen + idle_s, order, session))
+                    continue
+                log.info(
+                    "observed session %s: silent for %.0f s: LOST", session.summary.id, silent_s
+                )
+                self._move(session, State.LOST, f"no hook for {idle_s:g} s")

@@ -25,11 +25,12 @@ from typing import Any, Final, Protocol
 import attrs
 import trio
 
-from hived.core.config import AgentConfig, Config
+from hived.core.config import AgentConfig, Config, default_cwd, disallowed_arg
 from hived.core.drivers import get_format
 from hived.core.drivers.base import Answer
 from hived.core.errors import RequestError, StoreError
 from hived.core.events import SESSIONS_TOPIC, session_topic
+from hived.core.logtext import printable
 from hived.core.protocol import (
     Caller,
     SessionAnswer,
@@ -282,9 +283,10 @@ class Supervisor:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def ingest_hook(self, payload: Mapping[str, Any]) -> None:
-        """One Claude Code hook payload (see :mod:`hived.observed`); sync, never blocks."""
-        self.observed.ingest_hook(payload)
+    def ingest_hook(self, payload: Mapping[str, Any], token: str = "") -> None:
+        """One Claude Code hook payload, sent with the token named ``token`` (see
+        :mod:`hived.observed`); sync, never blocks."""
+        self.observed.ingest_hook(payload, token)
 
     def _join(self, agent_session_id: str) -> str | None:
         session = self._by_agent_id.get(agent_session_id)
@@ -327,7 +329,13 @@ class Supervisor:
         started_by: str | None = None,
         limits: tuple[float | None, int | None] = (None, None),
     ) -> Session:
-        cwd = cwd or template.cwd or self._config.state.dir
+        cwd = cwd or template.cwd
+        if cwd is None:
+            cwd = default_cwd(self._config.state.dir, agent)
+            try:
+                os.makedirs(cwd, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                log.warning("agent %s: cannot make its working folder %s: %s", agent, cwd, exc)
         launch = Launch(args, cwd, template.env, prompt, started_by, *limits)
         summary = SessionSummary(
             id=new_session_id(),
@@ -462,7 +470,8 @@ class Supervisor:
     async def _on_start(self, request: SessionStart, caller: Caller) -> dict[str, Any]:
         """Start a session of a template.
 
-        ``args`` are appended to the template's command. ``prompt`` is the first input for the
+        ``args`` are appended to the template's command, each as its ``args_allowed`` allows
+        (by default none: ``forbidden``). ``prompt`` is the first input for the
         formats that read stdin (``claude``, ``jsonl``, ``text``), else the command's last
         argument (``codex``). ``cwd`` rule: allowed only when the template lists ``cwd_roots``,
         the path is absolute, and — once symlinks and ``..`` are resolved — it is one of those
@@ -478,6 +487,14 @@ class Supervisor:
             known = ", ".join(sorted(self._config.agents)) or "none configured"
             raise RequestError("not_found", f"no agent {request.agent!r}; known: {known}")
         cwd = None if request.cwd is None else _allowed_cwd(request.agent, template, request.cwd)
+        refused = disallowed_arg(template.args_allowed, tuple(request.args))
+        if refused is not None:
+            raise RequestError(
+                "forbidden",
+                f"agent {request.agent} does not take the argument '{printable(refused)[:200]}'; "
+                f"agents.{request.agent}.args_allowed lists what it takes"
+                + ("" if template.args_allowed else " (none now)"),
+            )
         if request.name is not None and any(
             s.name == request.name and is_live(s.state) for s in self.summaries()
         ):

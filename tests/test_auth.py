@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import statistics
+import time
 
 import pytest
 
@@ -83,19 +85,63 @@ def test_lookup_accepts_an_upper_case_configured_hash() -> None:
     assert TokenTable([upper]).lookup("s") == upper
 
 
-def test_lookup_compares_every_configured_hash_in_constant_time(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "secret",
+    [
+        ALICE_SECRET,  # the first entry: no early exit after it
+        BOT_SECRET,  # the last
+        "w",
+        "wrong" * 20_000,  # 100 kB
+        ALICE_SECRET[:-1],  # all but its last character
+        hash_secret(ALICE_SECRET),  # the stored hash itself, presented as a secret
+        "\u00e9\u20ac\U0001f600" * 100,
+    ],
+    ids=["first", "last", "short", "long", "prefix", "the-hash", "non-ascii"],
+)
+def test_lookup_compares_equal_length_digests_with_compare_digest_whatever_the_secret(
+    monkeypatch: pytest.MonkeyPatch, secret: str
 ) -> None:
-    calls: list[bytes] = []
+    """Constant time, as far as the secret goes: the presented secret is never compared
+    itself; its SHA-256 (64 hex digits, whatever its length or content) is compared to every
+    configured hash, all of them whether one matched or not, by hmac.compare_digest, whose time
+    depends only on the (equal) lengths. A ``==`` in its place, or a compare of the raw
+    secret, or an early exit, fails here."""
+    calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
-    def counting(a: bytes, b: bytes) -> bool:
-        calls.append(b)
+    def spying(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(hmac, "compare_digest", counting)
-    assert TABLE.lookup(ALICE_SECRET) is not None  # alice is the first entry: no early exit
-    assert len(calls) == 2
+    monkeypatch.setattr(hmac, "compare_digest", spying)
+    found = TABLE.lookup(secret)
+    digest = hashlib.sha256(secret.encode()).hexdigest().encode()
+    assert calls == [(digest, t.sha256.encode()) for t in TABLE.tokens]
+    assert all(isinstance(a, bytes) and len(a) == len(b) == 64 for a, b in calls)
+    expected = {ALICE_SECRET: "alice", BOT_SECRET: "bot"}.get(secret)
+    assert (found.name if found else None) == expected
+
+
+def test_lookup_takes_as_long_for_a_near_miss_as_for_a_far_one() -> None:
+    """A statistical check on top of the one above: a secret whose hash shares its first 4 hex
+    digits with alice's takes as long to refuse as one that shares none, and as the right one
+    to find. Medians of interleaved rounds, with a generous bound: what it can catch is a
+    comparison whose time depends on the secret's bytes by far more than the noise."""
+    target = hash_secret(ALICE_SECRET)
+    near = next(
+        c for c in (f"near-{i}" for i in range(1_000_000)) if hash_secret(c)[:4] == target[:4]
+    )
+    far = next(c for c in (f"far-{i}" for i in range(1_000_000)) if hash_secret(c)[0] != target[0])
+    rounds: dict[str, list[float]] = {"right": [], "near": [], "far": []}
+    secrets = {"right": ALICE_SECRET, "near": near, "far": far}
+    for _ in range(300):
+        for name, secret in secrets.items():
+            start = time.perf_counter_ns()
+            for _ in range(50):
+                TABLE.lookup(secret)
+            rounds[name].append(time.perf_counter_ns() - start)
+    medians = {name: statistics.median(times) for name, times in rounds.items()}
+    assert max(medians.values()) < 1.5 * min(medians.values()), medians
 
 
 def test_names_lists_the_configured_token_names() -> None:

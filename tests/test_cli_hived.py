@@ -12,6 +12,7 @@ import pytest
 
 from hived.cli.hived import EXIT_CONFIG, build_parser, main
 from hived.core.config import parse_config
+from tests.e2e.harness import free_port
 
 THREE_MISTAKES = (
     '[server]\nlisten = "7420"\n[state]\nretention_days = "30"\n[agents.x]\ncommand = []\n'
@@ -70,6 +71,21 @@ def test_run_with_a_bad_config_exits_78_with_the_errors(tmp_path: Path) -> None:
     result = run_hived("--config", str(path))
     assert result.returncode == 78
     assert "3 problems in the config file" in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage"])
+def test_run_on_a_damaged_store_exits_78_naming_the_file(tmp_path: Path, damage: str) -> None:
+    """Restarting cannot mend a damaged store: 78, which the unit does not restart on."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    db = state / "hived.db"
+    db.write_bytes(b"" if damage == "empty" else b"not a database at all\n" * 200)
+    path = tmp_path / "hived.toml"
+    path.write_text(f'[server]\nlisten = "127.0.0.1:{free_port()}"\n[state]\ndir = "{state}"\n')
+    result = run_hived("run", "--config", str(path))
+    assert result.returncode == 78
+    assert f"{db}: " in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_token_new_prints_the_secret_on_stderr_and_only_the_block_on_stdout(

@@ -73,6 +73,27 @@ def test_head_length_finds_the_blank_line() -> None:
     assert head_length(data[:-2]) is None
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\nHost: h\n\n",
+        b"GET / HTTP/1.1\r\nHost: h\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n\n",
+        b"\n",
+        b"GET / HTTP/1.1\n",  # incomplete: refused as soon as the bare LF is seen
+    ],
+)
+def test_a_head_with_a_bare_lf_is_400(data: bytes) -> None:
+    with pytest.raises(HttpError, match="bare LF") as excinfo:
+        head_length(data)
+    assert status_of(excinfo) == 400
+
+
+def test_a_bare_lf_in_the_body_after_the_head_is_not_the_heads() -> None:
+    data = head("POST / HTTP/1.1", "Host: h")
+    assert head_length(data + b"a\nb\n\n") == len(data)
+
+
 def test_a_head_of_exactly_the_limit_is_accepted() -> None:
     start = b"GET / HTTP/1.1\r\nHost: h\r\nX: "
     data = start + b"a" * (MAX_HEAD_BYTES - len(start) - 4) + b"\r\n\r\n"

@@ -256,6 +256,74 @@ async def test_subscriber_overflows_exactly_when_its_queue_is_full() -> None:
     assert sub.overflowed
 
 
+async def test_subscriber_overflows_when_its_queue_would_pass_its_bytes() -> None:
+    """Events of varying size are bounded in bytes: 4 events of 3 kB overflow a queue of
+    10 kB that would take 1000 small ones."""
+    hub = Hub()
+    sub = hub.subscriber(1000, queue_bytes=10_000)
+    await hub.subscribe(sub, "t", None)
+    for _ in range(3):
+        hub.publish("t", "text", {"pad": "x" * 3000})
+    assert (sub.overflowed, sub.depth) == (False, 3)
+    assert 9000 < sub.depth_bytes <= 10_000
+    hub.publish("t", "text", {"pad": "x" * 3000})
+    assert sub.overflowed
+    assert (sub.depth, sub.depth_bytes) == (0, 0)
+
+
+async def test_an_event_larger_than_the_byte_bound_still_fits_an_empty_queue() -> None:
+    hub = Hub()
+    sub = hub.subscriber(1000, queue_bytes=1000)
+    await hub.subscribe(sub, "t", None)
+    hub.publish("t", "text", {"pad": "x" * 5000})
+    assert (sub.overflowed, sub.depth) == (False, 1)
+    assert seqs(await sub.receive_batch()) == [1]
+    assert sub.depth_bytes == 0
+    hub.publish("t", "text", {"pad": "x" * 10})
+    hub.publish("t", "text", {"pad": "x" * 5000})
+    assert sub.overflowed
+
+
+@pytest.mark.parametrize("since", [0, 150, 195])
+async def test_a_replay_of_big_events_keeps_the_queue_within_its_bytes(
+    autojump_clock: trio.abc.Clock, since: int
+) -> None:
+    """A replay feeds the queue as the writer drains it, by bytes too: never more than the
+    byte bound queued (a lone big frame aside), no gap, no duplicate, no overflow."""
+    history = InterleavingHistory()
+    hub = Hub(history, ring_size=8)
+    for i in range(200):
+        hub.publish("t", "text", {"pad": "x" * (100 + (i * 7919) % 4000)})
+    bound = 10_000
+    sub = hub.subscriber(4096, queue_bytes=bound)
+    received: list[int] = []
+    most = 0
+
+    async def reader() -> None:
+        nonlocal most
+        with trio.fail_after(1000):
+            while not received or received[-1] < 300:
+                most = max(most, sub.depth_bytes)
+                batch = await sub.receive_batch()
+                assert sum(map(len, batch)) <= bound or len(batch) == 1
+                received.extend(seqs(batch))
+
+    async def publisher() -> None:
+        while hub.last_seq("t") < 300:
+            hub.publish("t", "text", {"pad": "y" * 1500})
+            for _ in range(5):
+                await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(publisher)
+        result = await hub.subscribe(sub, "t", since)
+    assert result.recovered
+    assert received == list(range(since + 1, 301))
+    assert not sub.overflowed
+    assert most <= bound
+
+
 @pytest.mark.parametrize(
     ("since", "queue_size"),
     [(0, 16), (37, 16), (37, 4096), (150, 3), (195, 2), (195, 16), (199, 4096)],

@@ -3,6 +3,7 @@ roles, Origin), TLS, drain, and an independent client (the ``websockets`` librar
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ssl
 from collections.abc import Mapping
@@ -20,9 +21,17 @@ import websockets.exceptions
 import websockets.trio.client
 
 from hived.core.auth import hash_secret
-from hived.core.config import Config, ServerConfig, TokenConfig
+from hived.core.config import (
+    Config,
+    HooksConfig,
+    PerSecond,
+    PositiveInt,
+    ServerConfig,
+    TokenConfig,
+)
 from hived.core.errors import RequestError
 from hived.hub import Hub
+from hived.observed import HookLimitError
 from hived.server.listener import ACCEPT_RETRY_S, Server
 from hived.server.router import Router
 
@@ -42,11 +51,13 @@ class Sink:
     """Collects hook payloads; refuses those with ``"refuse": true``."""
 
     payloads: list[Mapping[str, Any]] = attrs.Factory(list)
+    tokens: list[str] = attrs.Factory(list)
 
-    def __call__(self, payload: Mapping[str, Any]) -> None:
+    def __call__(self, payload: Mapping[str, Any], token: str) -> None:
         if payload.get("refuse"):
             raise RequestError("bad_request", "hook_event_name: required, but missing")
         self.payloads.append(payload)
+        self.tokens.append(token)
 
 
 @attrs.frozen
@@ -211,6 +222,15 @@ async def test_garbage_is_400(running: Running) -> None:
     assert answer.headers["Connection"] == "close"
 
 
+async def test_a_bare_lf_request_is_400_at_once(running: Running) -> None:
+    """It used to wait for a CRLF CRLF that never came, and was dropped after 10 s with no
+    answer."""
+    with trio.fail_after(2):
+        answer = await running.http(b"GET /healthz HTTP/1.1\nHost: h\n\n")
+    assert answer.status == 400
+    assert b"bare LF" in answer.body
+
+
 async def test_a_head_over_16_kib_is_431(running: Running) -> None:
     answer = await running.http(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
     assert answer.status == 431
@@ -273,19 +293,22 @@ async def test_a_client_that_never_finishes_its_head_is_dropped(
 
 
 class _ShortOfFiles(trio.abc.Listener[trio.abc.Stream]):
-    """Fails its first accept with EMFILE, then hands out ``stream``, then waits."""
+    """Fails its accepts with EMFILE while ``short`` (every one but those in ``spare_takes``,
+    which model the spare descriptor hived frees), hands out ``streams`` in order, then waits."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.streams = [stream]
-        self.failed = False
+    def __init__(self, *streams: trio.abc.Stream, failures: int = 1) -> None:
+        self.streams = list(streams)
+        self.failures = failures
+        self.calls = 0
 
     async def accept(self) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
-        if not self.failed:
-            self.failed = True
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
             raise OSError(errno.EMFILE, "Too many open files")
         if self.streams:
-            return self.streams.pop()
+            return self.streams.pop(0)
         await trio.sleep_forever()
 
     async def aclose(self) -> None:
@@ -295,14 +318,44 @@ class _ShortOfFiles(trio.abc.Listener[trio.abc.Stream]):
 async def test_accept_out_of_file_descriptors_pauses_and_goes_on(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The connection waiting when accept fails is taken on the spare descriptor and told why
+    (503); after the pause the next one is served as usual."""
+    server = Server(make_config(), Hub(), Router(), version="9.9.9")
+    told, told_server = trio.testing.memory_stream_pair()
+    served, served_server = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    nursery.start_soon(server._accept, _ShortOfFiles(told_server, served_server), nursery)
+    await told.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    answer = b""
+    while chunk := await told.receive_some():
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2]) == {
+        "status": "out of file descriptors (Too many open files); try again later",
+        "version": "9.9.9",
+    }
+    await served.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (await served.receive_some()).startswith(b"HTTP/1.1 200 ")
+    assert trio.current_time() - start == pytest.approx(ACCEPT_RETRY_S)
+    assert "accept failed (Too many open files); retrying every 0.1 s" in caplog.text
+    assert "accepting works again after 1 failures" in caplog.text
+
+
+async def test_accept_failing_for_a_minute_logs_a_line_every_10_s_not_10_a_second(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     server = Server(make_config(), Hub(), Router(), version="9.9.9")
     client, server_side = trio.testing.memory_stream_pair()
-    start = trio.current_time()
-    nursery.start_soon(server._accept, _ShortOfFiles(server_side), nursery)
+    # 600 failures at 0.1 s apart, the spare's accepts among them (they fail too).
+    listener = _ShortOfFiles(server_side, failures=1200)
+    nursery.start_soon(server._accept, listener, nursery)
     await client.send_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (await client.receive_some()).startswith(b"HTTP/1.1 200 ")
-    assert trio.current_time() - start == pytest.approx(ACCEPT_RETRY_S)
-    assert "accept failed (Too many open files); retrying in 0.1 s" in caplog.text
+    lines = [r for r in caplog.records if r.name.startswith("hived.server")]
+    assert 50 < trio.current_time() < 70
+    assert 5 <= len(lines) <= 9, [r.getMessage() for r in lines]
+    assert "still failing (Too many open files)" in lines[1].getMessage()
+    assert "accepting works again after" in lines[-1].getMessage()
 
 
 # -- hooks ------------------------------------------------------------------------------------
@@ -375,6 +428,47 @@ async def test_a_hook_the_sink_refuses_is_400_with_its_message(running: Running)
 async def test_a_hook_without_a_sink_is_503(nursery: trio.Nursery) -> None:
     running = await start(nursery, hook_sink=None)
     assert (await running.post_hook(b"{}")).status == 503
+
+
+async def test_hooks_past_a_tokens_rate_are_429_and_other_tokens_go_on(
+    nursery: trio.Nursery,
+) -> None:
+    config = attrs.evolve(
+        make_config(),
+        hooks=HooksConfig(rate_limit_burst=PositiveInt(5), rate_limit_per_s=PerSecond(0.001)),
+    )
+    running = await start(nursery, config)
+    statuses = [(await running.post_hook(b"{}")).status for _ in range(7)]
+    assert statuses == [200] * 5 + [429] * 2
+    answer = await running.post_hook(b"{}")
+    assert answer.headers["Retry-After"] == "1"
+    assert b"hooks.rate_limit_burst" in answer.body
+    assert (await running.post_hook(b"{}", token="admin")).status == 200
+    assert running.sink.tokens == ["agent-token"] * 5 + ["admin-token"]
+
+
+async def test_a_hook_is_503_while_the_store_is_behind(nursery: trio.Nursery) -> None:
+    """Hooks cannot wait as agents' output does: while the store's pending events are at their
+    bound, a hook is refused rather than queued past it."""
+    saturated = True
+    running = await start(nursery, store_saturated=lambda: saturated)
+    answer = await running.post_hook(b"{}")
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == "5"
+    assert b"event store is behind" in answer.body
+    assert running.sink.payloads == []
+    saturated = False
+    assert (await running.post_hook(b"{}")).status == 200
+
+
+async def test_a_hook_past_the_tokens_live_sessions_is_429(nursery: trio.Nursery) -> None:
+    def full(payload: Mapping[str, Any], token: str) -> None:
+        raise HookLimitError(f"token {token} already keeps 200 observed sessions live")
+
+    running = await start(nursery, hook_sink=full)
+    answer = await running.post_hook(b"{}")
+    assert answer.status == 429
+    assert answer.body == b"token agent-token already keeps 200 observed sessions live\n"
 
 
 async def test_a_hook_with_expect_100_continue_gets_continue_first(running: Running) -> None:
@@ -571,3 +665,98 @@ async def test_a_websockets_client_with_default_limits_gets_every_big_event(
                     m["seq"] for m in (messages if isinstance(messages, list) else [messages])
                 )
     assert got == list(range(1, 42))
+
+
+# -- WebSocket protocol errors, by hand-made frames ---------------------------------------------
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One masked client frame (RFC 6455 §5.2), made by hand so that it can be wrong."""
+    mask = b"\x01\x02\x03\x04"
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    size = len(payload)
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 1 << 16:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def open_raw_websocket(running: Running) -> trio.SocketStream:
+    """A socket past the opening handshake on /v1/ws, authenticated by header, welcome read."""
+    stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+    await stream.send_all(
+        (
+            "GET /v1/ws HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{running.port}\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Authorization: Bearer {SECRETS['viewer']}\r\n\r\n"
+        ).encode()
+    )
+    data = b""
+    while b"welcome" not in data:
+        chunk = await stream.receive_some()
+        assert chunk, data
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 101 ")
+    return stream
+
+
+async def close_code_seen(stream: trio.SocketStream) -> int | None:
+    """The code of the close frame the server sends before it ends the connection (None when
+    it ends it without one)."""
+    data = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some():
+            data += chunk
+    while data:
+        opcode, size = data[0] & 0x0F, data[1] & 0x7F
+        offset = 2
+        if size == 126:
+            size, offset = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, offset = int.from_bytes(data[2:10], "big"), 10
+        if opcode == 0x8:
+            return int.from_bytes(data[offset : offset + 2], "big")
+        data = data[offset + size :]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (client_frame(0x1, b"{}", rsv=0b100), 1002),  # a reserved bit with no extension
+        (client_frame(0x3, b""), 1002),  # a reserved opcode
+        (client_frame(0x9, b"x" * 200), 1002),  # a control frame over 125 bytes
+        (client_frame(0x0, b"{}"), 1002),  # a continuation with nothing to continue
+        (client_frame(0x1, b'{"type": "ping", "x": "\xff\xfe"}'), 1007),  # not UTF-8
+    ],
+    ids=["rsv", "opcode", "big-control", "stray-continuation", "bad-utf8"],
+)
+async def test_a_websocket_protocol_error_gets_its_close_frame(
+    running: Running, frame: bytes, code: int
+) -> None:
+    async with await open_raw_websocket(running) as stream:
+        await stream.send_all(frame)
+        assert await close_code_seen(stream) == code
+
+
+async def test_an_endless_fragmented_message_is_closed_with_1009(nursery: trio.Nursery) -> None:
+    """Fragments of a message that never ends are counted against max_message_bytes: empty ones
+    too (they used to pile up forever)."""
+    running = await start(nursery, make_config(max_message_bytes=4096))
+    async with await open_raw_websocket(running) as stream:
+        await stream.send_all(client_frame(0x1, b'{"type": "ping", "x": "', fin=False))
+
+        async def fragments() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                for _ in range(100_000):
+                    await stream.send_all(client_frame(0x0, b"", fin=False))
+
+        async with trio.open_nursery() as sending:
+            sending.start_soon(fragments)
+            assert await close_code_seen(stream) == 1009
+            sending.cancel_scope.cancel()

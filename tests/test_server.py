@@ -629,6 +629,37 @@ async def test_a_client_that_stops_reading_is_dropped_at_once_as_4008_when_its_q
     assert "connection 1: dropped (4008): too slow: more than 8 events queued" in caplog.text
 
 
+async def test_a_client_that_asks_for_big_replies_and_never_reads_them_is_4008_by_their_bytes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replies were bounded by count only (1024): 1024 pages of 256 KiB held for one client."""
+    caplog.set_level(logging.INFO)
+    harness = Harness(
+        nursery, make_config(subscriber_queue_bytes=1 << 20, heartbeat_interval_s=3600.0)
+    )
+
+    async def big(request: Request, caller: Caller) -> dict[str, str]:
+        await trio.lowlevel.checkpoint()
+        return {"pad": "x" * 100_000}
+
+    harness.router.add("sessions", big)
+    stalled = await stalled_subscriber(harness)
+    sent = 0
+
+    async def ask_many() -> None:
+        nonlocal sent
+        for i in range(30):
+            await send(stalled, type="sessions", id=100 + i)
+            sent += 1
+            await trio.testing.wait_all_tasks_blocked()
+
+    with pytest.raises(trio_websocket.ConnectionClosed):  # dropped: a next send fails
+        await ask_many()
+    assert sent < 15, "dropped once about 1 MiB of replies waited"
+    assert harness.server.connections() == []
+    assert "connection 1: dropped (4008): too slow: replies are not being read" in caplog.text
+
+
 # -- admin: connections, kick, reload, drain ---------------------------------------------------
 
 

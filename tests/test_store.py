@@ -3,14 +3,16 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import orjson
@@ -18,7 +20,7 @@ import pytest
 import trio
 
 from hived.core.config import Config, PositiveInt, StateConfig
-from hived.core.errors import StoreError
+from hived.core.errors import StoreError, StoreUnusable
 from hived.core.events import Event, encode_event, session_topic, utc_timestamp
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
@@ -180,6 +182,45 @@ def test_a_corrupt_file_raises_store_error_and_is_left_as_it_was(state: StateCon
     assert sorted(p.name for p in directory.iterdir()) == ["hived.db", "hived.lock"]
 
 
+def test_an_empty_database_file_is_refused_as_unusable(state: StateConfig) -> None:
+    """A 0-byte hived.db is a store that was truncated or lost: starting over in its place
+    would hand out the seqs clients hold again. A new store is never empty (it is made under
+    another name and renamed once it has its schema)."""
+    Store.open(state).close()
+    path = Path(state.dir) / "hived.db"
+    assert path.stat().st_size > 0
+    assert not Path(f"{path}.new").exists()
+    path.write_bytes(b"")
+    with pytest.raises(StoreUnusable, match="empty") as info:
+        Store.open(state)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == b""
+
+
+async def test_a_database_damaged_in_the_middle_is_refused_at_open(state: StateConfig) -> None:
+    """SQLite opens a file whose header is intact whatever its pages hold; the damage would
+    show only when a page is read or written. Open checks every page."""
+    store = Store.open(state)
+    record(store, "t", range(1, 3001), size=1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        await store.drain()
+        nursery.cancel_scope.cancel()
+    path = Path(state.dir) / "hived.db"
+    size = path.stat().st_size
+    assert size > 1 << 20
+    with path.open("r+b") as file:
+        file.seek(size // 2)
+        file.write(bytes(range(256)) * 64)
+    damaged = path.read_bytes()
+    with pytest.raises(StoreUnusable, match="damaged") as info:
+        Store.open(state)
+    message = str(info.value)
+    assert str(path) in message
+    assert "move it aside" in message
+    assert path.read_bytes() == damaged
+
+
 def test_a_database_that_hived_did_not_make_is_refused(state: StateConfig) -> None:
     directory = Path(state.dir)
     directory.mkdir(mode=0o700)
@@ -209,18 +250,62 @@ def test_a_store_that_opens_read_only_raises_store_error(state: StateConfig) -> 
     assert str(Path(state.dir) / "hived.db") in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes any file")
-def test_a_folder_without_access_raises_store_error(state: StateConfig) -> None:
+NO_ACCESS_CHECK = """
+import sys
+from pathlib import Path
+from hived.core.config import StateConfig
+from hived.core.errors import StoreError
+from hived.store import Store
+
+state = StateConfig(dir=sys.argv[1])
+Store.open(state).close()
+directory = Path(state.dir)
+directory.chmod(0o500)
+(directory / "hived.db").chmod(0o400)
+try:
     Store.open(state).close()
-    directory = Path(state.dir)
-    directory.chmod(0o500)
-    (directory / "hived.db").chmod(0o400)
+except StoreError as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("opened")
+"""
+UNPRIVILEGED: Final = 65534
+"""nobody: whom the check runs as when the tests run as root (root reads and writes any file,
+so the check would prove nothing)."""
+
+
+def test_a_folder_without_access_raises_store_error(tmp_path: Path) -> None:
+    """Run as an unprivileged user even when the tests run as root (CI does): in a
+    subprocess, through setpriv."""
+    argv = [sys.executable, "-c", NO_ACCESS_CHECK]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root, and no setpriv to drop to an unprivileged user")
+        argv = [setpriv, f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups"]
+        argv += [sys.executable, "-c", NO_ACCESS_CHECK]
+        base = Path(tempfile.mkdtemp(prefix="hived-noaccess-"))
+        os.chown(base, UNPRIVILEGED, UNPRIVILEGED)
+    else:
+        base = tmp_path
     try:
-        with pytest.raises(StoreError, match="access"):
-            Store.open(state).close()
+        result = subprocess.run(
+            [*argv, str(base / "state")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     finally:
-        directory.chmod(0o700)
-        (directory / "hived.db").chmod(0o600)
+        if base != tmp_path:
+            subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
+            shutil.rmtree(base)
+    assert result.returncode == 0, result.stderr
+    name, _, message = result.stdout.strip().partition(" ")
+    assert name == "StoreUnusable"
+    assert "access" in message
+    assert str(base / "state" / "hived.db") in message
 
 
 # One daemon per state.dir: the lock.
@@ -891,3 +976,65 @@ def test_reload_applies_retention_and_sync_settings(state: StateConfig) -> None:
         assert store._batches.interval_s == 0.5
     finally:
         store.close()
+
+
+async def test_wait_writable_blocks_sources_past_the_byte_bound_until_half_is_written(
+    tmp_path: Path,
+) -> None:
+    """A few big events (1 MiB lines on a slow disk) hold back sources long before the count
+    bound: the pending events are bounded in bytes too."""
+    state = make_state(tmp_path, max_pending_bytes=PositiveInt(1 << 20))
+    store = Store.open(state)
+    record(store, "t", range(1, 6), size=300_000)  # 5 events, 1.5 MB
+    assert store.saturated
+    assert store.stats().pending_bytes > 1 << 20
+    with trio.move_on_after(0.05) as scope:
+        await store.wait_writable()
+    assert scope.cancelled_caught, "wait_writable returned with 1.5 MB pending"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        with trio.fail_after(DEADLINE_S):
+            await store.wait_writable()
+        assert store.stats().pending_bytes <= 1 << 19
+        assert not store.stats().saturated
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_error_that_is_not_sqlites_is_retried_and_never_ends_the_writer(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sql.write_batch
+    failures = [OSError("a bug in the writer"), RuntimeError("another")]
+
+    def flaky(*args: Any) -> dict[str, int]:
+        if failures:
+            raise failures.pop(0)
+        return real(*args)
+
+    monkeypatch.setattr(sql, "write_batch", flaky)
+    record(store, "t", range(1, 11))
+    await wait_until(lambda: store.pending == 0)
+    stats = store.stats()
+    assert (stats.events, stats.events_lost, stats.error) == (10, 0, None)
+    assert seqs_of(await store.read("t", 0, 10, 100)) == list(range(1, 11))
+
+
+async def test_a_batch_that_always_fails_unexpectedly_is_dropped_and_counted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sql.write_batch
+
+    def poisoned(conn: sqlite3.Connection, events: list[tuple[Event, str]], *rest: Any) -> Any:
+        if any(event.topic == "poison" for event, _ in events):
+            raise TypeError("cannot write this")
+        return real(conn, events, *rest)
+
+    monkeypatch.setattr(sql, "write_batch", poisoned)
+    monkeypatch.setattr("hived.store.writer.RETRY_MAX_S", 0.01)
+    record(store, "poison", range(1, 4))
+    await wait_until(lambda: store.pending == 0)
+    record(store, "t", range(1, 6))
+    await wait_until(lambda: store.pending == 0)
+    stats = store.stats()
+    assert (stats.events, stats.events_lost, stats.pending_bytes) == (5, 3, 0)
+    assert stats.error is None

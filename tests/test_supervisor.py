@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -353,7 +354,8 @@ async def test_start_errors_and_names(tmp_path: Path) -> None:
 
 
 async def test_codex_exec_gets_its_prompt_last_and_its_stdin_closed(tmp_path: Path) -> None:
-    async with supervising(make_config(tmp_path, codex=agent(*FAKE_CODEX, format="codex"))) as h:
+    codex = agent(*FAKE_CODEX, format="codex", args_allowed=("-m", "gpt"))
+    async with supervising(make_config(tmp_path, codex=codex)) as h:
         sid = (await h.start("codex", prompt="count files", args=("-m", "gpt")))["session"]
         ev = await h.events(session_topic(sid))
         await ev.wait(lambda: "EXITED" in ev.states())
@@ -361,6 +363,46 @@ async def test_codex_exec_gets_its_prompt_last_and_its_stdin_closed(tmp_path: Pa
         usage = h.sup.find(sid).usage
         # Codex counts the cached input inside input_tokens; hived counts it apart, as Claude.
         assert (usage.input_tokens, usage.cache_read_tokens) == (2400 - 2048, 2048)
+
+
+async def test_operator_args_are_only_those_the_template_allows(tmp_path: Path) -> None:
+    """An operator's args used to append any flag to a template (--dangerously-skip-permissions
+    reached a claude session); now a template lists what it takes."""
+    config = make_config(
+        tmp_path,
+        none=agent(*FAKE_TEXT),
+        listed=agent(*FAKE_TEXT, args_allowed=("--fast", "--slow")),
+        pattern=agent(*FAKE_TEXT, args_allowed="--model=(opus|sonnet)"),
+    )
+    async with supervising(config) as h:
+        refused = [
+            ("none", ("--fast",)),
+            ("listed", ("--fast", "--dangerously-skip-permissions")),
+            ("pattern", ("--model=opus", "--model=opus --yolo")),
+            ("pattern", ("--model=haiku",)),
+        ]
+        for name, args in refused:
+            with pytest.raises(RequestError, match="does not take the argument") as info:
+                await h.start(name, args=args)
+            assert info.value.code == "forbidden"
+            assert f"agents.{name}.args_allowed" in info.value.message
+        assert h.sup.summaries() == [], "a refused start makes no session"
+        for name, args in [("listed", ("--slow", "--fast")), ("pattern", ("--model=sonnet",))]:
+            sid = (await h.start(name, args=args))["session"]
+            launch = h.sup.find(sid).launch
+            assert launch is not None
+            assert tuple(launch["args"]) == args
+
+
+async def test_a_template_without_cwd_runs_in_a_folder_of_its_own_not_the_state_folder(
+    tmp_path: Path,
+) -> None:
+    async with supervising(make_config(tmp_path, echo=agent(*FAKE_TEXT))) as h:
+        sid = (await h.start("echo"))["session"]
+        work = tmp_path / "work" / "echo"
+        assert h.sup.find(sid).cwd == str(work)
+        assert work.is_dir()
+        assert stat.S_IMODE(work.stat().st_mode) == 0o700
 
 
 async def test_autostart_starts_sessions_with_the_daemon(tmp_path: Path) -> None:

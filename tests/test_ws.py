@@ -55,7 +55,6 @@ async def subscribed(
         url,
         proxy=None,
         compression=None,
-        max_size=None,
         ssl=ssl_context,
         additional_headers={"Authorization": f"Bearer {SECRETS['viewer']}"},
     ) as ws:

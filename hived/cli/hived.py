@@ -1,7 +1,7 @@
 """``hived``: run the daemon, check a config file, make tokens.
 
-Exit status: 0 clean stop; 78 (EX_CONFIG) a config error at start; 1 any other failure
-(including a stop forced by a second signal).
+Exit status: 0 clean stop; 78 (EX_CONFIG) a config error or an unusable store at start; 1 any
+other failure (including a stop forced by a second signal).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Final
 from hived import __version__
 from hived.configfile import config_path, read_config
 from hived.core.auth import hash_secret, new_secret
-from hived.core.config import NAME_RULE, ROLES, AgentConfig, Config, is_name
-from hived.core.errors import ConfigError, HivedError
+from hived.core.config import NAME_RULE, ROLES, AgentConfig, Config, default_cwd, is_name
+from hived.core.errors import ConfigError, HivedError, StoreUnusable
 from hived.logs import LEVELS, setup_logging
 from hived.server.listener import load_tls
 
@@ -145,7 +145,7 @@ def _agent_warnings(name: str, agent: AgentConfig, state_dir: str) -> list[str]:
     differ from this shell's, and a missing folder may be made before a session starts.
     """
     warnings = []
-    cwd = agent.cwd or state_dir
+    cwd = agent.cwd or default_cwd(state_dir, name)
     if agent.cwd is not None and not os.path.isdir(agent.cwd):
         warnings.append(f"agents.{name}.cwd: {agent.cwd} is not a folder")
     program = agent.command[0]
@@ -196,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_daemon(path, config)
+    except StoreUnusable as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
     except HivedError as exc:
         log.error("%s", exc)
         return EXIT_FAILURE

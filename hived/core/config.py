@@ -74,6 +74,13 @@ EngineUrl = NewType("EngineUrl", str)
 KeyPrefix = NewType("KeyPrefix", str)
 """The start of every key hived writes in the engine: letters, digits, ``_ . : -``."""
 
+ArgsAllowed = str | tuple[str, ...]
+"""The extra arguments a template takes: a list of exact arguments, or a regular expression
+that each argument must match whole."""
+
+WORK_DIR: Final = "work"
+"""The folder under ``state.dir`` that holds the default working folder of each template."""
+
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE: Final = "letters, digits, _ . - (≤ 64)"
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
@@ -99,6 +106,9 @@ class ServerConfig:
     """How long a client without a header token has to send ``hello``."""
     subscriber_queue: PositiveInt = PositiveInt(4096)
     """Events queued per subscriber before it is closed with 4008."""
+    subscriber_queue_bytes: PositiveInt = PositiveInt(16 << 20)
+    """Bytes of events queued per subscriber before it is closed with 4008 (a lone event
+    larger than this is still queued when nothing else is)."""
     max_frame_bytes: PositiveInt = PositiveInt(262_144)
     """Largest frame hived makes by batching events or replies (a single larger message still
     goes alone). Well under the 1 MiB that client libraries accept by default."""
@@ -128,6 +138,9 @@ class StateConfig:
     """Past this store size the oldest events are pruned."""
     sync_interval_ms: PositiveInt = PositiveInt(200)
     """An event is on disk at most this long after it is published."""
+    max_pending_bytes: PositiveInt = PositiveInt(64 << 20)
+    """Bytes of events waiting to be written past which agents' output waits and hooks are
+    refused with 503 (a slow or failing disk), until half of it is written."""
 
 
 @attrs.frozen
@@ -144,6 +157,14 @@ class HooksConfig:
 
     observed_idle_s: Seconds = Seconds(1800.0)
     """An observed session silent this long is marked LOST."""
+    max_live_per_token: PositiveInt = PositiveInt(200)
+    """Observed sessions the hooks of one token may keep live; a hook that would make one more
+    is answered 429."""
+    rate_limit_per_s: PerSecond = PerSecond(100.0)
+    """Hooks a second one token may post for as long as it likes; past its
+    ``rate_limit_burst`` a hook is answered 429."""
+    rate_limit_burst: PositiveInt = PositiveInt(1000)
+    """Hooks one token may post at once."""
 
 
 @attrs.frozen
@@ -170,9 +191,12 @@ class AgentConfig:
     """How its stdout is parsed and its stdin written: ``text``, ``jsonl``, ``claude``, ``codex``,
     ``codex-app`` or ``acp`` (docs/drivers.md)."""
     cwd: str | None = None
-    """Working folder of its sessions (default: the daemon's state folder)."""
+    """Working folder of its sessions (default: ``<state.dir>/work/<name>``, made 0700)."""
     cwd_roots: tuple[str, ...] = ()
     """Folders under which ``session.start`` may pick another ``cwd``; empty: no override."""
+    args_allowed: ArgsAllowed = ()
+    """The arguments ``session.start`` may append to ``command``: a list of exact arguments,
+    or a regular expression each must match whole; by default none."""
     env: dict[str, str] = attrs.field(factory=dict)
     """Variables added to the daemon's environment for the agent."""
     restart: RestartPolicy = "on-failure"
@@ -236,6 +260,23 @@ class Config:
     notify: tuple[NotifyRule, ...] = ()
     """``[[notify]]``: who is told what, when, where (:mod:`hived.core.notifyconfig`)."""
     cluster: ClusterConfig | None = None
+
+
+def default_cwd(state_dir: str, agent: str) -> str:
+    """The working folder of a template that sets no ``cwd``: a folder of its own under
+    ``state.dir`` (never ``state.dir`` itself, where the store lives)."""
+    return os.path.join(state_dir, WORK_DIR, agent)
+
+
+def disallowed_arg(allowed: str | tuple[str, ...], args: tuple[str, ...]) -> str | None:
+    """The first of ``args`` that ``allowed`` (an ``args_allowed``) does not allow, or None."""
+    for arg in args:
+        if isinstance(allowed, str):
+            if re.fullmatch(allowed, arg) is None:
+                return arg
+        elif arg not in allowed:
+            return arg
+    return None
 
 
 def is_name(text: str) -> bool:
@@ -350,6 +391,21 @@ def _command(value: object, _: object) -> Command:
     return Command(tuple(value))
 
 
+def _args_allowed(value: object, _: object) -> ArgsAllowed:
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"expected a regular expression, got {value!r}: {exc}") from None
+        return value
+    if not isinstance(value, list):
+        raise TypeError(expected("a list of arguments or a regular expression", value))
+    problems = [i for i, arg in enumerate(value) if not isinstance(arg, str)]
+    if problems:
+        raise TypeError(expected("a list of strings", value[problems[0]]) + f" at [{problems[0]}]")
+    return tuple(value)
+
+
 def _literal(type_: Any) -> Callable[[object, object], object]:
     allowed = get_args(type_)
 
@@ -383,6 +439,7 @@ def _make_config_converter() -> cattrs.Converter:
     conv.register_structure_hook(
         KeyPrefix, _matching(_KEY_PREFIX_RE, "letters, digits, _ . : - (≤ 64)")
     )
+    conv.register_structure_hook_func(lambda t: t == ArgsAllowed, _args_allowed)
     conv.register_structure_hook_factory(
         lambda t: getattr(t, "__origin__", None) is Literal, _literal
     )

@@ -54,3 +54,8 @@ class RequestError(HivedError):
 
 class StoreError(HivedError, OSError):
     """The event store cannot be opened or written."""
+
+
+class StoreUnusable(StoreError):
+    """The event store's file is damaged, empty, not hived's, from a newer hived, or not
+    accessible: starting again will not fix it (hived exits 78, as for a config error)."""

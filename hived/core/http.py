@@ -49,6 +49,7 @@ _TOKEN: Final = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE: Final = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 _HEADER_LINE: Final = re.compile(rf"({_TOKEN}):[ \t]*(.*?)[ \t]*")
 _BAD_VALUE_CHARS: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BARE_LF: Final = re.compile(rb"(?:^|[^\r])\n")
 
 
 class HttpError(HivedError, ValueError):
@@ -99,9 +100,13 @@ def head_length(buffer: bytes) -> int | None:
     """The length of the complete head at the start of ``buffer`` (blank line included).
 
     None while the head is incomplete; :class:`HttpError` 431 once it cannot fit
-    :data:`MAX_HEAD_BYTES`.
+    :data:`MAX_HEAD_BYTES`, 400 for a line that ends in a bare LF (RFC 9112 §2.2 lets a server
+    refuse one; reading on would wait for a CRLF CRLF that never comes).
     """
     end = buffer.find(HEAD_END, 0, MAX_HEAD_BYTES)
+    bare = _BARE_LF.search(buffer, 0, MAX_HEAD_BYTES if end < 0 else end + 2)
+    if bare is not None:
+        raise HttpError(400, "request head line ends with a bare LF; end lines with CRLF")
     if end >= 0:
         return end + len(HEAD_END)
     if len(buffer) >= MAX_HEAD_BYTES:

@@ -58,7 +58,9 @@ LINGER_S: Final = 2.0
 """After a close without the peer's handshake (1009), how long what it still sends is drained
 before the transport is closed."""
 MAX_PENDING_REPLIES: Final = 1024
-"""Replies waiting for the sender; past this the client is not reading: closed with 4008."""
+"""Replies waiting for the sender; past this the client is not reading: closed with 4008. They
+are bounded in bytes too, by ``server.subscriber_queue_bytes`` (a page of events is up to
+256 KiB)."""
 
 
 def frame_batches(frames: list[str], max_bytes: int) -> Iterator[list[str]]:
@@ -110,6 +112,7 @@ class Connection:
         "_pong",
         "_reader",
         "_replies",
+        "_replies_bytes",
         "_router",
         "_serving",
         "_since",
@@ -152,6 +155,7 @@ class Connection:
         self._since = utc_timestamp()
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
+        self._replies_bytes = 0
         self._reader = Reader(self, lookup)
         self._ending: _Ending | None = None
         self._serving: trio.CancelScope | None = None
@@ -358,7 +362,7 @@ class Connection:
             await self._ws.finish(LINGER_S)
         elif not ending.abort:
             deadline = trio.current_time() + CLOSE_TIMEOUT_S
-            replies, self._replies = self._replies, []
+            replies, self._replies, self._replies_bytes = self._replies, [], 0
             if replies:
                 with trio.move_on_at(deadline), contextlib.suppress(WebSocketClosed):
                     await self._send(replies)
@@ -377,7 +381,10 @@ class Connection:
         self._token = token
         self._reader.serve(self._router, self._nursery)
         self._sub = self._hub.subscriber(
-            self.config.subscriber_queue, self._send_now, self._overflowed
+            self.config.subscriber_queue,
+            self._send_now,
+            self._overflowed,
+            self.config.subscriber_queue_bytes,
         )
         self._wake_sender()  # it now waits in the hub
         log.info(
@@ -398,10 +405,14 @@ class Connection:
 
     def reply(self, frame: str) -> None:
         """Queue a reply for the sender."""
-        if len(self._replies) >= MAX_PENDING_REPLIES:
+        size = len(frame)
+        if len(self._replies) >= MAX_PENDING_REPLIES or (
+            self._replies and self._replies_bytes + size > self.config.subscriber_queue_bytes
+        ):
             self._too_slow("too slow: replies are not being read")
             return
         self._replies.append(frame)
+        self._replies_bytes += size
         self._wake_sender()
 
     def _wake_sender(self) -> None:
@@ -415,7 +426,7 @@ class Connection:
         if self._ping_due and self._pong is not None:
             self._ping_due = False
             await self._ws.send_ping(self._pong)
-        replies, self._replies = self._replies, []
+        replies, self._replies, self._replies_bytes = self._replies, [], 0
         if replies:
             await self._send(replies)
 

@@ -16,6 +16,7 @@ FRAME_CACHE_MAX_BYTES: Final = 65_536
 """The last frame built is kept for the next sender of the same text up to this size."""
 
 _FIN_TEXT: Final = 0x81
+_FIN_BINARY: Final = 0x82
 _FIN_PING: Final = 0x89
 _SHORT: Final = struct.Struct("!BB")
 _MEDIUM: Final = struct.Struct("!BBH")
@@ -55,6 +56,12 @@ def text_frame(text: str) -> bytes:
     if len(frame) <= FRAME_CACHE_MAX_BYTES:
         _last.text, _last.frame = text, frame
     return frame
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """The bytes of an unmasked, unfragmented server binary frame (only the test build's echo
+    endpoint sends them)."""
+    return _frame(_FIN_BINARY, payload)
 
 
 def ping_frame(payload: bytes) -> bytes:

@@ -11,6 +11,10 @@ of its own whose errors are caught and logged there: nothing a client does, and 
 error, reaches the server or another connection. Once upgraded, a connection keeps nothing of
 its request head. One :class:`~hived.server.heartbeat.Heartbeat` task pings them all.
 
+A test build (``echo=True``: ``hived run`` with ``HIVED_TEST_ECHO=1`` in its environment, never
+a config key) also serves :data:`ECHO_PATH`: a WebSocket with no token that sends back every
+message it gets — what the Autobahn test suite drives (docs/internals.md, "Autobahn").
+
 Stopping (:meth:`Server.drain`): new upgrades are answered 503 and ``/healthz`` says 503, every
 open WebSocket is closed with 1001 and awaited; the port itself closes when the daemon cancels
 the server, so that until then a monitor can still see the 503.
@@ -21,11 +25,11 @@ The server answers some requests itself (``subscribe``, ``unsubscribe``, ``ping`
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import itertools
 import logging
-import os
 import socket
 import ssl
 from collections import Counter
@@ -35,6 +39,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from hived.core import limits
 from hived.core.auth import (
     ADMIN_CHANNEL,
     CLIENT_CHANNEL,
@@ -65,6 +70,7 @@ from hived.server import routes
 from hived.server.connection import Connection
 from hived.server.heartbeat import Heartbeat
 from hived.server.router import Router
+from hived.server.shortage import Shortage
 from hived.server.stats import ConnectionStats, ServerStats
 from hived.server.ws import WebSocketClosed, accept
 
@@ -72,9 +78,15 @@ log = logging.getLogger(__name__)
 
 HEAD_TIMEOUT_S: Final = 10.0
 """A client must send its whole request head (and finish TLS) within this."""
+SHORT_ANSWER_S: Final = 2.0
+"""How long the one connection accepted on the spare descriptor has to send its head and read
+its 503 (:mod:`hived.server.shortage`)."""
 CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
 HOOKS_PATH: Final = "/v1/hooks/claude"
 METRICS_PATH: Final = "/metrics"
+ECHO_PATH: Final = "/v1/echo"
+"""The test build's echo WebSocket (no token; only with ``echo=True``)."""
+ECHO_CLOSE_S: Final = 5.0
 ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 """Accept errors that mean "out of a resource for now": retried after :data:`ACCEPT_RETRY_S`."""
 ACCEPT_RETRY_S: Final = 0.1
@@ -140,7 +152,9 @@ class Server:
         *,
         version: str,
         hook_sink: routes.HookSink | None = None,
+        store_saturated: Callable[[], bool] | None = None,
         sockets: list[socket.socket] | None = None,
+        echo: bool = False,
     ) -> None:
         self._config = config
         self._tokens = TokenTable(config.tokens)
@@ -152,6 +166,10 @@ class Server:
         """Makes the body of ``GET /metrics`` (set by the daemon); None: no such route."""
         self._closes: Counter[int] = Counter()
         self._messages_out_closed = 0
+        self._store_saturated = store_saturated
+        self._echo = echo
+        self._hook_buckets: dict[str, tuple[float, float]] = {}
+        """Each token's hook rate bucket: (level, when) (:mod:`hived.core.limits`)."""
         self._sockets = sockets
         self._ids = itertools.count(1)
         self._heartbeat = Heartbeat()
@@ -164,6 +182,7 @@ class Server:
         self._tls = False
         self._accepted = 0
         self._websockets = 0
+        self._shortage = Shortage()
         router.add("subscribe", self._subscribe)
         router.add("unsubscribe", self._unsubscribe)
         router.add("ping", self._ping)
@@ -193,20 +212,26 @@ class Server:
             context = await trio.to_thread.run_sync(load_tls, server.tls_cert, server.tls_key)
             listeners = [trio.SSLListener(tl, context, https_compatible=True) for tl in tcp]
             self._tls = True
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.run_heartbeat)
-            for each in listeners:
-                nursery.start_soon(self._accept, each, nursery)
-            task_status.started(addresses)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.run_heartbeat)
+                for each in listeners:
+                    nursery.start_soon(self._accept, each, nursery)
+                task_status.started(addresses)
+        finally:
+            self._shortage.close()
 
     async def _accept(
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
     ) -> None:
         """Accept on ``listener`` until cancelled; serve each stream in a task of ``nursery``.
 
-        Running out of file descriptors or memory is logged and retried after a pause (as
-        ``trio.serve_listeners`` does): the connections open go on.
+        Running out of file descriptors or memory is logged (rate-limited) and retried after a
+        pause (as ``trio.serve_listeners`` does): the connections open go on, and the one
+        waiting is told why on a spare descriptor (:mod:`hived.server.shortage`).
         """
+        shortage = self._shortage
+        shortage.reserve()
         async with listener:
             while True:
                 try:
@@ -214,14 +239,52 @@ class Server:
                 except OSError as exc:
                     if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                         raise
-                    log.error(
-                        "listener: accept failed (%s); retrying in %g s",
-                        os.strerror(exc.errno),
-                        ACCEPT_RETRY_S,
-                    )
+                    shortage.failed(exc.errno, ACCEPT_RETRY_S)
+                    if shortage.release(exc.errno):
+                        await self._accept_short(listener, nursery)
                     await trio.sleep(ACCEPT_RETRY_S)
                 else:
+                    shortage.recovered()
                     nursery.start_soon(self.serve_connection, stream, name=CONNECTION_TASK_NAME)
+
+    async def _accept_short(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
+        """With the spare descriptor freed, accept the connection that waits and answer it 503
+        in a task; the spare is taken again once it is closed."""
+        stream = None
+        with trio.move_on_after(ACCEPT_RETRY_S):
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+        if stream is None:
+            self._shortage.reserve()
+        else:
+            nursery.start_soon(self._serve_short, stream, name=CONNECTION_TASK_NAME)
+
+    async def _serve_short(self, stream: trio.abc.Stream) -> None:
+        """Answer one connection 503, saying that the daemon is out of descriptors."""
+        self._accepted += 1
+        reason = f"out of file descriptors ({self._shortage.reason}); try again later"
+        try:
+            with trio.move_on_after(SHORT_ANSWER_S):
+                received = await routes.read_head(stream)
+                if received is not None:
+                    request = parse_head(received[0])
+                    if request.path == "/healthz":
+                        answer = routes.healthz(
+                            request, serving=False, version=self._version, state=reason
+                        )
+                    else:
+                        answer = error_response(HttpError(503, reason))
+                    await stream.send_all(answer)
+        except (HttpError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+            self._shortage.reserve()
 
     async def run_heartbeat(self) -> None:
         """Ping every WebSocket connection on its schedule until cancelled (:meth:`serve` runs
@@ -242,6 +305,7 @@ class Server:
         """
         self._config = config
         self._tokens = TokenTable(config.tokens)
+        self._hook_buckets.clear()
         by_hash = {token.sha256: token for token in config.tokens}
         for connection in list(self._connections.values()):
             connection.config = config.server
@@ -322,7 +386,9 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 upgrade = await self._serve(stream, peer)
-                if upgrade is not None:
+                if upgrade is not None and upgrade.channel == ECHO_PATH:
+                    await self._serve_echo(stream, upgrade, peer, nursery)
+                elif upgrade is not None:
                     self._websockets_open += 1
                     try:
                         connection = await self._open_websocket(stream, upgrade, peer, nursery)
@@ -364,6 +430,9 @@ class Server:
             if request.path in CHANNELS:
                 token = self._check_upgrade(stream, request, peer)
                 return _Upgrade(request.path, token, head + rest)
+            if request.path == ECHO_PATH and self._echo:
+                check_upgrade(request)
+                return _Upgrade(ECHO_PATH, None, head + rest)
             answer = await self._route(stream, request, rest, peer)
         except HttpError as exc:
             head_only = request is not None and request.method == "HEAD"
@@ -396,8 +465,31 @@ class Server:
                 tokens=self._tokens,
                 max_bytes=self._config.server.max_message_bytes,
                 sink=self._hook_sink,
+                gate=self._admit_hook,
             )
         return await routes.static_file(request)
+
+    def _admit_hook(self, token: TokenConfig) -> None:
+        """Refuse a hook past its token's rate (429), or while the store is behind (503): a
+        hook cannot wait, and would otherwise queue events past the store's bound."""
+        hooks = self._config.hooks
+        now = trio.current_time()
+        level, at = self._hook_buckets.get(token.name, (limits.FULL, now))
+        left = limits.take(level, at, now, hooks.rate_limit_per_s, hooks.rate_limit_burst)
+        if left is None:
+            raise HttpError(
+                429,
+                f"token {token.name} posts more than {hooks.rate_limit_burst} hooks at once or "
+                f"{hooks.rate_limit_per_s:g}/s (hooks.rate_limit_burst, hooks.rate_limit_per_s)",
+                [("Retry-After", "1")],
+            )
+        self._hook_buckets[token.name] = (left, now)
+        if self._store_saturated is not None and self._store_saturated():
+            raise HttpError(
+                503,
+                "the event store is behind (a slow or full disk); try again later",
+                [("Retry-After", "5")],
+            )
 
     def _check_upgrade(
         self, stream: trio.abc.Stream, request: Request, peer: str
@@ -428,6 +520,39 @@ class Server:
                 log.info("%s: refused token %s (%s) on %s", peer, token.name, token.role, channel)
                 raise HttpError(403, f"role {token.role} may not open {channel}")
         return token
+
+    async def _serve_echo(
+        self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
+    ) -> None:
+        """The test build's echo: every message sent back as it came, until the peer closes."""
+        received, upgrade.received = upgrade.received, b""
+        try:
+            ws = await accept(
+                nursery,
+                stream,
+                received,
+                max_message_size=self._config.server.max_message_bytes,
+                timeout_s=HEAD_TIMEOUT_S,
+            )
+        except WebSocketClosed as exc:
+            log.debug("%s: echo handshake failed: %s", peer, exc)
+            nursery.cancel_scope.cancel()
+            return
+        del received
+        ended = trio.Event()
+
+        async def echo(message: str | bytes) -> None:
+            with contextlib.suppress(WebSocketClosed):
+                if isinstance(message, str):
+                    await ws.send(message)
+                else:
+                    await ws.send_binary(message)
+
+        ws.deliver(echo, lambda _: ended.set())
+        await ended.wait()
+        await ws.close(1000, None, ECHO_CLOSE_S)
+        await ws.finish(ECHO_CLOSE_S)
+        nursery.cancel_scope.cancel()
 
     async def _open_websocket(
         self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery

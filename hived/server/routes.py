@@ -17,6 +17,7 @@ import orjson
 import trio
 
 from hived.core.auth import TokenTable, may_post_hooks, parse_bearer, role_at_least
+from hived.core.config import TokenConfig
 from hived.core.errors import RequestError
 from hived.core.http import (
     HttpError,
@@ -66,8 +67,12 @@ BODY_TIMEOUT_S: Final = 10.0
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 BEARER_CHALLENGE: Final = (("WWW-Authenticate", 'Bearer realm="hived"'),)
 
-HookSink = Callable[[Mapping[str, Any]], None]
-"""Takes one hook payload; raises ``RequestError`` for one it refuses."""
+HookSink = Callable[[Mapping[str, Any], str], None]
+"""Takes one hook payload and the name of the token it came with; raises ``RequestError`` for
+one it refuses (``conflict``: a limit of the token's, answered 429)."""
+HookGate = Callable[[TokenConfig], None]
+"""Checks, before the body is read, that a hook of this token may be taken now; raises
+``HttpError`` (429 rate limited, 503 the store is behind) when not."""
 
 
 class PeerGone(Exception):
@@ -113,9 +118,11 @@ async def linger_close(stream: trio.abc.Stream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-def healthz(request: Request, *, serving: bool, version: str) -> bytes:
-    """``GET /healthz``: 200 while serving, 503 once the daemon is stopping."""
-    status, state = (200, "serving") if serving else (503, "stopping")
+def healthz(request: Request, *, serving: bool, version: str, state: str | None = None) -> bytes:
+    """``GET /healthz``: 200 while serving, 503 once the daemon is stopping (or with the
+    ``state`` that keeps it from serving: out of file descriptors)."""
+    status = 200 if serving else 503
+    state = state or ("serving" if serving else "stopping")
     return json_response(
         status,
         {"status": state, "version": version},
@@ -190,12 +197,15 @@ async def post_hook(
     tokens: TokenTable,
     max_bytes: int,
     sink: HookSink | None,
+    gate: HookGate | None = None,
 ) -> bytes | None:
     """``POST /v1/hooks/claude``: check, read and hand one payload to the sink; 200 at once."""
     secret = parse_bearer(request.header("authorization"))
     token = None if secret is None else tokens.lookup(secret)
     if token is None or not may_post_hooks(token.role):
         raise HttpError(401, "send a valid token: Authorization: Bearer <token>", BEARER_CHALLENGE)
+    if gate is not None:
+        gate(token)
     length = content_length(request)
     if length is None:
         raise HttpError(411, "send the body with a Content-Length header")
@@ -220,7 +230,7 @@ async def post_hook(
     if sink is None:
         raise HttpError(503, "this daemon does not take hooks now")
     try:
-        sink(payload)
+        sink(payload, token.name)
     except RequestError as exc:
-        raise HttpError(400, exc.message) from None
+        raise HttpError(429 if exc.code == "conflict" else 400, exc.message) from None
     return response(200)

@@ -32,6 +32,13 @@ The edges, and how this module files them down:
 - After a close for a frame too big (1009), the rest of that frame is still arriving: closing
   the socket on unread bytes would reset the connection and could destroy the close frame in
   flight, so :meth:`WebSocket.finish` half-closes and drains first.
+- A frame that breaks the protocol (a reserved bit or opcode, a control frame over 125 bytes, a
+  stray continuation) or text that is not UTF-8 makes wsproto stop, and the library closes the
+  socket without telling the peer why: :class:`_Connection` sends the close frame first (1002,
+  1007), as RFC 6455 §7.1.7 asks.
+- The library counts a message's size by its fragments' data only: a message of endless empty
+  fragments would never end. :class:`_Connection` counts each fragment as at least a byte, so
+  that it reaches ``max_message_size`` (1009) like any other.
 - After the handshake, wsproto no longer needs its handshake state (an HTTP/1.1 parser, its
   buffers, the parsed request), nor the library two of its events: :func:`accept` drops them,
   which an idle connection would otherwise keep.
@@ -44,6 +51,7 @@ The edges, and how this module files them down:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -51,9 +59,11 @@ from typing import Final
 import trio
 import trio_websocket
 import wsproto
+import wsproto.events
 import wsproto.handshake
+from wsproto.connection import ConnectionState
 
-from hived.server.frames import ping_frame, text_frame
+from hived.server.frames import binary_frame, ping_frame, text_frame
 from hived.server.stream import RECEIVE_BUFFER_BYTES, PrefixedStream, raw_socket
 
 ABNORMAL_CLOSURE: Final = 1006
@@ -213,6 +223,10 @@ class WebSocket:
         """
         await self._send_frame(text_frame(text))
 
+    async def send_binary(self, data: bytes) -> None:
+        """Send one binary message (only the test build's echo endpoint does)."""
+        await self._send_frame(binary_frame(data))
+
     def send_nowait(self, text: str) -> bool:
         """Write one text message at once if the socket takes some of it; never waits.
 
@@ -350,6 +364,34 @@ class WebSocket:
         await trio.aclose_forcefully(self._transport)
 
 
+PROTOCOL_ERROR_CLOSE_S: Final = 1.0
+"""How long the close frame after a protocol error may take to go out (a sender may hold the
+socket, writing to a client that stopped reading) before the socket is closed anyway."""
+
+
+class _Connection(trio_websocket.WebSocketConnection):
+    """The library's connection, with two of its handlers filed down (see the module doc)."""
+
+    async def _handle_message_event(
+        self, event: wsproto.events.BytesMessage | wsproto.events.TextMessage
+    ) -> None:
+        if event.frame_finished and not event.message_finished:
+            self._message_size += 1
+        await super()._handle_message_event(event)
+
+    async def _handle_close_connection_event(self, event: wsproto.events.CloseConnection) -> None:
+        if self._wsproto.state is ConnectionState.OPEN:
+            # Made up by wsproto when a frame broke the protocol (the peer sent no close frame,
+            # or the state would say so): tell the peer why before the socket is closed.
+            self._close_reason = trio_websocket.CloseReason(event.code, event.reason or None)
+            with trio.move_on_after(PROTOCOL_ERROR_CLOSE_S):
+                with contextlib.suppress(trio_websocket.ConnectionClosed):
+                    await self._send(
+                        wsproto.events.CloseConnection(code=event.code, reason=event.reason)
+                    )
+        await super()._handle_close_connection_event(event)
+
+
 _SPENT_HANDSHAKE: Final = wsproto.handshake.H11Handshake(wsproto.ConnectionType.SERVER)
 """Stands in for the handshake of every open connection: once open, wsproto only asks it for
 events, and it has none."""
@@ -424,7 +466,7 @@ async def accept(
     with trio.move_on_after(timeout_s):
         # What ``trio_websocket.wrap_server_stream`` does, with the inbox put in place of the
         # message channel before the library's reader starts (and holds on to the channel).
-        connection = trio_websocket.WebSocketConnection(
+        connection: trio_websocket.WebSocketConnection = _Connection(
             prefixed,
             wsproto.WSConnection(wsproto.ConnectionType.SERVER),
             message_queue_size=0,

@@ -19,10 +19,10 @@ the trio thread and read by index only the rows asked for (:mod:`hived.store.ses
 Rules:
 
 - **Backpressure.** Publishing never waits for the disk. When :data:`MAX_PENDING_EVENTS`
-  (100 000, about 50 MB of frames) are queued and not committed, :meth:`Store.wait_writable`
-  blocks the sources that await it (the agent output readers) until the queue is down to half
-  of that. Events are never dropped; events published by sources that do not wait (state
-  changes, hooks) are still queued past the bound.
+  (100 000) are queued and not committed, or ``state.max_pending_bytes`` of frames (64 MiB),
+  :meth:`Store.wait_writable` blocks the sources that await it (the agent output readers)
+  until the queue is down to half of both. Events are never dropped; state changes are still
+  queued past the bound, and hooks are refused with HTTP 503 while :attr:`Store.saturated`.
 - **Bad disks.** When a commit fails (disk full, file or folder made read-only, I/O error), the
   batch stays queued and is not counted as stored; the error is logged once and shown in
   :meth:`Store.stats` (``error``); the writer retries with a backoff from
@@ -37,9 +37,12 @@ Rules:
   summaries are kept :data:`SESSION_KEEP_FACTOR` × ``retention_days`` (4×: 120 days by default)
   after they ended, longer than their events, so that ``sessions`` still lists what ran;
   live sessions are never removed, and size pruning removes only events.
-- **Opening.** A file that cannot be opened (not a database, damaged, not writable, a newer
-  schema) raises :class:`~hived.core.errors.StoreError` with the path and a hint; the store is
-  never silently replaced by an empty one. The folder is locked first (:mod:`~hived.store.lock`):
+- **Opening.** A file that cannot be opened (not a database, damaged anywhere — every page is
+  read at open, ``PRAGMA quick_check`` —, empty, not writable, a newer schema) raises
+  :class:`~hived.core.errors.StoreUnusable` (exit 78) with the path and a hint; the store is
+  never silently replaced by an empty one. A new database is made under another name and
+  renamed once it has its schema, so that an empty ``hived.db`` is always a damaged one. The
+  folder is locked first (:mod:`~hived.store.lock`):
   a second daemon on it gets a StoreError before it touches the database.
 """
 

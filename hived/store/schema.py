@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from hived.core.errors import StoreError
+from hived.core.errors import StoreError, StoreUnusable
 
 log = logging.getLogger(__name__)
 
@@ -219,27 +219,54 @@ def prepare_dir(directory: Path) -> None:
 
 
 def prepare_files(directory: Path) -> Path:
-    """Create the database file (0600) in the state folder if missing; the db path.
+    """Make the database (0600) in the state folder if missing; the db path.
 
-    An existing database file that others can read is tightened to 0600, with its WAL and
-    shared memory files (SQLite gives those the database file's mode).
+    A new database is made under another name, given its schema and only then renamed into
+    place: so ``hived.db`` is never empty once made, and an empty one is a store that was
+    truncated or lost, refused (:class:`~hived.core.errors.StoreUnusable`) rather than taken
+    for a new one. An existing database file that others can read is tightened to 0600, with
+    its WAL and shared memory files (SQLite gives those the database file's mode).
     """
     path = directory / DB_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        os.close(fd)
+        if not path.exists():
+            _create_database(path)
+        elif path.stat().st_size == 0:
+            raise StoreUnusable(
+                f"{path}: the event store is empty (0 bytes): it was truncated or lost, and "
+                "hived will not start over in its place (the seqs clients hold would be handed "
+                f"out again): restore a backup, or move it aside (mv {path} {path}.empty) to "
+                "start with an empty store"
+            )
         for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
             file = directory / name
             if file.exists() and stat.S_IMODE(file.stat().st_mode) & 0o077:
                 file.chmod(FILE_MODE)
+    except StoreError:
+        raise
     except OSError as exc:
         raise _cannot_open(path, exc) from exc
     return path
 
 
+def _create_database(path: Path) -> None:
+    """Make ``path`` with the current schema, by way of a file of another name."""
+    new = path.with_name(path.name + ".new")
+    for leftover in (new, Path(f"{new}-wal"), Path(f"{new}-shm")):
+        leftover.unlink(missing_ok=True)  # from a start killed half-way
+    os.close(os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    open_database(new).close()
+    os.replace(new, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _cannot_open(path: Path, exc: OSError) -> StoreError:
     if isinstance(exc, PermissionError):
-        return StoreError(
+        return StoreUnusable(
             f"{path}: cannot open the event store: {exc.strerror}; the daemon's user needs "
             f"read and write access to {path.parent} and its files (chown it, mode 0700)"
         )
@@ -259,7 +286,7 @@ def open_database(path: Path, connect: Connect = connect) -> sqlite3.Connection:
         conn = connect(path)
         version = _current_version(conn)
         if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise StoreError(
+            raise StoreUnusable(
                 f"{path}: this SQLite file was not made by hived (it has tables but no "
                 "schema_version); hived will not change it: point state.dir at another folder"
             )
@@ -280,8 +307,20 @@ def open_database(path: Path, connect: Connect = connect) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
-        raise StoreError(describe_open_error(path, exc)) from exc
+        raise open_error(path, exc) from exc
     return conn
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreUnusable when SQLite finds the file damaged (``PRAGMA quick_check``: every
+    page is read, so a page broken in the middle of the file is found now, not by a write)."""
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise StoreUnusable(
+            f"{path}: the event store is damaged ({'; '.join(problems)[:300]}); hived will not "
+            f"replace it: restore a backup, or move it aside (mv {path} {path}.broken) to start "
+            "with an empty store"
+        )
 
 
 def _current_version(conn: sqlite3.Connection) -> int:
@@ -298,7 +337,7 @@ def _current_version(conn: sqlite3.Connection) -> int:
 def migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
     """Apply every migration after ``version``, each in its own transaction."""
     if version > SCHEMA_VERSION:
-        raise StoreError(
+        raise StoreUnusable(
             f"{path}: the store has schema version {version}, newer than this hived knows "
             f"({SCHEMA_VERSION}); run the newer hived that wrote it, or restore a backup"
         )
@@ -332,16 +371,31 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def open_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The error for an open failure: :class:`~hived.core.errors.StoreUnusable` when starting
+    again cannot help (a damaged file, no access), else :class:`~hived.core.errors.StoreError`."""
+    message = describe_open_error(path, exc)
+    lowered = str(exc).lower()
+    if any(word in lowered for word in _UNUSABLE_WORDS):
+        return StoreUnusable(message)
+    return StoreError(message)
+
+
+_DAMAGED_WORDS: Final = ("not a database", "malformed", "corrupt")
+_NO_ACCESS_WORDS: Final = ("readonly", "unable to open", "permission")
+_UNUSABLE_WORDS: Final = _DAMAGED_WORDS + _NO_ACCESS_WORDS
+
+
 def describe_open_error(path: Path, exc: sqlite3.Error) -> str:
     """A message for an open failure: the path, SQLite's words and what to do about it."""
     text = str(exc)
     lowered = text.lower()
-    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+    if any(word in lowered for word in _DAMAGED_WORDS):
         hint = (
             "the file is not a hived store or is damaged; hived will not replace it: move it "
             f"aside (mv {path} {path}.broken) to start with an empty store, or restore a backup"
         )
-    elif "readonly" in lowered or "unable to open" in lowered or "permission" in lowered:
+    elif any(word in lowered for word in _NO_ACCESS_WORDS):
         hint = (
             f"the daemon's user needs read and write access to {path.parent} and the files in "
             "it (chown them to that user; mode 0700 for the folder, 0600 for the files)"

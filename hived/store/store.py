@@ -59,6 +59,13 @@ class StoreStats:
     """Events kept (committed)."""
     pending: int
     """Events queued or being written, not yet committed."""
+    pending_bytes: int
+    """The length of their frames."""
+    saturated: bool
+    """The pending events are at a bound (``state.max_pending_bytes``, or
+    :data:`MAX_PENDING_EVENTS`): agents' output waits, and hooks are answered 503."""
+    events_lost: int
+    """Events dropped because writing them failed for a reason other than the disk's."""
     write_lag_ms: int
     """Age of the oldest item not yet committed (0 when none is pending)."""
     last_commit: str | None
@@ -93,7 +100,9 @@ class Store:
         self._lock = lock
         self._connect = connect
         self._writer = writer
-        self._batches = BatchWriter(writer, path, state.sync_interval_ms / 1000, max_pending)
+        self._batches = BatchWriter(
+            writer, path, state.sync_interval_ms / 1000, max_pending, state.max_pending_bytes
+        )
         self._readers: list[sqlite3.Connection] = []
         self._read_limiter = trio.CapacityLimiter(READERS_MAX)
         self._sessions = SessionQueries(path, connect, self._batches.queued_sessions)
@@ -141,6 +150,7 @@ class Store:
             path = schema.prepare_files(directory)
             writer = schema.open_database(path, connect)
             try:
+                schema.check_integrity(writer, path)
                 topics = sql.load_topics(writer)
                 forgotten = dict(writer.execute("SELECT session, at FROM forgotten").fetchall())
                 indexed = followed_upto(writer)
@@ -148,7 +158,10 @@ class Store:
                 epoch = sql.begin_epoch(writer, utc_timestamp())
             except sqlite3.Error as exc:
                 writer.close()
-                raise StoreError(schema.describe_open_error(path, exc)) from exc
+                raise schema.open_error(path, exc) from exc
+            except BaseException:
+                writer.close()
+                raise
         except BaseException:
             lock.release()
             raise
@@ -276,8 +289,15 @@ class Store:
         """Events queued or being written, not yet committed."""
         return self._batches.pending
 
+    @property
+    def saturated(self) -> bool:
+        """Whether the events waiting to be written are at a bound (see :meth:`wait_writable`):
+        sources that cannot wait are refused meanwhile (hooks: 503)."""
+        return self._batches.saturated
+
     async def wait_writable(self) -> None:
-        """Return once fewer than ``max_pending`` events wait to be written.
+        """Return once fewer than ``max_pending`` events, and fewer than
+        ``state.max_pending_bytes`` bytes of them, wait to be written.
 
         Sources that can wait (agent output readers) await this before they publish; while the
         writer is behind or the disk refuses writes, they stop reading their agents. Once
@@ -484,12 +504,14 @@ class Store:
 
     async def drain(self) -> None:
         """Commit everything queued (retrying a failing disk until the caller's deadline); what
-        could not be written by then is counted in :attr:`lost_events`."""
+        could not be written by then, and what the writer dropped on the way (a batch failing
+        for a reason other than the disk's), is counted in :attr:`lost_events`."""
         count = self.pending
         try:
             await self._batches.drain()
         finally:
-            self.lost_events = self.pending if self._batches.has_pending else 0
+            unwritten = self.pending if self._batches.has_pending else 0
+            self.lost_events = unwritten + self._batches.events_lost
         log.info("store: drained (%d events committed)", count)
 
     async def fence(self, topic: str, epoch: int) -> int | None:
@@ -508,6 +530,7 @@ class Store:
         """Apply new retention and sync settings (``state.dir`` changes at the next start)."""
         new = config.state
         self._batches.interval_s = new.sync_interval_ms / 1000
+        self._batches.max_pending_bytes = new.max_pending_bytes
         self._retention.reload(new.retention_days, new.max_bytes)
 
     async def prune(self) -> int:
@@ -532,6 +555,9 @@ class Store:
             size_bytes=size,
             events=self._events_at_open + batches.committed_events - self._retention.pruned,
             pending=batches.pending,
+            pending_bytes=batches.pending_bytes,
+            saturated=batches.saturated,
+            events_lost=batches.events_lost,
             write_lag_ms=batches.lag_ms(),
             last_commit=batches.last_commit,
             error=batches.error,
@@ -554,7 +580,7 @@ class Store:
                 self.pending,
                 len(self._batches.queued_sessions()),
             )
-        else:
+        elif not self._batches.events_lost:
             # Every event this run published is kept: a client resuming from any of them
             # after the next start is resumed exactly (no fence for this run).
             try:

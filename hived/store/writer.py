@@ -13,6 +13,15 @@ item is always in exactly one of: the queue, in flight, the database — which i
 commits the events queued before it (the notifications outbox, DESIGN §12: a notification is
 recorded exactly when the event that gave birth to it is).
 
+Any other error in a commit (a bug, not the disk) never ends the daemon: it is logged with its
+traceback and the batch is retried like a failing disk's; a batch that fails so
+:data:`UNEXPECTED_FAILURES_MAX` times in a row is dropped, its events counted in
+``events_lost`` (a gap a replay then reports) so that it cannot block every event after it.
+
+The queue is bounded for the sources that can wait (:meth:`~BatchWriter.wait_writable`) in
+events and in bytes of frames alike: an agent printing 1 MiB lines to a failing disk fills the
+byte bound long before the count.
+
 Every use of the writer's connection (batches, retention steps) goes through :meth:`run`,
 under one lock: SQLite has one writer at a time, and this way it never waits for a busy lock.
 """
@@ -43,6 +52,8 @@ BATCH_EVENTS: Final = 10_000
 """Most events written in one transaction; a queue this long is written without waiting."""
 RETRY_MAX_S: Final = 5.0
 """Longest wait between two attempts to write to a failing disk."""
+UNEXPECTED_FAILURES_MAX: Final = 3
+"""Attempts at a batch that fails with an error other than SQLite's before it is dropped."""
 
 
 def last_marks(events: list[tuple[Event, str]]) -> list[SpoolMark]:
@@ -60,12 +71,24 @@ class BatchWriter:
     """The queue in front of the database and the task that commits it (see the module doc)."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, interval_s: float, max_pending: int
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        interval_s: float,
+        max_pending: int,
+        max_pending_bytes: int,
     ) -> None:
         self.path = path
         self.interval_s = interval_s
         """Longest time an item waits in the queue before a commit is started."""
         self.max_pending = max_pending
+        """Events not yet committed past which :meth:`wait_writable` blocks."""
+        self.max_pending_bytes = max_pending_bytes
+        """Bytes of frames not yet committed past which :meth:`wait_writable` blocks."""
+        self.pending_bytes = 0
+        """The length of the frames queued or in flight."""
+        self.events_lost = 0
+        """Events dropped after :data:`UNEXPECTED_FAILURES_MAX` unexpected failures."""
         self.committed_seqs: dict[str, int] = {}
         """The last committed seq per topic."""
         self.committed_events = 0
@@ -89,12 +112,15 @@ class BatchWriter:
         self._nudge = trio.Event()
         self._writable: trio.Event | None = None
         self._retry_s = interval_s
+        self._inflight_bytes = 0
+        self._unexpected_failures = 0
 
     def add_event(self, event: Event, frame: str) -> None:
         """Queue one event; never blocks."""
         if self._queue_since is None:
             self._queue_since = time.monotonic()
         self._queue.append((event, frame))
+        self.pending_bytes += len(frame)
         if len(self._queue) == 1 or len(self._queue) == BATCH_EVENTS:
             self._nudge.set()
 
@@ -117,6 +143,11 @@ class BatchWriter:
     def pending(self) -> int:
         """Events queued or in flight: not yet committed."""
         return len(self._queue) + len(self._inflight)
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the queue is at either bound: sources that can wait are held back."""
+        return self.pending >= self.max_pending or self.pending_bytes >= self.max_pending_bytes
 
     @property
     def has_pending(self) -> bool:
@@ -146,9 +177,10 @@ class BatchWriter:
         return frames
 
     async def wait_writable(self) -> None:
-        """Return once fewer than ``max_pending`` events wait; once blocked, at half that."""
+        """Return once fewer than ``max_pending`` events and ``max_pending_bytes`` bytes wait;
+        once blocked, at half of both."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        while self.pending >= self.max_pending:
+        while self.saturated:
             if self._writable is None:
                 self._writable = trio.Event()
             await self._writable.wait()
@@ -211,6 +243,9 @@ class BatchWriter:
                 self._requeue()
                 self._write_failed(exc)
                 return False
+            except Exception as exc:
+                self._unexpected_failure(exc)
+                return False
             except BaseException:
                 self._requeue()
                 raise
@@ -231,6 +266,7 @@ class BatchWriter:
         self._inflight_statements = [s for s in self._queue_statements if s[0] <= taken]
         self._queue_statements = [(i - taken, s) for i, s in self._queue_statements if i > taken]
         self._inflight_sessions, self._queue_sessions = self._queue_sessions, {}
+        self._inflight_bytes = sum(len(frame) for _, frame in self._inflight)
 
     def _requeue(self) -> None:
         shift = len(self._inflight)
@@ -246,6 +282,58 @@ class BatchWriter:
                 self._inflight_since if queued is None else min(queued, self._inflight_since)
             )
         self._inflight, self._inflight_sessions, self._inflight_since = [], {}, None
+        self._inflight_bytes = 0
+
+    def _unexpected_failure(self, exc: Exception) -> None:
+        """A commit failed with an error that is not the database's: a bug. Retry the batch
+        like a failing disk's, and drop it (counted in ``events_lost``) once it failed
+        :data:`UNEXPECTED_FAILURES_MAX` times in a row."""
+        self._unexpected_failures += 1
+        count = len(self._inflight)
+        if self._unexpected_failures < UNEXPECTED_FAILURES_MAX:
+            log.error(
+                "store: writing %d events to %s failed unexpectedly (attempt %d of %d)",
+                count,
+                self.path,
+                self._unexpected_failures,
+                UNEXPECTED_FAILURES_MAX,
+                exc_info=exc,
+            )
+            self._requeue()
+            self.error = f"cannot write to {self.path}: {type(exc).__name__}: {exc}"
+            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+            return
+        log.error(
+            "store: writing %d events to %s failed %d times unexpectedly; they are dropped "
+            "(a replay reports the gap)",
+            count,
+            self.path,
+            self._unexpected_failures,
+            exc_info=exc,
+        )
+        self._unexpected_failures = 0
+        self.events_lost += count
+        # Their summaries go back: a summary replaces an older one and is never in the way.
+        self._queue_sessions = self._inflight_sessions | self._queue_sessions
+        if self._queue_sessions and self._queue_since is None:
+            self._queue_since = self._inflight_since
+        self._settled()
+
+    def _settled(self) -> None:
+        """The batch in flight is gone (committed or dropped): release what waits for room."""
+        self.pending_bytes -= self._inflight_bytes
+        self._inflight, self._inflight_sessions, self._inflight_since = [], {}, None
+        self._inflight_statements = []
+        self._inflight_bytes = 0
+        if self._writable is not None and self._below_half():
+            self._writable.set()
+            self._writable = None
+
+    def _below_half(self) -> bool:
+        return (
+            self.pending <= self.max_pending // 2
+            and self.pending_bytes <= self.max_pending_bytes // 2
+        )
 
     def _write_failed(self, exc: sqlite3.Error) -> None:
         message = (
@@ -262,14 +350,11 @@ class BatchWriter:
     def _write_succeeded(self, committed: dict[str, int]) -> None:
         self.committed_events += len(self._inflight)
         self.committed_seqs.update(committed)
-        self._inflight, self._inflight_sessions, self._inflight_since = [], {}, None
-        self._inflight_statements = []
+        self._unexpected_failures = 0
+        self._settled()
         self.commits += 1
         self.last_commit = utc_timestamp()
         if self.error is not None:
             log.warning("store: writes work again (%d events still queued)", self.pending)
             self.error = None
         self._retry_s = self.interval_s
-        if self._writable is not None and self.pending <= self.max_pending // 2:
-            self._writable.set()
-            self._writable = None

@@ -267,7 +267,8 @@ async def websockets_client(
     url: str, token: str | None, *, origin: str | None = None
 ) -> AsyncIterator[ClientConnection]:
     """A WebSocket of the independent ``websockets`` library (its Trio client), with a header
-    token when ``token`` is set; no pings of its own, no size limit, no compression."""
+    token when ``token`` is set; no pings of its own, no compression, and the library's default
+    limits (a 1 MiB message), which no frame hived batches may pass."""
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
     async with ws_connect(
         url,
@@ -278,6 +279,5 @@ async def websockets_client(
         open_timeout=DEADLINE_S,
         ping_interval=None,
         close_timeout=2,
-        max_size=None,
     ) as ws:
         yield ws

@@ -368,7 +368,7 @@ async def test_a_corrupt_store_file_refuses_to_start_and_is_left_as_it_was(
     garbage = b"this is not an SQLite database\x00\xff" * 512
     db.write_bytes(garbage)
     daemon = await hived.start(ready=False)
-    assert await daemon.wait_exit() == 1
+    assert await daemon.wait_exit() == 78, "a damaged store is EX_CONFIG: a restart cannot mend it"
     log = daemon.log()
     assert str(db) in log, log
     assert "Traceback" not in log, log
