@@ -34,8 +34,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# The in-process tests are CPU-bound: one worker per core (pytest-xdist) halves their time. The
+# end-to-end tests run one at a time: each starts daemons, shims and agents that use the cores.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --ignore=tests/e2e
+	$(BIN)/pytest -q tests/e2e
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --full
