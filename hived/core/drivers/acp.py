@@ -42,7 +42,6 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
@@ -51,7 +50,6 @@ import hived
 from hived.core.drivers import acp_permissions as permissions
 from hived.core.drivers.acp_updates import CHUNK_KINDS, Chunks, Event, ToolCalls, turn_tokens
 from hived.core.drivers.base import (
-    NOTHING,
     WAITING,
     WORKING,
     Answer,
@@ -63,12 +61,12 @@ from hived.core.drivers.base import (
     jsonrpc_line,
     withdraw_all,
 )
+from hived.core.drivers.jsonrpc import JsonRpcDriver
 from hived.core.events import AgentEvent, Usage
-from hived.core.parsers.jsonl import JsonObject, as_amount, as_object, as_str, decode_object
-from hived.core.parsers.text import clean_text, text_event
+from hived.core.parsers.jsonl import JsonObject, as_amount, as_object, as_str
+from hived.core.parsers.text import clean_text
 
 PROTOCOL_VERSION: Final = 1
-METHOD_NOT_FOUND: Final = -32601
 CLIENT_CAPABILITIES: Final[JsonObject] = {
     "fs": {"readTextFile": False, "writeTextFile": False},
     "terminal": False,
@@ -89,27 +87,19 @@ def turn_outcome(stop_reason: str | None) -> TurnOutcome:
     return TurnOutcome(ok=False, error=stop_reason or "error", message=f"stopReason {stop_reason}")
 
 
-class AcpDriver:
+class AcpDriver(JsonRpcDriver):
     """One ACP agent run (see the module's docstring)."""
 
-    takes_input = True
-
     def __init__(self, launch: DriverLaunch) -> None:
-        self._launch = launch
-        self._next_id = 1
-        self._calls: dict[int, str] = {}
-        """Our requests awaiting a response: JSON-RPC id → method."""
+        super().__init__(launch)
         self._agent: JsonObject = {}
         """The initialize response's result (the agent's info and capabilities)."""
-        self._session_id: str | None = None
         self._opening: str | None = None
         """``session/new``, ``/resume`` or ``/load`` while in flight."""
         self._prompt_call: int | None = None
         """The JSON-RPC id of the running ``session/prompt``."""
         self._cancel_sent = False
         """hived cancelled the running turn (else a ``cancelled`` turn is the agent's doing)."""
-        self._queued: list[str] = [launch.prompt] if launch.prompt else []
-        self._pending: dict[str, Pending] = {}
         self._chunks = Chunks()
         self._tools = ToolCalls()
         self._tokens = attrs.evolve(launch.usage, cost_usd=0.0)
@@ -120,10 +110,6 @@ class AcpDriver:
         """The agent's latest cost figure."""
         self._context: JsonObject = {}
         """The latest ``usage_update`` (context used and size, cost)."""
-
-    @property
-    def pending(self) -> Mapping[str, Pending]:
-        return self._pending
 
     @property
     def usage(self) -> Usage:
@@ -143,38 +129,14 @@ class AcpDriver:
         }
         return Step(stdin=self._request("initialize", params))
 
-    def feed(self, line: str) -> Step:
-        decoded = decode_object(line)
-        if decoded is None:
-            return NOTHING
-        if isinstance(decoded, AgentEvent):
-            return Step(events=[decoded])
-        try:
-            return self._dispatch(decoded)
-        except Exception as exc:  # a bug in hived must not cost the session its reader
-            return Step(events=[text_event(line, f"hived driver bug: {exc!r}")])
-
-    def prompt(self, text: str) -> Step:
-        if self._prompt_call is not None:
-            raise DriverRefusal(
-                "conflict", "the agent is in a turn: wait for its result, or interrupt it first"
-            )
-        if self._session_id is None:
-            self._queued.append(text)
-            return NOTHING
-        return Step(stdin=self._prompt(text))
-
     def answer(self, request_id: str, answer: Answer) -> Step:
-        pending = self._pending.get(request_id)
-        if pending is None:
-            raise DriverRefusal("conflict", f"no pending request {request_id!r}")
-        if answer.allow is None:
-            raise DriverRefusal("bad_request", "an ACP permission needs allow true or false")
-        if answer.updated_input is not None:
-            raise DriverRefusal("bad_request", "ACP has no way to run a tool with edited input")
-        option_id = permissions.choose(
-            pending.data["options"], allow=answer.allow, always=answer.always
+        pending, allow = self._answerable(
+            request_id,
+            answer,
+            needs_allow="an ACP permission needs allow true or false",
+            no_edits="ACP has no way to run a tool with edited input",
         )
+        option_id = permissions.choose(pending.data["options"], allow=allow, always=answer.always)
         del self._pending[request_id]
         reply = jsonrpc_line(
             {"id": pending.data["jsonrpc_id"], "result": permissions.selected(option_id)}
@@ -207,13 +169,10 @@ class AcpDriver:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _request(self, method: str, params: JsonObject) -> bytes:
-        request_id = self._next_id
-        self._next_id += 1
-        self._calls[request_id] = method
-        return jsonrpc_line({"id": request_id, "method": method, "params": params})
+    def _in_turn(self) -> bool:
+        return self._prompt_call is not None
 
-    def _prompt(self, text: str) -> bytes:
+    def _send_prompt(self, text: str) -> bytes:
         params = {
             "sessionId": self._session_id,
             "prompt": [{"type": "text", "text": clean_text(text)}],
@@ -223,14 +182,6 @@ class AcpDriver:
         self._cancel_sent = False
         return stdin
 
-    def _next_prompt(self) -> bytes:
-        if self._queued and self._session_id is not None and self._prompt_call is None:
-            return self._prompt(self._queued.pop(0))
-        return b""
-
-    def _event(self, kind: str, data: Mapping[str, Any], **hints: Any) -> AgentEvent:
-        return AgentEvent(kind=kind, data=data, agent_session_id=self._session_id, **hints)
-
     def _flush(self) -> list[AgentEvent]:
         notes = {"replayed": True} if self._opening == "session/load" else {}
         state = {} if notes else {"state": WORKING}
@@ -238,24 +189,12 @@ class AcpDriver:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _dispatch(self, msg: JsonObject) -> Step:
-        method = msg.get("method")
-        if isinstance(method, str):
-            if "id" in msg:
-                return self._agent_request(msg, method)
-            if method == "session/update":
-                return self._update(as_object(msg.get("params")), msg)
-            return Step(events=[*self._flush(), self._event("agent_event", msg)])
-        if "id" in msg and ("result" in msg or "error" in msg):
-            return self._response(msg)
-        note = "expected a JSON-RPC request, notification or response"
-        return Step(events=[self._event("agent_event", {**msg, "parse_error": note})])
+    def _notification(self, method: str, params: JsonObject, msg: JsonObject) -> Step:
+        if method == "session/update":
+            return self._update(params, msg)
+        return Step(events=[*self._flush(), self._event("agent_event", msg)])
 
-    def _response(self, msg: JsonObject) -> Step:
-        call = self._calls.pop(msg["id"], None) if isinstance(msg["id"], int) else None
-        if "error" in msg:
-            return self._failed_call(call, msg)
-        result = as_object(msg.get("result"))
+    def _succeeded(self, call: str | None, result: JsonObject, msg: JsonObject) -> Step:
         if call == "initialize":
             return self._initialized(result, msg)
         if call in ("session/new", "session/resume", "session/load"):
@@ -397,10 +336,7 @@ class AcpDriver:
     def _agent_request(self, msg: JsonObject, method: str) -> Step:
         events = self._flush()
         if method != "session/request_permission":
-            error = {"code": METHOD_NOT_FOUND, "message": f"hived does not offer {method}"}
-            note = "answered with an error: hived offers no such method"
-            events.append(self._event("agent_event", {**msg, "note": note}))
-            return Step(stdin=jsonrpc_line({"id": msg["id"], "error": error}), events=events)
+            return self._refuse(msg, method, before=events)
         params = as_object(msg.get("params"))
         request_id = f"acp-{msg['id']}"
         options = permissions.offered(params.get("options"))

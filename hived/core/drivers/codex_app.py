@@ -27,8 +27,7 @@ Decisions, from the real Codex 0.171 (tests/realagents/CODEX_NOTES.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 import hived
 from hived.core.drivers.base import (
@@ -58,11 +57,9 @@ from hived.core.drivers.codex_items import (
     tool_result_data,
     tool_use_data,
 )
+from hived.core.drivers.jsonrpc import JsonRpcDriver
 from hived.core.events import AgentEvent, Usage
-from hived.core.parsers.jsonl import JsonObject, as_count, as_object, as_str, decode_object
-from hived.core.parsers.text import text_event
-
-METHOD_NOT_FOUND: Final = -32601
+from hived.core.parsers.jsonl import JsonObject, as_count, as_object, as_str
 
 SILENT: Final = frozenset(
     {
@@ -131,24 +128,19 @@ def _turn_outcome(turn: JsonObject) -> TurnOutcome:
     return TurnOutcome(ok=False, error="api_error", message=message)
 
 
-class CodexAppDriver:
-    """One ``codex app-server`` run (see the module's docstring)."""
+class CodexAppDriver(JsonRpcDriver):
+    """One ``codex app-server`` run (see the module's docstring); its agent session is the
+    thread."""
 
-    takes_input = True
+    agent_name = "codex"
 
     def __init__(self, launch: DriverLaunch) -> None:
-        self._launch = launch
-        self._next_id = 1
-        self._calls: dict[int, str] = {}
-        """Our requests awaiting a response: JSON-RPC id → method."""
-        self._thread_id: str | None = None
+        super().__init__(launch)
         self._turn_id: str | None = None
         self._turn_starting = False
         """A ``turn/start`` was sent and its turn is not known yet."""
         self._interrupt_wanted = False
         self._own_turns: set[str] = set()
-        self._queued: list[str] = [launch.prompt] if launch.prompt else []
-        self._pending: dict[str, Pending] = {}
         self._usage = launch.usage
         self._thread_total: Totals | None = None
         self._turn_usage = Usage()
@@ -158,51 +150,25 @@ class CodexAppDriver:
 
     # -- the Driver protocol ---------------------------------------------------------------
 
-    @property
-    def pending(self) -> Mapping[str, Pending]:
-        return self._pending
-
     def start(self) -> Step:
         client = {"name": "hived", "title": "hived", "version": hived.__version__}
         return Step(stdin=self._request("initialize", {"clientInfo": client}))
 
-    def feed(self, line: str) -> Step:
-        decoded = decode_object(line)
-        if decoded is None:
-            return NOTHING
-        if isinstance(decoded, AgentEvent):
-            return Step(events=[decoded])
-        try:
-            return self._dispatch(decoded)
-        except Exception as exc:  # a bug in hived must not cost the session its reader
-            return Step(events=[text_event(line, f"hived driver bug: {exc!r}")])
-
-    def prompt(self, text: str) -> Step:
-        if self._turn_id is not None or self._turn_starting:
-            raise DriverRefusal(
-                "conflict", "codex is in a turn: wait for its result, or interrupt it first"
-            )
-        if self._thread_id is None:
-            self._queued.append(text)
-            return NOTHING
-        return Step(stdin=self._turn_start(text))
-
     def answer(self, request_id: str, answer: Answer) -> Step:
-        pending = self._pending.get(request_id)
-        if pending is None:
-            raise DriverRefusal("conflict", f"no pending request {request_id!r}")
-        if answer.allow is None:
-            raise DriverRefusal("bad_request", "a Codex approval needs allow true or false")
-        if answer.updated_input is not None:
-            raise DriverRefusal("bad_request", "Codex cannot run an edited command or patch")
-        decision = approval_decision(pending.data, allow=answer.allow, always=answer.always)
+        pending, allow = self._answerable(
+            request_id,
+            answer,
+            needs_allow="a Codex approval needs allow true or false",
+            no_edits="Codex cannot run an edited command or patch",
+        )
+        decision = approval_decision(pending.data, allow=allow, always=answer.always)
         del self._pending[request_id]
         reply = {"id": pending.data["jsonrpc_id"], "result": {"decision": decision}}
         return Step(stdin=jsonrpc_line(reply))
 
     def interrupt(self) -> Step:
-        if self._thread_id is not None and self._turn_id is not None:
-            params = {"threadId": self._thread_id, "turnId": self._turn_id}
+        if self._session_id is not None and self._turn_id is not None:
+            params = {"threadId": self._session_id, "turnId": self._turn_id}
             return Step(stdin=self._request("turn/interrupt", params))
         if self._turn_starting:
             self._interrupt_wanted = True  # sent once the turn has an id
@@ -220,46 +186,18 @@ class CodexAppDriver:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _request(self, method: str, params: JsonObject) -> bytes:
-        request_id = self._next_id
-        self._next_id += 1
-        self._calls[request_id] = method
-        return jsonrpc_line({"id": request_id, "method": method, "params": params})
+    def _in_turn(self) -> bool:
+        return self._turn_id is not None or self._turn_starting
 
-    def _turn_start(self, text: str) -> bytes:
-        assert self._thread_id is not None
+    def _send_prompt(self, text: str) -> bytes:
         self._turn_starting = True
         self._turn_usage = Usage()
-        params = {"threadId": self._thread_id, "input": [{"type": "text", "text": text}]}
+        params = {"threadId": self._session_id, "input": [{"type": "text", "text": text}]}
         return self._request("turn/start", params)
-
-    def _next_prompt(self) -> bytes:
-        """The next queued prompt's ``turn/start``, when the thread is idle and one waits."""
-        if self._queued and self._thread_id is not None and not self._turn_starting:
-            return self._turn_start(self._queued.pop(0))
-        return b""
-
-    def _event(self, kind: str, data: Mapping[str, Any], **hints: Any) -> AgentEvent:
-        return AgentEvent(kind=kind, data=data, agent_session_id=self._thread_id, **hints)
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _dispatch(self, msg: JsonObject) -> Step:
-        method = msg.get("method")
-        if isinstance(method, str):
-            if "id" in msg:
-                return self._server_request(msg, method)
-            return self._notification(method, as_object(msg.get("params")), msg)
-        if "id" in msg and ("result" in msg or "error" in msg):
-            return self._response(msg)
-        note = "expected a JSON-RPC request, notification or response"
-        return Step(events=[self._event("agent_event", {**msg, "parse_error": note})])
-
-    def _response(self, msg: JsonObject) -> Step:
-        call = self._calls.pop(msg["id"], None) if isinstance(msg["id"], int) else None
-        if "error" in msg:
-            return self._failed_call(call, msg)
-        result = as_object(msg.get("result"))
+    def _succeeded(self, call: str | None, result: JsonObject, msg: JsonObject) -> Step:
         if call == "initialize":
             opened = (
                 ("thread/resume", {"threadId": self._launch.resume_id, "cwd": self._launch.cwd})
@@ -293,7 +231,7 @@ class CodexAppDriver:
 
     def _thread_opened(self, call: str, result: JsonObject) -> Step:
         thread = as_object(result.get("thread"))
-        self._thread_id = as_str(thread.get("id")) or self._thread_id
+        self._session_id = as_str(thread.get("id")) or self._session_id
         shown = {k: v for k, v in thread.items() if k != "turns"}
         data = {**result, "method": call, "thread": shown}
         if isinstance(thread.get("turns"), list):
@@ -308,9 +246,9 @@ class CodexAppDriver:
         self._turn_id = turn_id
         self._turn_starting = False
         self._own_turns.add(turn_id)
-        if self._interrupt_wanted and self._thread_id is not None:
+        if self._interrupt_wanted and self._session_id is not None:
             self._interrupt_wanted = False
-            params = {"threadId": self._thread_id, "turnId": turn_id}
+            params = {"threadId": self._session_id, "turnId": turn_id}
             return self._request("turn/interrupt", params)
         return b""
 
@@ -333,7 +271,7 @@ class CodexAppDriver:
                 return self._token_usage(params)
             case "thread/started":
                 thread_id = as_str(as_object(params.get("thread")).get("id"))
-                self._thread_id = self._thread_id or thread_id
+                self._session_id = self._session_id or thread_id
                 return Step(events=[self._event("agent_event", msg)])
             case "serverRequest/resolved":
                 return Step(events=self._resolved(params.get("requestId")))
@@ -438,14 +376,11 @@ class CodexAppDriver:
                 return [withdrawn_event(pending, "resolved by the agent")]
         return []
 
-    def _server_request(self, msg: JsonObject, method: str) -> Step:
+    def _agent_request(self, msg: JsonObject, method: str) -> Step:
         params = as_object(msg.get("params"))
         tool_name = APPROVALS.get(method)
         if tool_name is None:
-            error = {"code": METHOD_NOT_FOUND, "message": f"hived does not handle {method}"}
-            reply = jsonrpc_line({"id": msg["id"], "error": error})
-            note = "answered with an error: hived has no way to ask this"
-            return Step(stdin=reply, events=[self._event("agent_event", {**msg, "note": note})])
+            return self._refuse(msg, method)
         request_id = f"codex-{msg['id']}"
         item = self._items.get(as_str(params.get("itemId")) or "", {})
         tool_input = approval_input(method, params, item)
