@@ -19,13 +19,7 @@ import argparse
 import contextlib
 import json
 import logging
-import os
-import queue
-import signal
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +34,7 @@ from tests.realagents.acp_env import (
     opencode_acp,
     opencode_bin,
 )
+from tests.realagents.line_client import LineClient, Transcript
 
 log = logging.getLogger("record_acp")
 
@@ -47,87 +42,21 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "acp"
 STEP_TIMEOUT_S = 60.0
 CAPABILITIES = {"fs": {"readTextFile": False, "writeTextFile": False}, "terminal": False}
 
-Transcript = list[dict[str, Any]]
 
-
-class Client:
+class Client(LineClient):
     """A raw ACP client for one agent process; records every line."""
 
     def __init__(self, agent: AcpAgent, transcript: Transcript) -> None:
-        self.transcript = transcript
-        self.proc = subprocess.Popen(
+        super().__init__(
             agent.argv,
-            env=agent.env,
-            cwd=agent.workdir,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
+            agent.env,
+            agent.workdir,
+            transcript,
+            name="the agent",
+            step_timeout_s=STEP_TIMEOUT_S,
+            refuse_unmatched=True,
         )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.stderr: list[str] = []
-        self._next_id = 0
         self.session_id = ""
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            text = raw.decode(errors="replace").rstrip("\n")
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                obj = {"_unparsed": text}
-            self.transcript.append({"dir": "out", "line": obj})
-            self.lines.put(obj)
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr.append(raw.decode(errors="replace"))
-
-    def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.transcript.append({"dir": "in", "line": obj})
-        self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def request(self, method: str, params: dict[str, Any]) -> int:
-        self._next_id += 1
-        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
-        return self._next_id
-
-    def notify(self, method: str, params: dict[str, Any]) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    def reply(self, request_id: Any, result: dict[str, Any]) -> None:
-        self.send({"jsonrpc": "2.0", "id": request_id, "result": result})
-
-    def wait(
-        self, match: Callable[[dict[str, Any]], bool], timeout_s: float = STEP_TIMEOUT_S
-    ) -> dict[str, Any]:
-        """The next line ``match`` accepts; requests it does not accept get -32601."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no matching line; stderr: " + "".join(self.stderr[-20:]))
-            try:
-                obj = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if obj is None:
-                raise EOFError("the agent exited; stderr: " + "".join(self.stderr[-20:]))
-            if match(obj):
-                return obj
-            if "method" in obj and "id" in obj:
-                error = {"code": -32601, "message": "not handled by the recorder"}
-                self.send({"jsonrpc": "2.0", "id": obj["id"], "error": error})
-
-    def response(self, request_id: int) -> dict[str, Any]:
-        return self.wait(lambda o: o.get("id") == request_id and "method" not in o)
 
     def update(self, kind: str) -> dict[str, Any]:
         return self.wait(
@@ -177,27 +106,6 @@ class Client:
             self.reply(
                 obj["id"], {"outcome": {"outcome": "selected", "optionId": option["optionId"]}}
             )
-
-    def close(self) -> None:
-        """End the process group: close stdin, then SIGTERM, then SIGKILL, each with a deadline."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.close()
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            if sig is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=3)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # The adapters leave children (Claude Code, Codex's shells) in the group: end them too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @contextlib.contextmanager

@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import queue
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.realagents.codex_env import REPO, CodexEnv, codex_binary, codex_env
+from tests.realagents.line_client import LineClient, Transcript
 from tests.realagents.openai_standin import StandIn
 
 log = logging.getLogger("record_codex")
@@ -36,100 +32,22 @@ FIXTURES = REPO / "tests" / "fixtures" / "codex"
 STEP_TIMEOUT_S = 30.0
 
 
-class AppServer:
+class AppServer(LineClient):
     """A raw JSON-RPC line client for one ``codex app-server`` process; records every line."""
 
-    def __init__(self, env: CodexEnv, transcript: list[dict[str, Any]]) -> None:
-        self.transcript = transcript
-        self.proc = subprocess.Popen(
+    def __init__(self, env: CodexEnv, transcript: Transcript) -> None:
+        super().__init__(
             env.app_server_argv,
-            env=env.env,
-            cwd=env.workdir,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
+            env.env,
+            env.workdir,
+            transcript,
+            name="codex app-server",
+            step_timeout_s=STEP_TIMEOUT_S,
+            refuse_unmatched=False,
         )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.stderr: list[str] = []
-        self._next_id = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            text = raw.decode(errors="replace").rstrip("\n")
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                obj = {"_unparsed": text}
-            self.transcript.append({"dir": "out", "line": obj})
-            self.lines.put(obj)
-        self.lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr.append(raw.decode(errors="replace"))
-
-    def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.transcript.append({"dir": "in", "line": obj})
-        self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def request(self, method: str, params: dict[str, Any]) -> int:
-        self._next_id += 1
-        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
-        return self._next_id
-
-    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            msg["params"] = params
-        self.send(msg)
-
-    def wait(
-        self, match: Callable[[dict[str, Any]], bool], timeout_s: float = STEP_TIMEOUT_S
-    ) -> dict[str, Any]:
-        """The next line ``match`` accepts (lines before it are only recorded)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no matching line; stderr: " + "".join(self.stderr[-20:]))
-            try:
-                obj = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if obj is None:
-                raise EOFError("codex app-server exited; stderr: " + "".join(self.stderr[-20:]))
-            if match(obj):
-                return obj
-
-    def response(self, request_id: int) -> dict[str, Any]:
-        return self.wait(lambda o: o.get("id") == request_id and "method" not in o)
 
     def method(self, name: str) -> dict[str, Any]:
         return self.wait(lambda o: o.get("method") == name)
-
-    def close(self) -> None:
-        """End the process: close stdin, then SIGTERM, then SIGKILL, each with a deadline."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=3)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def handshake(app: AppServer) -> dict[str, Any]:
