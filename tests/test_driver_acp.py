@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import orjson
 import pytest
 
 from hived.core.drivers import get_format
 from hived.core.drivers.acp import CLIENT_CAPABILITIES, AcpDriver
 from hived.core.drivers.base import Answer, DriverLaunch, DriverRefusal, Step, TurnOutcome
-from hived.core.events import AgentEvent, Usage
+from hived.core.events import Usage
+from tests.driver_steps import Steps, sent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acp"
 SCHEMA = FIXTURES / "schema" / "schema.json"
@@ -32,10 +32,6 @@ TRANSCRIPTS = sorted(p.stem for p in FIXTURES.glob("*.jsonl"))
 
 def transcript(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (FIXTURES / f"{name}.jsonl").read_text().splitlines()]
-
-
-def sent(step: Step) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in step.stdin.splitlines()]
 
 
 def substance(msg: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +121,7 @@ def test_the_schema_check_catches_a_malformed_message() -> None:
 # -- replaying ---------------------------------------------------------------------------------
 
 
-class Replay:
+class Replay(Steps):
     """A driver fed one transcript; every step, event and written message kept."""
 
     def __init__(
@@ -151,7 +147,8 @@ class Replay:
         # The driver answers a pending permission on interrupt itself: the recorder's own
         # "cancelled" answers are expected from that step, not from an action.
         self.expected = ins
-        self.steps: list[Step] = [self.driver.start()]
+        super().__init__()
+        self.steps.append(self.driver.start())
         options: dict[Any, dict[str, str]] = {}
         for entry in self.lines:
             line = entry["line"]
@@ -169,26 +166,6 @@ class Replay:
                 kind = options[line["id"]][line["result"]["outcome"]["optionId"]]
                 answer = Answer(allow=kind.startswith("allow"), always=kind.endswith("always"))
                 self.steps.append(self.driver.answer(f"acp-{line['id']}", answer))
-
-    @property
-    def written(self) -> list[dict[str, Any]]:
-        return [m for step in self.steps for m in sent(step)]
-
-    @property
-    def events(self) -> list[AgentEvent]:
-        return [e for step in self.steps for e in step.events]
-
-    def kinds(self, kind: str) -> list[AgentEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-    @property
-    def outcomes(self) -> list[TurnOutcome]:
-        return [s.last_turn for s in self.steps if s.last_turn is not None]
-
-    @property
-    def usage(self) -> Usage | None:
-        usages = [s.usage for s in self.steps if s.usage is not None]
-        return usages[-1] if usages else None
 
 
 SAME_AS_RECORDED = [n for n in TRANSCRIPTS if not n.endswith("_load")]

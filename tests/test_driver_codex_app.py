@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from hived.core.drivers import get_format
@@ -24,18 +23,15 @@ from hived.core.drivers.base import (
     TurnOutcome,
 )
 from hived.core.drivers.codex_app import CodexAppDriver
-from hived.core.events import AgentEvent, Usage
+from hived.core.events import Usage
 from hived.core.parsers.codex import CodexParser
+from tests.driver_steps import Steps, sent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "codex"
 
 
 def transcript(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (FIXTURES / f"{name}.jsonl").read_text().splitlines()]
-
-
-def sent(step: Step) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in step.stdin.splitlines()]
 
 
 def substance(msg: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +47,7 @@ def substance(msg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class Replay:
+class Replay(Steps):
     """A driver fed one transcript; every step, event and written message kept."""
 
     def __init__(self, name: str, usage: Usage | None = None) -> None:
@@ -67,7 +63,8 @@ class Replay:
         )
         self.driver = CodexAppDriver(self.launch)
         self.expected = ins
-        self.steps: list[Step] = [self.driver.start()]
+        super().__init__()
+        self.steps.append(self.driver.start())
         for entry in self.lines:
             line = entry["line"]
             if entry["dir"] == "out":
@@ -79,26 +76,6 @@ class Replay:
             elif "result" in line and "decision" in line["result"]:
                 allow = line["result"]["decision"] == "accept"
                 self.steps.append(self.driver.answer(f"codex-{line['id']}", Answer(allow=allow)))
-
-    @property
-    def written(self) -> list[dict[str, Any]]:
-        return [m for step in self.steps for m in sent(step)]
-
-    @property
-    def events(self) -> list[AgentEvent]:
-        return [e for step in self.steps for e in step.events]
-
-    def kinds(self, kind: str) -> list[AgentEvent]:
-        return [e for e in self.events if e.kind == kind]
-
-    @property
-    def outcomes(self) -> list[TurnOutcome]:
-        return [s.last_turn for s in self.steps if s.last_turn is not None]
-
-    @property
-    def usage(self) -> Usage | None:
-        usages = [s.usage for s in self.steps if s.usage is not None]
-        return usages[-1] if usages else None
 
     def durations_ms(self) -> int:
         return sum(
