@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
-from hived.core.config import DEFAULT_CONFIG_PATH, Config, parse_config
+from hived.core.config import Config, parse_config
+from hived.core.defaults import config_path
 from hived.core.errors import ConfigError
 
-
-def config_path(given: str | None, environ: Mapping[str, str] = os.environ) -> Path:
-    """``--config`` if given, else ``$HIVED_CONFIG``, else /etc/hived/hived.toml."""
-    return Path(given or environ.get("HIVED_CONFIG") or DEFAULT_CONFIG_PATH)
+__all__ = ["config_path", "read_config"]
 
 
 def read_config(path: Path) -> Config:

@@ -36,7 +36,7 @@ from hived.cli.render import (
     sessions_table,
     status_text,
 )
-from hived.cli.settings import Usage, base_url, read_token
+from hived.cli.settings import Usage, base_url, connection_options, read_token
 from hived.client import (
     AuthError,
     Client,
@@ -76,17 +76,7 @@ ADMIN_COMMANDS: Final = frozenset(
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, also read by the man-page completeness test."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS, help="hived's address (ws://HOST:PORT)")
-    common.add_argument(
-        "--token", default=argparse.SUPPRESS, help="access token (prefer HIVED_TOKEN)"
-    )
-    common.add_argument(
-        "--token-file", metavar="PATH", default=argparse.SUPPRESS, help="read the token from a file"
-    )
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
-    )
+    common = connection_options()
     parser = argparse.ArgumentParser(
         prog="hivectl",
         description="Watch and steer the agent sessions of a hived daemon.",
@@ -600,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hivectl`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if command_word(argv) == "hook":
-        return hook_main(build_parser(), argv)
+        return hook_main(argv)
     args = build_parser().parse_args(argv)
     if args.command == "send" and args.text == "-":
         # Before connecting: a slow writer on stdin must not hold up the connection's tasks

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Final
 
-from hived.cli.settings import Usage, base_url, read_token
+from hived.cli.settings import Usage, base_url, connection_options, read_token
 
 EXIT_OK: Final = 0
 HOOK_TIMEOUT_S: Final = 2.0
@@ -31,9 +31,18 @@ def command_word(argv: Sequence[str]) -> str | None:
     return None
 
 
-def hook_main(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+def hook_parser() -> argparse.ArgumentParser:
+    """``hivectl hook`` alone: the connection options and the command word (the whole command
+    line of hivectl, with its imports, would cost the hook most of its time)."""
+    parser = argparse.ArgumentParser(prog="hivectl", parents=[connection_options()])
+    parser.add_argument("command", choices=["hook"])
+    return parser
+
+
+def hook_main(argv: Sequence[str]) -> int:
     """``hivectl hook``: always exit 0, since a Claude Code command hook that exits 2 blocks
     the tool call; a mistake in the arguments is only noted on stderr."""
+    parser = hook_parser()
     try:
         args, unknown = parser.parse_known_args(argv)
     except SystemExit as exc:

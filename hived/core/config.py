@@ -24,6 +24,7 @@ import attrs
 import cattrs
 
 from hived.core.convert import expected, flatten_errors, make_converter
+from hived.core.defaults import DEFAULT_LISTEN
 from hived.core.errors import ConfigError
 from hived.core.notifyconfig import (
     Delay,
@@ -37,9 +38,6 @@ from hived.core.notifyconfig import (
     notify_checks,
     priority,
 )
-
-DEFAULT_CONFIG_PATH: Final = "/etc/hived/hived.toml"
-DEFAULT_LISTEN: Final = "127.0.0.1:7420"
 
 Role = Literal["viewer", "operator", "admin", "agent"]
 AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app", "acp"]
