@@ -246,6 +246,13 @@ async def test_a_killed_node_shows_unreachable_within_two_heartbeats_and_comes_b
             feed,
         )
         assert announced["data"]["node"] == "c"
+        filtered = await on_a.request("sessions", state="unreachable")
+        assert [(s["id"], s["node"]) for s in filtered["sessions"]] == [(session, "c")]
+        shown_by_hivectl = await trio.to_thread.run_sync(
+            hivectl, a.port, "sessions", "--state", "UNREACHABLE"
+        )
+        _, *rows = shown_by_hivectl.stdout.splitlines()
+        assert [row.split()[:2] for row in rows] == [[session[:12], "c"]], shown_by_hivectl.stdout
 
         await nodes.start("c")
         back = await until(
