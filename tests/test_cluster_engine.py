@@ -26,7 +26,7 @@ from hived.core.messages import SessionStop
 from hived.core.protocol import Caller, Request
 from hived.history import MemoryHistory
 from hived.hub import Hub, Subscriber
-from tests.redis_engine import RedisServer
+from tests.redis_engine import EngineLink, RedisServer
 
 # coredis 6.9 leaves the anyio memory streams of a connection the engine dropped for the
 # garbage collector (ResourceWarning "Unclosed MemoryObject…Stream"); the tests that stop the
@@ -241,3 +241,30 @@ async def test_a_request_to_a_silent_node_times_out_with_a_clear_error(
             await commands.ask("c", SessionStop(session="S1"), Caller(1, "alice", "operator"))
         assert late.value.code == "internal"
         assert "node c did not answer within cluster.request_timeout_s=0.5" in late.value.message
+
+
+async def test_the_command_reader_reads_again_after_its_link_to_the_engine_was_cut(
+    redis: RedisServer,
+) -> None:
+    async def run(request: Request, caller: Caller) -> Any:
+        return {"session": getattr(request, "session", None)}
+
+    link = EngineLink(redis.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.serve)
+        async with (
+            open_engine(cluster_config(redis, "a")) as engine_a,
+            open_engine(ClusterConfig(node="b", url=link.url)) as engine_b,
+        ):
+            on_a = Commands(engine_a, KEYS, "a", 5.0, run)
+            on_b = Commands(engine_b, KEYS, "b", 5.0, run)
+            nursery.start_soon(on_b.serve)
+            operator = Caller(3, "alice", "operator")
+            assert await on_a.ask("b", SessionStop(session="S1"), operator) == {"session": "S1"}
+            link.cut()  # b's reader fails; its group stays in the engine
+            hasty = Commands(engine_a, KEYS, "a", 0.3, run)
+            with pytest.raises(RequestError, match="node b did not answer"):
+                await hasty.ask("b", SessionStop(session="cut"), operator)
+            link.restore()
+            assert await on_a.ask("b", SessionStop(session="S2"), operator) == {"session": "S2"}
+            nursery.cancel_scope.cancel()
