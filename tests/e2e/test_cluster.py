@@ -55,14 +55,15 @@ class Nodes:
     launchers: dict[str, Launcher] = attrs.field(factory=dict)
     ports: dict[str, int] = attrs.field(factory=dict)
 
-    async def start(self, name: str) -> RunningDaemon:
+    async def start(self, name: str, url: str | None = None) -> RunningDaemon:
+        """Start node ``name`` (again), on the engine or through ``url`` (a relay to it)."""
         folder = self.tmp_path / name
         folder.mkdir(exist_ok=True)
         launcher = self.launchers.setdefault(name, Launcher(folder))
         port = self.ports.setdefault(name, free_port())
         body = (
             CHATTY
-            + f'[cluster]\nnode = "{name}"\nurl = "{self.redis.url}"\n'
+            + f'[cluster]\nnode = "{name}"\nurl = "{url or self.redis.url}"\n'
             + f"heartbeat_interval_s = {HEARTBEAT_S}\nrequest_timeout_s = 5.0\n"
         )
         return await launcher.start(config_text(port, folder / "state", body=body), port=port)
