@@ -445,6 +445,8 @@ def test_welcome_frame_is_the_documented_json() -> None:
         '{"type":"welcome","server":"hived","version":"0.1.0","role":"operator",'
         '"token_name":"alice","heartbeat_interval_s":20.0,"connection":17}'
     )
+    in_a_cluster = orjson.loads(welcome_frame("operator", "alice", 20.0, "0.1.0", 17, "build-1"))
+    assert in_a_cluster["node"] == "build-1"
 
 
 def test_result_frame_echoes_the_id_and_encodes_attrs_values() -> None:
