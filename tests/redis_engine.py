@@ -35,7 +35,7 @@ def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -46,6 +46,8 @@ class RedisServer:
 
     port: int
     folder: Path
+    extra: tuple[str, ...] = ()
+    """More command-line options (TLS, a password)."""
     proc: trio.Process | None = None
 
     @property
@@ -64,6 +66,7 @@ class RedisServer:
                     "--save", "",
                     "--appendonly", "no",
                     "--dir", str(self.folder),
+                    *self.extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
 import pytest
 import trio
+import trustme
 
 from hived.cluster.commands import Commands
-from hived.cluster.engine import Engine, open_engine
+from hived.cluster.engine import ENGINE_ERRORS, Engine, open_engine
 from hived.cluster.follow import RemoteTopic
 from hived.cluster.keys import MIRROR_SCRIPT, Keys, MirrorAnswer, Mode, Status, mirror_args
 from hived.cluster.mirror import Mirror, Tap
@@ -26,7 +28,8 @@ from hived.core.messages import SessionStop
 from hived.core.protocol import Caller, Request
 from hived.history import MemoryHistory
 from hived.hub import Hub, Subscriber
-from tests.redis_engine import EngineLink, RedisServer
+from tests.e2e.harness import free_port
+from tests.redis_engine import EngineLink, RedisServer, needs_redis
 
 # coredis 6.9 leaves the anyio memory streams of a connection the engine dropped for the
 # garbage collector (ResourceWarning "Unclosed MemoryObject…Stream"); the tests that stop the
@@ -268,3 +271,62 @@ async def test_the_command_reader_reads_again_after_its_link_to_the_engine_was_c
             link.restore()
             assert await on_a.ask("b", SessionStop(session="S2"), operator) == {"session": "S2"}
             nursery.cancel_scope.cancel()
+
+
+@needs_redis
+async def test_the_engine_is_reached_over_tls_with_the_password_from_its_file(
+    tmp_path: Path,
+) -> None:
+    ca, stranger = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(tmp_path / "engine.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    stranger.cert_pem.write_to_path(tmp_path / "stranger.pem")
+    (tmp_path / "engine.pass").write_text("s3cret words\n")
+    tls_port = free_port()
+    engine_pem = str(tmp_path / "engine.pem")
+    server = RedisServer(
+        free_port(),
+        tmp_path,
+        extra=(
+            "--tls-port", str(tls_port),
+            "--tls-cert-file", engine_pem,
+            "--tls-key-file", engine_pem,
+            "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+            "--tls-auth-clients", "no",
+            "--requirepass", "s3cret words",
+        ),
+    )  # fmt: skip
+    await server.start()
+    try:
+
+        def config(ca_file: str, password_file: str | None = "engine.pass") -> ClusterConfig:
+            return ClusterConfig(
+                node="a",
+                url=f"rediss://127.0.0.1:{tls_port}",
+                password_file=str(tmp_path / password_file) if password_file else None,
+                tls_ca=str(tmp_path / ca_file),
+            )
+
+        async with open_engine(config("ca.pem")) as engine:
+            await engine.set("t:probe", "over tls")
+            assert await engine.get("t:probe") == "over tls"
+        async with open_engine(config("stranger.pem")) as engine:
+            with pytest.raises(ENGINE_ERRORS) as unsigned:
+                await engine.get("t:probe")
+            assert "CERTIFICATE_VERIFY_FAILED" in _causes(unsigned.value)
+        async with open_engine(config("ca.pem", password_file=None)) as engine:
+            with pytest.raises(ENGINE_ERRORS) as anonymous:
+                await engine.get("t:probe")
+            assert "AuthenticationRequiredError" in _causes(anonymous.value)
+    finally:
+        await server.stop()
+
+
+def _causes(exc: BaseException | None) -> str:
+    """What ``exc`` says, and what every exception it came from says."""
+    said = []
+    while exc is not None:
+        said.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(said)
