@@ -330,3 +330,27 @@ def _causes(exc: BaseException | None) -> str:
         said.append(f"{type(exc).__name__}: {exc}")
         exc = exc.__cause__ or exc.__context__
     return "\n".join(said)
+
+
+async def test_a_stream_is_trimmed_to_what_the_store_keeps(redis: RedisServer) -> None:
+    history = MemoryHistory(keep=40)
+    mirror: Mirror | None = None
+    tap = Tap(history, lambda event: mirror.recorded(event) if mirror else None)
+    hub = Hub(history=tap)
+    async with open_engine(cluster_config(redis)) as engine, trio.open_nursery() as nursery:
+        mirror = Mirror(engine, KEYS, "a", history, hub.last_seq)
+        await nursery.start(mirror.serve)
+        for n in range(1, 201):
+            hub.publish(TOPIC, "text", {"line": f"{n}"})
+            if n % 20 == 0:  # the mirror keeps up, so it never has to make the stream again
+                await until(f"seq {n} mirrored", lambda n=n: _top_is(engine, n))
+        seqs = await stream_seqs(engine)
+        oldest = history.oldest_seq(TOPIC)
+        assert oldest is not None
+        assert oldest > 1, "the store forgot the oldest events"
+        assert seqs == list(range(oldest, 201)), "the stream keeps what the store keeps"
+        nursery.cancel_scope.cancel()
+
+
+async def _top_is(engine: Engine, seq: int) -> bool:
+    return await engine.hget(KEYS.meta(TOPIC, "a"), "top") == str(seq)
