@@ -10,8 +10,9 @@ import pytest
 from hived.cluster.envelope import Command, EnvelopeError, Reply
 from hived.cluster.keys import Keys, MirrorAnswer, Mode, Status, entry_id, entry_seq, mirror_args
 from hived.cluster.liveness import Change, Liveness, heartbeat_ttl_ms
-from hived.cluster.view import UNREACHABLE, merge
+from hived.cluster.view import merge
 from hived.core.messages import Sessions
+from hived.core.sessions import UNREACHABLE
 
 SANS_IO = ("keys", "envelope", "liveness", "view")
 
@@ -140,3 +141,15 @@ def test_the_view_filters_remote_sessions_like_local_ones() -> None:
     silent = {"b": (False, remote["b"][1])}
     assert [s["state"] for s in merge(Sessions(), [], "a", silent)] == [UNREACHABLE, UNREACHABLE]
     assert merge(Sessions(state="RUNNING"), [], "a", silent) == []
+
+
+def test_the_unreachable_filter_finds_only_the_silent_nodes_live_sessions() -> None:
+    remote = {
+        "b": (True, [summary("01B", "RUNNING")]),
+        "c": (False, [summary("01C", "WAITING"), summary("01D", "EXITED")]),
+    }
+    local = [summary("01A", "RUNNING")]
+    found = merge(Sessions(state=UNREACHABLE, all=True), [], "a", remote)
+    assert [(s["id"], s["node"]) for s in found] == [("01C", "c")]
+    running = merge(Sessions(state="RUNNING"), local, "a", remote)
+    assert [s["id"] for s in running] == ["01B", "01A"], "a silent node's session is not RUNNING"

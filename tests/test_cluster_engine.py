@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
 import pytest
 import trio
+import trustme
 
 from hived.cluster.commands import Commands
-from hived.cluster.engine import Engine, open_engine
+from hived.cluster.engine import ENGINE_ERRORS, Engine, open_engine
 from hived.cluster.follow import RemoteTopic
 from hived.cluster.keys import MIRROR_SCRIPT, Keys, MirrorAnswer, Mode, Status, mirror_args
 from hived.cluster.mirror import Mirror, Tap
@@ -26,7 +28,8 @@ from hived.core.messages import SessionStop
 from hived.core.protocol import Caller, Request
 from hived.history import MemoryHistory
 from hived.hub import Hub, Subscriber
-from tests.redis_engine import RedisServer
+from tests.e2e.harness import free_port
+from tests.redis_engine import EngineLink, RedisServer, needs_redis
 
 # coredis 6.9 leaves the anyio memory streams of a connection the engine dropped for the
 # garbage collector (ResourceWarning "Unclosed MemoryObject…Stream"); the tests that stop the
@@ -241,3 +244,113 @@ async def test_a_request_to_a_silent_node_times_out_with_a_clear_error(
             await commands.ask("c", SessionStop(session="S1"), Caller(1, "alice", "operator"))
         assert late.value.code == "internal"
         assert "node c did not answer within cluster.request_timeout_s=0.5" in late.value.message
+
+
+async def test_the_command_reader_reads_again_after_its_link_to_the_engine_was_cut(
+    redis: RedisServer,
+) -> None:
+    async def run(request: Request, caller: Caller) -> Any:
+        return {"session": getattr(request, "session", None)}
+
+    link = EngineLink(redis.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.serve)
+        async with (
+            open_engine(cluster_config(redis, "a")) as engine_a,
+            open_engine(ClusterConfig(node="b", url=link.url)) as engine_b,
+        ):
+            on_a = Commands(engine_a, KEYS, "a", 5.0, run)
+            on_b = Commands(engine_b, KEYS, "b", 5.0, run)
+            nursery.start_soon(on_b.serve)
+            operator = Caller(3, "alice", "operator")
+            assert await on_a.ask("b", SessionStop(session="S1"), operator) == {"session": "S1"}
+            link.cut()  # b's reader fails; its group stays in the engine
+            hasty = Commands(engine_a, KEYS, "a", 0.3, run)
+            with pytest.raises(RequestError, match="node b did not answer"):
+                await hasty.ask("b", SessionStop(session="cut"), operator)
+            link.restore()
+            assert await on_a.ask("b", SessionStop(session="S2"), operator) == {"session": "S2"}
+            nursery.cancel_scope.cancel()
+
+
+@needs_redis
+async def test_the_engine_is_reached_over_tls_with_the_password_from_its_file(
+    tmp_path: Path,
+) -> None:
+    ca, stranger = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(tmp_path / "engine.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    stranger.cert_pem.write_to_path(tmp_path / "stranger.pem")
+    (tmp_path / "engine.pass").write_text("s3cret words\n")
+    tls_port = free_port()
+    engine_pem = str(tmp_path / "engine.pem")
+    server = RedisServer(
+        free_port(),
+        tmp_path,
+        extra=(
+            "--tls-port", str(tls_port),
+            "--tls-cert-file", engine_pem,
+            "--tls-key-file", engine_pem,
+            "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+            "--tls-auth-clients", "no",
+            "--requirepass", "s3cret words",
+        ),
+    )  # fmt: skip
+    await server.start()
+    try:
+
+        def config(ca_file: str, password_file: str | None = "engine.pass") -> ClusterConfig:
+            return ClusterConfig(
+                node="a",
+                url=f"rediss://127.0.0.1:{tls_port}",
+                password_file=str(tmp_path / password_file) if password_file else None,
+                tls_ca=str(tmp_path / ca_file),
+            )
+
+        async with open_engine(config("ca.pem")) as engine:
+            await engine.set("t:probe", "over tls")
+            assert await engine.get("t:probe") == "over tls"
+        async with open_engine(config("stranger.pem")) as engine:
+            with pytest.raises(ENGINE_ERRORS) as unsigned:
+                await engine.get("t:probe")
+            assert "CERTIFICATE_VERIFY_FAILED" in _causes(unsigned.value)
+        async with open_engine(config("ca.pem", password_file=None)) as engine:
+            with pytest.raises(ENGINE_ERRORS) as anonymous:
+                await engine.get("t:probe")
+            assert "AuthenticationRequiredError" in _causes(anonymous.value)
+    finally:
+        await server.stop()
+
+
+def _causes(exc: BaseException | None) -> str:
+    """What ``exc`` says, and what every exception it came from says."""
+    said = []
+    while exc is not None:
+        said.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(said)
+
+
+async def test_a_stream_is_trimmed_to_what_the_store_keeps(redis: RedisServer) -> None:
+    history = MemoryHistory(keep=40)
+    mirror: Mirror | None = None
+    tap = Tap(history, lambda event: mirror.recorded(event) if mirror else None)
+    hub = Hub(history=tap)
+    async with open_engine(cluster_config(redis)) as engine, trio.open_nursery() as nursery:
+        mirror = Mirror(engine, KEYS, "a", history, hub.last_seq)
+        await nursery.start(mirror.serve)
+        for n in range(1, 201):
+            hub.publish(TOPIC, "text", {"line": f"{n}"})
+            if n % 20 == 0:  # the mirror keeps up, so it never has to make the stream again
+                await until(f"seq {n} mirrored", lambda n=n: _top_is(engine, n))
+        seqs = await stream_seqs(engine)
+        oldest = history.oldest_seq(TOPIC)
+        assert oldest is not None
+        assert oldest > 1, "the store forgot the oldest events"
+        assert seqs == list(range(oldest, 201)), "the stream keeps what the store keeps"
+        nursery.cancel_scope.cancel()
+
+
+async def _top_is(engine: Engine, seq: int) -> bool:
+    return await engine.hget(KEYS.meta(TOPIC, "a"), "top") == str(seq)

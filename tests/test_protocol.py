@@ -91,6 +91,7 @@ SAMPLES: list[tuple[str, BaseRequest]] = [
         Sessions(state="RUNNING", agent="claude", all=True, since="2026-11-26T08:00:00Z", limit=50),
     ),
     ('{"type": "sessions", "state": "waiting"}', Sessions(state="WAITING")),
+    ('{"type": "sessions", "state": "unreachable"}', Sessions(state="UNREACHABLE")),
     ('{"type": "session.start", "id": 2, "agent": "claude"}', SessionStart("claude", id=2)),
     (
         '{"type": "session.start", "agent": "claude", "prompt": "run the tests",'
@@ -320,7 +321,7 @@ def test_missing_field_is_named() -> None:
         ({"type": "sessions", "limit": 10001}, "sessions.limit: expected an integer from 1 to 10000, got 10001"),
         ({"type": "sessions", "limit": 0}, "sessions.limit: expected an integer from 1 to 10000, got 0"),
         ({"type": "sessions", "since": "last week"}, 'sessions.since: expected an ISO 8601 time such as "2026-11-26T08:00:00Z", got "last week"'),
-        ({"type": "sessions", "state": "runing"}, 'sessions.state: expected a session state (STARTING, RUNNING, WORKING, WAITING, STALLED, STOPPING, EXITED, FAILED, BACKOFF, FATAL, LOST), got "runing"'),
+        ({"type": "sessions", "state": "runing"}, 'sessions.state: expected a session state (STARTING, RUNNING, WORKING, WAITING, STALLED, STOPPING, EXITED, FAILED, BACKOFF, FATAL, LOST, UNREACHABLE), got "runing"'),
         ({"type": "session.start", "agent": ""}, 'session.start.agent: expected a non-empty string, got ""'),
         ({"type": "session.stop", "session": ""}, 'session.stop.session: expected a non-empty string, got ""'),
         ({"type": "session.approve", "session": "a", "request_id": "", "allow": True}, 'session.approve.request_id: expected a non-empty string, got ""'),
@@ -444,6 +445,8 @@ def test_welcome_frame_is_the_documented_json() -> None:
         '{"type":"welcome","server":"hived","version":"0.1.0","role":"operator",'
         '"token_name":"alice","heartbeat_interval_s":20.0,"connection":17}'
     )
+    in_a_cluster = orjson.loads(welcome_frame("operator", "alice", 20.0, "0.1.0", 17, "build-1"))
+    assert in_a_cluster["node"] == "build-1"
 
 
 def test_result_frame_echoes_the_id_and_encodes_attrs_values() -> None:

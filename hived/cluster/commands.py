@@ -13,6 +13,7 @@ error, and ``serve`` retry.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -137,13 +138,11 @@ class Commands:
                 pending = False
 
     async def _ensure_group(self, stream: str) -> None:
-        try:
+        # Made before when the engine kept it while this node could not reach it.
+        with contextlib.suppress(coredis.exceptions.StreamDuplicateConsumerGroupError):
             # From the stream's start: a command sent before this node made its group is still
             # read (and dropped if past its deadline).
             await self._engine.xgroup_create(stream, COMMAND_GROUP, "0", mkstream=True)
-        except coredis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc) and "already exists" not in str(exc):
-                raise
 
     async def _answer(self, stream: str, entry_id: str, raw: str) -> None:
         try:

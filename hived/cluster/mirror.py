@@ -116,6 +116,9 @@ class Mirror:
         """Per topic: the stream's top as the engine last said (-1: no stream); absent:
         unknown, probe first."""
         self._wake = trio.Event()
+        self._syncing: str | None = None
+        self._progress = trio.Event()
+        """Set (and replaced) after each try at a topic."""
         self.connected = False
         """Whether the last call to the engine succeeded."""
         self.sent = 0
@@ -141,6 +144,11 @@ class Mirror:
     def epoch_known(self, topic: str) -> bool:
         return topic in self._cursor
 
+    async def wait_mirrored(self, topic: str) -> None:
+        """Until the engine has everything of ``topic`` that was recorded so far."""
+        while topic in self._dirty or self._syncing == topic:
+            await self._progress.wait()
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Mirror dirty topics until cancelled; an engine that is down is retried."""
         task_status.started()
@@ -149,24 +157,33 @@ class Mirror:
             if not self._dirty:
                 self._wake = trio.Event()
                 await self._wake.wait()
-            topic = next(iter(self._dirty))
+            # The lifecycle first: the node says it is alive only once that one is mirrored.
+            topic = SESSIONS_TOPIC if SESSIONS_TOPIC in self._dirty else next(iter(self._dirty))
             del self._dirty[topic]
+            self._syncing = topic
             try:
                 await self._sync(topic)
             except (*ENGINE_ERRORS, ValueError) as exc:  # ValueError: an answer not the script's
                 self._dirty[topic] = None
                 self._cursor.clear()
+                self._tried()
                 failures += 1
                 if self.connected or failures == 1:
                     log.warning("cluster: the engine does not answer (%s); mirroring waits", exc)
                 self.connected = False
                 await trio.sleep(retry_delay_s(failures))
                 continue
+            self._tried()
             if not self.connected:
                 log.info("cluster: mirroring to the engine")
             self.connected = True
             failures = 0
             self._mirrored(topic)
+
+    def _tried(self) -> None:
+        self._syncing = None
+        self._progress.set()
+        self._progress = trio.Event()
 
     async def _call(self, topic: str, start_ok: bool, pairs: list[tuple[int, str]]) -> MirrorAnswer:
         mode = Mode.MONOTONIC if topic == SESSIONS_TOPIC else Mode.STRICT

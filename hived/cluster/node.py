@@ -37,17 +37,17 @@ from coredis import PureToken
 from hived import __version__
 from hived.cluster.commands import Commands
 from hived.cluster.engine import ENGINE_ERRORS, Engine, open_engine, retry_delay_s
+from hived.cluster.feed import SessionsFeed, read_summaries
 from hived.cluster.follow import RemoteTopic
-from hived.cluster.keys import SESSIONS_TOPIC, Keys, entry_id
-from hived.cluster.liveness import Change, Liveness, heartbeat_ttl_ms
+from hived.cluster.keys import SESSIONS_TOPIC, Keys
+from hived.cluster.liveness import Liveness, heartbeat_ttl_ms
 from hived.cluster.mirror import Mirror, Tap
-from hived.cluster.view import as_seen, merge
+from hived.cluster.view import merge
 from hived.core.config import ClusterConfig
 from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.messages import SessionEvents, Sessions, SessionStart, Subscribe
 from hived.core.protocol import Caller, Request
-from hived.core.sessions import LIVE_STATES
 from hived.history import History
 from hived.hub import Hub, Subscriber
 from hived.server.listener import Server
@@ -69,7 +69,6 @@ FORWARDED: Final = (
 FILL_PAGE: Final = 1000
 LEAVE_BUDGET_S: Final = 2.0
 """What leaving the cluster may take of the daemon's shutdown budget."""
-FEED_BLOCK_MS: Final = 1000
 
 
 class Cluster:
@@ -86,6 +85,7 @@ class Cluster:
         self._engine: Engine | None = None
         self._mirror: Mirror | None = None
         self._commands: Commands | None = None
+        self._feed: SessionsFeed | None = None
         self._hub: Hub | None = None
         self._server: Server | None = None
         self._summaries: Callable[[], list[dict[str, Any]]] = list
@@ -146,12 +146,15 @@ class Cluster:
             self._commands = Commands(
                 engine, self.keys, self.node, self.config.request_timeout_s, self._run_here
             )
+            idle_s = self.config.heartbeat_interval_s / 2
+            self._feed = SessionsFeed(engine, self.keys, self.node, hub, self._history, idle_s)
+            await self._feed.recover()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self._mirror.serve)
                 await nursery.start(self._commands.serve)
                 nursery.start_soon(self._serve_heartbeat)
-                nursery.start_soon(self._serve_sessions_feed)
+                nursery.start_soon(self._feed.serve)
                 log.info("cluster: node %s on %s", self.node, _redacted(self.config.url))
                 task_status.started()
 
@@ -201,11 +204,11 @@ class Cluster:
         failures = 0
         while True:
             try:
-                if not self._leaving:
-                    await engine.set(self.keys.alive(self.node), beat, px=ttl_ms)
-                await engine.sadd(self.keys.nodes, [self.node])
                 await self._check_marker(engine)
                 await self._write_summaries()
+                if not self._leaving and await self._sessions_mirrored(interval_s / 2):
+                    await engine.set(self.keys.alive(self.node), beat, px=ttl_ms)
+                await engine.sadd(self.keys.nodes, [self.node])
                 nodes = await engine.smembers(self.keys.nodes)
                 others = sorted(n for n in nodes if n != self.node)
                 alive = {n: bool(await engine.exists([self.keys.alive(n)])) for n in others}
@@ -217,11 +220,23 @@ class Cluster:
                 continue
             failures = 0
             for change in self.liveness.observe(alive):
+                news = "back" if change.alive else "silent"
+                log.warning("cluster: node %s is %s", change.node, news)
                 try:
-                    await self._announce(change)
+                    await self._announce(change.node, change.alive)
                 except ENGINE_ERRORS as exc:
                     log.warning("cluster: cannot read node %s's sessions (%s)", change.node, exc)
             await trio.sleep(interval_s / 2)
+
+    async def _sessions_mirrored(self, timeout_s: float) -> bool:
+        """Whether the engine has this node's ``sessions`` events (waiting up to ``timeout_s``):
+        a node says it is alive only then, so that the others, once they have read its
+        stream, know every change its sessions went through while it was cut off."""
+        assert self._mirror is not None
+        with trio.move_on_after(timeout_s):
+            await self._mirror.wait_mirrored(SESSIONS_TOPIC)
+            return True
+        return False
 
     async def _check_marker(self, engine: Engine) -> None:
         """A marker key tells whether the engine kept its data: gone or new means it did not,
@@ -235,64 +250,18 @@ class Cluster:
             self._mirror.forget_cursors(self._hub.topics() if self._hub else [])
         self._marker = marker
 
-    async def _announce(self, change: Change) -> None:
-        """Publish on ``sessions`` the state of each live session of a node that went silent
-        (UNREACHABLE) or came back (its own)."""
-        hub = self._hub
-        assert hub is not None
-        assert self._engine is not None
-        log.warning("cluster: node %s is %s", change.node, "back" if change.alive else "silent")
-        for summary in await self._remote_summaries(change.node):
-            if summary.get("state") in LIVE_STATES:
-                shown = as_seen(summary, change.node, change.alive)
-                data = {"state": shown["state"], "node": change.node, "summary": shown}
-                hub.publish(SESSIONS_TOPIC, "state", data, session=str(summary.get("id")))
+    async def _announce(self, node: str, alive: bool) -> None:
+        """Show on ``sessions`` that a node fell silent (its live sessions UNREACHABLE) or is
+        back (each of them shown again, unless the feed showed a change meanwhile)."""
+        assert self._feed is not None
+        if alive:
+            self._feed.back(node)
+        else:
+            self._feed.silent(node, await self._remote_summaries(node))
 
     async def _remote_summaries(self, node: str) -> list[dict[str, Any]]:
         assert self._engine is not None
-        raw = await self._engine.hgetall(self.keys.summaries(node))
-        summaries = []
-        for text in raw.values():
-            try:
-                summary = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(summary, dict):
-                summaries.append(summary)
-        return summaries
-
-    # The other nodes' sessions events.
-
-    async def _serve_sessions_feed(self) -> None:
-        """Republish the other nodes' ``sessions`` events here, each naming its node."""
-        engine, hub = self._engine, self._hub
-        assert engine is not None
-        assert hub is not None
-        cursors: dict[str, str] = {}
-        failures = 0
-        while True:
-            try:
-                nodes = await engine.smembers(self.keys.nodes)
-                for node in sorted(nodes - {self.node} - cursors.keys()):
-                    top = await engine.hget(self.keys.meta(SESSIONS_TOPIC, node), "top")
-                    seq = int(top) if top and top.isdigit() else 0
-                    cursors[node] = entry_id(seq) if seq > 0 else "0-0"
-                if not cursors:
-                    await trio.sleep(self.config.heartbeat_interval_s / 2)
-                    continue
-                streams = {self.keys.stream(SESSIONS_TOPIC, n): c for n, c in cursors.items()}
-                got = await engine.xread(streams, count=256, block=FEED_BLOCK_MS)
-            except ENGINE_ERRORS:
-                failures += 1
-                await trio.sleep(retry_delay_s(failures))
-                continue
-            failures = 0
-            by_stream = {self.keys.stream(SESSIONS_TOPIC, n): n for n in cursors}
-            for stream, entries in (got or {}).items():
-                node = by_stream[stream]
-                for entry in entries:
-                    cursors[node] = str(entry.identifier)
-                    _republish(hub, node, str(entry.field_values.get("f", "")))
+        return await read_summaries(self._engine, self.keys, node)
 
     # Request hooks.
 
@@ -517,22 +486,6 @@ class Cluster:
         if handler is None or request.type not in (*FORWARDED, "session.start"):
             raise RequestError("forbidden", f"{request.type} is not forwarded between nodes")
         return await handler(request, caller)
-
-
-def _republish(hub: Hub, node: str, frame: str) -> None:
-    try:
-        event = orjson.loads(frame)
-    except orjson.JSONDecodeError:
-        return
-    if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
-        return
-    data = event.get("data")
-    data = {**data, "node": node} if isinstance(data, dict) else {"node": node}
-    summary = data.get("summary")
-    if isinstance(summary, dict):
-        data["summary"] = {**summary, "node": node}
-    session = event.get("session")
-    hub.publish(SESSIONS_TOPIC, event["kind"], data, session if isinstance(session, str) else None)
 
 
 def _redacted(url: str) -> str:

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from hived.core.messages import Sessions
-from hived.core.sessions import LIVE_STATES, ulid_time_ms
-
-UNREACHABLE: Final = "UNREACHABLE"
-"""The state shown for a live session of a node that stopped heart-beating."""
+from hived.core.sessions import LIVE_STATES, UNREACHABLE, ulid_time_ms
 
 
 def as_seen(summary: Mapping[str, Any], node: str, alive: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import cattrs
 
 from hived.core.convert import expected, make_converter
 from hived.core.events import KINDS
-from hived.core.sessions import State
+from hived.core.sessions import UNREACHABLE, State
 
 TOPIC_RE: Final = re.compile(r"sessions|session/[0-9A-Za-z_-]{1,64}")
 """Topics a client may subscribe to: ``sessions``, or ``session/<id>``."""
@@ -71,12 +71,13 @@ Path = Annotated[
 SessionState = Annotated[
     str,
     Rule(
-        "a session state (" + ", ".join(State) + ")",
-        lambda v: v in State.__members__,
+        "a session state (" + ", ".join([*State, UNREACHABLE]) + ")",
+        lambda v: v in State.__members__ or v == UNREACHABLE,
         normalize=str.upper,
     ),
 ]
-"""A state name in any case, kept upper-case (``waiting`` is ``WAITING``)."""
+"""A state name in any case, kept upper-case (``waiting`` is ``WAITING``); ``UNREACHABLE``
+finds another cluster node's sessions shown so."""
 Timestamp = Annotated[str, Rule('an ISO 8601 time such as "2026-11-26T08:00:00Z"', _is_iso_time)]
 SEARCH_MAX_QUERY: Final = 1000
 """The longest search query, in characters: a query costs by its terms."""

@@ -354,21 +354,27 @@ def dumps(value: object) -> str:
 
 
 def welcome_frame(
-    role: str, token_name: str, heartbeat_interval_s: float, version: str, connection: int
+    role: str,
+    token_name: str,
+    heartbeat_interval_s: float,
+    version: str,
+    connection: int,
+    node: str | None = None,
 ) -> str:
     """The first frame of an authenticated connection (``token_name``: the token's name in the
-    config, never its secret)."""
-    return dumps(
-        {
-            "type": "welcome",
-            "server": SERVER_NAME,
-            "version": version,
-            "role": role,
-            "token_name": token_name,
-            "heartbeat_interval_s": heartbeat_interval_s,
-            "connection": connection,
-        }
-    )
+    config, never its secret; ``node``: the cluster node's name, only in a cluster)."""
+    welcome = {
+        "type": "welcome",
+        "server": SERVER_NAME,
+        "version": version,
+        "role": role,
+        "token_name": token_name,
+        "heartbeat_interval_s": heartbeat_interval_s,
+        "connection": connection,
+    }
+    if node is not None:
+        welcome["node"] = node
+    return dumps(welcome)
 
 
 def result_frame(request_id: int | str | None, result: object) -> str:

@@ -116,6 +116,9 @@ LIVE_STATES: Final[frozenset[State]] = _ACTIVE | {_S.STARTING, _S.STOPPING, _S.B
 """The session is in progress: a process runs or is about to. A daemon crash leaves it LOST."""
 ENDED_STATES: Final[frozenset[State]] = frozenset({_S.EXITED, _S.FAILED, _S.FATAL, _S.LOST})
 """No process and none pending (EXITED/FAILED may still be followed by a restart)."""
+UNREACHABLE: Final = "UNREACHABLE"
+"""Not a :class:`State`: how a cluster node shows a live session of another node that stopped
+heart-beating (never entered; the session shows its own state again once its node is back)."""
 INITIAL_STATES: Final[frozenset[State]] = frozenset(
     {_S.STARTING, _S.RUNNING, _S.WORKING, _S.WAITING}
 )

@@ -106,6 +106,7 @@ class Connection:
         "_hub",
         "_idle",
         "_messages_out",
+        "_node",
         "_nursery",
         "_ping_due",
         "_pinged_at",
@@ -141,6 +142,7 @@ class Connection:
         token: TokenConfig | None,
         lookup: Callable[[str], TokenConfig | None],
         heartbeat: Heartbeat,
+        node: str | None = None,
     ) -> None:
         self.id: Final = id
         self.peer: Final = peer
@@ -150,6 +152,8 @@ class Connection:
         self._hub = hub
         self._router = router
         self._version = version
+        self._node = node
+        """The cluster node's name (``[cluster] node``), told in ``welcome``; None outside one."""
         self._token = token
         self._heartbeat = heartbeat
         self._since = utc_timestamp()
@@ -397,7 +401,12 @@ class Connection:
         )
         self.reply(
             welcome_frame(
-                token.role, token.name, self.config.heartbeat_interval_s, self._version, self.id
+                token.role,
+                token.name,
+                self.config.heartbeat_interval_s,
+                self._version,
+                self.id,
+                self._node,
             )
         )
 

@@ -587,6 +587,7 @@ class Server:
             token=upgrade.token,
             lookup=self._lookup,
             heartbeat=self._heartbeat,
+            node=self._config.cluster.node if self._config.cluster is not None else None,
         )
         self._websockets += 1
         self._connections[connection.id] = connection

@@ -57,6 +57,7 @@ const app = {
   requests: new Map(), // its requests: request_id -> {seq, event, answer}
   listings: new Set(), // per `sessions` list on its way: the ids events updated meanwhile
   listed: false, // a `sessions` list has arrived
+  node: null, // in a cluster, the name of the node this page is connected to (from `welcome`)
   selected: null,
   attempt: 0, // reconnect attempts since a connection that lived STABLE_MS
   welcomedAt: 0, // when the connection now open was welcomed (Date.now())
@@ -164,6 +165,9 @@ function onFrame(text) {
 function onWelcome(welcome) {
   app.role = welcome.role;
   app.welcomedAt = Date.now();
+  app.node = welcome.node || null;
+  $("node-filter-label").hidden = !app.node; // a node filter only where there are nodes
+  if (app.node) addNodeOption(app.node);
   setConn(`connected as ${welcome.token_name} (${welcome.role})`);
   const canOperate = OPERATOR_ROLES.has(welcome.role);
   for (const element of document.querySelectorAll(".operator")) element.hidden = !canOperate;
@@ -339,15 +343,31 @@ function upsert(summary) {
   const known = app.sessions.get(summary.id) || {};
   const merged = { ...known, ...summary };
   app.sessions.set(summary.id, merged);
+  if (merged.node) addNodeOption(merged.node);
   if (shown(merged)) renderRow(merged);
   else removeRow(summary.id);
   if (summary.id === app.selected) renderDetail();
   countWaiting();
 }
 
-/** Without "show ended", the list holds the live sessions, and the open one. */
+/** The list holds the sessions of the chosen node (in a cluster), without "show ended" only
+ * the live ones; and always the open one. */
 function shown(summary) {
-  return $("all").checked || !ENDED.has(summary.state) || summary.id === app.selected;
+  if (summary.id === app.selected) return true;
+  const node = $("node-filter").value;
+  return (!node || summary.node === node) && ($("all").checked || !ENDED.has(summary.state));
+}
+
+/** The node filter offers every node a session was seen on, in name order. */
+function addNodeOption(node) {
+  const select = $("node-filter");
+  const names = [...select.options].map((option) => option.value);
+  if (names.includes(node)) return;
+  const option = document.createElement("option");
+  option.value = node;
+  option.textContent = node;
+  const after = [...select.options].slice(1).find((other) => other.value > node);
+  select.insertBefore(option, after || null);
 }
 
 function removeSession(id) {
@@ -364,7 +384,9 @@ function removeRow(id) {
 
 function renderEmpty() {
   $("empty").hidden = app.rows.size > 0 || !app.listed;
-  $("empty").textContent = $("all").checked ? "No sessions." : "No live sessions.";
+  const node = $("node-filter").value;
+  const where = node ? ` on ${node}` : "";
+  $("empty").textContent = $("all").checked ? `No sessions${where}.` : `No live sessions${where}.`;
 }
 
 /** What a WAITING session waits for: `permission` or `question` (a person must answer),
@@ -389,6 +411,7 @@ const STATE_PHRASES = {
   FAILED: "failed",
   FATAL: "gave up: restarted too often",
   LOST: "lost",
+  UNREACHABLE: "its node does not answer",
 };
 
 /** The Activity of a session: a phrase for a person, from its summary alone. */
@@ -438,6 +461,7 @@ function renderRow(summary) {
   if (app.role && ALERTING.has(attention)) cells.state.append(span("needs", "needs you"));
   cells.activity.textContent = activityOf(summary);
   cells.agent.textContent = summary.agent || "";
+  if (app.node && summary.node) cells.agent.append(span("node", ` on ${summary.node}`));
   cells.cost.textContent = money(usage.cost_usd);
   cells.tokens.textContent = `${tokens(usage.input_tokens)}/${tokens(usage.output_tokens)}`;
   cells.tokens.title = "tokens in/out";
@@ -1160,6 +1184,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("all").addEventListener("change", () => {
     for (const summary of [...app.sessions.values()]) upsert(summary);
     loadSessions().catch(quiet);
+  });
+  $("node-filter").addEventListener("change", () => {
+    for (const summary of [...app.sessions.values()]) upsert(summary);
+    renderEmpty();
   });
   $("start-agent").addEventListener("change", describeTemplate);
   $("start-form").addEventListener("submit", onStart);

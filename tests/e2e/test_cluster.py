@@ -9,7 +9,10 @@ epoch and the client re-reads. Every wait polls a condition under a deadline.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -55,14 +58,15 @@ class Nodes:
     launchers: dict[str, Launcher] = attrs.field(factory=dict)
     ports: dict[str, int] = attrs.field(factory=dict)
 
-    async def start(self, name: str) -> RunningDaemon:
+    async def start(self, name: str, url: str | None = None) -> RunningDaemon:
+        """Start node ``name`` (again), on the engine or through ``url`` (a relay to it)."""
         folder = self.tmp_path / name
         folder.mkdir(exist_ok=True)
         launcher = self.launchers.setdefault(name, Launcher(folder))
         port = self.ports.setdefault(name, free_port())
         body = (
             CHATTY
-            + f'[cluster]\nnode = "{name}"\nurl = "{self.redis.url}"\n'
+            + f'[cluster]\nnode = "{name}"\nurl = "{url or self.redis.url}"\n'
             + f"heartbeat_interval_s = {HEARTBEAT_S}\nrequest_timeout_s = 5.0\n"
         )
         return await launcher.start(config_text(port, folder / "state", body=body), port=port)
@@ -160,6 +164,36 @@ async def test_a_session_on_node_b_is_listed_followed_and_approved_from_node_a(
             lambda: _status_nodes(a),
         )
         assert {n["name"]: n["alive"] for n in status} == {"a": True, "b": True, "c": True}
+        told = await trio.to_thread.run_sync(_hivectl_as_admin, a.port, "status")
+        assert "cluster   node a on redis://127.0.0.1" in told.stdout, told.stdout
+        assert "nodes     a, b, c\n" in told.stdout, told.stdout
+
+        # Acting from a on b's session: the owner re-checks the asker's role, then runs it.
+        async with connect(a.ws_url, SECRETS["viewer"], reconnect=False) as viewer_on_a:
+            with pytest.raises(RemoteError) as refused:
+                await viewer_on_a.request("session.stop", session=session)
+            assert refused.value.code == "forbidden", refused.value.message
+        await on_a.request("session.input", session=session, text="and now?")
+        typed = await next_event(sub, lambda e: e["kind"] == "input", seen)
+        assert typed["data"]["by"].startswith("operator-token"), typed["data"]
+        await on_a.request("session.interrupt", session=session)
+        await on_a.request("session.stop", session=session)
+        await next_event(
+            sub, lambda e: e["kind"] == "state" and e["data"]["state"] == "EXITED", seen
+        )
+        assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+
+
+def _hivectl_as_admin(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HIVED_URL": f"ws://127.0.0.1:{port}", "HIVED_TOKEN": SECRETS["admin"]}
+    return subprocess.run(
+        [sys.executable, "-m", "hived.cli.hivectl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=DEADLINE_S,
+        check=False,
+    )
 
 
 async def _status_nodes(daemon: RunningDaemon) -> list[dict[str, Any]] | None:
@@ -246,6 +280,13 @@ async def test_a_killed_node_shows_unreachable_within_two_heartbeats_and_comes_b
             feed,
         )
         assert announced["data"]["node"] == "c"
+        filtered = await on_a.request("sessions", state="unreachable")
+        assert [(s["id"], s["node"]) for s in filtered["sessions"]] == [(session, "c")]
+        shown_by_hivectl = await trio.to_thread.run_sync(
+            hivectl, a.port, "sessions", "--state", "UNREACHABLE"
+        )
+        _, *rows = shown_by_hivectl.stdout.splitlines()
+        assert [row.split()[:2] for row in rows] == [[session[:12], "c"]], shown_by_hivectl.stdout
 
         await nodes.start("c")
         back = await until(
@@ -357,6 +398,8 @@ async def test_without_a_cluster_naming_a_node_is_a_clear_error(hived: Launcher)
         assert "node is only for a cluster" in refused.value.message
         status = await client.request("sessions")
         assert status == {"sessions": []}, "nothing was started"
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        assert "cluster" not in await admin.request("status")
 
 
 async def test_a_node_that_stops_gracefully_leaves_its_sessions_ended_not_unreachable(

@@ -172,6 +172,7 @@ async def test_a_viewer_watches_sessions_live_and_is_offered_no_actions(
         def sees_it_wait(page: Page) -> None:
             log_in(page, "viewer")
             expect_state(page, session, "WAITING")
+            expect(page.locator("#node-filter-label")).to_be_hidden()  # not in a cluster
             row = row_of(page, session)
             expect(row.locator("td.name")).to_have_text("watched")
             expect(row.locator("td.agent")).to_have_text("claude")
