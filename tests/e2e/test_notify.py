@@ -47,8 +47,8 @@ def webhook_rule(
 def ntfy_rule(receiver: HttpReceiver, name: str = "phone", *, after_s: float = 0.0) -> str:
     return (
         f'[[notify]]\nname = "{name}"\nafter_s = {after_s}\ncoalesce_s = 0.2\n'
-        f'min_interval_s = 0.0\n\n[notify.ntfy]\nurl = "{receiver.url("/" + name)}"\n'
-        "priority = 5\n\n"
+        f'min_interval_s = 0.0\nlink = "http://127.0.0.1:7420/"\n\n'
+        f'[notify.ntfy]\nurl = "{receiver.url("/" + name)}"\npriority = 5\n\n'
     )
 
 
@@ -135,6 +135,7 @@ async def test_an_unanswered_permission_request_notifies_once_per_rule(
         assert message["link"] == f"http://127.0.0.1:7420/?session={session}"
         assert phone[0].headers["title"] == "asker asks permission to use Bash"
         assert phone[0].headers["priority"] == "5"
+        assert phone[0].headers["click"] == f"http://127.0.0.1:7420/?session={session}"
         assert phone[0].body == b"asker asks permission to use Bash"
 
 
