@@ -1,11 +1,12 @@
 """The dashboard's "notify me" in a real Chromium (Playwright, as tests/e2e/test_dashboard.py):
 the page registers its service worker and asks for a push subscription with the daemon's VAPID
 key; a push delivered to the worker (the DevTools protocol's ``ServiceWorker.deliverPushMessage``)
-shows the notification; its click opens that session, which the page then says it watches. No public push service is reachable here,
-so the browser's ``pushManager.subscribe`` is answered by a stand-in that records the key it was
-given and hands back an endpoint of a receiver the test runs: the daemon's real push goes there
-and is decrypted with the keys the test gave the page, and that very payload is what the worker
-is given."""
+shows the notification; its click opens that session, which the page then says it watches (the
+daemon's ``status`` lists it). No public push service is reachable here, so the browser's
+``pushManager.subscribe`` is answered by a stand-in that records the key it was given and hands
+back an endpoint of a receiver the test runs: the daemon's real push goes there and is
+decrypted with the keys the test gave the page, and that very payload is what the worker is
+given."""
 
 from __future__ import annotations
 
