@@ -2,7 +2,8 @@
 
 How it works: one ``prometheus_client`` registry with one collector of hived's own, which reads
 the figures the services already keep (hub, listener, supervisor, store, notifier) at each
-scrape; nothing is counted twice and nothing on the hot paths changes. Counters that survive
+scrape; nothing is counted twice and nothing on the hot paths changes (the store's writer
+observes its commit-time histogram once per batch, not per event). Counters that survive
 only this run of the daemon say so in their help. docs/metrics.md lists every metric.
 """
 
@@ -131,11 +132,7 @@ class HivedCollector(Collector):
             stats.write_lag_ms / 1000,
         )
         yield _counter("hived_store_commits", "Transactions committed.", stats.commits)
-        yield _gauge(
-            "hived_store_last_commit_seconds",
-            "How long the last commit took.",
-            store.last_commit_s,
-        )
+        yield from store.commit_seconds.collect()
         yield _gauge(
             "hived_store_error", "1 while writes to the disk fail.", int(bool(stats.error))
         )

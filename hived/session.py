@@ -690,6 +690,7 @@ class Session:
                     await shim.detach()
                 else:
                     exit_code = await end_run(shim)
+                    self._report_lost_output(shim)
                     if self.host.marks is not None:
                         await self.host.marks.forget_marks(shim.mark_key(""))
             self._shim = self._inbox = self._driver = None
@@ -708,6 +709,19 @@ class Session:
         else:
             new, reason = State.FAILED, _exit_reason(exit_code)
         self._move(new, reason, exit_code=exit_code, ended_at=utc_timestamp(), pid=None)
+
+    def _report_lost_output(self, shim: ShimRun) -> None:
+        """Say how much of the agent's output its shim could not spool (a full disk): a
+        ``stderr`` event per stream that lost any, after the output that was kept."""
+        for stream, count in sorted(shim.lost.items()):
+            since = utc_timestamp(shim.lost_since) if shim.lost_since is not None else None
+            line = (
+                f"[hived: {count} bytes of the agent's {stream} were lost: its spool could not "
+                f"be written (disk full?) from {since}]"
+            )
+            log.warning("session %s: %d bytes of %s lost from %s", self.id, count, stream, since)
+            data = {"line": line, "lost_bytes": count, "lost_stream": stream, "lost_since": since}
+            self.host.hub.publish(self.topic, "stderr", data, self.id)
 
     async def _supervise(
         self, shim: ShimRun, driver: Driver, resume: Resume, first: Sequence[Step]

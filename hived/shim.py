@@ -126,6 +126,12 @@ class Spool:
         self.size = 0
         """Bytes in the file: the shim is its only writer, so this is its size."""
         self.capped = False
+        self.lost_bytes = 0
+        """Bytes that could not be written (a full disk): counted, never retried."""
+        self.lost_since: float | None = None
+        """When bytes were first lost (Unix time); None while none were."""
+        self.losing = False
+        """The last write failed (logged once per run of failures)."""
 
     def append(self, data: bytes) -> bytes:
         """Append what fits under the cap (and the note, once); return what the file gained
@@ -140,10 +146,22 @@ class Spool:
             _write_all(self.fd, data)
         except OSError as exc:  # a full disk: what did not fit is lost, the offsets stay true
             before, self.size = self.size, os.fstat(self.fd).st_size
-            _log(f"{self.path}: {exc.strerror}; output lost")
+            self._lost(len(data) - (self.size - before), exc)
             return os.pread(self.fd, self.size - before, before)
         self.size += len(data)
+        if self.losing:
+            self.losing = False
+            _log(f"{self.path}: writes work again; {self.lost_bytes} bytes lost so far")
         return data
+
+    def _lost(self, count: int, exc: OSError) -> None:
+        """Count output that did not reach the file; the agent goes on, never blocked."""
+        self.lost_bytes += count
+        if self.lost_since is None:
+            self.lost_since = time.time()
+        if not self.losing:
+            self.losing = True
+            _log(f"{self.path}: {exc.strerror}; output lost (counted in lost_bytes)")
 
 
 class Client:
@@ -313,7 +331,9 @@ class Shim:
         self._signal_escaped(signal.SIGKILL)
         path = os.path.join(self.dir, EXIT_NAME)
         try:
-            write_json_atomic(path, {"exit_code": self.returncode, "ended_at": self.ended_at})
+            write_json_atomic(
+                path, {"exit_code": self.returncode, "ended_at": self.ended_at, **self._losses()}
+            )
         except OSError as exc:
             _log(f"{path}: {exc.strerror}")
         self.exit_code = self.returncode
@@ -332,6 +352,7 @@ class Shim:
                 "exit_code": self.exit_code,
                 "stdout_bytes": sizes[0],
                 "stderr_bytes": sizes[1],
+                **self._losses(),
             }
         )
         client.data_pending = False
@@ -380,6 +401,15 @@ class Shim:
             self.pipes[index] = None
             # Its tails end once they have sent the rest.
             self.dirty.update(client for client in self.clients if client.tail == index)
+
+    def _losses(self) -> Message:
+        """The output lost to write errors, for ``status``, ``exit`` and exit.json."""
+        since = [spool.lost_since for spool in self.spools if spool.lost_since is not None]
+        return {
+            "stdout_lost_bytes": self.spools[0].lost_bytes,
+            "stderr_lost_bytes": self.spools[1].lost_bytes,
+            "lost_since": min(since) if since else None,
+        }
 
     def _sizes(self) -> tuple[int, int]:
         return self.spools[0].size, self.spools[1].size
@@ -596,6 +626,7 @@ class Shim:
                 "stdout_bytes": self.spools[0].size,
                 "stderr_bytes": self.spools[1].size,
                 "stdin_open": not self.stdin_refusal and not self.stdin_closing,
+                **self._losses(),
             }
         if op == "write":
             data = request.get("data")

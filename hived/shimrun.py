@@ -111,6 +111,11 @@ class ShimRun:
     """Each spool's final size, once the agent has ended."""
     exit_code: int | None = None
     """The agent's exit status once it has ended and its output is all spooled."""
+    lost: dict[str, int] = attrs.Factory(dict)
+    """Bytes of each stream the shim could not write to its spool (a full disk), once the
+    agent has ended; empty when none were lost."""
+    lost_since: float | None = None
+    """When output was first lost (Unix time)."""
     gone: bool = False
     """The shim stopped answering while the agent ran (it was killed)."""
     offline: bool = False
@@ -205,7 +210,18 @@ class ShimRun:
             raise ShimGone(f"{run_dir}: no exit status left: {exc}") from exc
         run = cls(run_dir, int(meta["agent_pid"]), int(meta["shim_pid"]), sizes=sizes)
         run.exit_code, run.offline = int(ended["exit_code"]), True
+        run._take_losses(ended)
         return run
+
+    def _take_losses(self, report: Mapping[str, Any]) -> None:
+        """The output lost to a full disk, from an exit report (absent: none)."""
+        for name in STREAMS:
+            count = report.get(f"{name}_lost_bytes")
+            if isinstance(count, int) and count > 0:
+                self.lost[name] = count
+        since = report.get("lost_since")
+        if self.lost and isinstance(since, int | float):
+            self.lost_since = float(since)
 
     async def _connect(self) -> None:
         self._requests = _Line(await self._open())
@@ -283,6 +299,7 @@ class ShimRun:
                 if notice.get("event") != "exit":
                     continue
                 self.sizes = {name: int(notice[f"{name}_bytes"]) for name in STREAMS}
+                self._take_losses(notice)
                 self.exit_code = int(notice["exit_code"])
                 self._exited.set()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
@@ -520,6 +537,7 @@ async def end_run(run: ShimRun) -> int:
                 except ShimGone:
                     break
                 if answer.get("exit_code") is not None:
+                    run._take_losses(answer)
                     run.exit_code = int(answer["exit_code"])
                     break
                 await trio.sleep(0.05)

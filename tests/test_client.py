@@ -463,6 +463,72 @@ async def test_a_resubscribe_at_the_same_seq_drops_what_was_already_seen() -> No
     assert seqs == [1, 2, 3]
 
 
+async def test_a_reconnect_watches_again_before_it_resubscribes() -> None:
+    """hived ends a watch with its connection: the next one says it again, for the session
+    the first answer resolved the name to."""
+
+    async def first(peer: Peer) -> None:
+        await peer.welcome()
+        request = await peer.next_request("watch")
+        assert (request["session"], request["focused"]) == ("asker", False)
+        await peer.reply(request, {"session": "01ID", "focused": False})
+        await subscribe_answered(peer, last_seq=0)
+        await peer.drop()
+
+    async def second(peer: Peer) -> None:
+        await peer.welcome()
+        request = await peer.next_request()
+        assert (request["type"], request["session"], request["focused"]) == (
+            "watch",
+            "01ID",
+            False,
+        )
+        await peer.reply(request, {"session": "01ID", "focused": False})
+        await subscribe_answered(peer, last_seq=0)
+        await peer.send(event("session/01ID", 1))
+        await peer.serve_requests()
+
+    async with fake_hived(first, second) as fake, connect(fake.url, TOKEN) as client:
+        assert await client.watch("asker", focused=False) == {"session": "01ID", "focused": False}
+        subscription = await client.subscribe("session/01ID")
+        assert (await receive(subscription))["seq"] == 1  # sent after the second watch
+    assert len(fake.peers) == 2
+
+
+async def test_a_watch_the_new_daemon_refuses_is_forgotten_and_the_rest_goes_on() -> None:
+    async def first(peer: Peer) -> None:
+        await peer.welcome()
+        await peer.reply(await peer.next_request("watch"), {"session": "01ID", "focused": True})
+        await subscribe_answered(peer, last_seq=0)
+        await peer.drop()
+
+    async def forgotten(peer: Peer) -> None:
+        await peer.welcome()
+        request = await peer.next_request("watch")
+        await peer.send(
+            {"type": "error", "id": request["id"], "code": "not_found", "message": "no session"}
+        )
+        await subscribe_answered(peer, last_seq=0)
+        await peer.send(event("sessions", 1))
+        await peer.serve_requests()
+
+    async def third(peer: Peer) -> None:
+        await peer.welcome()
+        request = await peer.next_request()
+        assert request["type"] == "subscribe"  # no watch asked again
+        await peer.reply(request, {"topic": "sessions", "recovered": True, "last_seq": 1})
+        await peer.send(event("sessions", 2))
+        await peer.serve_requests()
+
+    async with fake_hived(first, forgotten, third) as fake, connect(fake.url, TOKEN) as client:
+        await client.watch("01ID")
+        subscription = await client.subscribe("sessions")
+        assert (await receive(subscription))["seq"] == 1
+        await fake.peers[1].drop()
+        assert (await receive(subscription))["seq"] == 2
+    assert len(fake.peers) == 3
+
+
 # -- hivectl ----------------------------------------------------------------------------------
 
 

@@ -77,6 +77,21 @@ def test_bad_values_in_a_rule_are_named_with_their_key() -> None:
     )
 
 
+def test_unknown_keys_in_a_rule_and_its_destination_are_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        rules_of(
+            '[[notify]]\nname = "a"\nafter = 5\n'
+            '[notify.webhook]\nurl = "http://127.0.0.1:9/h"\nsecret = "x"\n'
+        )
+    assert sorted(caught.value.problems) == [
+        "hived.toml: notify[0].after: unknown key; known keys here: name, events, templates, "
+        "sessions, after_s, detail, coalesce_s, min_interval_s, link, webhook, ntfy, email, "
+        "webpush",
+        "hived.toml: notify[0].webhook.secret: unknown key; known keys here: url, format, "
+        "secret_file, timeout_s",
+    ]
+
+
 # -- births and settlements -----------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from the hub's live publishes, retries with backoff, answers before ``after_s``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 import trio
@@ -14,7 +15,7 @@ from hived.hub import Hub
 from hived.notify.attention import Attention
 from hived.notify.message import Message
 from hived.notify.rules import Who
-from hived.notify.send import DeliveryError
+from hived.notify.send import DeliveryError, post
 from hived.notify.service import NotifyService
 from tests.test_notify_rules import ASK, rules_of
 
@@ -124,4 +125,22 @@ async def test_a_watched_session_waits_until_nobody_watches(
         await trio.sleep(2)
         assert len(destination.sent) == 2
         assert attention.watches() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_destination_that_never_answers_fails_after_its_timeout() -> None:
+    """A webhook or ntfy server that accepts and then says nothing costs ``timeout_s``, and
+    the attempt fails with words for ``hivectl notifications`` (it is then retried)."""
+
+    async def silent(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}/hook"
+        started = trio.current_time()
+        with pytest.raises(DeliveryError, match=f"POST {url}: ReadTimeout"):
+            await post(url, b"{}", {}, 0.3)
+        assert 0.3 <= trio.current_time() - started < 5.0
         nursery.cancel_scope.cancel()

@@ -36,6 +36,7 @@ PY = sys.executable
 
 # Agents: each a program for ``python -c``.
 ECHO = "import sys\nfor line in sys.stdin.buffer: sys.stdout.buffer.write(line.upper()); sys.stdout.flush()"
+NOTHING_LOST = {"stdout_lost_bytes": 0, "stderr_lost_bytes": 0, "lost_since": None}
 WAIT = "import signal\nprint('up', flush=True)\nsignal.pause()"
 
 
@@ -370,7 +371,13 @@ def test_watch_gets_data_events_and_the_exit(shims: Callable[..., Shim]) -> None
     assert watcher.request({"op": "write", "data": base64.b64encode(b"one\n").decode()})["ok"]
     assert watcher.wait_event("data") == {"event": "data", "stdout_bytes": 4, "stderr_bytes": 0}
     assert watcher.request({"op": "close_stdin"}) == {"ok": True}
-    exit_event = {"event": "exit", "exit_code": 4, "stdout_bytes": 4, "stderr_bytes": 0}
+    exit_event = {
+        "event": "exit",
+        "exit_code": 4,
+        "stdout_bytes": 4,
+        "stderr_bytes": 0,
+        **NOTHING_LOST,
+    }
     assert watcher.wait_event("exit") == exit_event
     late = run.connect()
     assert late.request({"op": "watch"}) == {"ok": True}
@@ -388,7 +395,13 @@ def test_a_watch_without_data_notices_gets_only_the_exit_with_the_final_sizes(
     assert other.request({"op": "write", "data": base64.b64encode(b"one\ntwo\n").decode()})["ok"]
     wait_for(lambda: other.request({"op": "status"})["stdout_bytes"] == 8, "the output")
     assert other.request({"op": "close_stdin"}) == {"ok": True}
-    exit_event = {"event": "exit", "exit_code": 3, "stdout_bytes": 8, "stderr_bytes": 0}
+    exit_event = {
+        "event": "exit",
+        "exit_code": 3,
+        "stdout_bytes": 8,
+        "stderr_bytes": 0,
+        **NOTHING_LOST,
+    }
     assert watcher.next_event() == exit_event
 
 
@@ -740,3 +753,40 @@ def test_a_wrong_command_line_exits_2(words: list[str], complaint: str) -> None:
     assert done.returncode == 2
     assert complaint in done.stderr.decode()
     assert done.stdout == b""
+
+
+class FullDisk:
+    """Stands in for the spool's writes: takes ``room`` more bytes, then fails with ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def write_all(self, fd: int, data: bytes) -> int:
+        kept = data[: self.room]
+        os.write(fd, kept)
+        self.room -= len(kept)
+        if len(kept) < len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(data)
+
+
+def test_a_full_disk_counts_the_output_lost_and_the_spool_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / STDOUT_NAME
+    spool = shim.Spool(str(path), 1 << 20)
+    disk = FullDisk(room=10)
+    monkeypatch.setattr(shim, "_write_all", disk.write_all)
+    before = time.time()
+    assert spool.append(b"0123456789abcdef") == b"0123456789"  # what reached the file
+    assert spool.append(b"more") == b""
+    assert (spool.size, spool.lost_bytes) == (10, 10)
+    assert spool.lost_since is not None
+    assert before <= spool.lost_since <= time.time()
+    disk.room = 100  # the disk has room again
+    assert spool.append(b"back\n") == b"back\n"
+    assert path.read_bytes() == b"0123456789back\n"
+    assert (spool.size, spool.lost_bytes) == (15, 10)
+    err = capfd.readouterr().err
+    assert err.count("No space left on device; output lost") == 1  # once per run of failures
+    assert "writes work again; 10 bytes lost so far" in err

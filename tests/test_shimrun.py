@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from hived.process import SpawnError, read_lines, signal_group
+from hived.shim import EXIT_NAME, META_NAME, STDERR_NAME, STDOUT_NAME
 from hived.shimrun import ShimRun, end_run, stop_run
 from tests.test_process import MISBEHAVE, wait_gone
 from tests.test_store import wait_until
@@ -179,3 +180,22 @@ async def test_signal_group_reaches_the_group_and_reports_when_it_is_gone(
             assert signal_group(run.agent_pid, signal.SIGINT)
             assert await run.wait_exit() == -signal.SIGINT
     assert not signal_group(run.agent_pid, signal.SIGINT)
+
+
+async def test_the_files_a_shim_left_say_what_output_a_full_disk_lost(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / META_NAME).write_text('{"version": 2, "agent_pid": 11, "shim_pid": 12}')
+    (run_dir / STDOUT_NAME).write_bytes(b"kept\n")
+    (run_dir / STDERR_NAME).write_bytes(b"")
+    (run_dir / EXIT_NAME).write_text(
+        '{"exit_code": 0, "ended_at": 1.0, "stdout_lost_bytes": 4096, "stderr_lost_bytes": 0,'
+        ' "lost_since": 1796443101.5}'
+    )
+    run = await ShimRun.from_files(run_dir)
+    assert (run.exit_code, run.sizes) == (0, {"stdout": 5, "stderr": 0})
+    assert (run.lost, run.lost_since) == ({"stdout": 4096}, 1796443101.5)
+    # A shim from before the count: nothing said, nothing lost.
+    (run_dir / EXIT_NAME).write_text('{"exit_code": 0, "ended_at": 1.0}')
+    older = await ShimRun.from_files(run_dir)
+    assert (older.lost, older.lost_since) == ({}, None)

@@ -405,7 +405,7 @@ async def cmd_tail(client: Client, args: argparse.Namespace, out: Output) -> int
         say_which("following", session)
         topic, show_session = f"session/{session['id']}", False
         # Someone follows it: its notifications wait (hived's attention rule).
-        await client.request("watch", session=session["id"], focused=True)
+        await client.watch(session["id"])
     return await follow(client, topic, None, out, show_session)
 
 

@@ -4,13 +4,14 @@ How it works: :func:`connect` opens a nursery that keeps one WebSocket to hived 
 task routes each incoming message: a ``result``/``error`` to the request waiting on its ``id``;
 an ``event`` to the subscriptions of its topic. When the connection drops (network, daemon
 restart, close 1001 or 4008) the client reconnects with exponential backoff and jitter, and
-re-subscribes every subscription with ``since`` set to the last ``seq`` handed to the caller,
-so the caller sees every event once, in order: replay covers the gap, and anything at or below
-the last seq seen (a replay overlapping what already arrived) is dropped. Events of a topic
-that arrive while a subscribe to it is in flight are held until its result, which says where
-the topic stands: a ``last_seq`` below what a subscription saw means the daemon lost events it
-had sent live (a SIGKILL inside its sync window) and numbers new ones from there, so the
-subscription resumes from that ``last_seq``, with ``recovered`` false.
+restores what it had told hived: the session it watches (:meth:`Client.watch`, which hived
+forgets with the connection) and every subscription, with ``since`` set to the last ``seq``
+handed to the caller, so the caller sees every event once, in order: replay covers the gap,
+and anything at or below the last seq seen (a replay overlapping what already arrived) is
+dropped. Events of a topic that arrive while a subscribe to it is in flight are held until its
+result, which says where the topic stands: a ``last_seq`` below what a subscription saw means
+the daemon lost events it had sent live (a SIGKILL inside its sync window) and numbers new ones
+from there, so the subscription resumes from that ``last_seq``, with ``recovered`` false.
 
 Requests in flight when the connection drops fail with :class:`ConnectionLost` (they may or
 may not have run). Some ends are final: an authentication refusal (HTTP 401/403, close
@@ -121,6 +122,8 @@ class Client:
     _reading: trio.CancelScope | None = None
     """The read loop's scope while a connection is up: cancelled to close it gracefully."""
     _closing: bool = False
+    _watching: tuple[str, bool] | None = None
+    """The session id this client watches and whether with focus (restored on reconnect)."""
 
     async def request(self, type_: str, **fields: Any) -> Any:
         """Send one request and wait for its ``result`` (raise :class:`RemoteError` on error)."""
@@ -162,6 +165,17 @@ class Client:
             self._forget(subscription)
             raise
         return subscription
+
+    async def watch(self, session: str | None, *, focused: bool = True) -> Any:
+        """Tell hived which session the person behind this client looks at (None: none).
+
+        Kept across reconnects: hived ends a watch with its connection, so each new connection
+        says it again (for the session the first answer resolved ``session`` to).
+        """
+        result = await self.request("watch", session=session, focused=focused)
+        watched = result.get("session") if isinstance(result, dict) else None
+        self._watching = (watched, focused) if isinstance(watched, str) else None
+        return result
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop a subscription (and tell hived once the topic has no other one here)."""
@@ -262,7 +276,7 @@ class Client:
                         first = False
                         task_status.started()
                     elif self._nursery is not None:
-                        self._nursery.start_soon(self._resubscribe)
+                        self._nursery.start_soon(self._restore)
                     with trio.CancelScope() as self._reading:
                         await self._read_loop(ws)
                     if self._closing:
@@ -301,8 +315,25 @@ class Client:
             raise ConnectError(f"{self.url}: expected a welcome, got {messages[0]['type']!r}")
         return messages[0]
 
+    async def _restore(self) -> None:
+        """Watch and subscribe again after a reconnect; runs in the client's nursery, so
+        never raises."""
+        await self._rewatch()
+        await self._resubscribe()
+
+    async def _rewatch(self) -> None:
+        if self._watching is None:
+            return
+        session, focused = self._watching
+        try:
+            await self.request("watch", session=session, focused=focused)
+        except RemoteError as exc:
+            log.warning("watching %s again failed: %s", session, exc)
+            self._watching = None
+        except ClientError as exc:
+            log.info("watching %s again failed: %s", session, exc)
+
     async def _resubscribe(self) -> None:
-        """Subscribe again after a reconnect; runs in the client's nursery, so never raises."""
         for topic, subscriptions in list(self._subscriptions.items()):
             resumed = [s for s in subscriptions if s.last_seq is not None]
             if not resumed:

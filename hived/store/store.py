@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 import attrs
 import orjson
 import trio
+from prometheus_client import Histogram
 
 from hived.core.config import Config, StateConfig
 from hived.core.errors import StoreError
@@ -268,9 +269,9 @@ class Store:
         return self._batches.committed_seqs.get(topic, 0) >= seq
 
     @property
-    def last_commit_s(self) -> float:
-        """How long the writer's last commit took, in seconds."""
-        return self._batches.last_commit_s
+    def commit_seconds(self) -> Histogram:
+        """The time of each batch commit (a histogram, for ``GET /metrics``)."""
+        return self._batches.commit_seconds
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` in a worker thread on the writer's connection."""

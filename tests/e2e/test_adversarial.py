@@ -14,7 +14,8 @@ it says what it refused. Every loop is bounded; the suite takes well under two m
   and a replay from 0 has every event a live client saw, once, in order;
 - **disk full** (a 4 MiB tmpfs where ``mount`` works): events wait in memory within
   ``state.max_pending_bytes``, the agent is held back, hooks get 503, and writes resume once
-  there is room again;
+  there is room again; and the output an agent prints meanwhile that its shim cannot spool is
+  counted and reported, never blocking the agent;
 - **out of file descriptors**: ``/healthz`` says so (503) instead of falling silent.
 """
 
@@ -408,6 +409,77 @@ async def test_a_full_disk_holds_events_within_the_bound_refuses_hooks_and_recov
         daemon.send_signal(signal.SIGTERM)
         assert await daemon.wait_exit() == 0
         assert "Traceback" not in daemon.log()
+
+
+async def fill(disk: Path, leave_bytes: int) -> Path:
+    """Fill ``disk`` but for about ``leave_bytes``; the file that fills it."""
+    reserve, filler = disk / "reserve", disk / "filler"
+    reserve.write_bytes(b"\0" * leave_bytes)
+    with filler.open("wb") as file, contextlib.suppress(OSError):
+        while True:
+            file.write(b"\0" * 65536)
+            file.flush()
+    reserve.unlink()
+    return filler
+
+
+async def all_events(client: Client, session: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while True:
+        since = events[-1]["seq"] if events else 0
+        page = (await client.request("session.events", session=session, since=since))["events"]
+        if not page:
+            return events
+        events += page
+
+
+@pytest.mark.skipif(shutil.which("mount") is None, reason="no mount(8) to make a small disk")
+async def test_output_a_full_disk_keeps_from_the_spool_is_counted_and_reported(
+    hived: Launcher, tmp_path: Path
+) -> None:
+    """The shim never blocks the agent on a full disk: what it could not spool is counted,
+    and hived says how much and since when in a ``stderr`` event (protocol.md §7)."""
+    lines, pad = 2048, 1000
+    total = sum(len(f"{i} ") + pad + 1 for i in range(lines))  # about 2 MiB of stdout
+    async with small_tmpfs(tmp_path / "disk", "4m") as disk:
+        state = disk / "state"
+        port, config = hived.config(body=agent_toml("flood", FLOOD_CODE, str(lines), str(pad)))
+        config = config.replace(f'dir = "{tmp_path / "state"}"', f'dir = "{state}"')
+        assert f'dir = "{state}"' in config
+        daemon = await hived.start(config, port=port)
+        filler = await fill(disk, 256 << 10)
+        async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+            session = (await client.request("session.start", agent="flood"))["session"]
+
+            async def ended() -> bool:
+                summaries = (await client.request("sessions", all=True))["sessions"]
+                return any(s["id"] == session and s["state"] == "EXITED" for s in summaries)
+
+            await until("the flood's end", ended)
+            events = await all_events(client, session)
+            [note] = [e for e in events if e["kind"] == "stderr" and "lost_bytes" in e["data"]]
+            kept = sum(len(e["data"]["line"]) + 1 for e in events if e["kind"] == "text")
+            filler.unlink()
+        lost = note["data"]["lost_bytes"]
+        assert 0 < lost < total
+        assert total - lost <= kept <= total - lost + 1  # the last piece may lack its newline
+        assert note["data"]["lost_stream"] == "stdout"
+        assert note["data"]["lost_since"] <= note["ts"]
+        assert note["data"]["line"] == (
+            f"[hived: {lost} bytes of the agent's stdout were lost: its spool could not be "
+            f"written (disk full?) from {note['data']['lost_since']}]"
+        )
+        assert events.index(note) > max(i for i, e in enumerate(events) if e["kind"] == "text")
+
+        async def written() -> bool:
+            return not (await status(daemon))["store"]["pending"]
+
+        await until("the held events written", written)
+        daemon.send_signal(signal.SIGTERM)
+        assert await daemon.wait_exit() == 0
+        log = daemon.log()
+        assert "Traceback" not in log
+        assert log.count("No space left on device; output lost") == 1
 
 
 # -- out of file descriptors ----------------------------------------------------------------

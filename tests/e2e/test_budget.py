@@ -1,18 +1,18 @@
 """Budgets against the real daemon: a session that reaches its budget publishes why, notifies,
-and stops or takes no new prompt; a real Codex (codex-app) reaching its token budget in the
-middle of a turn is interrupted there."""
+and stops or takes no new prompt; a fake ACP agent and a real Codex (codex-app) reaching their
+budget in the middle of a turn are interrupted there."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import trio
 
 from hived.client import Client, RemoteError, connect
-from tests.e2e.harness import CLAUDE_ARGS, SECRETS, Launcher, agent_toml
+from tests.e2e.harness import CLAUDE_ARGS, PYTHON, SECRETS, Launcher, agent_toml
 from tests.e2e.receivers import http_receiver
 from tests.e2e.test_notify import all_done, outbox_when
 from tests.e2e.test_real_claude import Watch, last_turn
@@ -102,6 +102,65 @@ async def test_a_spent_session_takes_no_prompt_and_a_start_over_the_cap_is_refus
             await client.request("session.input", session=second["session"], text="go on")
         await other.kind("result")
         assert (await other.kind("budget"))["data"]["used"] == pytest.approx(0.0126)
+
+
+FAKE_ACP: Final = """
+import json, sys
+def send(message):
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", **message}) + "\\n")
+    sys.stdout.flush()
+def update(**fields):
+    send({"method": "session/update", "params": {"sessionId": "acp-1", "update": fields}})
+turn = None
+for line in sys.stdin:
+    message = json.loads(line)
+    method = message.get("method")
+    if method == "initialize":
+        send({"id": message["id"], "result": {"protocolVersion": 1, "agentCapabilities": {}}})
+    elif method == "session/new":
+        send({"id": message["id"], "result": {"sessionId": "acp-1"}})
+    elif method == "session/prompt":
+        turn = message["id"]
+        update(sessionUpdate="agent_message_chunk", content={"type": "text", "text": "on it"})
+        update(sessionUpdate="usage_update", used=900, size=1000,
+               cost={"amount": 0.5, "currency": "USD"})
+    elif method == "session/cancel" and turn is not None:
+        send({"id": turn, "result": {"stopReason": "cancelled"}})
+        turn = None
+"""
+"""A fake ACP agent whose turn reports its cost (0.5 USD) as it goes and never ends by itself:
+only a ``session/cancel`` ends it."""
+
+
+async def test_a_fake_agent_reaching_its_budget_mid_turn_is_interrupted(hived: Launcher) -> None:
+    argv = json.dumps([PYTHON, "-c", FAKE_ACP])
+    template = (
+        f'[agents.acpfake]\ncommand = {argv}\nformat = "acp"\nrestart = "no"\nmax_cost_usd = 0.1\n'
+    )
+    port, config = hived.config(body=template)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        started = await client.request("session.start", agent="acpfake", prompt="go")
+        session = started["session"]
+        watch = Watch(await client.subscribe(f"session/{session}", since=0))
+        budget = await watch.kind("budget")
+        assert budget["data"] == {
+            "limit": "max_cost_usd",
+            "used": 0.5,
+            "max": 0.1,
+            "action": "interrupt",
+            "message": "cost 0.5000 USD reached max_cost_usd 0.1: the turn is interrupted",
+        }
+        # The turn ends only because hived cancelled it.
+        result = await watch.kind("result")
+        assert last_turn(result) == {"ok": False, "error": "interrupted", "message": None}
+        with trio.fail_after(10):
+            while True:
+                if (await state_of(client, session))["state"] == "WAITING":
+                    break
+                await trio.sleep(0.05)
+        with pytest.raises(RemoteError, match="has reached its budget"):
+            await client.request("session.input", session=session, text="more")
 
 
 CODEX = codex_binary()

@@ -1,11 +1,12 @@
 """The dashboard's "notify me" in a real Chromium (Playwright, as tests/e2e/test_dashboard.py):
 the page registers its service worker and asks for a push subscription with the daemon's VAPID
 key; a push delivered to the worker (the DevTools protocol's ``ServiceWorker.deliverPushMessage``)
-shows the notification; its click opens that session. No public push service is reachable here,
-so the browser's ``pushManager.subscribe`` is answered by a stand-in that records the key it was
-given and hands back an endpoint of a receiver the test runs: the daemon's real push goes there
-and is decrypted with the keys the test gave the page, and that very payload is what the worker
-is given."""
+shows the notification; its click opens that session, which the page then says it watches (the
+daemon's ``status`` lists it). No public push service is reachable here, so the browser's
+``pushManager.subscribe`` is answered by a stand-in that records the key it was given and hands
+back an endpoint of a receiver the test runs: the daemon's real push goes there and is
+decrypted with the keys the test gave the page, and that very payload is what the worker is
+given."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hived.client import connect
 from tests.e2e.harness import SECRETS, Launcher
 from tests.e2e.receivers import http_receiver
 from tests.e2e.test_dashboard import CHROMIUM, Chrome, chrome, log_in, start  # noqa: F401
-from tests.e2e.test_notify import outbox_when
+from tests.e2e.test_notify import outbox_when, watched_by
 from tests.e2e.test_webpush import RULE, Browser
 
 pytestmark = [
@@ -126,6 +127,9 @@ async def test_notify_me_subscribes_and_a_pushed_notification_opens_its_session(
                 return json.dumps(shown)
 
             shown = json.loads(await chrome.call(shows_and_opens, page))
+            # The page shows that session in a focused tab: it told the daemon (attention).
+            watch = await watched_by(daemon, session)
+            assert (watch["token_name"], watch["focused"]) == ("viewer-token", True)
             assert shown == {
                 "title": "asker asks permission to use Bash",
                 "body": "asker asks permission to use Bash",

@@ -3,6 +3,8 @@ counters match what the test did, and it asks for a token unless open on loopbac
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,7 +85,19 @@ async def test_metrics_parse_and_count_what_happened(hived: Launcher) -> None:
     assert value(samples, "hived_events_delivered_total") > 0
     assert value(samples, "hived_subscribers") >= 1
     assert value(samples, "hived_store_size_bytes") > 0
-    assert value(samples, "hived_store_commits_total") >= 1
+    commits = value(samples, "hived_store_commits_total")
+    assert commits >= 1
+    # The commit-time histogram: one observation per batch committed, in cumulative buckets.
+    assert value(samples, "hived_store_commit_seconds_count") == commits
+    assert value(samples, "hived_store_commit_seconds_sum") > 0
+    buckets = sorted(
+        (float(dict(labels)["le"]), count)
+        for (name, labels), count in samples.items()
+        if name == "hived_store_commit_seconds_bucket"
+    )
+    assert [le for le, _ in buckets][:2] == [0.0005, 0.001]
+    assert buckets[-1] == (float("inf"), commits)
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets))
     assert value(samples, "hived_session_cost_usd", template="claude") >= 0
 
 

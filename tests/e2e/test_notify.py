@@ -14,6 +14,7 @@ import hmac
 import re
 import signal
 import ssl
+import subprocess
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,7 +26,7 @@ import trustme
 from hived.client import Client, RemoteError, connect
 from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon, free_port
 from tests.e2e.receivers import HttpReceiver, http_receiver, smtp_receiver
-from tests.e2e.test_hivectl import as_json, hivectl, out
+from tests.e2e.test_hivectl import HIVECTL, as_json, env_for, hivectl, out
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +47,8 @@ def webhook_rule(
 def ntfy_rule(receiver: HttpReceiver, name: str = "phone", *, after_s: float = 0.0) -> str:
     return (
         f'[[notify]]\nname = "{name}"\nafter_s = {after_s}\ncoalesce_s = 0.2\n'
-        f'min_interval_s = 0.0\n\n[notify.ntfy]\nurl = "{receiver.url("/" + name)}"\n'
-        "priority = 5\n\n"
+        f'min_interval_s = 0.0\nlink = "http://127.0.0.1:7420/"\n\n'
+        f'[notify.ntfy]\nurl = "{receiver.url("/" + name)}"\npriority = 5\n\n'
     )
 
 
@@ -134,6 +135,7 @@ async def test_an_unanswered_permission_request_notifies_once_per_rule(
         assert message["link"] == f"http://127.0.0.1:7420/?session={session}"
         assert phone[0].headers["title"] == "asker asks permission to use Bash"
         assert phone[0].headers["priority"] == "5"
+        assert phone[0].headers["click"] == f"http://127.0.0.1:7420/?session={session}"
         assert phone[0].body == b"asker asks permission to use Bash"
 
 
@@ -363,3 +365,45 @@ async def test_a_reload_applies_new_rules_at_once(hived: Launcher) -> None:
         assert refused["errors"] == [
             f"{daemon.config_path}: notify[0].ntfy.priority: expected a priority from 1 to 5, got 9"
         ]
+
+
+async def attention(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        return list((await admin.request("status"))["attention"])
+
+
+async def watched_by(daemon: RunningDaemon, session: str) -> dict[str, Any]:
+    """The watch on ``session`` once ``status`` lists one."""
+    with trio.fail_after(DEADLINE_S):
+        while True:
+            for watch in await attention(daemon):
+                if watch["session"] == session:
+                    return watch
+            await trio.sleep(0.05)
+
+
+async def test_hivectl_tail_watches_again_after_a_daemon_restart(hived: Launcher) -> None:
+    port, config = hived.config()
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        session = (await client.request("session.start", agent="claude", name="watched"))["session"]
+    tail = await trio.lowlevel.open_process(
+        [HIVECTL, "tail", session, "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env_for(daemon, "viewer"),
+    )
+    try:
+        first = await watched_by(daemon, session)
+        assert (first["focused"], first["token_name"]) == (True, "viewer-token")
+        daemon.send_signal(signal.SIGKILL)
+        await daemon.wait_exit()
+        daemon = await hived.start(config, port=port)
+        # The new daemon knows nothing of the old connection's watch: tail said it again.
+        again = await watched_by(daemon, session)
+        assert (again["focused"], again["token_name"]) == (True, "viewer-token")
+        assert tail.returncode is None
+    finally:
+        tail.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await tail.wait()
