@@ -30,6 +30,7 @@ async def serve_echo(
     *,
     max_message_bytes: int,
     timeout_s: float,
+    compression: bool,
 ) -> None:
     """Complete the handshake whose bytes ``received`` were read, then echo every message
     until the peer closes; the library's reader runs in ``nursery``, cancelled at the end."""
@@ -40,6 +41,7 @@ async def serve_echo(
             received,
             max_message_size=max_message_bytes,
             timeout_s=timeout_s,
+            compression=compression,
         )
     except WebSocketClosed as exc:
         log.debug("%s: echo handshake failed: %s", peer, exc)

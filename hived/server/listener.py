@@ -266,6 +266,7 @@ class Server:
                         nursery,
                         max_message_bytes=self._config.server.max_message_bytes,
                         timeout_s=HEAD_TIMEOUT_S,
+                        compression=self._config.server.compression == "deflate",
                     )
                 elif upgrade is not None:
                     self._websockets_open += 1
@@ -372,6 +373,9 @@ class Server:
                 received,
                 max_message_size=server.max_message_bytes,
                 timeout_s=HEAD_TIMEOUT_S,
+                compression=server.compression == "deflate",
+                min_deflate_bytes=server.compression_min_bytes,
+                subprotocols=True,
             )
         except WebSocketClosed as exc:
             log.debug("%s: WebSocket handshake failed: %s", peer, exc)
