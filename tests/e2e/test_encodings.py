@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -21,8 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
+from websockets.trio.server import ServerConnection
+from websockets.trio.server import serve as ws_serve
 from websockets.typing import Subprotocol
 
+from hived.client import RemoteError, connect
 from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher
 
 pytestmark = pytest.mark.e2e
@@ -203,3 +207,52 @@ async def test_compression_off_declines_deflate(hived: Launcher) -> None:
         assert not peer.deflate
         assert peer.ws.subprotocol == "hived.v1.msgpack"
         assert (await peer.request("ping", 1))["type"] == "result"
+
+
+async def test_hived_client_uses_msgpack_and_deflate_when_the_server_agrees(
+    hived: Launcher,
+) -> None:
+    daemon = await hived.start()
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as client:
+        ws = client._ws
+        assert ws is not None
+        assert ws.subprotocol == "hived.v1.msgpack"
+        assert ws._wsproto.connection is not None
+        assert [type(e).__name__ for e in ws._wsproto.connection._proto.extensions] == [
+            "PerMessageDeflate"
+        ]
+        status = await client.request("status")
+        assert status["pid"] == daemon.proc.pid
+        with pytest.raises(RemoteError) as unknown:
+            await client.request("sesions")
+        assert unknown.value.code == "unknown_type"
+
+
+async def test_hived_client_falls_back_to_json_when_the_server_declines_both() -> None:
+    """A server (the ``websockets`` library's, standing in for an older hived or a proxy) that
+    agrees to no subprotocol and no compression gets JSON text from the client."""
+    received: list[str | bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(orjson.dumps({"type": "welcome", "role": "viewer"}).decode())
+        async for frame in ws:
+            received.append(frame)
+            request = orjson.loads(frame)
+            await ws.send(
+                orjson.dumps({"type": "result", "id": request["id"], "result": {}}).decode()
+            )
+
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(ws_serve, handler, 0, host="127.0.0.1", compression=None)
+            )
+            port = server.listeners[0].socket.getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}/v1/ws", "t", reconnect=False) as client:
+                assert client._ws is not None
+                assert client._ws.subprotocol is None
+                assert await client.request("ping") == {}
+            nursery.cancel_scope.cancel()
+    assert len(received) == 1
+    assert isinstance(received[0], str)
+    assert orjson.loads(received[0])["type"] == "ping"
