@@ -256,3 +256,27 @@ async def test_hived_client_falls_back_to_json_when_the_server_declines_both() -
     assert len(received) == 1
     assert isinstance(received[0], str)
     assert orjson.loads(received[0])["type"] == "ping"
+
+
+async def test_the_sessions_list_comes_in_pages_with_a_next_cursor(hived: Launcher) -> None:
+    daemon = await hived.start()
+    async with wire_peer(
+        daemon.ws_url, SECRETS["operator"], subprotocols=None, deflate=False
+    ) as client:
+        started = []
+        for n in range(5):
+            reply = await client.request("session.start", 1 + n, agent="text", name=f"s{n}")
+            started.append(reply["result"]["session"])
+        whole = await client.request("sessions", 10, all=True)
+        assert whole["result"]["next"] is None
+        assert [s["id"] for s in whole["result"]["sessions"]] == sorted(started, reverse=True)
+        paged: list[str] = []
+        before = None
+        for n in range(10):
+            fields = {"all": True, "limit": 2} | ({} if before is None else {"before": before})
+            page = (await client.request("sessions", 20 + n, **fields))["result"]
+            paged += [s["id"] for s in page["sessions"]]
+            before = page["next"]
+            if before is None:
+                break
+        assert paged == sorted(started, reverse=True)
