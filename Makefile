@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-cluster soak agents web-vendor clean
+.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-wire bench-cluster soak agents web-vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench-idle: $(STAMP)
 
 bench-agent-path: $(STAMP)
 	$(BIN)/python -m bench.run --agent-path
+
+# Bytes per event per encoding (JSON, MessagePack, each with permessage-deflate) on the real
+# agent transcripts, and idle RSS per connection with compression on and off (issue 18, part 3).
+bench-wire: $(STAMP)
+	$(BIN)/python -m bench.wire_bytes
 
 # Search, the usage ledger and the index's cost on a store of 2,000,000 events (issue 16).
 bench-history: $(STAMP)

@@ -24,6 +24,7 @@ import attrs
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import SessionEvents, Sessions
+from hived.core.pages import byte_page
 from hived.core.protocol import Caller
 from hived.core.sessions import LIVE_STATES, SessionSummary, State, ulid_time_ms
 from hived.hub import Hub
@@ -107,21 +108,33 @@ class Records:
         return RequestError("conflict", f"session {name} is not running ({when})")
 
     async def sessions(self, request: Sessions, caller: Caller) -> dict[str, Any]:
-        """Live sessions, newest first; with ``all``, ``state`` or ``since``, ended ones too."""
+        """Live sessions, newest first; with ``all``, ``state`` or ``since``, ended ones too.
+
+        A page: at most ``limit``, and at most :data:`~hived.core.pages.LIST_REPLY_MAX_BYTES`
+        of summaries; ``next`` (the last id shown, else None) asks for the rest as ``before``.
+        """
         state = request.state.upper() if request.state else None
         everything = bool(request.all or state or request.since)
         kept = self.store.list_sessions(
             state=state,
             agent=request.agent,
             since=request.since,
-            limit=request.limit,
+            # One more than asked, to tell whether more are left.
+            limit=request.limit + 1 if request.limit and not request.before else None,
             states=None if everything else LIVE_STATES,
         )
-        live = (await self.supervisor.handlers()["sessions"](request, caller))["sessions"]
+        every_live = attrs.evolve(request, limit=None)
+        live = (await self.supervisor.handlers()["sessions"](every_live, caller))["sessions"]
         shown = {summary["id"] for summary in live}
         merged = [*live, *(s.to_json() for s in kept if s.id not in shown)]
+        if request.before is not None:
+            before = request.before.upper()
+            merged = [s for s in merged if s["id"] < before]
         merged.sort(key=lambda s: s["id"], reverse=True)
-        return {"sessions": merged[: request.limit] if request.limit else merged}
+        wanted = merged[: request.limit] if request.limit else merged
+        page, cut = byte_page(wanted)
+        more = cut or len(wanted) < len(merged)
+        return {"sessions": page, "next": page[-1]["id"] if more and page else None}
 
     async def session_events(self, request: SessionEvents, caller: Caller) -> dict[str, Any]:
         """A page of one session's events after ``since``, oldest first."""

@@ -32,7 +32,8 @@ from hived.core.config import (
 from hived.core.errors import RequestError
 from hived.hub import Hub
 from hived.observed import HookLimitError
-from hived.server.listener import ACCEPT_RETRY_S, Server
+from hived.server.accepting import ACCEPT_RETRY_S
+from hived.server.listener import Server
 from hived.server.router import Router
 
 SECRETS = {"admin": "admin-secret", "viewer": "viewer-secret", "agent": "agent-secret"}

@@ -54,6 +54,8 @@ EXIT_REMOTE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_CONNECT: Final = 3
 EXIT_AUTH: Final = 4
+MAX_PAGES: Final = 10_000
+"""Pages of ``sessions`` read at most (each up to 256 KiB): a bound, never reached in use."""
 EXIT_INTERRUPTED: Final = 130
 
 LOG_PAGE: Final = MAX_LIMIT
@@ -231,8 +233,7 @@ async def resolve_session(client: Client, ref: str) -> dict[str, Any]:
     The same rules and words as hived's own lookup: a name shared by several sessions means
     the live one, else the newest; a prefix matches whatever its case (ids are upper case).
     """
-    result = await client.request("sessions", all=True)
-    sessions = result.get("sessions", []) if isinstance(result, dict) else []
+    sessions = await list_sessions(client, all=True)
     for summary in sessions:
         if summary.get("id") == ref:
             return dict(summary)
@@ -288,11 +289,22 @@ async def cmd_agents(client: Client, args: argparse.Namespace, out: Output) -> i
     return EXIT_OK
 
 
+async def list_sessions(client: Client, **fields: Any) -> list[dict[str, Any]]:
+    """Every session summary the filters in ``fields`` select, page after page (a reply is
+    bounded in bytes; its ``next`` asks for the rest)."""
+    sessions: list[dict[str, Any]] = []
+    before = None
+    for _ in range(MAX_PAGES):
+        result = await client.request("sessions", before=before, **fields)
+        sessions.extend(result.get("sessions", []) if isinstance(result, dict) else [])
+        before = result.get("next") if isinstance(result, dict) else None
+        if before is None:
+            break
+    return sessions
+
+
 async def cmd_sessions(client: Client, args: argparse.Namespace, out: Output) -> int:
-    result = await client.request(
-        "sessions", all=args.all or None, state=args.state, agent=args.agent
-    )
-    sessions = result.get("sessions", [])
+    sessions = await list_sessions(client, all=args.all or None, state=args.state, agent=args.agent)
     out.data(sessions, lambda: sessions_table(sessions, out.paint))
     return EXIT_OK
 

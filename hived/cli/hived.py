@@ -21,7 +21,7 @@ from hived.core.auth import hash_secret, new_secret
 from hived.core.config import NAME_RULE, ROLES, AgentConfig, Config, default_cwd, is_name
 from hived.core.errors import ConfigError, HivedError, StoreUnusable
 from hived.logs import LEVELS, setup_logging
-from hived.server.listener import load_tls
+from hived.server.accepting import load_tls
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

@@ -34,7 +34,6 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import attrs
-import orjson
 import trio
 import trio_websocket
 
@@ -50,7 +49,7 @@ from hived.client.errors import (
     raise_for_close,
 )
 from hived.client.subscription import SUBSCRIPTION_BUFFER, Subscription
-from hived.client.transport import CLOSE_TIMEOUT_S, CONNECT_TIMEOUT_S, open_websocket
+from hived.client.transport import CLOSE_TIMEOUT_S, CONNECT_TIMEOUT_S, encode, open_websocket
 from hived.core.errors import ProtocolError
 from hived.core.protocol import parse_server_frame
 
@@ -133,7 +132,7 @@ class Client:
         message = {"type": type_, "id": request_id}
         message.update({k: v for k, v in fields.items() if v is not None})
         try:
-            await ws.send_message(orjson.dumps(message).decode())
+            await ws.send_message(encode(ws, message))
         except trio_websocket.ConnectionClosed:
             self._pending.pop(request_id, None)
             raise ConnectionLost(
@@ -310,7 +309,7 @@ class Client:
             raise
         except trio.TooSlowError:
             raise ConnectError(f"{self.url}: no welcome from the server") from None
-        messages = parse_server_frame(str(text))
+        messages = parse_server_frame(text)
         if messages[0]["type"] != "welcome":
             raise ConnectError(f"{self.url}: expected a welcome, got {messages[0]['type']!r}")
         return messages[0]
@@ -366,7 +365,7 @@ class Client:
                 raise_for_close(exc)
                 raise
             try:
-                messages = parse_server_frame(str(text))
+                messages = parse_server_frame(text)
             except ProtocolError as exc:
                 log.warning("ignoring a bad frame from %s: %s", self.url, exc)
                 continue

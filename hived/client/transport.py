@@ -3,20 +3,31 @@
 trio-websocket's own ``open_websocket_url`` leaves its socket open when the handshake is refused
 or the server closes first; here the TCP (or TLS) stream is the client's own, and is always
 closed. Failures come out as the client's errors, never as an exception group.
+
+It asks for the best the server offers (docs/protocol.md §3a): the ``hived.v1.msgpack``
+subprotocol (then ``hived.v1.json``) and ``permessage-deflate``; a server or proxy that agrees
+to neither gets JSON text, uncompressed, as before. :func:`encode` makes a request's frame in
+what was agreed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
+import orjson
+import ormsgpack
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.extensions import PerMessageDeflate
 
 from hived.client.errors import AuthError, ClientError, ConnectError, describe, leaves
+from hived.core.wire import SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
 
 CONNECT_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 1.0
@@ -56,15 +67,7 @@ async def open_websocket(
         async with trio.open_nursery() as nursery:
             try:
                 with trio.fail_after(CONNECT_TIMEOUT_S):
-                    ws = await trio_websocket.wrap_client_stream(
-                        nursery,
-                        stream,  # type: ignore[arg-type]  # any trio Stream works
-                        parts.netloc,
-                        parts.path or "/",
-                        extra_headers=headers,
-                        message_queue_size=1024,
-                        max_message_size=MAX_MESSAGE_CHARS,
-                    )
+                    ws = await _open(nursery, stream, parts.netloc, parts.path or "/", headers)
             except trio.TooSlowError:
                 raise ConnectError(no_answer) from None
             except (trio_websocket.HandshakeError, OSError) as exc:
@@ -87,6 +90,41 @@ async def open_websocket(
         await trio.aclose_forcefully(stream)
     if raised is not None:
         raise raised
+
+
+async def _open(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+) -> trio_websocket.WebSocketConnection:
+    """What ``trio_websocket.wrap_client_stream`` does, offering hived's subprotocols and
+    permessage-deflate (the library passes no extensions to wsproto: the request it is about
+    to send gets them before its reader task starts)."""
+    connection = trio_websocket.WebSocketConnection(
+        stream,
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=path,
+        client_subprotocols=list(SUBPROTOCOLS),
+        client_extra_headers=headers,
+        message_queue_size=1024,
+        max_message_size=MAX_MESSAGE_CHARS,
+    )
+    request = connection._initial_request
+    assert request is not None
+    connection._initial_request = dataclasses.replace(request, extensions=[PerMessageDeflate()])
+    nursery.start_soon(connection._reader_task)
+    await connection._open_handshake.wait()
+    return connection
+
+
+def encode(ws: trio_websocket.WebSocketConnection, message: object) -> str | bytes:
+    """A request's frame in the encoding the server agreed to."""
+    if ws.subprotocol == SUBPROTOCOL_MSGPACK:
+        return ormsgpack.packb(message)
+    return orjson.dumps(message).decode()
 
 
 def _handshake_error(url: str, group: BaseExceptionGroup[BaseException]) -> BaseException:

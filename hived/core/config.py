@@ -43,6 +43,7 @@ Role = Literal["viewer", "operator", "admin", "agent"]
 AgentFormat = Literal["text", "jsonl", "claude", "codex", "codex-app", "acp"]
 RestartPolicy = Literal["no", "on-failure", "always"]
 BudgetAction = Literal["interrupt", "stop"]
+Compression = Literal["deflate", "off"]
 
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 FORMATS: Final[tuple[str, ...]] = get_args(AgentFormat)
@@ -122,6 +123,11 @@ class ServerConfig:
     """PEM private key for ``tls_cert``."""
     metrics_open_on_loopback: bool = False
     """``GET /metrics`` without a token for clients on the loopback (a local Prometheus)."""
+    compression: Compression = "deflate"
+    """``deflate``: permessage-deflate with clients that offer it (no context takeover: no
+    compressor kept per connection); ``off``: never."""
+    compression_min_bytes: PositiveInt = PositiveInt(256)
+    """With compression agreed, messages shorter than this still go uncompressed."""
 
 
 @attrs.frozen

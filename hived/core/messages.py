@@ -160,6 +160,8 @@ class Sessions(BaseRequest):
     """Only sessions started at or after this time (implies ``all``)."""
     limit: Limit | None = None
     """At most this many, newest first."""
+    before: NonEmpty | None = None
+    """Only sessions older than this id: the ``next`` of the previous page."""
 
 
 @attrs.frozen

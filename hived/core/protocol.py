@@ -27,6 +27,7 @@ from typing import Any, Final, cast
 
 import attrs
 import orjson
+import ormsgpack
 
 from hived.core.auth import ADMIN_CHANNEL, may_open, role_at_least
 from hived.core.config import TokenConfig
@@ -401,12 +402,19 @@ def request_frame(request: BaseRequest) -> str:
     return dumps(message)
 
 
-def parse_server_frame(text: str) -> list[dict[str, Any]]:
-    """The messages in one server frame: a lone object, or an array of them (coalesced)."""
-    try:
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("bad_json", f"not valid JSON: {exc.msg}") from None
+def parse_server_frame(frame: str | bytes) -> list[dict[str, Any]]:
+    """The messages in one server frame: a lone object, or an array of them (coalesced); JSON
+    text, or MessagePack bytes (the ``hived.v1.msgpack`` subprotocol's binary frames)."""
+    if isinstance(frame, bytes):
+        try:
+            raw = ormsgpack.unpackb(frame)
+        except ormsgpack.MsgpackDecodeError as exc:
+            raise ProtocolError("bad_json", f"not valid MessagePack: {exc}") from None
+    else:
+        try:
+            raw = orjson.loads(frame)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError("bad_json", f"not valid JSON: {exc.msg}") from None
     messages = raw if isinstance(raw, list) else [raw]
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

@@ -181,6 +181,11 @@ class Connection:
         return self._token
 
     @property
+    def binary(self) -> bool:
+        """The client asked for MessagePack (``hived.v1.msgpack``)."""
+        return self._ws.binary
+
+    @property
     def closing(self) -> bool:
         """True once something asked the connection to end (its close frame may be on its way)."""
         return self._ending is not None
@@ -447,22 +452,21 @@ class Connection:
         else:
             batches = list(frame_batches(frames, self.config.max_frame_bytes))
         for batch in batches:
-            text = batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]"
-            await self._ws.send(text)
-            self._count(text, len(batch))
+            sent = await self._ws.send_batch(batch, self.config.max_frame_bytes)
+            self._count(sent, len(batch))
 
     def _send_now(self, frame: str) -> bool:
         """The hub's way to deliver a frame while the sender waits: written to the socket at
         once, without a trip through the scheduler (False when it cannot be: then queued)."""
         if self._ending is not None or not self._ws.send_nowait(frame):
             return False
-        self._count(frame, 1)
+        self._count(len(frame) if frame.isascii() else len(frame.encode()), 1)
         return True
 
-    def _count(self, text: str, messages: int) -> None:
+    def _count(self, size: int, messages: int) -> None:
         self._frames_out += 1
         self._messages_out += messages
-        self._bytes_out += len(text) if text.isascii() else len(text.encode())
+        self._bytes_out += size
 
     # -- heartbeat ---------------------------------------------------------------------------
 

@@ -1,74 +1,49 @@
 """The listener: one TCP port for plain HTTP and WebSocket, with its own accept loop.
 
-How it works (DESIGN §4, §9): an accept loop per listener (TLS-wrapped when a certificate is
-configured) runs :meth:`Server.serve_connection` for each stream in a task of its own (as
-``trio.serve_listeners`` does, without the wrapper coroutine every connection would keep). Each
-connection reads its request head itself (bounded in size and time) and is routed: ``/healthz``
-and the dashboard's files, ``POST /v1/hooks/claude``, or a WebSocket upgrade on ``/v1/ws`` or
-``/v1/admin`` — Origin and a header token are checked before the upgrade, and the upgraded
-stream becomes a :class:`~hived.server.connection.Connection`. Every connection runs in a nursery
-of its own whose errors are caught and logged there: nothing a client does, and no library
-error, reaches the server or another connection. Once upgraded, a connection keeps nothing of
-its request head. One :class:`~hived.server.heartbeat.Heartbeat` task pings them all.
-
-A test build (``echo=True``: ``hived run`` with ``HIVED_TEST_ECHO=1`` in its environment, never
-a config key) also serves :data:`ECHO_PATH`: a WebSocket with no token that sends back every
-message it gets — what the Autobahn test suite drives (docs/internals.md, "Autobahn").
+How it works (DESIGN §4, §9): an accept loop per listener (:mod:`hived.server.accepting`,
+TLS-wrapped when a certificate is configured) runs :meth:`Server.serve_connection` for each
+stream in a task of its own. Each connection reads its request head itself (bounded in size and
+time) and is routed: ``/healthz`` and the dashboard's files, ``POST /v1/hooks/claude``, or a
+WebSocket upgrade on ``/v1/ws`` or ``/v1/admin`` — Origin and a header token are checked before
+the upgrade (:mod:`hived.server.gate`), and the upgraded stream becomes a
+:class:`~hived.server.connection.Connection`. Every connection runs in a nursery of its own
+whose errors are caught and logged there: nothing a client does, and no library error, reaches
+the server or another connection. Once upgraded, a connection keeps nothing of its request
+head. One :class:`~hived.server.heartbeat.Heartbeat` task pings them all. A test build
+(``echo=True``) also serves :data:`~hived.server.echo.ECHO_PATH` (:mod:`hived.server.echo`).
 
 Stopping (:meth:`Server.drain`): new upgrades are answered 503 and ``/healthz`` says 503, every
 open WebSocket is closed with 1001 and awaited; the port itself closes when the daemon cancels
 the server, so that until then a monitor can still see the 503.
 
-The server answers some requests itself (``subscribe``, ``unsubscribe``, ``ping``,
-``connections``, ``connection.kick``): it registers them on the router it is given.
+The server answers some requests itself (:mod:`hived.server.own`): it registers them on the
+router it is given.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import ipaddress
 import itertools
 import logging
 import socket
-import ssl
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import trio
 
-from hived.core import limits
-from hived.core.auth import (
-    ADMIN_CHANNEL,
-    CLIENT_CHANNEL,
-    TokenTable,
-    may_open,
-    origin_allowed,
-    parse_bearer,
-)
+from hived.core.auth import ADMIN_CHANNEL, CLIENT_CHANNEL, TokenTable
 from hived.core.config import Config, TokenConfig, parse_listen
-from hived.core.errors import ConfigError, RequestError
-from hived.core.http import (
-    HttpError,
-    Request,
-    check_upgrade,
-    error_response,
-    parse_head,
-)
-from hived.core.protocol import (
-    Caller,
-    CloseCode,
-    ConnectionKick,
-    Subscribe,
-    Unsubscribe,
-)
-from hived.core.protocol import Request as WireRequest
-from hived.hub import Hub, Subscriber, SubscribeResult
+from hived.core.http import HttpError, Request, check_upgrade, error_response, parse_head
+from hived.core.protocol import Caller, CloseCode
+from hived.hub import Hub, Subscriber
 from hived.server import routes
+from hived.server.accepting import answer_short, is_loopback, load_tls, peer_name, run_accept
 from hived.server.connection import Connection
+from hived.server.echo import ECHO_PATH, serve_echo
+from hived.server.gate import HookGate, check_upgrade_request
 from hived.server.heartbeat import Heartbeat
+from hived.server.own import OwnRequests
 from hived.server.router import Router
 from hived.server.shortage import Shortage
 from hived.server.stats import ConnectionStats, ServerStats
@@ -78,20 +53,9 @@ log = logging.getLogger(__name__)
 
 HEAD_TIMEOUT_S: Final = 10.0
 """A client must send its whole request head (and finish TLS) within this."""
-SHORT_ANSWER_S: Final = 2.0
-"""How long the one connection accepted on the spare descriptor has to send its head and read
-its 503 (:mod:`hived.server.shortage`)."""
 CHANNELS: Final = (CLIENT_CHANNEL, ADMIN_CHANNEL)
 HOOKS_PATH: Final = "/v1/hooks/claude"
 METRICS_PATH: Final = "/metrics"
-ECHO_PATH: Final = "/v1/echo"
-"""The test build's echo WebSocket (no token; only with ``echo=True``)."""
-ECHO_CLOSE_S: Final = 5.0
-ACCEPT_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-"""Accept errors that mean "out of a resource for now": retried after :data:`ACCEPT_RETRY_S`."""
-ACCEPT_RETRY_S: Final = 0.1
-CONNECTION_TASK_NAME: Final = "connection"
-"""The task of each accepted connection, named once (see ``ws.READER_TASK_NAME``)."""
 
 
 @attrs.define
@@ -103,42 +67,6 @@ class _Upgrade:
     """The header token's; None when the client is to say ``hello``."""
     received: bytes
     """Every byte read so far (the head and what followed), for the WebSocket library."""
-
-
-def _is_loopback(peer: str) -> bool:
-    """Whether a peer (``host:port``, ``[v6]:port``) is on this machine's loopback."""
-    host = peer.rpartition(":")[0].strip("[]")
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _peer(stream: trio.abc.Stream) -> str:
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return type(stream).__name__
-    try:
-        address = stream.socket.getpeername()
-    except OSError:
-        return "unknown"
-    if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address) or "unix"
-
-
-def load_tls(cert: str, key: str) -> ssl.SSLContext:
-    """The server's TLS context; a certificate or key that does not load is a ConfigError."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            [f"server.tls_cert/tls_key: cannot load {cert} and {key}: {exc}"]
-        ) from None
-    return context
 
 
 class Server:
@@ -166,10 +94,8 @@ class Server:
         """Makes the body of ``GET /metrics`` (set by the daemon); None: no such route."""
         self._closes: Counter[int] = Counter()
         self._messages_out_closed = 0
-        self._store_saturated = store_saturated
         self._echo = echo
-        self._hook_buckets: dict[str, tuple[float, float]] = {}
-        """Each token's hook rate bucket: (level, when) (:mod:`hived.core.limits`)."""
+        self._hook_gate = HookGate(store_saturated)
         self._sockets = sockets
         self._ids = itertools.count(1)
         self._heartbeat = Heartbeat()
@@ -183,11 +109,8 @@ class Server:
         self._accepted = 0
         self._websockets = 0
         self._shortage = Shortage()
-        router.add("subscribe", self._subscribe)
-        router.add("unsubscribe", self._unsubscribe)
-        router.add("ping", self._ping)
-        router.add("connections", self._list_connections)
-        router.add("connection.kick", self._kick)
+        self._own = OwnRequests(hub, self._connections, self.connections)
+        self._own.register(router)
 
     # -- service -----------------------------------------------------------------------------
 
@@ -224,67 +147,15 @@ class Server:
     async def _accept(
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
     ) -> None:
-        """Accept on ``listener`` until cancelled; serve each stream in a task of ``nursery``.
-
-        Running out of file descriptors or memory is logged (rate-limited) and retried after a
-        pause (as ``trio.serve_listeners`` does): the connections open go on, and the one
-        waiting is told why on a spare descriptor (:mod:`hived.server.shortage`).
-        """
-        shortage = self._shortage
-        shortage.reserve()
-        async with listener:
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    shortage.failed(exc.errno, ACCEPT_RETRY_S)
-                    if shortage.release(exc.errno):
-                        await self._accept_short(listener, nursery)
-                    await trio.sleep(ACCEPT_RETRY_S)
-                else:
-                    shortage.recovered()
-                    nursery.start_soon(self.serve_connection, stream, name=CONNECTION_TASK_NAME)
-
-    async def _accept_short(
-        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
-    ) -> None:
-        """With the spare descriptor freed, accept the connection that waits and answer it 503
-        in a task; the spare is taken again once it is closed."""
-        stream = None
-        with trio.move_on_after(ACCEPT_RETRY_S):
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                    raise
-        if stream is None:
-            self._shortage.reserve()
-        else:
-            nursery.start_soon(self._serve_short, stream, name=CONNECTION_TASK_NAME)
+        """Accept on ``listener`` until cancelled; serve each stream in a task of ``nursery``."""
+        await run_accept(
+            listener, nursery, self._shortage, self.serve_connection, self._serve_short
+        )
 
     async def _serve_short(self, stream: trio.abc.Stream) -> None:
         """Answer one connection 503, saying that the daemon is out of descriptors."""
         self._accepted += 1
-        reason = f"out of file descriptors ({self._shortage.reason}); try again later"
-        try:
-            with trio.move_on_after(SHORT_ANSWER_S):
-                received = await routes.read_head(stream)
-                if received is not None:
-                    request = parse_head(received[0])
-                    if request.path == "/healthz":
-                        answer = routes.healthz(
-                            request, serving=False, version=self._version, state=reason
-                        )
-                    else:
-                        answer = error_response(HttpError(503, reason))
-                    await stream.send_all(answer)
-        except (HttpError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-            self._shortage.reserve()
+        await answer_short(stream, self._shortage, self._version)
 
     async def run_heartbeat(self) -> None:
         """Ping every WebSocket connection on its schedule until cancelled (:meth:`serve` runs
@@ -305,7 +176,7 @@ class Server:
         """
         self._config = config
         self._tokens = TokenTable(config.tokens)
-        self._hook_buckets.clear()
+        self._hook_gate.clear()
         by_hash = {token.sha256: token for token in config.tokens}
         for connection in list(self._connections.values()):
             connection.config = config.server
@@ -382,12 +253,21 @@ class Server:
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted stream to its end; never raises (but ``Cancelled``)."""
         self._accepted += 1
-        peer = _peer(stream)
+        peer = peer_name(stream)
         try:
             async with trio.open_nursery() as nursery:
                 upgrade = await self._serve(stream, peer)
                 if upgrade is not None and upgrade.channel == ECHO_PATH:
-                    await self._serve_echo(stream, upgrade, peer, nursery)
+                    received, upgrade.received = upgrade.received, b""
+                    await serve_echo(
+                        stream,
+                        received,
+                        peer,
+                        nursery,
+                        max_message_bytes=self._config.server.max_message_bytes,
+                        timeout_s=HEAD_TIMEOUT_S,
+                        compression=self._config.server.compression == "deflate",
+                    )
                 elif upgrade is not None:
                     self._websockets_open += 1
                     try:
@@ -428,7 +308,14 @@ class Server:
         try:
             request = parse_head(head)
             if request.path in CHANNELS:
-                token = self._check_upgrade(stream, request, peer)
+                token = check_upgrade_request(
+                    stream,
+                    request,
+                    peer,
+                    config=self._config.server,
+                    tokens=self._tokens,
+                    draining=self._draining,
+                )
                 return _Upgrade(request.path, token, head + rest)
             if request.path == ECHO_PATH and self._echo:
                 check_upgrade(request)
@@ -449,7 +336,7 @@ class Server:
         self, stream: trio.abc.Stream, request: Request, rest: bytes, peer: str
     ) -> bytes | None:
         if request.path == METRICS_PATH and self.metrics is not None:
-            open_ = self._config.server.metrics_open_on_loopback and _is_loopback(peer)
+            open_ = self._config.server.metrics_open_on_loopback and is_loopback(peer)
             return routes.metrics(request, self._tokens, self.metrics, open_)
         if request.path == "/healthz":
             if request.method not in ("GET", "HEAD"):
@@ -470,89 +357,7 @@ class Server:
         return await routes.static_file(request)
 
     def _admit_hook(self, token: TokenConfig) -> None:
-        """Refuse a hook past its token's rate (429), or while the store is behind (503): a
-        hook cannot wait, and would otherwise queue events past the store's bound."""
-        hooks = self._config.hooks
-        now = trio.current_time()
-        level, at = self._hook_buckets.get(token.name, (limits.FULL, now))
-        left = limits.take(level, at, now, hooks.rate_limit_per_s, hooks.rate_limit_burst)
-        if left is None:
-            raise HttpError(
-                429,
-                f"token {token.name} posts more than {hooks.rate_limit_burst} hooks at once or "
-                f"{hooks.rate_limit_per_s:g}/s (hooks.rate_limit_burst, hooks.rate_limit_per_s)",
-                [("Retry-After", "1")],
-            )
-        self._hook_buckets[token.name] = (left, now)
-        if self._store_saturated is not None and self._store_saturated():
-            raise HttpError(
-                503,
-                "the event store is behind (a slow or full disk); try again later",
-                [("Retry-After", "5")],
-            )
-
-    def _check_upgrade(
-        self, stream: trio.abc.Stream, request: Request, peer: str
-    ) -> TokenConfig | None:
-        """Check an upgrade (Origin, then a header token): the header token, if any."""
-        channel = request.path
-        if request.method != "GET":
-            raise HttpError(
-                405, f"{channel} answers GET (a WebSocket handshake)", [("Allow", "GET")]
-            )
-        if self._draining:
-            raise HttpError(503, "the daemon is stopping; reconnect later")
-        check_upgrade(request)
-        server = self._config.server
-        scheme = "https" if isinstance(stream, trio.SSLStream) else "http"
-        origin = request.header("origin")
-        if not origin_allowed(origin, request.header("host"), scheme, server.allowed_origins):
-            log.info("%s: refused Origin %r on %s", peer, origin, channel)
-            raise HttpError(403, f"Origin {origin!r} is not allowed (server.allowed_origins)")
-        token: TokenConfig | None = None
-        if request.header("authorization") is not None:
-            secret = parse_bearer(request.header("authorization"))
-            token = None if secret is None else self._tokens.lookup(secret)
-            if token is None:
-                log.info("%s: refused an unknown token on %s", peer, channel)
-                raise HttpError(401, "unknown token", routes.BEARER_CHALLENGE)
-            if not may_open(channel, token.role):
-                log.info("%s: refused token %s (%s) on %s", peer, token.name, token.role, channel)
-                raise HttpError(403, f"role {token.role} may not open {channel}")
-        return token
-
-    async def _serve_echo(
-        self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
-    ) -> None:
-        """The test build's echo: every message sent back as it came, until the peer closes."""
-        received, upgrade.received = upgrade.received, b""
-        try:
-            ws = await accept(
-                nursery,
-                stream,
-                received,
-                max_message_size=self._config.server.max_message_bytes,
-                timeout_s=HEAD_TIMEOUT_S,
-            )
-        except WebSocketClosed as exc:
-            log.debug("%s: echo handshake failed: %s", peer, exc)
-            nursery.cancel_scope.cancel()
-            return
-        del received
-        ended = trio.Event()
-
-        async def echo(message: str | bytes) -> None:
-            with contextlib.suppress(WebSocketClosed):
-                if isinstance(message, str):
-                    await ws.send(message)
-                else:
-                    await ws.send_binary(message)
-
-        ws.deliver(echo, lambda _: ended.set())
-        await ended.wait()
-        await ws.close(1000, None, ECHO_CLOSE_S)
-        await ws.finish(ECHO_CLOSE_S)
-        nursery.cancel_scope.cancel()
+        self._hook_gate.admit(token, self._config.hooks)
 
     async def _open_websocket(
         self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
@@ -568,6 +373,9 @@ class Server:
                 received,
                 max_message_size=server.max_message_bytes,
                 timeout_s=HEAD_TIMEOUT_S,
+                compression=server.compression == "deflate",
+                min_deflate_bytes=server.compression_min_bytes,
+                subprotocols=True,
             )
         except WebSocketClosed as exc:
             log.debug("%s: WebSocket handshake failed: %s", peer, exc)
@@ -599,47 +407,6 @@ class Server:
     def _lookup(self, secret: str) -> TokenConfig | None:
         return self._tokens.lookup(secret)
 
-    # -- the requests the server answers -----------------------------------------------------
-
-    def _connection_of(self, caller: Caller) -> Connection:
-        connection = self._connections.get(caller.connection)
-        if connection is None:
-            raise RequestError("not_found", f"connection {caller.connection} is closed")
-        return connection
-
     def subscriber_of(self, caller: Caller) -> Subscriber:
         """The hub subscriber of the caller's connection (RequestError once it is closed)."""
-        return self._connection_of(caller).subscriber
-
-    async def _subscribe(self, request: WireRequest, caller: Caller) -> SubscribeResult:
-        assert isinstance(request, Subscribe)
-        sub = self._connection_of(caller).subscriber
-        return await self._hub.subscribe(sub, request.topic, request.since, request.epoch)
-
-    async def _unsubscribe(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
-        assert isinstance(request, Unsubscribe)
-        self._hub.unsubscribe(self._connection_of(caller).subscriber, request.topic)
-        return {"topic": request.topic}
-
-    async def _ping(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
-        return {}
-
-    async def _list_connections(
-        self, request: WireRequest, caller: Caller
-    ) -> dict[str, list[ConnectionStats]]:
-        return {"connections": self.connections()}
-
-    async def _kick(self, request: WireRequest, caller: Caller) -> dict[str, Any]:
-        assert isinstance(request, ConnectionKick)
-        target = self._connections.get(request.connection)
-        if target is None:
-            raise RequestError("not_found", f"no open connection {request.connection}")
-        reason = request.reason or f"closed by {caller.token_name}"
-        log.info(
-            "connection %d: kicked by %s (connection %d)",
-            target.id,
-            caller.token_name,
-            caller.connection,
-        )
-        target.request_close(CloseCode.NORMAL, reason)
-        return {"connection": target.id}
+        return self._own.connection_of(caller).subscriber

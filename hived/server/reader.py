@@ -27,8 +27,10 @@ from typing import Final, Protocol
 import trio
 
 from hived.core.config import ServerConfig, TokenConfig
+from hived.core.errors import ProtocolError
 from hived.core.limits import FULL, take
-from hived.core.protocol import Caller, CloseCode, check_hello, error_frame
+from hived.core.protocol import MAX_HELLO_CHARS, Caller, CloseCode, check_hello, error_frame
+from hived.core.wire import json_of_msgpack
 from hived.server.requests import Requests
 from hived.server.router import Router
 from hived.server.ws import WebSocketClosed
@@ -56,6 +58,10 @@ class Owner(Protocol):
 
     @property
     def caller(self) -> Caller | None: ...
+
+    @property
+    def binary(self) -> bool:
+        """The client asked for MessagePack: its binary messages are requests."""
 
     def request_close(self, code: int, reason: str) -> None: ...
 
@@ -180,17 +186,28 @@ class Reader:
         self._connection.request_close(CloseCode.RATE_LIMITED, reason)
 
     def _take(self, message: str | bytes) -> str | None:
-        """A received message as text; None (after answering) for a binary one. Asks for 1009
-        and raises :class:`WebSocketClosed` on a frame too big."""
+        """A received message as JSON text (a MessagePack one turned into JSON); None (after
+        answering) for a binary one that is not. Asks for 1009 and raises
+        :class:`WebSocketClosed` on a frame too big."""
         self.frames_in += 1
         if isinstance(message, bytes):
-            self.bytes_in += len(message)
-            if self._requests is not None:  # before hello, the caller closes with 4001 instead
-                self._connection.reply(
-                    error_frame(
-                        None, "bad_request", "binary frames are not accepted: send JSON text"
-                    )
+            self.bytes_in += len(message)  # the library bounds it to max_message_bytes
+            if self._connection.binary and (
+                self._requests is not None or len(message) <= MAX_HELLO_CHARS
+            ):
+                try:
+                    return json_of_msgpack(message)
+                except ProtocolError as exc:
+                    problem = error_frame(None, exc.code, exc.message)
+            else:
+                problem = error_frame(
+                    None,
+                    "bad_request",
+                    "binary frames are not accepted: send JSON text, or ask for the "
+                    "hived.v1.msgpack subprotocol",
                 )
+            if self._requests is not None:  # before hello, the caller closes with 4001 instead
+                self._connection.reply(problem)
             return None
         size = len(message) if message.isascii() else len(message.encode())
         self.bytes_in += size

@@ -1,7 +1,7 @@
 """Running out of file descriptors at accept: a log that stays readable, and a spare descriptor.
 
 How it works: when ``accept`` fails for want of a resource (EMFILE, ENFILE, ENOMEM, ENOBUFS),
-the listener retries every :data:`~hived.server.listener.ACCEPT_RETRY_S` — ten times a second.
+the listener retries every :data:`~hived.server.accepting.ACCEPT_RETRY_S` — ten times a second.
 :class:`Shortage` logs the first failure as an error, then at most one summary every
 :data:`LOG_EVERY_S` while it lasts, and one line when accepting works again.
 

@@ -42,6 +42,13 @@ The edges, and how this module files them down:
 - After the handshake, wsproto no longer needs its handshake state (an HTTP/1.1 parser, its
   buffers, the parsed request), nor the library two of its events: :func:`accept` drops them,
   which an idle connection would otherwise keep.
+- The library accepts a handshake without extensions: :class:`_Connection` sends the answer
+  itself, with permessage-deflate when the server allows it and the client offers it
+  (:class:`_Deflate`: no context takeover either way, so no connection keeps a compressor, and
+  what a client sends is inflated at most to ``max_message_size`` — a small compressed frame
+  cannot make the server hold a large one) and the subprotocol hived chose
+  (:func:`~hived.core.wire.choose_subprotocol`). What the server sends it frames and compresses
+  itself (:func:`~hived.server.frames.message_frame`).
 - All this takes the library's private parts: its send lock, its table of pings in flight, its
   message channel and reader task (``_send_channel``, ``_recv_channel``, ``_reader_task``,
   ``_get_request``: :func:`accept` does what ``wrap_server_stream`` does, with the
@@ -53,7 +60,8 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final
 
 import trio
@@ -62,8 +70,11 @@ import wsproto
 import wsproto.events
 import wsproto.handshake
 from wsproto.connection import ConnectionState
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
 
-from hived.server.frames import binary_frame, ping_frame, text_frame
+from hived.core.wire import SUBPROTOCOL_MSGPACK, choose_subprotocol, msgpack_array, msgpack_of
+from hived.server.frames import binary_frame, message_frame, payload_frame, ping_frame, text_frame
 from hived.server.stream import RECEIVE_BUFFER_BYTES, PrefixedStream, raw_socket
 
 ABNORMAL_CLOSURE: Final = 1006
@@ -175,15 +186,19 @@ class WebSocket:
     """An accepted server-side WebSocket; ``transport`` is the stream under it (for abort)."""
 
     __slots__ = (
+        "_binary",
         "_broken",
         "_connection",
         "_inbox",
         "_lock",
+        "_min_deflate_bytes",
         "_pings",
         "_pings_sent",
+        "_plain",
         "_socket",
         "_stream",
         "_transport",
+        "_window_bits",
     )
 
     def __init__(
@@ -192,8 +207,18 @@ class WebSocket:
         stream: PrefixedStream,
         transport: trio.abc.Stream,
         inbox: Inbox,
+        *,
+        binary: bool = False,
+        window_bits: int = 0,
+        min_deflate_bytes: int = 0,
     ) -> None:
         self._connection = connection
+        self._binary = binary
+        """The client asked for MessagePack: messages go as binary frames."""
+        self._window_bits = window_bits
+        """permessage-deflate's window, when negotiated (0: not)."""
+        self._min_deflate_bytes = min_deflate_bytes
+        self._plain = not binary and not window_bits
         self._inbox = inbox
         self._stream = stream
         self._transport = transport
@@ -210,6 +235,26 @@ class WebSocket:
         reason = self._connection.closed
         return None if reason is None else reason.code
 
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the handshake (None: none, JSON)."""
+        return self._connection.subprotocol
+
+    @property
+    def binary(self) -> bool:
+        """Whether the client asked for MessagePack (``hived.v1.msgpack``)."""
+        return self._binary
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was agreed."""
+        return self._window_bits != 0
+
+    def _frame_of(self, text: str) -> bytes:
+        if self._plain:
+            return text_frame(text)
+        return message_frame(text, self._binary, self._window_bits, self._min_deflate_bytes)
+
     def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
         """Hand every message received to ``on_message``, in the library's reader task (which
         reads on when it returns; it must not raise), then ``on_close`` once, when no more will
@@ -217,18 +262,63 @@ class WebSocket:
         self._inbox.deliver(on_message, on_close)
 
     async def send(self, text: str) -> None:
-        """Send one text message. If this is cancelled mid-way, the framing is corrupt: abort.
+        """Send one server message, JSON ``text``, in the connection's encoding (as it is, or
+        as MessagePack) and compression. If this is cancelled mid-way, the framing is corrupt:
+        abort.
 
         Returns without a checkpoint when the socket took the whole frame at once.
         """
-        await self._send_frame(text_frame(text))
+        await self._send_frame(self._frame_of(text))
+
+    async def send_batch(self, texts: Sequence[str], max_bytes: int) -> int:
+        """Send several server messages (JSON ``texts``, already cut to ``max_bytes`` as JSON)
+        as one array — a JSON array, or a MessagePack array cut again by its own size, so
+        that no frame is larger than ``max_bytes`` (but a lone larger message). Returns the
+        payload bytes sent (before compression)."""
+        if len(texts) == 1:
+            text = texts[0]
+            await self._send_frame(self._frame_of(text))
+            return self._size(text)
+        if not self._binary:
+            text = "[" + ",".join(texts) + "]"
+            await self._send_frame(self._frame_of(text))
+            return self._size(text)
+        sent = 0
+        for run in _runs([msgpack_of(text) for text in texts], max_bytes):
+            payload = run[0] if len(run) == 1 else msgpack_array(run)
+            await self._send_frame(
+                payload_frame(payload, True, self._window_bits, self._min_deflate_bytes)
+            )
+            sent += len(payload)
+        return sent
+
+    def _size(self, text: str) -> int:
+        """The payload bytes of ``text`` in this connection's encoding."""
+        if self._binary:
+            return len(msgpack_of(text))
+        return len(text) if text.isascii() else len(text.encode())
 
     async def send_binary(self, data: bytes) -> None:
-        """Send one binary message (only the test build's echo endpoint does)."""
-        await self._send_frame(binary_frame(data))
+        """Send one binary message as it is (only the test build's echo endpoint does)."""
+        if self._window_bits:
+            await self._send_frame(
+                payload_frame(data, True, self._window_bits, self._min_deflate_bytes)
+            )
+        else:
+            await self._send_frame(binary_frame(data))
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message as it is (only the test build's echo endpoint does)."""
+        if self._window_bits:
+            await self._send_frame(
+                payload_frame(text.encode(), False, self._window_bits, self._min_deflate_bytes)
+            )
+        else:
+            await self._send_frame(text_frame(text))
 
     def send_nowait(self, text: str) -> bool:
-        """Write one text message at once if the socket takes some of it; never waits.
+        """Write one server message (JSON ``text``, framed as :meth:`send` does) at once if the
+        socket takes some of it; never waits.
 
         True when it is written: whole, or in part with the rest kept to go out before any
         other frame (the next send, a ping, the library's pong or close frame); then call
@@ -246,7 +336,7 @@ class WebSocket:
             or self._connection.closed is not None
         ):
             return False
-        frame = text_frame(text)
+        frame = text_frame(text) if self._plain else self._frame_of(text)
         try:
             sent = sock.send(frame)
         except BlockingIOError:
@@ -369,8 +459,93 @@ PROTOCOL_ERROR_CLOSE_S: Final = 1.0
 socket, writing to a client that stopped reading) before the socket is closed anyway."""
 
 
+def _runs(members: list[bytes], max_bytes: int) -> Iterator[list[bytes]]:
+    """``members`` in order, cut into runs whose MessagePack array is at most ``max_bytes``
+    (a 5-byte header counted); a member that alone is larger is a run of its own."""
+    start, size = 0, 5
+    for index, member in enumerate(members):
+        if index > start and size + len(member) > max_bytes:
+            yield members[start:index]
+            start, size = index, 5
+        size += len(member)
+    yield members[start:]
+
+
+class _Deflate(PerMessageDeflate):
+    """permessage-deflate as hived agrees to it: the first acceptable offer, always without
+    context takeover either way; and what the client sends is inflated at most to
+    ``max_bytes`` per message (more closes with 1009)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(client_no_context_takeover=True, server_no_context_takeover=True)
+        self._max_bytes = max_bytes
+        self._inflated = 0
+
+    def accept(self, offer: str) -> str | None:
+        if self._enabled:
+            return None  # one agreement; wsproto asks about every offer
+        try:
+            client_bits, server_bits = self._parse_params(offer)
+        except ValueError:
+            return None
+        self.client_no_context_takeover = self.server_no_context_takeover = True
+        parameters = ["server_no_context_takeover", "client_no_context_takeover"]
+        for name, bits in (("server", server_bits), ("client", client_bits)):
+            if bits is None:
+                continue
+            if not 9 <= bits <= 15:  # zlib cannot make a 256-byte window
+                return None
+            parameters.append(f"{name}_max_window_bits={bits}")
+        if server_bits is not None:
+            self.server_max_window_bits = server_bits
+        if client_bits is not None:
+            self.client_max_window_bits = client_bits
+        self._enabled = True
+        return "; ".join(parameters)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        room = self._max_bytes - self._inflated
+        try:
+            out = self._decompressor.decompress(bytes(data), room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self._max_bytes or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if fin:
+            self._inflated = 0
+        return super().frame_inbound_complete(proto, fin)
+
+
 class _Connection(trio_websocket.WebSocketConnection):
-    """The library's connection, with two of its handlers filed down (see the module doc)."""
+    """The library's connection, with three of its handlers filed down (see the module doc)."""
+
+    async def _accept(
+        self,
+        request: wsproto.events.Request,
+        subprotocol: str | None,
+        extra_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        # The library's, with the extensions it does not pass on (set by accept(), then gone).
+        extensions = self.__dict__.pop("_hived_extensions", [])
+        self._subprotocol = subprotocol
+        self._path = request.target
+        await self._send(
+            wsproto.events.AcceptConnection(
+                subprotocol=subprotocol, extra_headers=extra_headers, extensions=extensions
+            )
+        )
+        self._open_handshake.set()
 
     async def _handle_message_event(
         self, event: wsproto.events.BytesMessage | wsproto.events.TextMessage
@@ -453,13 +628,19 @@ async def accept(
     *,
     max_message_size: int,
     timeout_s: float,
+    compression: bool = False,
+    min_deflate_bytes: int = 0,
+    subprotocols: bool = False,
 ) -> WebSocket:
     """Complete the opening handshake of an upgrade request whose bytes ``head`` were read.
 
     ``head`` is everything already read from ``stream`` (the request head, and whatever came
     after it). The library's reader task runs in ``nursery``. ``max_message_size`` is in
-    characters: a larger message closes the connection with 1009. Raises
-    :class:`WebSocketClosed` when the handshake does not complete within ``timeout_s``.
+    characters: a larger message closes the connection with 1009. With ``compression``,
+    permessage-deflate is agreed when the client offers it (messages shorter than
+    ``min_deflate_bytes`` then go uncompressed); with ``subprotocols``, hived's subprotocol
+    (the encoding) when the client asks for one. Raises :class:`WebSocketClosed` when the
+    handshake does not complete within ``timeout_s``.
     """
     prefixed = PrefixedStream(head, stream)
     del head
@@ -476,10 +657,23 @@ async def accept(
         inbox = prefixed.inbox = _install_inbox(connection)
         nursery.start_soon(connection._reader_task, name=READER_TASK_NAME)
         request = await connection._get_request()
+        deflate = _Deflate(max_message_size) if compression else None
+        if deflate is not None:
+            connection._hived_extensions = [deflate]  # type: ignore[attr-defined]
+        subprotocol = choose_subprotocol(request.proposed_subprotocols) if subprotocols else None
         try:
-            connection = await request.accept()
+            connection = await request.accept(subprotocol=subprotocol)
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
         _forget_handshake(connection)
-        return WebSocket(connection, prefixed, stream, inbox)
+        agreed = deflate is not None and deflate.enabled()
+        return WebSocket(
+            connection,
+            prefixed,
+            stream,
+            inbox,
+            binary=subprotocol == SUBPROTOCOL_MSGPACK,
+            window_bits=deflate.server_max_window_bits if agreed and deflate else 0,
+            min_deflate_bytes=min_deflate_bytes,
+        )
     raise WebSocketClosed(None, "the WebSocket handshake did not complete in time")

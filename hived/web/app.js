@@ -27,6 +27,7 @@ const TAIL_LIVE = 500; // newest events of a session replayed when it is opened
 const BACKOFF_FIRST_S = 1;
 const BACKOFF_MAX_S = 30;
 const STABLE_MS = 10000; // a connection that lived this long starts the backoff afresh
+const MAX_PAGES = 1000; // pages of `sessions` read at most (a bound, never reached in use)
 const PING_TIMEOUT_MS = 10000;
 const OPERATOR_ROLES = new Set(["operator", "admin"]);
 const REFUSED = new Set([4001, 4003]); // a refused token: retrying it would be refused again
@@ -280,9 +281,18 @@ function onEvent(event) {
 async function loadSessions() {
   const touched = new Set();
   app.listings.add(touched);
-  let listed;
+  const listed = { sessions: [] };
   try {
-    listed = await request("sessions", $("all").checked ? { all: true } : {});
+    // A reply is bounded in bytes; its `next` asks for the rest (at most MAX_PAGES pages).
+    let before = null;
+    for (let page = 0; page < MAX_PAGES; page++) {
+      const fields = $("all").checked ? { all: true } : {};
+      if (before !== null) fields.before = before;
+      const reply = await request("sessions", fields);
+      listed.sessions.push(...reply.sessions);
+      before = reply.next ?? null;
+      if (before === null) break;
+    }
   } finally {
     app.listings.delete(touched);
   }

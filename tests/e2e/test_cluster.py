@@ -397,7 +397,7 @@ async def test_without_a_cluster_naming_a_node_is_a_clear_error(hived: Launcher)
         assert refused.value.code == "bad_request"
         assert "node is only for a cluster" in refused.value.message
         status = await client.request("sessions")
-        assert status == {"sessions": []}, "nothing was started"
+        assert status == {"sessions": [], "next": None}, "nothing was started"
     async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
         assert "cluster" not in await admin.request("status")
 
