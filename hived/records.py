@@ -24,7 +24,7 @@ import attrs
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import SessionEvents, Sessions
-from hived.core.pages import byte_page
+from hived.core.pages import sessions_page
 from hived.core.protocol import Caller
 from hived.core.sessions import LIVE_STATES, SessionSummary, State, ulid_time_ms
 from hived.hub import Hub
@@ -131,10 +131,7 @@ class Records:
             before = request.before.upper()
             merged = [s for s in merged if s["id"] < before]
         merged.sort(key=lambda s: s["id"], reverse=True)
-        wanted = merged[: request.limit] if request.limit else merged
-        page, cut = byte_page(wanted)
-        more = cut or len(wanted) < len(merged)
-        return {"sessions": page, "next": page[-1]["id"] if more and page else None}
+        return sessions_page(merged, request.limit)
 
     async def session_events(self, request: SessionEvents, caller: Caller) -> dict[str, Any]:
         """A page of one session's events after ``since``, oldest first."""

@@ -128,6 +128,8 @@ def test_the_view_merges_every_node_newest_first_naming_each_node() -> None:
     ]
     everything = merge(Sessions(all=True, limit=3), local, "a", remote)
     assert [s["id"] for s in everything] == ["01E", "01D", "01C"]
+    after = merge(Sessions(all=True, before="01d"), local, "a", remote)
+    assert [s["id"] for s in after] == ["01C", "01B", "01A"], "a next page, of every node"
     assert [s["state"] for s in merge(Sessions(all=True), [], "a", remote) if s["node"] == "c"] == [
         "FAILED",
         UNREACHABLE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from hived.core.pages import LIST_REPLY_MAX_BYTES, byte_page
+from hived.core.pages import LIST_REPLY_MAX_BYTES, byte_page, sessions_page
 
 
 def summaries(count: int, pad: int) -> list[dict[str, str]]:
@@ -32,3 +32,22 @@ def test_a_page_holds_one_item_even_when_it_alone_is_larger() -> None:
 
 def test_no_items_is_an_empty_last_page() -> None:
     assert byte_page([]) == ([], False)
+
+
+def test_sessions_pages_follow_one_another_with_next_until_none() -> None:
+    items = summaries(3000, 200)  # about 700 KB of summaries: three pages
+    seen: list[dict[str, str]] = []
+    rest = items
+    while True:
+        reply = sessions_page(rest, None)
+        seen += reply["sessions"]
+        if reply["next"] is None:
+            break
+        rest = [s for s in items if s["id"] < reply["next"]]
+    assert seen == items
+
+
+def test_a_limit_cuts_the_page_and_leaves_a_next() -> None:
+    items = summaries(10, 10)
+    assert sessions_page(items, 4) == {"sessions": items[:4], "next": items[3]["id"]}
+    assert sessions_page(items, 10) == {"sessions": items, "next": None}

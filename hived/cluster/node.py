@@ -47,6 +47,7 @@ from hived.core.config import ClusterConfig
 from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.messages import SessionEvents, Sessions, SessionStart, Subscribe
+from hived.core.pages import sessions_page
 from hived.core.protocol import Caller, Request
 from hived.history import History
 from hived.hub import Hub, Subscriber
@@ -266,8 +267,15 @@ class Cluster:
     # Request hooks.
 
     async def _wrap_sessions_call(self, original: Handler, request: Any, caller: Caller) -> Any:
-        local = await original(request, caller)
         assert isinstance(request, Sessions)
+        every = attrs.evolve(request, limit=None)
+        local: list[dict[str, Any]] = []
+        while True:  # every local page: the merged list is paged again as a whole
+            reply = await original(every, caller)
+            local += reply["sessions"]
+            if reply.get("next") is None:
+                break
+            every = attrs.evolve(every, before=reply["next"])
         remote: dict[str, tuple[bool, list[dict[str, Any]]]] = {}
         if self._engine is not None:
             try:
@@ -277,7 +285,8 @@ class Cluster:
                     remote[node] = (alive, await self._remote_summaries(node))
             except ENGINE_ERRORS as exc:
                 log.warning("cluster: sessions: the engine does not answer (%s)", exc)
-        return {"sessions": merge(request, local["sessions"], self.node, remote)}
+        merged = merge(attrs.evolve(request, limit=None), local, self.node, remote)
+        return sessions_page(merged, request.limit)
 
     def _wrap_sessions(self, original: Handler) -> Handler:
         async def handle(request: Request, caller: Caller) -> Any:

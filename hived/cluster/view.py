@@ -34,7 +34,7 @@ def merge(
     remote: Mapping[str, tuple[bool, Iterable[Mapping[str, Any]]]],
 ) -> list[dict[str, Any]]:
     """The answer's summaries: ``local`` (already filtered by its supervisor) and, per other
-    node, ``(alive, summaries)``, newest first and cut at ``limit``."""
+    node, ``(alive, summaries)``, older than ``before``, newest first and cut at ``limit``."""
     merged = [{**summary, "node": me} for summary in local]
     since_ms = None if request.since is None else _epoch_ms(request.since)
     for node, (alive, summaries) in remote.items():
@@ -42,6 +42,9 @@ def merge(
             shown = as_seen(summary, node, alive)
             if _wanted(request, shown, since_ms):
                 merged.append(shown)
+    if request.before is not None:
+        before = request.before.upper()
+        merged = [s for s in merged if str(s.get("id", "")) < before]
     merged.sort(key=lambda s: str(s.get("id", "")), reverse=True)
     return merged if request.limit is None else merged[: request.limit]
 

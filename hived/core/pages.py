@@ -31,3 +31,13 @@ def byte_page(
             return kept, True
         kept.append(item)
     return kept, False
+
+
+def sessions_page(newest_first: Sequence[Mapping[str, Any]], limit: int | None) -> dict[str, Any]:
+    """The ``sessions`` reply for every wanted summary, newest first: at most ``limit`` of
+    them and :data:`LIST_REPLY_MAX_BYTES` of JSON, and ``next`` (the last id shown) where some
+    are left for a page after it."""
+    wanted = newest_first[:limit] if limit else newest_first
+    page, cut = byte_page(wanted)
+    more = cut or len(wanted) < len(newest_first)
+    return {"sessions": page, "next": page[-1]["id"] if more and page else None}
