@@ -223,6 +223,37 @@ class Launcher:
                     os.killpg(pids["agent_pid"], signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pids["shim_pid"], signal.SIGKILL)
+        # A shim that had not written its shim.json when its daemon was killed is found by its
+        # command line (its --dir is in this test's folder), its agent as its child.
+        here = str(self.tmp_path)
+        shims = [pid for pid, line in processes() if "hived.shim" in line and here in line]
+        for pid, _ in processes():
+            if parent_of(pid) in shims:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+        for pid in shims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def processes() -> list[tuple[int, str]]:
+    """Every process but this one, with its command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append((int(entry.name), cmdline.decode(errors="replace")))
+    return found
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent of ``pid`` (from /proc/PID/stat), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
 
 
 async def http_request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
