@@ -39,6 +39,8 @@ FLOOD_AGENT: Final = REPO / "bench" / "agents" / "flood.py"
 NODE_DIR: Final = REPO / "bench" / "node"
 PYTHON: Final = sys.executable
 TOKEN: Final = "bench-operator-secret-0123456789abcdef"
+ADMIN_TOKEN: Final = "bench-admin-secret-0123456789abcdef"
+"""For ``status`` on the admin channel (:meth:`HivedServer.status`)."""
 START_DEADLINE_S: Final = 30.0
 STOP_GRACE_S: Final = 10.0
 REQUEST_DEADLINE_S: Final = 15.0
@@ -94,6 +96,11 @@ name = "bench"
 role = "operator"
 sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"
 
+[[tokens]]
+name = "bench-admin"
+role = "admin"
+sha256 = "{hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}"
+
 [agents.flood]
 command = {command}
 format = "text"
@@ -107,12 +114,12 @@ stop_timeout_s = 2.0
 class Control:
     """Requests with ids over one WebSocket; frames may be one message or a JSON array."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/v1/ws", token: str = TOKEN) -> None:
         self._stack = contextlib.ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(
             connect(
-                f"ws://127.0.0.1:{port}/v1/ws",
-                additional_headers={"Authorization": f"Bearer {TOKEN}"},
+                f"ws://127.0.0.1:{port}{path}",
+                additional_headers={"Authorization": f"Bearer {token}"},
                 open_timeout=REQUEST_DEADLINE_S,
                 max_size=None,
                 compression=None,
@@ -236,6 +243,7 @@ class HivedServer(Server):
         self.tmp = tempfile.TemporaryDirectory(prefix="hived-bench-")
         self.log_path = Path(self.tmp.name) / "hived.log"
         self._log: IO[bytes] | None = None
+        self._admin: Control | None = None
 
     def start(self) -> None:
         self.port = free_port()
@@ -271,7 +279,17 @@ class HivedServer(Server):
         finally:
             conn.close()
 
+    def status(self) -> dict[str, Any]:
+        """The daemon's ``status`` (asked on the admin channel, over a connection of its own)."""
+        if self._admin is None:
+            self._admin = Control(self.port, "/v1/admin", ADMIN_TOKEN)
+        return self._admin.request("status")
+
     def stop(self) -> None:
+        if self._admin is not None:
+            with contextlib.suppress(Exception):  # the server may be gone already
+                self._admin.close()
+            self._admin = None
         try:
             super().stop()
         finally:
