@@ -205,6 +205,25 @@ async def test_a_frame_for_a_waiting_subscriber_is_sent_at_once_and_the_rest_que
     assert [seqs(batch) for batch in got] == [[2, 3]]
 
 
+async def test_frames_sent_at_once_leave_the_sender_waiting_batch_after_batch() -> None:
+    """At a steady rate (one frame per batch of publishes: a source awaits wait_writable
+    between them) every frame is written at once and the sender is never woken to find
+    nothing to do."""
+    hub = Hub()
+    socket = Socket()
+    sub = hub.subscriber(10, socket.send_now)
+    await hub.subscribe(sub, "t", None)
+    async with waiting(sub) as got:
+        for _ in range(3):
+            publish_many(hub, "t", 1)
+            await hub.wait_writable()
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [], "the sender was woken"
+        sub.wake()
+    assert seqs(socket.sent) == [1, 2, 3]
+    assert got == [[]]
+
+
 async def test_a_frame_send_now_refuses_is_queued() -> None:
     hub = Hub()
     socket = Socket(open=False)
