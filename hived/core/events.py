@@ -96,9 +96,10 @@ class SpoolMark(NamedTuple):
     nth: int
 
 
-@attrs.frozen
-class AgentEvent:
-    """What a parser makes of one line of agent output (before it has a topic and a seq)."""
+class AgentEvent(NamedTuple):
+    """What a parser makes of one line of agent output (before it has a topic and a seq).
+
+    A named tuple: one is made per line of agent output (see :class:`Event`)."""
 
     kind: str
     """One of :data:`KINDS`."""
