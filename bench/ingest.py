@@ -28,6 +28,8 @@ SAMPLE_S: Final = 0.02
 STATUS_EVERY_S: Final = 0.25
 DEADLINE_S: Final = 300.0
 MIB: Final = 1 << 20
+AFTER_S: Final = 10.0
+"""How long after the last commit the RSS is read: the issue's "within 10 s"."""
 
 
 @attrs.frozen
@@ -80,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hived's RSS through a burst nobody watches")
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--after-s", type=float, default=10.0)
+    parser.add_argument("--after-s", type=float, default=AFTER_S)
     args = parser.parse_args(argv)
     results = []
     for _ in range(args.runs):
-        server = HivedServer()
-        with server:
+        with HivedServer() as server:
             result = ingest(server, args.lines, args.after_s)
         results.append(result)
         print(line(result), flush=True)

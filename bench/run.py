@@ -28,12 +28,14 @@ from typing import Final
 
 import attrs
 
-from bench import profile, report, scenarios
+from bench import ingest, profile, report, scenarios
 from bench.report import Figure, Target, fmt, median
-from bench.servers import SERVERS, BenchError, available_peers, node_version
+from bench.servers import SERVERS, BenchError, HivedServer, available_peers, node_version
+from hived.core.config import ServerConfig
 
 RESULTS: Final = Path(__file__).resolve().parent / "RESULTS.md"
 WARMUP_EVENTS: Final = 200
+MIB: Final = 1 << 20
 HIGHER_IS_BETTER: Final = frozenset({"events/s"})
 """Units of the figures where more is better (for the rest, less is: time, CPU, memory)."""
 
@@ -56,6 +58,10 @@ class Plan:
     repeats: int
     idle_connections: int
     """Idle connections for the RSS figure; 0 skips it."""
+    many_agents: bool = False
+    """Run the many-agents figure (hived alone: 20 agents × 500 lines/s, 20 subscribers)."""
+    ingest_lines: int = 0
+    """Lines of the ingest memory figure (a burst nobody watches; hived alone); 0 skips it."""
 
 
 QUICK: Final = Plan(
@@ -77,7 +83,21 @@ FULL: Final = Plan(
     paced_s=5.0,
     repeats=3,
     idle_connections=2000,
+    many_agents=True,
+    ingest_lines=200_000,
 )
+MANY: Final = Plan(
+    ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=0, many_agents=True
+)
+"""Only the many-agents figure (about 2 min)."""
+INGEST: Final = Plan(
+    ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=0, ingest_lines=200_000
+)
+"""Only the ingest memory figure (about 2 min)."""
+MANY_AGENTS: Final = 20
+MANY_RATE: Final = 500.0
+MANY_SUBSCRIBERS: Final = 20
+MANY_S: Final = 5.0
 
 
 @attrs.define
@@ -88,6 +108,8 @@ class Collected:
     runs: dict[tuple[str, int, str], list[float]] = attrs.Factory(lambda: defaultdict(list))
     units: dict[str, str] = attrs.Factory(dict)
     notes: list[str] = attrs.Factory(list)
+    many: list[scenarios.ManyAgentsResult] = attrs.Factory(list)
+    ingests: list[ingest.IngestResult] = attrs.Factory(list)
 
     def add(self, name: str, unit: str, n: int, side: str, value: float) -> None:
         self.units[name] = unit
@@ -165,7 +187,35 @@ def collect(plan: Plan) -> Collected:
         log(f"idle: {plan.idle_connections} connections, {plan.repeats} interleaved rounds")
         run_idle = functools.partial(measure_idle, connections=plan.idle_connections, out=out)
         interleaved(plan.repeats, sides, run_idle)
+    if plan.many_agents:
+        log(f"many agents: {plan.repeats} runs of hived")
+        for _ in range(plan.repeats):
+            measure_many(out)
+    if plan.ingest_lines:
+        log(f"ingest: {plan.repeats} runs of hived, {plan.ingest_lines} lines")
+        for _ in range(plan.repeats):
+            measure_ingest(plan.ingest_lines, out)
     return out
+
+
+def measure_many(out: Collected) -> None:
+    """The many-agents figure, with the default config (a subscriber queue of 4096)."""
+    with HivedServer(subscriber_queue=ServerConfig().subscriber_queue) as server:
+        scenarios.burst(server, 1, WARMUP_EVENTS)
+        result = scenarios.many_agents(server, MANY_AGENTS, MANY_RATE, MANY_S, MANY_SUBSCRIBERS)
+    out.many.append(result)
+    log(
+        f"  hived many agents: delivered {result.delivered}/{result.expected}, p50 "
+        f"{result.p50_ms:.2f} p99 {result.p99_ms:.2f} p99.9 {result.p999_ms:.2f} max "
+        f"{result.max_ms:.2f} ms, client {100 * result.client_cpu_max:.0f}%"
+    )
+
+
+def measure_ingest(lines: int, out: Collected) -> None:
+    with HivedServer() as server:
+        result = ingest.ingest(server, lines, ingest.AFTER_S)
+    out.ingests.append(result)
+    log(f"  hived ingest: {ingest.line(result)}")
 
 
 def spread(runs: tuple[float, ...]) -> float:
@@ -209,7 +259,65 @@ def targets(out: Collected, plan: Plan) -> list[Target]:
     if plan.idle_connections:
         rss = out.figure("RSS per idle connection", plan.idle_connections)
         found.append(Target("hived KiB per idle connection", median(rss.hived), 10.0, False))
+    if out.many:
+        many = out.many
+        found += [
+            Target("many agents p99 ms", median([r.p99_ms for r in many]), 10.0, False),
+            Target("many agents p99.9 ms", median([r.p999_ms for r in many]), 30.0, False),
+            Target(
+                "many agents: runs with every event delivered to every subscriber",
+                sum(r.delivered == r.expected and r.complete == r.subscribers for r in many),
+                len(many),
+                True,
+            ),
+        ]
+    if out.ingests:
+        peak = median([r.peak_bytes / MIB for r in out.ingests])
+        back = median([(r.after_bytes - r.idle_bytes) / MIB for r in out.ingests])
+        found += [
+            Target("ingest: peak RSS MiB", peak, 80.0, False),
+            Target(f"ingest: RSS MiB above idle {ingest.AFTER_S:g} s after", back, 20.0, False),
+        ]
     return found
+
+
+def many_table(results: list[scenarios.ManyAgentsResult]) -> str:
+    rows = [
+        ("p50 (ms)", [r.p50_ms for r in results]),
+        ("p99 (ms)", [r.p99_ms for r in results]),
+        ("p99.9 (ms)", [r.p999_ms for r in results]),
+        ("max (ms)", [r.max_ms for r in results]),
+        ("server CPU (s)", [r.server_cpu_s for r in results]),
+        ("busiest client CPU (% of wall)", [100 * r.client_cpu_max for r in results]),
+        ("events delivered / expected", [r.delivered / r.expected for r in results]),
+    ]
+    lines = [
+        f"Many agents: {MANY_AGENTS} agents × {MANY_RATE:g} lines/s for {MANY_S:g} s, "
+        f"{MANY_SUBSCRIBERS} subscribers on all {MANY_AGENTS} topics, default config "
+        "(hived alone; line → subscriber latency over every delivery).",
+        "",
+        "| figure | median | runs |",
+        "| --- | ---: | --- |",
+    ]
+    lines += [f"| {name} | {fmt(median(v))} | {', '.join(fmt(x) for x in v)} |" for name, v in rows]
+    return "\n".join(lines)
+
+
+def ingest_table(results: list[ingest.IngestResult]) -> str:
+    rows = [
+        ("RSS idle (MiB)", [r.idle_bytes / MIB for r in results]),
+        ("RSS peak (MiB)", [r.peak_bytes / MIB for r in results]),
+        (f"RSS {ingest.AFTER_S:g} s after (MiB)", [r.after_bytes / MIB for r in results]),
+        ("burst → last commit (s)", [r.burst_s for r in results]),
+    ]
+    lines = [
+        f"Ingest: a burst of {results[0].lines} lines nobody subscribed to (hived alone).",
+        "",
+        "| figure | median | runs |",
+        "| --- | ---: | --- |",
+    ]
+    lines += [f"| {name} | {fmt(median(v))} | {', '.join(fmt(x) for x in v)} |" for name, v in rows]
+    return "\n".join(lines)
 
 
 def render(out: Collected, plan: Plan, elapsed_s: float) -> str:
@@ -221,8 +329,13 @@ def render(out: Collected, plan: Plan, elapsed_s: float) -> str:
             + ", ".join(f"N={n}: {plan.burst_events[n]}" for n in plan.ns)
             + f". {runs}"
         )
+    tables = [report.table(out.figures())] if out.runs else []
+    if out.many:
+        tables.append(many_table(out.many))
+    if out.ingests:
+        tables.append(ingest_table(out.ingests))
     lines = [
-        report.table(out.figures()),
+        "\n\n".join(tables),
         "",
         "Targets:",
         *(t.line() for t in targets(out, plan)),
@@ -271,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--profile", action="store_true", help="hived under py-spy; RESULTS.md")
     mode.add_argument("--idle", action="store_true", help="RSS per idle connection only, ~25 s")
     mode.add_argument("--agent-path", action="store_true", help="N=1 and N=100 only, ~2 min")
+    mode.add_argument("--many", action="store_true", help="the many-agents figure only, ~2 min")
+    mode.add_argument("--ingest", action="store_true", help="the ingest memory only, ~2 min")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -281,7 +396,19 @@ def main(argv: list[str] | None = None) -> int:
             report.write_results(RESULTS, text, section="profile")
             log(f"wrote {RESULTS}")
         return 0
-    plan = QUICK if args.quick else IDLE if args.idle else AGENT_PATH if args.agent_path else FULL
+    plan = (
+        QUICK
+        if args.quick
+        else IDLE
+        if args.idle
+        else AGENT_PATH
+        if args.agent_path
+        else MANY
+        if args.many
+        else INGEST
+        if args.ingest
+        else FULL
+    )
     started = time.monotonic()
     out = collect(plan)
     text = render(out, plan, time.monotonic() - started)

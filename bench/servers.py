@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Self
 
 from websockets.sync.client import ClientConnection, connect
 
@@ -157,7 +157,7 @@ class Server:
         self.port = 0
         self._control: Control | None = None
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, scenarios
+from bench import ingest, report, scenarios
 from bench.cluster import Cluster
 from bench.load_client import BUCKET_NS, MARKER, Tally, masked_text_frame
 from bench.profile import summarize
@@ -165,8 +165,16 @@ def test_each_peer_delivers_every_event_to_every_subscriber(peer: str) -> None:
 
 @pytest.mark.e2e
 def test_hived_delivers_every_event_to_every_subscriber() -> None:
+    """The fan-out scenarios, then on the same daemon the many-agents one (every subscriber on
+    every agent's topic) and the ingest one (a burst nobody watches, the RSS through it)."""
     with HivedServer() as server:
         check_server(server)
+        many = scenarios.many_agents(server, agents=3, rate=200, duration_s=0.2, n=2)
+        assert (many.delivered, many.expected, many.complete) == (240, 240, 2)
+        assert 0 < many.p50_ms <= many.p99_ms <= many.p999_ms <= many.max_ms
+        result = ingest.ingest(server, lines=300, after_s=0.1)
+        assert 0 < result.idle_bytes <= result.peak_bytes
+        assert result.after_bytes > 0
 
 
 @pytest.mark.e2e
