@@ -21,7 +21,7 @@ import trio
 
 from hived.core.config import Config, PositiveInt, StateConfig
 from hived.core.errors import StoreError, StoreUnusable
-from hived.core.events import Event, encode_event, session_topic, utc_timestamp
+from hived.core.events import Event, SpoolMark, encode_event, session_topic, utc_timestamp
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
 from hived.memory import trim_heap
@@ -1004,6 +1004,16 @@ async def test_wait_writable_blocks_sources_past_the_byte_bound_until_half_is_wr
         assert store.stats().pending_bytes <= 1 << 19
         assert not store.stats().saturated
         nursery.cancel_scope.cancel()
+
+
+def test_a_batch_commits_the_last_mark_of_each_spool() -> None:
+    def pending(seq: int, mark: SpoolMark | None) -> sql.Pending:
+        return ("t", seq, "ts", "text", None, "{}", mark)
+
+    a0, b0, a1, b1 = (SpoolMark(k, o, 0) for k, o in (("a", 1), ("b", 1), ("a", 2), ("b", 5)))
+    batch = [pending(1, a0), pending(2, b0), pending(3, None), pending(4, a1), pending(5, b1)]
+    assert writer.last_marks(batch) == [a1, b1]
+    assert writer.last_marks([pending(1, None)]) == []
 
 
 async def test_the_heap_is_trimmed_once_after_a_burst_is_written(
