@@ -91,6 +91,34 @@ def frame_batches(frames: list[str], max_bytes: int) -> Iterator[list[str]]:
         start = stop
 
 
+SIZE_CACHE_MAX_CHARS: Final = 65_536
+"""Longer texts are batches of one connection's own: never counted twice."""
+
+
+class _LastSize:
+    """The UTF-8 size of the text counted last: a fan-out counts one ``str`` object for every
+    subscriber, and text that is not ASCII would be encoded again for each."""
+
+    __slots__ = ("size", "text")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.size = 0
+
+
+_last_size = _LastSize()
+
+
+def _utf8_size(text: str) -> int:
+    last = _last_size
+    if text is last.text:
+        return last.size
+    size = len(text.encode())
+    if len(text) <= SIZE_CACHE_MAX_CHARS:
+        last.text, last.size = text, size
+    return size
+
+
 @attrs.frozen
 class _Ending:
     """Why the connection ends, and how: a close frame with ``code``, or an abort."""
@@ -470,7 +498,7 @@ class Connection:
     def _count(self, text: str, messages: int) -> None:
         self._frames_out += 1
         self._messages_out += messages
-        self._bytes_out += len(text) if text.isascii() else len(text.encode())
+        self._bytes_out += len(text) if text.isascii() else _utf8_size(text)
 
     # -- heartbeat ---------------------------------------------------------------------------
 
