@@ -18,11 +18,11 @@ A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everyt
 once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
 hand, so the first frame published to it then may skip the queue: the subscriber's
 ``send_now`` writes it to the socket from the publishing task (as ``websockets.broadcast``
-does), and the sender is left waiting. A second frame for it in the same *batch of publishes*
-(a source's batch ends when it awaits :meth:`Hub.wait_writable`, as the agent output readers
-do after each read) is queued and wakes the sender, which sends the rest of the batch as one.
-At a steady rate each delivery is then one ``send``, with no task switch in between (what the
-last of many subscribers waits for) and no sender woken to find nothing to do.
+does), and the sender is left waiting. A second frame for it within the same millisecond (of
+trio's clock) is queued and wakes the sender, which sends what follows as one batch: a burst,
+or many sources publishing at once, still goes out in batches. At a steady rate each delivery
+is then one ``send``, with no task switch in between (what the last of many subscribers waits
+for) and no sender woken to find nothing to do.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -170,7 +170,7 @@ class Subscriber:
         self._limit = 0
         """While the queue is shorter, a frame of at most :data:`FAST_FRAME_BYTES` fits it."""
         self._direct = -1
-        """The hub's batch of publishes in which ``send_now`` last wrote a frame."""
+        """The millisecond (of trio's clock) in which ``send_now`` last wrote a frame."""
         self.send_now = send_now
         self.on_overflow = on_overflow
         self.topics: set[str] = set()
@@ -333,8 +333,6 @@ class Hub:
         the notifier (DESIGN §12), whose outbox rows then commit with the event."""
         self._published = 0
         self._closed_slow = 0
-        self._batch = 0
-        """Counts the sources' batches of publishes (see :meth:`wait_writable`)."""
         wait = getattr(history, "wait_writable", None)
         self._history_wait: Callable[[], Awaitable[None]] | None = (
             wait if inspect.iscoroutinefunction(wait) else None
@@ -395,16 +393,16 @@ class Hub:
         self._published += 1
         slow: list[Subscriber] | None = None
         fast = size <= FAST_FRAME_BYTES
-        batch = self._batch
+        tick = int(trio.current_time() * 1000)
         for sub in t.live:
             waiter = sub._waiter
             if waiter is not None:
-                # It waits with nothing in hand (so nothing queued): the first frame of a batch
+                # It waits with nothing in hand (so nothing queued): one frame a millisecond
                 # may go out now, ahead of nothing, and leave it waiting; the next is queued
-                # and wakes it, so that the rest of the batch goes out as one.
+                # and wakes it, so that what follows goes out as one batch.
                 send_now = sub.send_now
-                if sub._direct != batch and send_now is not None and send_now(frame):
-                    sub._direct = batch
+                if sub._direct != tick and send_now is not None and send_now(frame):
+                    sub._direct = tick
                     continue
                 trio.lowlevel.reschedule(waiter)
                 sub._waiter = None
@@ -676,11 +674,8 @@ class Hub:
         """Return once the history can take more events (at once when it never pushes back).
 
         Sources that can wait (agent output readers) await this before they publish, so that a
-        store that falls behind slows them down instead of growing without bound. It also ends
-        their batch of publishes: the next frame for a waiting subscriber may be written at once
-        again (see the module docstring).
+        store that falls behind slows them down instead of growing without bound.
         """
-        self._batch += 1
         if self._history_wait is not None:
             await self._history_wait()
 
