@@ -18,11 +18,9 @@ A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everyt
 once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
 hand, so the first frame published to it then may skip the queue: the subscriber's
 ``send_now`` writes it to the socket from the publishing task (as ``websockets.broadcast``
-does), and the sender is left waiting. A second frame for it within the same millisecond (of
-trio's clock) is queued and wakes the sender, which sends what follows as one batch: a burst,
-or many sources publishing at once, still goes out in batches. At a steady rate each delivery
-is then one ``send``, with no task switch in between (what the last of many subscribers waits
-for) and no sender woken to find nothing to do.
+does), and the sender, woken all the same, takes whatever this tick publishes after it as one
+batch. At a steady rate each delivery is then one ``send`` with no task switch in between,
+which is what the last of many subscribers waits for.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -138,7 +136,6 @@ class Subscriber:
     __slots__ = (
         "_bytes",
         "_counted",
-        "_direct",
         "_drained",
         "_frames",
         "_limit",
@@ -169,8 +166,6 @@ class Subscriber:
         self._counted = 0
         self._limit = 0
         """While the queue is shorter, a frame of at most :data:`FAST_FRAME_BYTES` fits it."""
-        self._direct = -1
-        """The millisecond (of trio's clock) in which ``send_now`` last wrote a frame."""
         self.send_now = send_now
         self.on_overflow = on_overflow
         self.topics: set[str] = set()
@@ -393,22 +388,19 @@ class Hub:
         self._published += 1
         slow: list[Subscriber] | None = None
         fast = size <= FAST_FRAME_BYTES
-        tick = int(trio.current_time() * 1000)
         for sub in t.live:
             waiter = sub._waiter
             if waiter is not None:
-                # It waits with nothing in hand (so nothing queued): one frame a millisecond
-                # may go out now, ahead of nothing, and leave it waiting; the next is queued
-                # and wakes it, so that what follows goes out as one batch.
-                send_now = sub.send_now
-                if sub._direct != tick and send_now is not None and send_now(frame):
-                    sub._direct = tick
-                    continue
+                # It waits with nothing in hand (so nothing queued): the frame may go out now,
+                # ahead of nothing. Woken either way, so that what this tick publishes next is
+                # queued for it and sent as one batch.
                 trio.lowlevel.reschedule(waiter)
                 sub._waiter = None
-                sub._frames.append(frame)  # to an empty queue: it fits
-                if not fast:
-                    sub._relimit()
+                send_now = sub.send_now
+                if send_now is None or not send_now(frame):
+                    sub._frames.append(frame)  # to an empty queue: it fits
+                    if not fast:
+                        sub._relimit()
                 continue
             frames = sub._frames
             if fast and len(frames) < sub._limit:

@@ -484,15 +484,10 @@ class Connection:
 
     def _send_now(self, frame: str) -> bool:
         """The hub's way to deliver a frame while the sender waits: written to the socket at
-        once, without a trip through the scheduler (False when it cannot be: then queued).
-        The sender is left waiting unless the socket took only part of the frame: then it is
-        woken to write the rest."""
-        ws = self._ws
-        if self._ending is not None or not ws.send_nowait(frame):
+        once, without a trip through the scheduler (False when it cannot be: then queued)."""
+        if self._ending is not None or not self._ws.send_nowait(frame):
             return False
         self._count(frame, 1)
-        if ws.unflushed:
-            self._wake_sender()
         return True
 
     def _count(self, text: str, messages: int) -> None:
