@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint types pytest bench bench-quick bench-idle bench-agent-path bench-history bench-wire bench-cluster soak agents web-vendor clean
+.PHONY: run test lint types pytest bench bench-node bench-quick bench-idle bench-agent-path bench-history bench-wire bench-cluster soak agents web-vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +40,21 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q -n 2 --ignore=tests/e2e
 	$(BIN)/pytest -q tests/e2e
 
-bench: $(STAMP)
+bench: $(STAMP) bench-node
 	$(BIN)/python -m bench.run --full
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) bench-node
 	$(BIN)/python -m bench.run --quick
+
+# The Node.js peer's packages (ws, bufferutil), pinned by bench/node/package-lock.json, into
+# bench/node/node_modules. No install scripts: bufferutil ships a prebuilt linux-x64 binary,
+# which node-gyp-build loads at run time. The benchmark leaves the peer out, saying why, where
+# node is missing.
+NODE_STAMP := bench/node/node_modules/.package-lock.json
+bench-node: $(NODE_STAMP)
+
+$(NODE_STAMP): bench/node/package.json bench/node/package-lock.json
+	cd bench/node && npm ci --ignore-scripts --no-audit --no-fund
 
 bench-idle: $(STAMP)
 	$(BIN)/python -m bench.run --idle

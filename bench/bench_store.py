@@ -23,7 +23,6 @@ import tempfile
 import time
 from typing import Any, Final
 
-import attrs
 import trio
 
 from hived.core.config import StateConfig
@@ -40,7 +39,7 @@ def make_events(count: int, topics: int) -> list[tuple[Event, str]]:
     """``count`` events of about EVENT_BYTES of frame text, round-robin over ``topics``."""
     sessions = [f"01JBENCH{n:018d}" for n in range(topics)]
     probe = Event(f"session/{sessions[0]}", count, utc_timestamp(), "text", sessions[0], {})
-    bare = len(encode_event(attrs.evolve(probe, data={"line": count, "t": ""})))
+    bare = len(encode_event(probe._replace(data={"line": count, "t": ""})))
     filler = "x" * max(0, EVENT_BYTES - bare)
     out = []
     for i in range(count):

@@ -198,8 +198,8 @@ def open_all(args: argparse.Namespace, deadline: float) -> list[Connection]:
                 args.host, args.port, args.path, args.token, max(deadline - time.monotonic(), 0.1)
             )
             conns.append(conn)
-            if args.topic:
-                conn.subscribe(args.topic)
+            for topic in args.topic:
+                conn.subscribe(topic)
     except BaseException:
         for conn in conns:
             conn.close()
@@ -287,7 +287,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     conns = open_all(args, deadline)
     try:
         emit({"ready": len(conns)})
-        warmup = int(args.expect * WARMUP_FRACTION)
+        # The warm-up is by line index, counted per agent: with several topics (one agent's
+        # each), each agent's share of the events.
+        warmup = int(args.expect / max(len(args.topic), 1) * WARMUP_FRACTION)
         tallies = [Tally(args.expect, args.mode == "latency", warmup) for _ in conns]
         cpu1 = time.process_time()
         if args.mode == "idle":
@@ -321,7 +323,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/v1/ws")
     parser.add_argument("--token", default=None)
-    parser.add_argument("--topic", default=None, help="subscribe to this topic first")
+    parser.add_argument(
+        "--topic", action="append", default=[], help="subscribe to this topic first (repeatable)"
+    )
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--mode", choices=("burst", "latency", "idle"), default="burst")
     parser.add_argument("--expect", type=int, default=0, help="events per connection")

@@ -1,6 +1,6 @@
 """The benchmark's peer: an asyncio server on the ``websockets`` library, using ``broadcast()``.
 
-    python -m bench.peer_server [--port P] -- AGENT_COMMAND...
+    python -m bench.peer_server [--loop asyncio|uvloop] [--port P] -- AGENT_COMMAND...
 
 It is what a competent asyncio developer would write for the same job as hived's hot path, and
 nothing more: run an agent, turn each stdout line into an event of the same JSON shape as hived's
@@ -11,6 +11,8 @@ hived's protocol for the benchmark to drive both servers with the same code: ``s
 with ``args`` appended, answers ``{session, state}``) and ``session.input {session, text}``
 (one line on the agent's stdin). No auth, no store, no replay, no bounds: the peer is a
 measure of the transport, not a product.
+
+``--loop uvloop`` runs it on uvloop's event loop (libuv) instead of asyncio's own.
 
 Prints ``{"listening": PORT}`` on stdout once it accepts connections; stops on SIGTERM/SIGINT,
 killing its agents.
@@ -145,9 +147,15 @@ async def main_async(port: int, agent_command: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="asyncio + websockets.broadcast() fan-out peer")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("agent_command", nargs="+", help="the agent's argv (after --)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.port, args.agent_command))
+    if args.loop == "uvloop":
+        import uvloop  # only here: the asyncio peer runs without it
+
+        uvloop.run(main_async(args.port, args.agent_command))
+    else:
+        asyncio.run(main_async(args.port, args.agent_command))
 
 
 if __name__ == "__main__":

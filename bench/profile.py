@@ -59,8 +59,10 @@ def summarize(raw: str, top: int = TOP) -> str:
     return "\n".join(out) + "\n"
 
 
-def profile_burst(n: int, events: int) -> str:
-    """A burst of ``events`` lines to ``n`` subscribers on hived, under py-spy; the summary."""
+def profile_burst(n: int, events: int, gil: bool = False) -> str:
+    """A burst of ``events`` lines to ``n`` subscribers on hived, under py-spy; the summary.
+    With ``gil``, only the thread holding the GIL is sampled: the writer thread's share is
+    then how much of the GIL it takes from the event loop."""
 
     def run(server: Server) -> str:
         result = scenarios.burst(server, n, events)
@@ -69,7 +71,7 @@ def profile_burst(n: int, events: int) -> str:
             f"{result.rate:,.0f} events/s delivered while sampled."
         )
 
-    return profile_hived(run)
+    return profile_hived(run, gil)
 
 
 def profile_paced(n: int, rate: float, duration_s: float) -> str:
@@ -86,7 +88,7 @@ def profile_paced(n: int, rate: float, duration_s: float) -> str:
     return profile_hived(run)
 
 
-def profile_hived(run: Callable[[Server], str]) -> str:
+def profile_hived(run: Callable[[Server], str], gil: bool = False) -> str:
     """Run ``run`` against a warmed-up hived under py-spy; what it says, and the hot spots."""
     if not PY_SPY.exists():
         return f"py-spy is not installed ({PY_SPY}); `pip install py-spy` to profile.\n"
@@ -97,6 +99,7 @@ def profile_hived(run: Callable[[Server], str]) -> str:
             [
                 *(str(PY_SPY), "record", "--format", "raw", "--rate", str(SAMPLE_RATE_HZ)),
                 *("--output", str(out), "--pid", str(server.pid)),
+                *(["--gil"] if gil else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -120,6 +123,5 @@ def profile_hived(run: Callable[[Server], str]) -> str:
                 spy.stdout.close()
         if not out.exists():
             return "py-spy wrote no profile.\n"
-        return f"{said} py-spy at {SAMPLE_RATE_HZ} Hz, idle time left out.\n\n" + summarize(
-            out.read_text()
-        )
+        what = "only the thread holding the GIL" if gil else "idle time left out"
+        return f"{said} py-spy at {SAMPLE_RATE_HZ} Hz, {what}.\n\n" + summarize(out.read_text())

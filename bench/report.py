@@ -1,10 +1,11 @@
 """Figures from repeated runs: medians, hived/peer ratios, the table, the targets, RESULTS.md.
 
-How it works: every measurement is run in interleaved pairs (hived, peer, hived, peer…), so a
-slow moment of this shared machine hits both sides alike; a figure is the median of each side,
-and its ratio the median of the per-pair ratios. The table and the target checks are plain text,
-printed by ``bench.run`` and written between markers into ``bench/RESULTS.md`` so that the
-analysis written around them (and other benchmarks' sections) survive a re-run.
+How it works: every measurement is run in interleaved rounds (hived, then each peer, again…),
+so a slow moment of this shared machine hits every side alike; a figure is the median of each
+side, and a ratio the median of the per-round ratios of hived to one peer. The table gives
+hived's ratio to the *best* peer of each figure (by median). The table and the target checks
+are plain text, printed by ``bench.run`` and written between markers into ``bench/RESULTS.md``
+so that the analysis written around them (and other benchmarks' sections) survive a re-run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -32,22 +33,43 @@ def pair_ratio(hived: Sequence[float], peer: Sequence[float]) -> float:
 
 @attrs.frozen
 class Figure:
-    """One measured quantity at one N: each side's runs and their ratio."""
+    """One measured quantity at one N: hived's runs, each peer's, and hived's ratio to them.
+
+    ``peers`` maps a peer's name to its runs, in the order of the table's columns; the *best*
+    peer is the one with the best median (the highest when ``higher_is_better``, else the
+    lowest), and :attr:`ratio` is hived's against it.
+    """
 
     name: str
     unit: str
     n: int
     hived: tuple[float, ...]
-    peer: tuple[float, ...]
+    peers: Mapping[str, tuple[float, ...]]
+    higher_is_better: bool = False
+
+    @property
+    def best(self) -> str | None:
+        """The peer with the best median, None when no peer ran."""
+        ran = [name for name, runs in self.peers.items() if runs]
+        if not ran:
+            return None
+        pick = max if self.higher_is_better else min
+        return pick(ran, key=lambda name: median(self.peers[name]))
+
+    def ratio_to(self, peer: str) -> float:
+        return pair_ratio(self.hived, self.peers.get(peer, ()))
 
     @property
     def ratio(self) -> float:
-        return pair_ratio(self.hived, self.peer)
+        """hived's ratio to the best peer (NaN when no peer ran)."""
+        best = self.best
+        return math.nan if best is None else self.ratio_to(best)
 
     def row(self) -> str:
+        peers = " | ".join(fmt(median(runs)) for runs in self.peers.values())
         return (
-            f"| {self.name} | {self.n} | {fmt(median(self.hived))} | {fmt(median(self.peer))} "
-            f"| {fmt(self.ratio, 2)} | {len(self.hived)} |"
+            f"| {self.name} | {self.n} | {fmt(median(self.hived))} | {peers} "
+            f"| {self.best or '–'} | {fmt(self.ratio, 2)} | {len(self.hived)} |"
         )
 
 
@@ -83,9 +105,14 @@ class Target:
 
 
 def table(figures: Sequence[Figure]) -> str:
+    peers = list(figures[0].peers) if figures else []
     head = (
-        "| figure | N | hived (median) | peer (median) | hived/peer | runs |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: |"
+        "| figure | N | hived (median) | "
+        + "".join(f"{name} (median) | " for name in peers)
+        + "best peer | hived/best | runs |\n"
+        + "| --- | ---: | ---: | "
+        + "---: | " * len(peers)
+        + "--- | ---: | ---: |"
     )
     return "\n".join([head, *(f.row() for f in figures)])
 
@@ -98,7 +125,8 @@ def versions() -> str:
             return "absent"
 
     libs = ", ".join(
-        f"{d} {version(d)}" for d in ("hived", "trio", "trio-websocket", "websockets", "orjson")
+        f"{d} {version(d)}"
+        for d in ("hived", "trio", "trio-websocket", "websockets", "orjson", "uvloop")
     )
     return f"Python {platform.python_version()}; {libs}"
 

@@ -14,7 +14,7 @@ import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -57,16 +57,24 @@ class ClientReport:
 
 @contextmanager
 def subscribers(
-    server: Server, connections: int, mode: str, topic: str | None, expect: int, timeout_s: float
+    server: Server,
+    connections: int,
+    mode: str,
+    topic: str | Sequence[str] | None,
+    expect: int,
+    timeout_s: float,
 ) -> Iterator[list[subprocess.Popen[str]]]:
-    """Subscriber processes, all connected and subscribed; killed on the way out."""
+    """Subscriber processes, all connected and subscribed (to ``topic``, or to each of several);
+    killed on the way out."""
+    topics = [topic] if isinstance(topic, str) else list(topic or ())
     procs: list[subprocess.Popen[str]] = []
     try:
         for share in client_processes(connections):
             argv = [PYTHON, "-m", "bench.load_client", "--port", str(server.port)]
             argv += ["--token", TOKEN, "--connections", str(share), "--mode", mode]
             argv += ["--expect", str(expect), "--timeout", str(timeout_s)]
-            argv += ["--topic", topic] if topic else []
+            for name in topics:
+                argv += ["--topic", name]
             procs.append(
                 subprocess.Popen(
                     argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -245,3 +253,54 @@ def release(procs: list[subprocess.Popen[str]]) -> None:
         proc.stdin.flush()
     for proc in procs:
         read_json(proc)
+
+
+@attrs.frozen
+class ManyAgentsResult:
+    agents: int
+    rate: float
+    subscribers: int
+    delivered: int
+    expected: int
+    complete: int
+    """Subscribers that got every event (one cut with 4008 would not)."""
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    server_cpu_s: float
+    client_cpu_max: float
+    """The busiest subscriber process's CPU time as a share of the run."""
+
+
+def many_agents(
+    server: Server, agents: int, rate: float, duration_s: float, n: int
+) -> ManyAgentsResult:
+    """``agents`` flood agents at ``rate`` lines/s each for ``duration_s``, and ``n``
+    subscribers on every one of their topics: line → subscriber latency over all of it."""
+    count = max(int(rate * duration_s), 1)
+    args = [str(count), "--rate", str(rate), "--wait"]
+    sessions = [server.start_session(args) for _ in range(agents)]
+    topics = [f"session/{session}" for session in sessions]
+    expect = agents * count
+    timeout_s = 60.0 + duration_s * 10
+    with subscribers(server, n, "latency", topics, expect, timeout_s) as procs:
+        cpu_before = server.cpu_s()
+        for session in sessions:
+            server.send_input(session, "go")
+        report = collect(server, procs)
+        cpu_used = server.cpu_s() - cpu_before
+    return ManyAgentsResult(
+        agents=agents,
+        rate=rate,
+        subscribers=n,
+        delivered=report.events,
+        expected=expect * n,
+        complete=report.complete,
+        p50_ms=percentile_ms(report.hist, 0.50),
+        p99_ms=percentile_ms(report.hist, 0.99),
+        p999_ms=percentile_ms(report.hist, 0.999),
+        max_ms=percentile_ms(report.hist, 1.0),
+        server_cpu_s=cpu_used,
+        client_cpu_max=report.max_process_cpu_s / report.span_s,
+    )

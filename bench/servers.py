@@ -3,7 +3,9 @@
 :class:`HivedServer` runs the real daemon (``hived run --config``) with a generated config: one
 operator token, a ``flood`` agent template (format ``text``) that runs ``bench/agents/flood.py``,
 a state folder of its own, heartbeats and subscriber queues sized so that neither interferes with
-a benchmark run. :class:`PeerServer` runs ``bench/peer_server.py`` with the same agent. Both are
+a benchmark run. The peers run the same agent: :class:`PeerServer` is ``bench/peer_server.py``
+on asyncio, :class:`UvloopPeer` the same on uvloop, :class:`NodePeer` ``bench/node/peer.js``
+(Node's ``ws``); a peer that cannot run here says why (:func:`available_peers`). All are
 driven the same way: :meth:`Server.start_session` (``session.start`` with the agent's args) and
 :meth:`Server.send_input` (``session.input``) over a WebSocket with the operator token.
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,14 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Self
 
 from websockets.sync.client import ClientConnection, connect
 
 REPO: Final = Path(__file__).resolve().parents[1]
 FLOOD_AGENT: Final = REPO / "bench" / "agents" / "flood.py"
+NODE_DIR: Final = REPO / "bench" / "node"
 PYTHON: Final = sys.executable
 TOKEN: Final = "bench-operator-secret-0123456789abcdef"
+ADMIN_TOKEN: Final = "bench-admin-secret-0123456789abcdef"
+"""For ``status`` on the admin channel (:meth:`HivedServer.status`)."""
 START_DEADLINE_S: Final = 30.0
 STOP_GRACE_S: Final = 10.0
 REQUEST_DEADLINE_S: Final = 15.0
@@ -89,6 +96,11 @@ name = "bench"
 role = "operator"
 sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"
 
+[[tokens]]
+name = "bench-admin"
+role = "admin"
+sha256 = "{hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}"
+
 [agents.flood]
 command = {command}
 format = "text"
@@ -102,12 +114,12 @@ stop_timeout_s = 2.0
 class Control:
     """Requests with ids over one WebSocket; frames may be one message or a JSON array."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/v1/ws", token: str = TOKEN) -> None:
         self._stack = contextlib.ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(
             connect(
-                f"ws://127.0.0.1:{port}/v1/ws",
-                additional_headers={"Authorization": f"Bearer {TOKEN}"},
+                f"ws://127.0.0.1:{port}{path}",
+                additional_headers={"Authorization": f"Bearer {token}"},
                 open_timeout=REQUEST_DEADLINE_S,
                 max_size=None,
                 compression=None,
@@ -145,7 +157,7 @@ class Server:
         self.port = 0
         self._control: Control | None = None
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -231,6 +243,7 @@ class HivedServer(Server):
         self.tmp = tempfile.TemporaryDirectory(prefix="hived-bench-")
         self.log_path = Path(self.tmp.name) / "hived.log"
         self._log: IO[bytes] | None = None
+        self._admin: Control | None = None
 
     def start(self) -> None:
         self.port = free_port()
@@ -266,7 +279,17 @@ class HivedServer(Server):
         finally:
             conn.close()
 
+    def status(self) -> dict[str, Any]:
+        """The daemon's ``status`` (asked on the admin channel, over a connection of its own)."""
+        if self._admin is None:
+            self._admin = Control(self.port, "/v1/admin", ADMIN_TOKEN)
+        return self._admin.request("status")
+
     def stop(self) -> None:
+        if self._admin is not None:
+            with contextlib.suppress(Exception):  # the server may be gone already
+                self._admin.close()
+            self._admin = None
         try:
             super().stop()
         finally:
@@ -279,21 +302,84 @@ class HivedServer(Server):
 class PeerServer(Server):
     """``bench/peer_server.py``: asyncio + ``websockets.broadcast()``."""
 
-    name = "peer"
+    name = "python"
+    loop = "asyncio"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None
+
+    def command(self) -> list[str]:
+        return [
+            *(PYTHON, "-m", "bench.peer_server", "--loop", self.loop, "--port", "0"),
+            *("--", PYTHON, str(FLOOD_AGENT)),
+        ]
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "bench.peer_server", "--port", "0", "--", PYTHON, str(FLOOD_AGENT)],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            self.command(), cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # bounded: the peer prints it or exits
         if not line:
             self._check_alive()
-            raise BenchError("peer closed its stdout at start")
+            raise BenchError(f"{self.name} peer closed its stdout at start")
         self.port = int(json.loads(line)["listening"])
 
 
-SERVERS: Final[dict[str, type[Server]]] = {"hived": HivedServer, "peer": PeerServer}
+class UvloopPeer(PeerServer):
+    """The same peer on uvloop's event loop."""
+
+    name = "uvloop"
+    loop = "uvloop"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if importlib.util.find_spec("uvloop") is None:
+            return "uvloop is not installed (make bench installs the [bench] extra)"
+        return None
+
+
+class NodePeer(PeerServer):
+    """``bench/node/peer.js``: Node.js and the ``ws`` package with ``bufferutil``."""
+
+    name = "node"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if shutil.which("node") is None:
+            return "node is not installed"
+        if not (NODE_DIR / "node_modules" / "ws").is_dir():
+            return "bench/node/node_modules is missing (make bench-node installs it)"
+        return None
+
+    def command(self) -> list[str]:
+        node = shutil.which("node") or "node"
+        return [node, str(NODE_DIR / "peer.js"), "--port", "0", "--", PYTHON, str(FLOOD_AGENT)]
+
+
+PEERS: Final[dict[str, type[PeerServer]]] = {
+    "python": PeerServer,
+    "uvloop": UvloopPeer,
+    "node": NodePeer,
+}
+"""The peers, in the order of the table's columns; ``python`` is the one ``fanout_ratio_n100``
+has always been measured against."""
+SERVERS: Final[dict[str, type[Server]]] = {"hived": HivedServer, **PEERS}
+
+
+def available_peers() -> tuple[list[str], dict[str, str]]:
+    """The peers that can run here, and why each other one cannot."""
+    missing = {name: why for name, cls in PEERS.items() if (why := cls.unavailable())}
+    return [name for name in PEERS if name not in missing], missing
+
+
+def node_version() -> str:
+    """``node`` and ``ws`` versions, for the report."""
+    node = shutil.which("node")
+    if node is None:
+        return "node absent"
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10)
+    ws = NODE_DIR / "node_modules" / "ws" / "package.json"
+    ws_version = json.loads(ws.read_text())["version"] if ws.exists() else "absent"
+    return f"node {out.stdout.strip()}, ws {ws_version} with bufferutil"

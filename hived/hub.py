@@ -8,7 +8,11 @@ every subscriber of the topic, waking a writer that waits. A subscriber whose qu
 ``queue_size`` frames, or ``queue_bytes`` of them (a frame counts as its length, as in the
 rings; a lone frame larger than that still fits an empty queue) — is *overflowed*: it is
 dropped from every topic and its connection closes with 4008; the client resumes with
-``since``, so it loses nothing.
+``since``, so it loses nothing. The bytes are not added up per delivery (that doubled a
+delivery's cost): each subscriber knows how many more frames of up to
+:data:`FAST_FRAME_BYTES` fit both bounds (its *limit*), so that a publish of such a frame
+checks one count; the queue's bytes are summed, in C, only from the limit on and for larger
+frames, each frame once.
 
 A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everything queued at
 once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
@@ -75,6 +79,9 @@ RINGS_MAX_BYTES: Final = 64 << 20
 """The default bound of the memory taken by the frames of all topics' rings together."""
 QUEUE_BYTES: Final = 16 << 20
 """The default bound of the frames queued for one subscriber, in bytes."""
+FAST_FRAME_BYTES: Final = 4096
+"""Frames up to this long are queued by a count check alone while under a subscriber's limit
+(see the module docstring); longer ones have their bytes checked."""
 
 
 @attrs.frozen
@@ -128,8 +135,10 @@ class Subscriber:
 
     __slots__ = (
         "_bytes",
+        "_counted",
         "_drained",
         "_frames",
+        "_limit",
         "_waiter",
         "bound",
         "bound_bytes",
@@ -153,6 +162,10 @@ class Subscriber:
         self.bound: Final = queue_size
         self.bound_bytes: Final = queue_bytes
         self._bytes = 0
+        """The length of ``_frames[:_counted]``: the rest is summed when needed."""
+        self._counted = 0
+        self._limit = 0
+        """While the queue is shorter, a frame of at most :data:`FAST_FRAME_BYTES` fits it."""
         self.send_now = send_now
         self.on_overflow = on_overflow
         self.topics: set[str] = set()
@@ -160,6 +173,7 @@ class Subscriber:
         self._frames: list[str] = []
         self._waiter: trio.lowlevel.Task | None = None
         self._drained: trio.Event | None = None
+        self._empty()
 
     @property
     def depth(self) -> int:
@@ -167,12 +181,36 @@ class Subscriber:
 
     @property
     def depth_bytes(self) -> int:
+        frames, counted = self._frames, self._counted
+        if counted < len(frames):
+            self._bytes += sum(map(len, frames[counted:]))
+            self._counted = len(frames)
         return self._bytes
+
+    def _empty(self) -> None:
+        self._frames = []
+        self._bytes = self._counted = 0
+        self._limit = min(self.bound, self.bound_bytes // FAST_FRAME_BYTES)
+
+    def _relimit(self) -> None:
+        """Recompute the limit from the queue's bytes (after frames were added other than by
+        the count check)."""
+        room = max(self.bound_bytes - self.depth_bytes, 0)
+        self._limit = min(self.bound, len(self._frames) + room // FAST_FRAME_BYTES)
+
+    def _admit(self, frame: str, size: int) -> bool:
+        """Queue ``frame`` (``size`` long) if it fits both bounds, checking its bytes."""
+        frames = self._frames
+        if len(frames) >= self.bound or (frames and self.depth_bytes + size > self.bound_bytes):
+            return False
+        frames.append(frame)
+        self._relimit()
+        return True
 
     def _fitting(self, frames: Iterable[str], most: int) -> list[str]:
         """The first of ``frames`` (at most ``most``) that the queue has room for in bytes —
         the first anyway when the queue is empty, so that a replay always moves on."""
-        room = self.bound_bytes - self._bytes
+        room = self.bound_bytes - self.depth_bytes
         taken: list[str] = []
         for frame in islice(frames, most):
             size = len(frame)
@@ -184,7 +222,7 @@ class Subscriber:
 
     def _queue(self, frames: list[str]) -> None:
         self._frames.extend(frames)
-        self._bytes += sum(map(len, frames))
+        self._relimit()
 
     async def receive_batch(self) -> list[str]:
         """Wait until a frame is queued, the queue overflows or :meth:`wake` is called; then
@@ -202,8 +240,7 @@ class Subscriber:
             await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
         frames = self._frames
         if frames:
-            self._frames = []
-            self._bytes = 0
+            self._empty()
             self._release_replays()
         return frames
 
@@ -350,6 +387,7 @@ class Hub:
             self.observer(event)
         self._published += 1
         slow: list[Subscriber] | None = None
+        fast = size <= FAST_FRAME_BYTES
         for sub in t.live:
             waiter = sub._waiter
             if waiter is not None:
@@ -360,13 +398,15 @@ class Hub:
                 sub._waiter = None
                 send_now = sub.send_now
                 if send_now is None or not send_now(frame):
-                    sub._frames.append(frame)
-                    sub._bytes += size
+                    sub._frames.append(frame)  # to an empty queue: it fits
+                    if not fast:
+                        sub._relimit()
                 continue
             frames = sub._frames
-            if len(frames) < sub.bound and (sub._bytes + size <= sub.bound_bytes or not frames):
+            if fast and len(frames) < sub._limit:
                 frames.append(frame)
-                sub._bytes += size
+            elif sub._admit(frame, size):
+                pass
             elif slow is None:
                 slow = [sub]
             else:
@@ -487,7 +527,7 @@ class Hub:
             room = sub.bound - len(sub._frames)
             if left <= room - sub.bound // 2 and (
                 sum(map(len, islice(t.ring, skip, None)))
-                <= sub.bound_bytes - sub._bytes - sub.bound_bytes // 2
+                <= sub.bound_bytes - sub.depth_bytes - sub.bound_bytes // 2
             ):
                 # No await from here to `live`: nothing can be published in between.
                 sub._queue(list(islice(t.ring, skip, None)))
@@ -575,7 +615,7 @@ class Hub:
             self._overflow(sub)
             return False
         if frames:
-            sub._frames.extend(frames)
+            sub._queue(frames)
             sub.wake()
         return True
 
@@ -616,8 +656,7 @@ class Hub:
         self._drop(sub)
         self._subscribers.discard(sub)
         self._closed_slow += 1
-        sub._frames = []
-        sub._bytes = 0
+        sub._empty()
         sub.overflowed = True
         sub.wake()
         if sub.on_overflow is not None:

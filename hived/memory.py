@@ -11,10 +11,16 @@ collection every :data:`GC_SWEEP_INTERVAL_S` — but only when the daemon did so
 the last one (``activity()`` changed, or a young collection ran): an idle daemon is never
 interrupted, a busy one pays one full collection per interval, and the garbage it can hold is
 what one interval makes. docs/internals.md explains the choice.
+
+:func:`trim_heap` hands the C heap's free pages back to the system (glibc's ``malloc_trim``):
+the store's writer calls it once a burst of pending events is written (glibc otherwise keeps
+what a burst freed, and the RSS stays at the burst's peak).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import time
@@ -31,6 +37,28 @@ full collections come from :func:`run_gc_sweeps`."""
 
 GC_SWEEP_INTERVAL_S: Final = 30.0
 """How often a full collection runs while the daemon is active."""
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None under another C library (musl has none)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM: Final = _malloc_trim()
+
+
+def trim_heap() -> bool:
+    """Give the free pages of the C heap back to the system; whether it could (glibc). Call it
+    from a worker thread: it walks the heap, and ctypes lets go of the GIL meanwhile."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 def settle_garbage_collector() -> None:

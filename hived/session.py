@@ -640,10 +640,10 @@ class Session:
                     if end < mark.offset:
                         self._absorb(step)
                         continue
-                    self._absorb(attrs.evolve(step, events=step.events[: mark.nth + 1]))
+                    self._absorb(step._replace(events=step.events[: mark.nth + 1]))
                     rest = step.events[mark.nth + 1 :]
                     self._publish_step(
-                        attrs.evolve(step, events=rest), mark=(mark.key, end, mark.nth + 1)
+                        step._replace(events=rest), mark=(mark.key, end, mark.nth + 1)
                     )
 
     def _catch_up(self, driver: Driver) -> None:

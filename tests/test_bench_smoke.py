@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, scenarios
+from bench import ingest, report, scenarios
 from bench.cluster import Cluster
 from bench.load_client import BUCKET_NS, MARKER, Tally, masked_text_frame
 from bench.profile import summarize
-from bench.servers import HivedServer, PeerServer, Server
+from bench.servers import PEERS, HivedServer, Server
 from tests.redis_engine import needs_redis
 
 
@@ -79,9 +79,24 @@ def test_percentile_reads_the_histogram_in_milliseconds() -> None:
 
 
 def test_ratio_is_the_median_of_interleaved_pairs() -> None:
-    figure = report.Figure("burst", "events/s", 100, hived=(10.0, 30.0, 20.0), peer=(1.0, 2.0, 4.0))
+    figure = report.Figure(
+        "burst", "events/s", 100, hived=(10.0, 30.0, 20.0), peers={"python": (1.0, 2.0, 4.0)}
+    )
     assert figure.ratio == pytest.approx(10.0)  # pairs: 10, 15, 5
-    assert "| burst | 100 | 20.0 | 2.00 | 10.00 | 3 |" in report.table([figure])
+    assert "| burst | 100 | 20.0 | 2.00 | python | 10.00 | 3 |" in report.table([figure])
+
+
+@pytest.mark.parametrize(
+    ("higher_is_better", "best", "ratio"), [(True, "node", 2.0), (False, "python", 10.0)]
+)
+def test_the_ratio_is_to_the_best_peer_by_median(
+    higher_is_better: bool, best: str, ratio: float
+) -> None:
+    peers = {"python": (1.0, 2.0, 2.0), "uvloop": (), "node": (5.0, 10.0, 10.0)}
+    figure = report.Figure("x", "u", 1, (20.0, 20.0, 20.0), peers, higher_is_better)
+    assert (figure.best, figure.ratio) == (best, pytest.approx(ratio))
+    assert figure.ratio_to("python") == pytest.approx(10.0)
+    assert "| x | 1 | 20.0 | 2.00 | – | 10.0 | " + best in report.table([figure])
 
 
 def test_results_section_is_replaced_and_the_text_around_it_kept(tmp_path: Path) -> None:
@@ -137,15 +152,29 @@ def check_server(server: Server) -> None:
     assert idle.rss_after > 0
 
 
-def test_peer_server_delivers_every_event_to_every_subscriber() -> None:
-    with PeerServer() as server:
+@pytest.mark.parametrize("peer", list(PEERS))
+def test_each_peer_delivers_every_event_to_every_subscriber(peer: str) -> None:
+    """The asyncio, uvloop and Node peers; one that cannot run here is skipped, saying why
+    (``make bench-node`` installs the Node peer's packages)."""
+    why = PEERS[peer].unavailable()
+    if why is not None:
+        pytest.skip(f"the {peer} peer cannot run here: {why}")
+    with PEERS[peer]() as server:
         check_server(server)
 
 
 @pytest.mark.e2e
 def test_hived_delivers_every_event_to_every_subscriber() -> None:
+    """The fan-out scenarios, then on the same daemon the many-agents one (every subscriber on
+    every agent's topic) and the ingest one (a burst nobody watches, the RSS through it)."""
     with HivedServer() as server:
         check_server(server)
+        many = scenarios.many_agents(server, agents=3, rate=200, duration_s=0.2, n=2)
+        assert (many.delivered, many.expected, many.complete) == (240, 240, 2)
+        assert 0 < many.p50_ms <= many.p99_ms <= many.p999_ms <= many.max_ms
+        result = ingest.ingest(server, lines=300, after_s=0.1)
+        assert 0 < result.idle_bytes <= result.peak_bytes
+        assert result.after_bytes > 0
 
 
 @pytest.mark.e2e

@@ -12,7 +12,7 @@ import trio.testing
 
 import hived.hub
 from hived.core.events import Event, encode_event
-from hived.hub import Hub, MemoryHistory, Subscriber, SubscribeResult
+from hived.hub import FAST_FRAME_BYTES, Hub, MemoryHistory, Subscriber, SubscribeResult
 
 
 def seqs(frames: list[str]) -> list[int]:
@@ -269,6 +269,23 @@ async def test_subscriber_overflows_when_its_queue_would_pass_its_bytes() -> Non
     hub.publish("t", "text", {"pad": "x" * 3000})
     assert sub.overflowed
     assert (sub.depth, sub.depth_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize("pad", [10, 3900, 5000])
+async def test_the_byte_bound_holds_exactly_on_the_count_checked_path(pad: int) -> None:
+    """Frames under FAST_FRAME_BYTES are queued by a count check until the subscriber's limit,
+    larger ones by their bytes: either way the queue overflows on the first frame that would
+    take it past its bytes, never before."""
+    hub = Hub()
+    bound = 5 * FAST_FRAME_BYTES + 123
+    sub = hub.subscriber(100_000, queue_bytes=bound)
+    await hub.subscribe(sub, "t", None)
+    sizes: list[int] = []
+    while not sub.overflowed:
+        event = hub.publish("t", "text", {"pad": "x" * pad})
+        sizes.append(len(encode_event(event)))
+        assert sub.overflowed or sub.depth_bytes == sum(sizes)
+    assert sum(sizes[:-1]) <= bound < sum(sizes)
 
 
 async def test_an_event_larger_than_the_byte_bound_still_fits_an_empty_queue() -> None:

@@ -3,7 +3,9 @@ fan-out, closing. The HTTP side of the listener, TLS and real sockets: tests/tes
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -912,6 +914,24 @@ def test_frame_batches_cut_a_batch_into_arrays_within_the_byte_cap(
     assert [f for b in batches for f in b] == frames
     for batch in batches:
         assert len(batch) == 1 or len("[" + ",".join(batch) + "]") <= max_bytes
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_frame_batches_make_the_longest_runs_within_the_cap(seed: int) -> None:
+    """Each run is as long as the cap allows: adding the next frame would pass it."""
+    rng = random.Random(seed)
+    frames = [rng.choice("xé") * rng.randint(1, 40) for _ in range(rng.randint(1, 60))]
+    max_bytes = rng.randint(5, 300)
+    batches = list(frame_batches(frames, max_bytes))
+    assert [f for b in batches for f in b] == frames
+
+    def array_bytes(run: list[str]) -> int:
+        return len(("[" + ",".join(run) + "]").encode())
+
+    for batch in batches:
+        assert len(batch) == 1 or array_bytes(batch) <= max_bytes
+    for batch, after in itertools.pairwise(batches):
+        assert array_bytes([*batch, after[0]]) > max_bytes
 
 
 def test_frame_batches_count_bytes_not_characters() -> None:

@@ -21,10 +21,11 @@ import trio
 
 from hived.core.config import Config, PositiveInt, StateConfig
 from hived.core.errors import StoreError, StoreUnusable
-from hived.core.events import Event, encode_event, session_topic, utc_timestamp
+from hived.core.events import Event, SpoolMark, encode_event, session_topic, utc_timestamp
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 from hived.hub import Hub
-from hived.store import Store, schema, sql
+from hived.memory import trim_heap
+from hived.store import Store, schema, sql, writer
 from hived.store.lock import StateLock
 from hived.store.schema import SCHEMA_VERSION
 
@@ -392,10 +393,15 @@ def test_an_open_that_fails_after_locking_releases_the_lock(state: StateConfig) 
         Event('we"ird\\ \n', 2**40, "ts\u2028", 'k"\x01', "s\x00é", {"é": ["\n", 1.5, None]}),
     ],
 )
-def test_a_rebuilt_frame_is_byte_identical_to_the_encoded_one(event: Event) -> None:
+async def test_a_rebuilt_frame_is_byte_identical_to_the_encoded_one(
+    store: Store, event: Event
+) -> None:
+    """The data column is cut out of the frame by SQLite; the frame rebuilt from the columns
+    is the frame that went out live."""
     frame = encode_event(event)
-    row = sql.event_row(event, frame)
-    assert sql.build_frames(event.topic, [row[1:]]) == [frame]
+    store.record(event, frame)
+    await wait_until(lambda: store.pending == 0)
+    assert await store.read(event.topic, event.seq - 1, event.seq, 10) == [(event.seq, frame)]
 
 
 # The batch writer.
@@ -1000,6 +1006,37 @@ async def test_wait_writable_blocks_sources_past_the_byte_bound_until_half_is_wr
         nursery.cancel_scope.cancel()
 
 
+def test_a_batch_commits_the_last_mark_of_each_spool() -> None:
+    def pending(seq: int, mark: SpoolMark | None) -> sql.Pending:
+        return ("t", seq, "ts", "text", None, "{}", mark)
+
+    a0, b0, a1, b1 = (SpoolMark(k, o, 0) for k, o in (("a", 1), ("b", 1), ("a", 2), ("b", 5)))
+    batch = [pending(1, a0), pending(2, b0), pending(3, None), pending(4, a1), pending(5, b1)]
+    assert writer.last_marks(batch) == [a1, b1]
+    assert writer.last_marks([pending(1, None)]) == []
+
+
+async def test_the_heap_is_trimmed_once_after_a_burst_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of pending events, once all written, hands the freed heap back (malloc_trim);
+    a trickle of events does not pay for a trim."""
+    trims: list[bool] = []
+    monkeypatch.setattr("hived.store.writer.trim_heap", lambda: trims.append(True) or True)
+    record(store, "t", range(1, 11))
+    await wait_until(lambda: store.pending == 0)
+    assert trims == []
+    record(store, "t", range(11, 11 + writer.TRIM_AFTER_EVENTS))
+    await wait_until(lambda: store.pending == 0 and bool(trims))
+    record(store, "t", range(11 + writer.TRIM_AFTER_EVENTS, 21 + writer.TRIM_AFTER_EVENTS))
+    await wait_until(lambda: store.pending == 0)
+    assert trims == [True]
+
+
+def test_trim_heap_works_with_this_c_library() -> None:
+    assert trim_heap() is True
+
+
 async def test_an_error_that_is_not_sqlites_is_retried_and_never_ends_the_writer(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1024,8 +1061,8 @@ async def test_a_batch_that_always_fails_unexpectedly_is_dropped_and_counted(
 ) -> None:
     real = sql.write_batch
 
-    def poisoned(conn: sqlite3.Connection, events: list[tuple[Event, str]], *rest: Any) -> Any:
-        if any(event.topic == "poison" for event, _ in events):
+    def poisoned(conn: sqlite3.Connection, events: list[sql.Pending], *rest: Any) -> Any:
+        if any(topic == "poison" for topic, *_ in events):
             raise TypeError("cannot write this")
         return real(conn, events, *rest)
 

@@ -18,6 +18,7 @@ import trustme
 import websockets.trio.client
 from websockets.frames import Frame, Opcode
 
+from hived.core.events import encode_event
 from hived.hub import Hub
 from hived.server.frames import text_frame
 from hived.server.listener import Server
@@ -105,6 +106,25 @@ async def test_events_written_by_the_publisher_count_in_the_connection_figures(
     # The welcome, the subscribe result and the three events, each a frame of its own.
     assert (figures.frames_out, figures.messages_out) == (5, 5)
     assert figures.bytes_out > 3 * len('{"type":"event"}')
+
+
+async def test_a_fan_out_counts_the_utf8_bytes_of_text_that_is_not_ascii(
+    nursery: trio.Nursery,
+) -> None:
+    """Every connection counts the bytes it was sent, the frame's UTF-8 (measured once for
+    all of them), not its characters."""
+    hub, port, server = await serve_server(nursery)
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    async with subscribed(url) as first, subscribed(url) as second:
+        await trio.testing.wait_all_tasks_blocked()
+        before = {f.id: f.bytes_out for f in server.connections()}
+        frame = encode_event(hub.publish("sessions", "output", {"text": "héllo ✓ 🐝"}))
+        for ws in (first, second):
+            [event] = await read_events(ws, 1)
+            assert event["data"] == {"text": "héllo ✓ 🐝"}
+        after = {f.id: f.bytes_out for f in server.connections()}
+    assert len(frame.encode()) > len(frame)
+    assert {i: after[i] - before[i] for i in before} == dict.fromkeys(before, len(frame.encode()))
 
 
 async def test_events_of_every_size_reach_a_websockets_client_over_tls(

@@ -96,9 +96,10 @@ class SpoolMark(NamedTuple):
     nth: int
 
 
-@attrs.frozen
-class AgentEvent:
-    """What a parser makes of one line of agent output (before it has a topic and a seq)."""
+class AgentEvent(NamedTuple):
+    """What a parser makes of one line of agent output (before it has a topic and a seq).
+
+    A named tuple: one is made per line of agent output (see :class:`Event`)."""
 
     kind: str
     """One of :data:`KINDS`."""
@@ -120,16 +121,37 @@ def _second_prefix(whole: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
+class _LastStamp:
+    """The last timestamp made, by its millisecond: a burst stamps many events in each."""
+
+    __slots__ = ("millis", "text")
+
+    def __init__(self) -> None:
+        self.millis = -1
+        self.text = ""
+
+
+_last_stamp = _LastStamp()
+
+
 def utc_timestamp(now: float | None = None) -> str:
     """ISO 8601 UTC with milliseconds: ``2026-11-26T08:00:00.123Z``."""
     millis = round((time.time() if now is None else now) * 1000)
+    last = _last_stamp
+    if millis == last.millis:
+        return last.text
     whole, fraction = divmod(millis, 1000)
-    return f"{_second_prefix(whole)}.{fraction:03d}Z"
+    text = f"{_second_prefix(whole)}.{fraction:03d}Z"
+    last.millis, last.text = millis, text
+    return text
 
 
-@attrs.frozen
-class Event:
-    """A published event: the wire's ``{"type": "event", ...}`` message."""
+class Event(NamedTuple):
+    """A published event: the wire's ``{"type": "event", ...}`` message.
+
+    A named tuple rather than an attrs class: one is made per line of agent output, on the hot
+    path, and a frozen attrs instance cost several times as much to make.
+    """
 
     topic: str
     seq: int
@@ -137,7 +159,7 @@ class Event:
     kind: str
     session: str | None
     data: Mapping[str, Any]
-    mark: SpoolMark | None = attrs.field(default=None, eq=False)
+    mark: SpoolMark | None = None
     """Where in its agent's spool the event comes from (kept with it; not on the wire)."""
 
     def to_wire(self) -> dict[str, Any]:

@@ -35,7 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from itertools import accumulate, repeat
+from operator import add
 from typing import Final
 
 import attrs
@@ -65,18 +68,55 @@ are bounded in bytes too, by ``server.subscriber_queue_bytes`` (a page of events
 
 def frame_batches(frames: list[str], max_bytes: int) -> Iterator[list[str]]:
     """``frames`` in order, cut into runs whose JSON array (brackets and commas counted) is at
-    most ``max_bytes`` bytes of UTF-8; a frame that alone is larger is a run of its own."""
-    sizes = [len(f) if f.isascii() else len(f.encode()) for f in frames]
-    if sum(sizes) + len(frames) + 1 <= max_bytes:
-        yield frames
-        return
-    start, size = 0, 1
-    for index, frame_size in enumerate(sizes):
-        if index > start and size + frame_size + 1 > max_bytes:
-            yield frames[start:index]
-            start, size = index, 1
-        size += frame_size + 1
-    yield frames[start:]
+    most ``max_bytes`` bytes of UTF-8; a frame that alone is larger is a run of its own.
+
+    Sizes are summed and the cuts found in C (``accumulate``, ``bisect``): a burst's batch is
+    thousands of frames, and a Python loop over them was a tenth of a fan-out's time.
+    """
+    if all(map(str.isascii, frames)):
+        if sum(map(len, frames)) + len(frames) + 1 <= max_bytes:
+            yield frames
+            return
+        sizes = map(len, frames)
+    else:
+        sizes = map(len, map(str.encode, frames))
+    ends = list(accumulate(map(add, sizes, repeat(1))))
+    # ends[i]: the bytes of frames[:i + 1] with a comma each; a run frames[a:b] as an array
+    # is ends[b - 1] - ends[a - 1] + 1 bytes.
+    start = 0
+    while start < len(frames):
+        base = ends[start - 1] if start else 0
+        stop = max(bisect_right(ends, base + max_bytes - 1, start), start + 1)
+        yield frames[start:stop]
+        start = stop
+
+
+SIZE_CACHE_MAX_CHARS: Final = 65_536
+"""Longer texts are batches of one connection's own: never counted twice."""
+
+
+class _LastSize:
+    """The UTF-8 size of the text counted last: a fan-out counts one ``str`` object for every
+    subscriber, and text that is not ASCII would be encoded again for each."""
+
+    __slots__ = ("size", "text")
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.size = 0
+
+
+_last_size = _LastSize()
+
+
+def _utf8_size(text: str) -> int:
+    last = _last_size
+    if text is last.text:
+        return last.size
+    size = len(text.encode())
+    if len(text) <= SIZE_CACHE_MAX_CHARS:
+        last.text, last.size = text, size
+    return size
 
 
 @attrs.frozen
@@ -460,7 +500,7 @@ class Connection:
         once, without a trip through the scheduler (False when it cannot be: then queued)."""
         if self._ending is not None or not self._ws.send_nowait(frame):
             return False
-        self._count(len(frame) if frame.isascii() else len(frame.encode()), 1)
+        self._count(len(frame) if frame.isascii() else _utf8_size(frame), 1)
         return True
 
     def _count(self, size: int, messages: int) -> None:

@@ -19,7 +19,7 @@ the trio thread and read by index only the rows asked for (:mod:`hived.store.ses
 Rules:
 
 - **Backpressure.** Publishing never waits for the disk. When :data:`MAX_PENDING_EVENTS`
-  (100 000) are queued and not committed, or ``state.max_pending_bytes`` of frames (64 MiB),
+  (20 000) are queued and not committed, or ``state.max_pending_bytes`` of frames (64 MiB),
   :meth:`Store.wait_writable` blocks the sources that await it (the agent output readers)
   until the queue is down to half of both. Events are never dropped; state changes are still
   queued past the bound, and hooks are refused with HTTP 503 while :attr:`Store.saturated`.

@@ -2,7 +2,10 @@
 
 Events are kept as columns (topic, seq, ts, kind, session) plus ``data``, the JSON text of the
 event's data. ``data`` is cut out of the frame the hub already encoded (the frame ends with
-``,"data":<data>}``), so writing an event serializes nothing; reading rebuilds the frame by
+``,"data":<data>}``) by SQLite itself, in the INSERT (``substr``/``instr``): writing an event
+serializes nothing and runs no Python per event, so the writer thread holds the GIL for a
+batch's bookkeeping only, not per row. (``,"data":`` cannot occur earlier in a frame: a ``"``
+inside a JSON string is escaped.) Reading rebuilds the frame by
 concatenation, without parsing ``data``. The rebuilt text equals
 :func:`~hived.core.events.encode_event` of the event, byte for byte: a replayed frame is the
 frame that went out live. Keeping columns rather than frames saves the ~110 bytes of keys and
@@ -20,20 +23,28 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
+from operator import itemgetter
 from typing import Any, Final
 
 import attrs
 import orjson
 
-from hived.core.events import Event, SpoolMark
+from hived.core.events import SpoolMark
 from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 
 log = logging.getLogger(__name__)
 
-_DATA_KEY: Final = ',"data":'
 _INSERT_EVENT: Final = (
-    "INSERT INTO events (topic, seq, ts, kind, session, data) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (topic, seq, ts, kind, session, data) VALUES (?1, ?2, ?3, ?4, ?5, "
+    """substr(?6, instr(?6, ',"data":') + 8, length(?6) - instr(?6, ',"data":') - 8))"""
 )
+"""Parameters: topic, seq, ts, kind, session and the frame, whose data it keeps."""
+Pending = tuple[str, int, str, str, str | None, str, SpoolMark | None]
+"""An event waiting to be written: topic, seq, ts, kind, session, its frame and its spool mark
+(its data is in the frame; the dict it was made from is not kept while it waits)."""
+_COLUMNS: Final = itemgetter(0, 1, 2, 3, 4, 5)
+_TOPIC: Final = itemgetter(0)
+_SEQ: Final = itemgetter(1)
 _INSERT_EVENT_OR_IGNORE: Final = _INSERT_EVENT.replace("INSERT", "INSERT OR IGNORE", 1)
 _UPSERT_TOPIC: Final = (
     "INSERT INTO topics (topic, first_seq, last_seq) VALUES (?, ?, ?) "
@@ -66,16 +77,6 @@ _FRAME_OVERHEAD_BYTES: Final = 160
 
 def _quote(text: str | None) -> str:
     return orjson.dumps(text).decode()
-
-
-def event_row(event: Event, frame: str) -> tuple[str, int, str, str, str | None, str]:
-    """The ``events`` row of one event, its data cut out of ``frame`` (see the module docstring)."""
-    start = frame.find(_DATA_KEY)
-    if start < 0 or not frame.endswith("}"):
-        data = orjson.dumps(event.data).decode()
-    else:
-        data = frame[start + len(_DATA_KEY) : -1]
-    return (event.topic, event.seq, event.ts, event.kind, event.session, data)
 
 
 def build_frames(topic: str, rows: Iterable[tuple[int, str, str, str | None, str]]) -> list[str]:
@@ -126,7 +127,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def write_batch(
     conn: sqlite3.Connection,
-    events: Sequence[tuple[Event, str]],
+    events: Sequence[Pending],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark] = (),
     statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
@@ -139,39 +140,37 @@ def write_batch(
     stored (a bug upstream; it can never be stored) is skipped with an error in the log, so
     that it cannot block every event after it.
     """
-    rows = [event_row(event, frame) for event, frame in events]
-    ranges: dict[str, list[int]] = {}
-    for event, _ in events:
-        seqs = ranges.get(event.topic)
-        if seqs is None:
-            ranges[event.topic] = [event.seq, event.seq]
-        else:
-            seqs[1] = event.seq
+    # Each topic's first and last seq, without a Python loop per event: a dict built from
+    # (topic, seq) pairs keeps the last pair of each topic.
+    topics, seqs = list(map(_TOPIC, events)), list(map(_SEQ, events))
+    last = dict(zip(topics, seqs, strict=True))
+    first = dict(zip(reversed(topics), reversed(seqs), strict=True))
+    ranges = [(topic, first[topic], seq) for topic, seq in last.items()]
     _rollback(conn)
     try:
-        _write(conn, _INSERT_EVENT, rows, ranges, sessions, marks, statements)
+        _write(conn, _INSERT_EVENT, events, ranges, sessions, marks, statements)
     except sqlite3.IntegrityError:
         _rollback(conn)
-        inserted = _write(conn, _INSERT_EVENT_OR_IGNORE, rows, ranges, sessions, marks, statements)
-        log.error("store: %d events were already stored and are skipped", len(rows) - inserted)
-    return {topic: seqs[1] for topic, seqs in ranges.items()}
+        inserted = _write(
+            conn, _INSERT_EVENT_OR_IGNORE, events, ranges, sessions, marks, statements
+        )
+        log.error("store: %d events were already stored and are skipped", len(events) - inserted)
+    return last
 
 
 def _write(
     conn: sqlite3.Connection,
     insert: str,
-    rows: list[tuple[str, int, str, str, str | None, str]],
-    ranges: dict[str, list[int]],
+    events: Sequence[Pending],
+    ranges: list[tuple[str, int, int]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark],
     statements: Sequence[tuple[str, tuple[Any, ...]]],
 ) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        inserted = conn.executemany(insert, rows).rowcount
-        conn.executemany(
-            _UPSERT_TOPIC, [(topic, first, last) for topic, (first, last) in ranges.items()]
-        )
+        inserted = conn.executemany(insert, map(_COLUMNS, events)).rowcount
+        conn.executemany(_UPSERT_TOPIC, ranges)
         if sessions:
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])
         if marks:

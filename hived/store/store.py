@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_PENDING_EVENTS: Final = 100_000
-"""Events queued and not yet committed past which :meth:`Store.wait_writable` blocks sources."""
+MAX_PENDING_EVENTS: Final = 20_000
+"""Events queued and not yet committed past which :meth:`Store.wait_writable` blocks sources.
+Two of the writer's batches: enough to keep it busy, and a burst holds ~15 MiB at most (a
+waiting 300-byte event takes ~700 bytes; 100,000 of them held 70 MiB and more)."""
 READERS_MAX: Final = 4
 """Reads running at once, each on its own connection."""
 LOST_REASON: Final = "daemon stopped while the session ran"

@@ -32,6 +32,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -40,7 +41,13 @@ from prometheus_client import Histogram
 
 from hived.core.events import Event, SpoolMark, utc_timestamp
 from hived.core.sessions import SessionSummary
+from hived.memory import trim_heap
 from hived.store import sql
+from hived.store.sql import Pending
+
+_FRAME: Final = itemgetter(5)
+_MARK: Final = itemgetter(6)
+_KEY: Final = itemgetter(0)
 
 Statement = tuple[str, tuple[Any, ...]]
 """One SQL statement and its parameters."""
@@ -60,17 +67,17 @@ COMMIT_BUCKETS_S: Final = (
 )  # fmt: skip
 """Upper bounds of the commit-time histogram: a small batch on an SSD takes well under a
 millisecond, 10,000 events on a slow or failing disk seconds."""
+TRIM_AFTER_EVENTS: Final = 5_000
+"""Once this many events were pending at once and all are written, the C heap is trimmed
+(:func:`~hived.memory.trim_heap`): a burst's memory goes back to the system."""
 
 
-def last_marks(events: list[tuple[Event, str]]) -> list[SpoolMark]:
+def last_marks(events: list[Pending]) -> list[SpoolMark]:
     """The last spool mark of each spool among ``events``: what a batch that commits them
-    commits as how far the kept events go (DESIGN §11)."""
-    last: dict[str, SpoolMark] = {}
-    for event, _ in events:
-        mark = event.mark
-        if mark is not None:
-            last[mark.key] = mark
-    return list(last.values())
+    commits as how far the kept events go (DESIGN §11). Built in C (a dict keeps the last mark
+    of each key): it runs on the event loop's thread, once per batch of up to 10,000."""
+    marks: list[SpoolMark] = list(filter(None, map(_MARK, events)))
+    return list(dict(zip(map(_KEY, marks), marks, strict=True)).values())
 
 
 class BatchWriter:
@@ -111,10 +118,10 @@ class BatchWriter:
         self.error: str | None = None
         self._conn = conn
         self._lock = trio.Lock()
-        self._queue: list[tuple[Event, str]] = []
+        self._queue: list[Pending] = []
         self._queue_sessions: dict[str, SessionSummary] = {}
         self._queue_since: float | None = None
-        self._inflight: list[tuple[Event, str]] = []
+        self._inflight: list[Pending] = []
         self._inflight_sessions: dict[str, SessionSummary] = {}
         self._inflight_since: float | None = None
         self._queue_statements: list[tuple[int, Statement]] = []
@@ -125,12 +132,16 @@ class BatchWriter:
         self._retry_s = interval_s
         self._inflight_bytes = 0
         self._unexpected_failures = 0
+        self._trim_due = False
 
     def add_event(self, event: Event, frame: str) -> None:
-        """Queue one event; never blocks."""
+        """Queue one event; never blocks. Its data is in ``frame``: the event's dict is not
+        kept (it would double what a waiting event costs in memory)."""
         if self._queue_since is None:
             self._queue_since = time.monotonic()
-        self._queue.append((event, frame))
+        self._queue.append(
+            (event.topic, event.seq, event.ts, event.kind, event.session, frame, event.mark)
+        )
         self.pending_bytes += len(frame)
         if len(self._queue) == 1 or len(self._queue) == BATCH_EVENTS:
             self._nudge.set()
@@ -180,11 +191,11 @@ class BatchWriter:
         frames: list[tuple[int, str]] = []
         # In flight, then queued: a topic's events appear in seq order across both.
         for queue in (self._inflight, self._queue):
-            for event, frame in queue:
-                if event.topic == topic and after < event.seq:
-                    if event.seq > upto or len(frames) == limit:
+            for event_topic, seq, _, _, _, frame, _ in queue:
+                if event_topic == topic and after < seq:
+                    if seq > upto or len(frames) == limit:
                         return frames
-                    frames.append((event.seq, frame))
+                    frames.append((seq, frame))
         return frames
 
     async def wait_writable(self) -> None:
@@ -262,9 +273,14 @@ class BatchWriter:
                 raise
             self.commit_seconds.observe(time.monotonic() - started)
             self._write_succeeded(committed)
+            if self._trim_due and not self.has_pending:
+                self._trim_due = False
+                await trio.to_thread.run_sync(trim_heap)
             return True
 
     def _take_batch(self) -> None:
+        if len(self._queue) >= TRIM_AFTER_EVENTS:
+            self._trim_due = True
         self._inflight_since = self._queue_since
         if len(self._queue) <= BATCH_EVENTS:
             self._inflight, self._queue = self._queue, []
@@ -277,7 +293,7 @@ class BatchWriter:
         self._inflight_statements = [s for s in self._queue_statements if s[0] <= taken]
         self._queue_statements = [(i - taken, s) for i, s in self._queue_statements if i > taken]
         self._inflight_sessions, self._queue_sessions = self._queue_sessions, {}
-        self._inflight_bytes = sum(len(frame) for _, frame in self._inflight)
+        self._inflight_bytes = sum(map(len, map(_FRAME, self._inflight)))
 
     def _requeue(self) -> None:
         shift = len(self._inflight)

@@ -19,7 +19,7 @@ Nothing the agent prints ever raises: a line a driver cannot read becomes an eve
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import attrs
 import orjson
@@ -115,9 +115,11 @@ class Answer:
     """An accepted elicitation's form content."""
 
 
-@attrs.frozen
-class Step:
-    """What one call into a driver asks of the session."""
+class Step(NamedTuple):
+    """What one call into a driver asks of the session.
+
+    A named tuple: one is made per line of agent output, where a frozen attrs instance of nine
+    fields cost several times as much."""
 
     events: Sequence[AgentEvent] = ()
     stdin: bytes = b""

@@ -64,7 +64,7 @@ class CodexExecDriver:
                     else TurnOutcome(ok=True)
                 )
                 data = {**event.data, "last_turn": last_turn.to_json()}
-                events[index] = attrs.evolve(event, data=data)
+                events[index] = event._replace(data=data)
         return Step(events=events, usage=usage, last_turn=last_turn)
 
     def prompt(self, text: str) -> Step:
