@@ -117,10 +117,14 @@ async def test_every_encoding_and_compression_carries_the_same_messages(
     ) as operator:
         started = await operator.request("session.start", 1, agent="text", name="wire")
         session = started["result"]["session"]
+        await operator.request("subscribe", 2, topic=f"session/{session}", since=0)
         for n in range(20):
             await operator.request(
                 "session.input", 10 + n, session=session, text=f"{n} {LONG_LINE}"
             )
+        await operator.until(
+            lambda m: m["type"] == "event" and m["data"].get("line", "").startswith("you said: 19 ")
+        )
         await operator.request("session.stop", 99, session=session)
 
     seen: dict[tuple[str | None, bool], list[dict[str, Any]]] = {}
