@@ -1,4 +1,5 @@
-"""The server's one heartbeat task: each connection beats on its own schedule."""
+"""The server's one heartbeat task: each connection beats on its own schedule; and a client
+that answers pings is never dropped because hived itself was busy (issue 19)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, TextMessage
 from wsproto.events import Request as Upgrade
 
+from hived.core.pongs import STALL_S
 from hived.core.protocol import Caller, Request
 from hived.server.heartbeat import Heartbeat
 from tests.test_server import SECRETS, Harness, make_config, receive, send
@@ -26,9 +28,11 @@ class Beats:
     every: float
     count: int
     times: list[float] = attrs.Factory(list)
+    lates: list[bool] = attrs.Factory(list)
 
     def beat(self, now: float, late: bool) -> float | None:
         self.times.append(now)
+        self.lates.append(late)
         return None if len(self.times) >= self.count else now + self.every
 
 
@@ -62,6 +66,19 @@ async def test_a_connection_that_is_gone_is_not_kept_nor_called(
     await trio.sleep(10)
     assert len(kept.times) == 1
     assert len(heartbeat) == 0
+
+
+async def test_a_beat_the_stalled_loop_made_late_is_told_so(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    heartbeat = Heartbeat()
+    nursery.start_soon(heartbeat.run)
+    beats = Beats(every=10.0, count=3)
+    heartbeat.add(beats, trio.current_time() + 10.0)
+    await trio.sleep(10.0 - 0.1)
+    autojump_clock.jump(STALL_S + 0.2)  # the loop stalls across the first beat's due time
+    await trio.sleep(30.0)
+    assert beats.lates == [True, False, False]
 
 
 # -- a connection's pong: never missed because hived itself was busy --------------------------
