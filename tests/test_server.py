@@ -439,9 +439,14 @@ async def test_a_client_that_never_answers_pings_is_dropped(
         received += chunk
     assert received.startswith(b"HTTP/1.1 101 ")
     assert trio.current_time() - start == pytest.approx(30.0, abs=0.1)
+    # Told why in a close frame (1011, as the websockets library's keepalive does), not waited
+    # for: the transport was closed right after it.
+    reason = b"no pong within 10 s of the ping"
+    assert received.endswith(bytes([0x88, 2 + len(reason)]) + (1011).to_bytes(2, "big") + reason)
     await trio.testing.wait_all_tasks_blocked()
     assert harness.server.connections() == []
-    assert "connection 1: dropped: no pong within 10 s" in caplog.text
+    assert "connection 1: dropped (1011): no pong within 10 s of the ping" in caplog.text
+    assert caplog.text.count("no pong") == 1, "logged once"
     assert harness.hub.stats().subscribers == 0
 
 
