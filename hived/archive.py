@@ -21,6 +21,7 @@ import orjson
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import Search, SessionExport, SessionForget, UsageLedger
+from hived.core.pages import int_cursor
 from hived.core.protocol import Caller
 from hived.core.sessions import ENDED_STATES, SessionSummary
 from hived.core.transcript import markdown_event, markdown_head
@@ -48,16 +49,6 @@ def _time(value: str | None) -> str | None:
     return None if value is None else normalize_time(value)
 
 
-def _cursor(value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise RequestError(
-            "bad_request", f"search.cursor: expected a cursor from a page, got {value!r}"
-        )
-    return int(value)
-
-
 @attrs.define
 class Archive:
     """Answers the history requests from the store, the hub and the supervisor."""
@@ -76,7 +67,8 @@ class Archive:
         }
 
     async def search(self, request: Search, caller: Caller) -> dict[str, Any]:
-        """A page of hits, newest first; ``next`` is the cursor of the next page, or null."""
+        """A page of hits, newest first (at most ``limit`` and 256 KiB of them); ``next`` is the
+        cursor of the next page, or null."""
         filters = SearchFilters(
             session=None if request.session is None else self.records.resolve(request.session),
             agent=request.agent,
@@ -87,7 +79,7 @@ class Archive:
         limit = request.limit or SEARCH_LIMIT_DEFAULT
         try:
             hits, after = await self.store.search(
-                request.query, filters, limit, _cursor(request.cursor)
+                request.query, filters, limit, int_cursor("search.cursor", request.cursor)
             )
         except QueryError as exc:
             raise RequestError("bad_request", f"search.query: {exc}") from None

@@ -318,11 +318,21 @@ class NotifyService:
             return {"rule": name, "destination": rule.destination, "sent": False, "error": str(exc)}
         return {"rule": name, "destination": rule.destination, "sent": True, "error": None}
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` notifications born, newest first, with their outcome."""
+    async def recent(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the notifications born, newest first, with their outcome: at most
+        ``limit`` (and 256 KiB) of them after ``cursor`` (a page's ``next``); and the next
+        page's cursor, or None."""
+        after = None if cursor is None else outbox.cursor_position(cursor)
+        if cursor is not None and after is None:
+            raise RequestError(
+                "bad_request",
+                f"notifications.cursor: expected a cursor from a page, got {cursor!r}",
+            )
         if self._store is None:
-            return []
-        return await self._store.run(outbox.recent, min(max(limit, 1), RECENT_MAX))
+            return [], None
+        return await self._store.run(outbox.recent, min(max(limit, 1), RECENT_MAX), after)
 
     def reload(self, config: Config) -> None:
         self._rules = Rules(config.notify)
