@@ -31,7 +31,7 @@ from hived.server.listener import Server
 from hived.server.own import OwnRequests
 from hived.server.requests import MAX_CONCURRENT_REQUESTS
 from hived.server.router import Router
-from hived.server.stats import ConnectionStats
+from hived.server.stats import SUBSCRIPTIONS_SHOWN, ConnectionStats
 
 SECRETS = {
     "admin": "admin-secret",
@@ -720,6 +720,19 @@ async def test_connections_pages_stop_at_the_byte_cap_and_next_lists_each_once(
     assert reply["message"] == "connections.cursor: expected a cursor from a page, got 'two'"
 
 
+async def test_a_connection_on_many_topics_lists_the_first_of_them_and_counts_all(
+    harness: Harness,
+) -> None:
+    viewer = await harness.welcomed("/v1/ws", "viewer")
+    topics = [f"session/01J{n:04d}" + "X" * 50 for n in range(100)]
+    for request_id, topic in enumerate(topics, 1):
+        assert (await ask(viewer, type="subscribe", id=request_id, topic=topic))["type"] == "result"
+    admin = await harness.welcomed("/v1/admin", "admin")
+    listed = (await ask(admin, type="connections", id=1))["result"]["connections"][0]
+    assert listed["subscriptions"] == sorted(topics)[:SUBSCRIPTIONS_SHOWN]
+    assert listed["subscriptions_total"] == 100
+
+
 async def test_ten_thousand_connections_come_in_pages_under_the_cap() -> None:
     every = [
         ConnectionStats(
@@ -736,6 +749,7 @@ async def test_ten_thousand_connections_come_in_pages_under_the_cap() -> None:
             bytes_out=300,
             queue_depth=0,
             subscriptions=("sessions", "session/01JDX4V9N2ABCDEFGHJKMNPQRS"),
+            subscriptions_total=2,
         )
         for n in range(1, 10_001)
     ]
