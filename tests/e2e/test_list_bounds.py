@@ -32,7 +32,7 @@ from tests.e2e.test_hivectl import as_json, hivectl
 
 SESSIONS: Final = 4
 NAME_BYTES: Final = 300_000
-"""Four names of 300 kB: 1.2 MB of summaries, 2.4 MB of hits and of notifications."""
+"""Four names of 300 kB: 1.2 MB of summaries and of notifications, 2.4 MB of hits."""
 CONNECTIONS: Final = 60
 TOPICS: Final = tuple(f"session/01J{n:02d}" + "T" * 59 for n in range(64))
 """What each of them subscribes to: about 5 kB per connection in ``connections``."""
