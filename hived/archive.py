@@ -21,7 +21,7 @@ import orjson
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import Search, SessionExport, SessionForget, UsageLedger
-from hived.core.pages import int_cursor
+from hived.core.pages import byte_page, int_cursor
 from hived.core.protocol import Caller
 from hived.core.sessions import ENDED_STATES, SessionSummary
 from hived.core.transcript import markdown_event, markdown_head
@@ -92,9 +92,22 @@ class Archive:
         }
 
     async def usage(self, request: UsageLedger, caller: Caller) -> dict[str, Any]:
-        """The ledger (the contract in docs/protocol.md)."""
+        """The ledger (the contract in docs/protocol.md): as many rows as 256 KiB holds (the
+        costliest, or the latest days), how many there are, and the total of them all."""
         ledger = await self.store.usage(request.by, _time(request.since), _time(request.until))
-        return {"by": request.by, "since": request.since, "until": request.until, **ledger}
+        if request.by == "day":
+            latest, _ = byte_page(ledger["rows"][::-1])
+            rows = latest[::-1]
+        else:
+            rows, _ = byte_page(ledger["rows"])
+        return {
+            "by": request.by,
+            "since": request.since,
+            "until": request.until,
+            "rows": rows,
+            "rows_total": len(ledger["rows"]),
+            "total": ledger["total"],
+        }
 
     async def export(self, request: SessionExport, caller: Caller) -> dict[str, Any]:
         """One page of a transcript: ``text`` to append, ``next`` to ask for the rest."""

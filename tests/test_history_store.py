@@ -19,6 +19,7 @@ from hived.core.pages import LIST_REPLY_MAX_BYTES
 from hived.core.sessions import SessionSummary, State
 from hived.store import Store, schema
 from hived.store.indexer import follow_step
+from hived.store.ledger import LABEL_MAX_CHARS
 from hived.store.search import QueryError, SearchFilters, split_marks
 
 A = "01JAAAAAAAAAAAAAAAAAAAAAAA"
@@ -332,6 +333,12 @@ async def test_usage_is_recorded_per_turn_and_grouped(store: Store) -> None:
     assert [(r["key"], r["label"]) for r in by_session["rows"]] == [(B, "name-B"), (A, "name-A")]
     by_cwd = await store.usage("cwd", None, None)
     assert {r["key"] for r in by_cwd["rows"]} == {"/srv/claude", "/srv/codex"}
+    # Renamed at a later turn (its label is its last name): a long name is cut.
+    a3 = attrs.evolve(a2, name="n" * 100_000, usage=Usage(input_tokens=16, turns=3))
+    feed.state(a3, "2026-12-04T10:00:00.000Z")
+    await store.index_now()
+    labels = {r["key"]: r["label"] for r in (await store.usage("session", None, None))["rows"]}
+    assert labels[A] == "n" * (LABEL_MAX_CHARS - 1) + "…"
 
 
 # Indexing in the background, forgetting, retention.
