@@ -21,7 +21,7 @@ import orjson
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import Search, SessionExport, SessionForget, UsageLedger
-from hived.core.pages import byte_page, int_cursor
+from hived.core.pages import byte_page, int_cursor, label
 from hived.core.protocol import Caller
 from hived.core.sessions import ENDED_STATES, SessionSummary
 from hived.core.transcript import markdown_event, markdown_head
@@ -171,7 +171,7 @@ class Archive:
         forgotten = []
         for summary in targets:
             events = await self._forget_one(summary, caller)
-            forgotten.append({"session": summary.id, "name": summary.name, "events": events})
+            forgotten.append({"session": summary.id, "name": label(summary.name), "events": events})
         return {"forgotten": forgotten}
 
     async def _forget_one(self, summary: SessionSummary, caller: Caller) -> int:

@@ -15,11 +15,10 @@ import trio
 from hived.core.config import PositiveInt, StateConfig
 from hived.core.events import Event, Usage, encode_event, session_topic
 from hived.core.history import search_text, usage_delta
-from hived.core.pages import LIST_REPLY_MAX_BYTES
+from hived.core.pages import LABEL_MAX_CHARS, LIST_REPLY_MAX_BYTES
 from hived.core.sessions import SessionSummary, State
 from hived.store import Store, schema
 from hived.store.indexer import follow_step
-from hived.store.ledger import LABEL_MAX_CHARS
 from hived.store.search import QueryError, SearchFilters, split_marks
 
 A = "01JAAAAAAAAAAAAAAAAAAAAAAA"

@@ -27,6 +27,10 @@ STATUS_LIST_MAX_BYTES: Final = 65_536
 """Each list embedded in ``status`` takes at most this much JSON: three of them, and the rest
 of ``status``, stay far below a client's 1 MiB."""
 
+LABEL_MAX_CHARS: Final = 200
+"""A name repeated in a list for people to read (a session's, as a usage row's label or in a
+``session.forget`` reply) is cut past this: a list of a thousand stays small."""
+
 Item = TypeVar("Item", bound=Mapping[str, Any])
 Cursor = TypeVar("Cursor")
 
@@ -78,3 +82,8 @@ def int_cursor(where: str, cursor: str | None) -> int | None:
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise RequestError("bad_request", f"{where}: expected a cursor from a page, got {cursor!r}")
     return int(cursor)
+
+
+def label(text: str) -> str:
+    """``text`` cut at :data:`LABEL_MAX_CHARS` (with "…" where it was cut)."""
+    return text if len(text) <= LABEL_MAX_CHARS else text[: LABEL_MAX_CHARS - 1] + "…"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from hived.core.history import USAGE_FIELDS, USAGE_TOKENS
+from hived.core.pages import label
 
 GROUPS: Final = {
     "day": "day",
@@ -27,8 +28,6 @@ GROUPS: Final = {
 _FIELDS: Final = ", ".join(USAGE_FIELDS)
 _SUMS: Final = ", ".join(f"total({name})" for name in USAGE_FIELDS)
 _DAY_START: Final = "T00:00:00.000Z"
-LABEL_MAX_CHARS: Final = 200
-"""A row's label (a session's name) is cut past this: it is shown, the key identifies."""
 
 
 def _rows(since: str | None, until: str | None) -> tuple[str, list[str]]:
@@ -82,8 +81,8 @@ def usage(
 ) -> dict[str, Any]:
     """The ledger grouped ``by`` (a key of :data:`GROUPS`) over ``[since, until)`` and its
     total: days ascending, other keys by cost, highest first (then by key). A session's label
-    is its name as last recorded (cut at :data:`LABEL_MAX_CHARS`); other labels are their
-    key."""
+    is its name as last recorded (cut by :func:`~hived.core.pages.label`); other labels are
+    their key."""
     rows_sql, params = _rows(since, until)
     rows = conn.execute(
         f"SELECT {GROUPS[by]}, max(name), {_SUMS}, count(DISTINCT session) "
@@ -94,7 +93,7 @@ def usage(
         f"SELECT {_SUMS}, count(DISTINCT session) FROM ({rows_sql})", params
     ).fetchone()
     out = [
-        {"key": row[0], "label": _label(row[1]) if by == "session" and row[1] else row[0]}
+        {"key": row[0], "label": label(row[1]) if by == "session" and row[1] else row[0]}
         | figures(row[2:])
         for row in rows
     ]
@@ -103,10 +102,6 @@ def usage(
     else:
         out.sort(key=lambda row: (-row["cost_usd"], str(row["key"])))
     return {"rows": out, "total": figures(total)}
-
-
-def _label(name: str) -> str:
-    return name if len(name) <= LABEL_MAX_CHARS else name[: LABEL_MAX_CHARS - 1] + "…"
 
 
 def figures(row: Sequence[Any]) -> dict[str, Any]:
