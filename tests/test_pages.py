@@ -110,6 +110,12 @@ def test_an_integer_cursor_no_page_gave_is_a_bad_request_naming_where(cursor: st
     assert str(caught.value).startswith("connections.cursor: expected a cursor from a page")
 
 
+def test_a_huge_bad_cursor_is_named_short_in_the_error() -> None:
+    with pytest.raises(RequestError) as caught:
+        int_cursor("search.cursor", "\x00" * 500_000)
+    assert len(str(caught.value)) < 200
+
+
 def test_an_integer_cursor_from_a_page_is_read_back() -> None:
     assert int_cursor("search.cursor", "9120") == 9120
     assert int_cursor("search.cursor", None) is None

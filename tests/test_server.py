@@ -717,7 +717,7 @@ async def test_connections_pages_stop_at_the_byte_cap_and_next_lists_each_once(
     assert reply["result"]["next"] == "3"
     reply = await ask(admin, type="connections", id=21, cursor="two")
     assert reply["code"] == "bad_request"
-    assert reply["message"] == "connections.cursor: expected a cursor from a page, got 'two'"
+    assert reply["message"] == 'connections.cursor: expected a cursor from a page, got "two"'
 
 
 async def test_a_connection_on_many_topics_lists_the_first_of_them_and_counts_all(

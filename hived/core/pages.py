@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from hived.core.convert import expected
 from hived.core.errors import RequestError
 
 LIST_REPLY_MAX_BYTES: Final = 262_144
@@ -80,7 +81,7 @@ def int_cursor(where: str, cursor: str | None) -> int | None:
         return None
     # ASCII digits only, and few enough for an int64 (int() takes "²", and 5000 digits slowly).
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-        raise RequestError("bad_request", f"{where}: expected a cursor from a page, got {cursor!r}")
+        raise RequestError("bad_request", f"{where}: {expected('a cursor from a page', cursor)}")
     return int(cursor)
 
 

@@ -29,6 +29,7 @@ import attrs
 import trio
 
 from hived.core.config import Config
+from hived.core.convert import expected
 from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.messages import PushSubscribe, PushUnsubscribe
@@ -328,7 +329,7 @@ class NotifyService:
         if cursor is not None and after is None:
             raise RequestError(
                 "bad_request",
-                f"notifications.cursor: expected a cursor from a page, got {cursor!r}",
+                f"notifications.cursor: {expected('a cursor from a page', cursor)}",
             )
         if self._store is None:
             return [], None
