@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
+import orjson
 import pytest
 import trio
 
 from hived.core.config import PositiveInt, StateConfig
 from hived.core.events import Event, Usage, encode_event, session_topic
 from hived.core.history import search_text, usage_delta
+from hived.core.pages import LABEL_MAX_CHARS, LIST_REPLY_MAX_BYTES
 from hived.core.sessions import SessionSummary, State
 from hived.store import Store, schema
 from hived.store.indexer import follow_step
@@ -191,6 +194,43 @@ async def test_filters_by_time_template_and_paging_by_cursor(store: Store) -> No
     assert await hits(store, "migration", session="01JNOSUCHSESSION000000000") == []
 
 
+async def test_search_pages_stop_at_the_byte_cap_and_next_reaches_every_hit(
+    store: Store,
+) -> None:
+    # Each hit carries its session's name: 60 hits of a 100 kB name are 6 MB unbounded.
+    store.record_session(attrs.evolve(summary(A), name="a" * 100_000))
+    store.record_session(attrs.evolve(summary(B), name="b" * 2 * LIST_REPLY_MAX_BYTES))
+    feed = Feed(store)
+    for n in range(60):
+        feed.event(A, "message", {"text": f"deploy step {n}"}, "2026-12-01T10:00:00.000Z")
+    lone = feed.event(B, "message", {"text": "deploy alone"}, "2026-12-02T10:00:00.000Z")
+    await store.index_now()
+    seqs: list[int] = []
+    sizes: list[int] = []
+    cursor = None
+    while True:
+        found, cursor = await store.search("deploy", SearchFilters(), 500, cursor)
+        sizes.append(len(orjson.dumps(found)))
+        seqs += [hit["seq"] for hit in found]
+        if cursor is None:
+            break
+    # The hit bigger than a page comes alone; the others two to a page, none over the cap.
+    assert seqs == [lone.seq, *range(60, 0, -1)]
+    assert sizes[0] > LIST_REPLY_MAX_BYTES
+    assert len(sizes) == 31
+    assert max(sizes[1:]) <= LIST_REPLY_MAX_BYTES
+
+
+async def test_a_last_page_of_exactly_limit_hits_has_no_next(store: Store) -> None:
+    store.record_session(summary(A))
+    feed = Feed(store)
+    for n in range(3):
+        feed.event(A, "message", {"text": f"deploy step {n}"}, "2026-12-01T10:00:00.000Z")
+    await store.index_now()
+    found, cursor = await store.search("deploy", SearchFilters(), 3)
+    assert (len(found), cursor) == (3, None)
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -292,6 +332,12 @@ async def test_usage_is_recorded_per_turn_and_grouped(store: Store) -> None:
     assert [(r["key"], r["label"]) for r in by_session["rows"]] == [(B, "name-B"), (A, "name-A")]
     by_cwd = await store.usage("cwd", None, None)
     assert {r["key"] for r in by_cwd["rows"]} == {"/srv/claude", "/srv/codex"}
+    # Renamed at a later turn (its label is its last name): a long name is cut.
+    a3 = attrs.evolve(a2, name="n" * 100_000, usage=Usage(input_tokens=16, turns=3))
+    feed.state(a3, "2026-12-04T10:00:00.000Z")
+    await store.index_now()
+    labels = {r["key"]: r["label"] for r in (await store.usage("session", None, None))["rows"]}
+    assert labels[A] == "n" * (LABEL_MAX_CHARS - 1) + "…"
 
 
 # Indexing in the background, forgetting, retention.

@@ -36,6 +36,7 @@ Its statistics are :class:`~hived.server.stats.ConnectionStats`.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
@@ -55,7 +56,7 @@ from hived.hub import Hub, Subscriber
 from hived.server.heartbeat import Heartbeat
 from hived.server.reader import CLOSE_TIMEOUT_S, Reader
 from hived.server.router import Router
-from hived.server.stats import ConnectionStats
+from hived.server.stats import SUBSCRIPTIONS_SHOWN, ConnectionStats
 from hived.server.ws import Pong, WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,7 @@ class Connection:
 
     def stats(self) -> ConnectionStats:
         token, sub, reader = self._token, self._sub, self._reader
+        topics = () if sub is None else sub.topics
         return ConnectionStats(
             id=self.id,
             peer=self.peer,
@@ -270,7 +272,8 @@ class Connection:
             messages_out=self._messages_out,
             bytes_out=self._bytes_out,
             queue_depth=0 if sub is None else sub.depth,
-            subscriptions=() if sub is None else tuple(sorted(sub.topics)),
+            subscriptions=tuple(heapq.nsmallest(SUBSCRIPTIONS_SHOWN, topics)),
+            subscriptions_total=len(topics),
         )
 
     def request_close(self, code: int, reason: str) -> None:
