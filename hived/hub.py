@@ -16,11 +16,13 @@ frames, each frame once.
 
 A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everything queued at
 once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
-hand, so the first frame published to it then may skip the queue: the subscriber's
-``send_now`` writes it to the socket from the publishing task (as ``websockets.broadcast``
-does), and the sender, woken all the same, takes whatever this tick publishes after it as one
-batch. At a steady rate each delivery is then one ``send`` with no task switch in between,
-which is what the last of many subscribers waits for.
+hand, so a frame published to it then, after a quiet gap (:data:`BURST_GAP_S`), skips the
+queue: the subscriber's ``send_now`` writes it to the socket from the publishing task (as
+``websockets.broadcast`` does) and the sender sleeps on. At a steady rate each delivery is then
+one ``send``, with no task switch in between (which is what the last of many subscribers waits
+for) nor after (a woken sender would find nothing to send). A frame that follows within the
+gap is queued and wakes the sender, which takes it and whatever this tick publishes after it
+as one batch: a burst still goes out in batches.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -60,6 +62,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from itertools import islice
+from math import inf
 from typing import Any, Final
 
 import attrs
@@ -79,6 +82,11 @@ RINGS_MAX_BYTES: Final = 64 << 20
 """The default bound of the memory taken by the frames of all topics' rings together."""
 QUEUE_BYTES: Final = 16 << 20
 """The default bound of the frames queued for one subscriber, in bytes."""
+BURST_GAP_S: Final = 0.0005
+"""A live publish that finds a subscriber's sender waiting less than this after the last one
+that did is part of a burst: its frame is queued and the sender woken, to send what follows as
+one batch. After a longer gap the frame is written at once (``send_now``) and the sender sleeps
+on: at a steady rate, waking it would only find nothing to send."""
 FAST_FRAME_BYTES: Final = 4096
 """Frames up to this long are queued by a count check alone while under a subscriber's limit
 (see the module docstring); longer ones have their bytes checked."""
@@ -137,6 +145,7 @@ class Subscriber:
         "_bytes",
         "_counted",
         "_drained",
+        "_found_waiting",
         "_frames",
         "_limit",
         "_waiter",
@@ -173,6 +182,8 @@ class Subscriber:
         self._frames: list[str] = []
         self._waiter: trio.lowlevel.Task | None = None
         self._drained: trio.Event | None = None
+        self._found_waiting = -inf
+        """When a live publish last found the sender waiting (trio's clock)."""
         self._empty()
 
     @property
@@ -388,19 +399,27 @@ class Hub:
         self._published += 1
         slow: list[Subscriber] | None = None
         fast = size <= FAST_FRAME_BYTES
+        now = -1.0
         for sub in t.live:
             waiter = sub._waiter
             if waiter is not None:
-                # It waits with nothing in hand (so nothing queued): the frame may go out now,
-                # ahead of nothing. Woken either way, so that what this tick publishes next is
-                # queued for it and sent as one batch.
+                # It waits with nothing in hand (so nothing queued): after a quiet gap the
+                # frame goes out now, ahead of nothing, and the sender sleeps on. Within a
+                # burst it is queued and the sender woken, so that what follows goes out in
+                # one batch (see BURST_GAP_S).
+                send_now = sub.send_now
+                if send_now is not None:
+                    if now < 0:
+                        now = trio.current_time()
+                    quiet = now - sub._found_waiting >= BURST_GAP_S
+                    sub._found_waiting = now
+                    if quiet and send_now(frame):
+                        continue
                 trio.lowlevel.reschedule(waiter)
                 sub._waiter = None
-                send_now = sub.send_now
-                if send_now is None or not send_now(frame):
-                    sub._frames.append(frame)  # to an empty queue: it fits
-                    if not fast:
-                        sub._relimit()
+                sub._frames.append(frame)  # to an empty queue: it fits
+                if not fast:
+                    sub._relimit()
                 continue
             frames = sub._frames
             if fast and len(frames) < sub._limit:

@@ -12,7 +12,14 @@ import trio.testing
 
 import hived.hub
 from hived.core.events import Event, encode_event
-from hived.hub import FAST_FRAME_BYTES, Hub, MemoryHistory, Subscriber, SubscribeResult
+from hived.hub import (
+    BURST_GAP_S,
+    FAST_FRAME_BYTES,
+    Hub,
+    MemoryHistory,
+    Subscriber,
+    SubscribeResult,
+)
 
 
 def seqs(frames: list[str]) -> list[int]:
@@ -203,6 +210,23 @@ async def test_a_frame_for_a_waiting_subscriber_is_sent_at_once_and_the_rest_que
         publish_many(hub, "t", 3)  # one tick: the first goes at once, the next two wait
     assert seqs(socket.sent) == [1]
     assert [seqs(batch) for batch in got] == [[2, 3]]
+
+
+async def test_after_a_quiet_gap_a_frame_is_sent_at_once_and_the_sender_sleeps_on(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    hub = Hub()
+    socket = Socket()
+    sub = hub.subscriber(10, socket.send_now)
+    await hub.subscribe(sub, "t", None)
+    async with waiting(sub) as got:
+        for _ in range(3):  # a steady rate: each frame alone
+            publish_many(hub, "t", 1)
+            await trio.sleep(10 * BURST_GAP_S)
+        assert got == [], "the sender was woken with nothing to send"
+        publish_many(hub, "t", 3)  # a burst: the first at once, the rest as one batch
+    assert seqs(socket.sent) == [1, 2, 3, 4]
+    assert [seqs(batch) for batch in got] == [[5, 6]]
 
 
 async def test_a_frame_send_now_refuses_is_queued() -> None:
