@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -481,6 +482,27 @@ async def test_events_queued_together_arrive_as_one_array(harness: Harness) -> N
     frame = orjson.loads(await ws.get_message())
     assert [event["seq"] for event in frame] == [1, 2, 3, 4, 5]
     assert {event["type"] for event in frame} == {"event"}
+
+
+async def test_an_event_the_socket_takes_only_in_part_is_finished_by_the_sender(
+    harness: Harness,
+) -> None:
+    # Written at once by the publish (the sender waits), but the socket takes only part of it:
+    # the sender, left asleep for a frame written whole, must be woken to write the rest.
+    def pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        client, server_side = trio.socket.socketpair()
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return trio.SocketStream(client), trio.SocketStream(server_side)
+
+    ws = await harness.welcomed(stream=harness.stream(pair))
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    await trio.testing.wait_all_tasks_blocked()
+    text = "t" * 300_000
+    harness.hub.publish("sessions", "state", {"text": text})
+    with trio.fail_after(10):
+        [event] = await receive(ws)
+    assert event["data"]["text"] == text
+    await ws.aclose()
 
 
 async def test_unsubscribe_stops_the_events(harness: Harness) -> None:

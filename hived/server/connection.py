@@ -520,6 +520,8 @@ class Connection:
         if self._ending is not None or not self._ws.send_nowait(frame):
             return False
         self._count(len(frame) if frame.isascii() else _utf8_size(frame), 1)
+        if self._ws.unflushed:
+            self._wake_sender()  # to write the rest: the hub leaves a quiet sender asleep
         return True
 
     def _count(self, size: int, messages: int) -> None:
