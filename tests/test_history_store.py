@@ -12,7 +12,7 @@ import attrs
 import orjson
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hived.core.config import PositiveInt, StateConfig
@@ -487,6 +487,7 @@ def test_the_index_holds_the_text_search_text_gives() -> None:
         max_size=8,
     )
 )
+@example([("input", {"text": "\x00"}), ("text", {"line": "a\x00b"}), ("stderr", {"line": "\x00"})])
 def test_any_event_is_indexed_with_the_text_search_text_gives(
     events: list[tuple[str, dict[str, Any]]],
 ) -> None:

@@ -177,22 +177,28 @@ def _one_field(field: str) -> str:
 
 
 _IN_PYTHON: Final = ", ".join(f"'{kind}'" for kind in sorted(SEARCHED_KINDS - _ONE_FIELD.keys()))
+_ONE_FIELD_KINDS: Final = ", ".join(f"'{kind}'" for kind in _ONE_FIELD)
+_NUL: Final = "\\u0000"
+"""A NUL character as the stored JSON has it: ``json_extract`` and ``substr`` would end the
+text there, so such an event's text is taken in Python."""
 _INDEX: Final = (
-    "INSERT INTO events_fts (rowid, text) SELECT id, text FROM (SELECT id, "
+    "INSERT INTO events_fts (rowid, text) SELECT id, text FROM (SELECT id, CASE "
+    f"WHEN kind IN ({_ONE_FIELD_KINDS}) AND instr(data, '{_NUL}') = 0 THEN "
     "replace(replace(substr(CASE "
     + "".join(f"WHEN kind = '{kind}' THEN {_one_field(name)} " for kind, name in _ONE_FIELD.items())
-    + f"WHEN kind IN ({_IN_PYTHON}) THEN {SEARCH_TEXT_FUNCTION}(kind, data) END, "
-    + f"1, {MAX_TEXT_CHARS}), char({ord(MARKERS[0])}), ' '), char({ord(MARKERS[1])}), ' ') "
-    + "AS text FROM events WHERE id > ?1 AND id <= ?2 LIMIT -1) WHERE trim(text, ?3) <> ''"
+    + f"END, 1, {MAX_TEXT_CHARS}), char({ord(MARKERS[0])}), ' '), char({ord(MARKERS[1])}), ' ') "
+    + f"WHEN kind IN ({_IN_PYTHON}, {_ONE_FIELD_KINDS}) THEN {SEARCH_TEXT_FUNCTION}(kind, data) "
+    + "END AS text FROM events WHERE id > ?1 AND id <= ?2 LIMIT -1) WHERE trim(text, ?3) <> ''"
 )
 """Every searchable event of a step's range into the index, with the text
 :func:`~hived.core.history.search_text` gives it (parameters: after, upto, the characters
 :meth:`str.strip` removes). The kinds whose text is one field (plain output lines, stderr,
 prompts: most events of a busy agent) are read in SQL, so that the worker thread takes the GIL
-for none of them; the others through :func:`~hived.core.history.search_text_json` (the
-writer's connection has it as :data:`~hived.store.schema.SEARCH_TEXT_FUNCTION`). A test holds
-the two ways to the same texts. ``LIMIT -1`` keeps SQLite from flattening the subquery, which
-would compute each text twice (once for the WHERE, once for the insert)."""
+for none of them; the others, and any with a NUL, through
+:func:`~hived.core.history.search_text_json` (the writer's connection has it as
+:data:`~hived.store.schema.SEARCH_TEXT_FUNCTION`). A test holds the two ways to the same
+texts. ``LIMIT -1`` keeps SQLite from flattening the subquery, which would compute each text
+twice (once for the WHERE, once for the insert)."""
 
 _STATES: Final = (
     "SELECT topic, ts, session, data FROM events WHERE id > ? AND id <= ? AND kind = 'state' "
