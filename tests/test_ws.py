@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import orjson
@@ -16,6 +18,7 @@ import trio
 import trio.testing
 import trustme
 import websockets.trio.client
+import wsproto.events
 from websockets.frames import Frame, Opcode
 
 from hived.core.events import encode_event
@@ -251,5 +254,40 @@ async def test_the_rest_of_a_frame_begun_at_once_goes_out_before_any_other_frame
         ("TEXT", b"after"),
     ]
     assert not ws.unflushed
+    await ws.abort()
+    await client.aclose()
+
+
+async def test_an_idle_websocket_keeps_neither_its_last_message_nor_a_socket_error(
+    nursery: trio.Nursery,
+) -> None:
+    """What the library's reader waits with, for as long as the connection idles: not the
+    last message's event, not the BlockingIOError of the read that found nothing, and not a
+    table of the connection's bound methods (each would be memory on every idle connection)."""
+    a, b = trio.socket.socketpair()
+    client, server = trio.SocketStream(a), trio.SocketStream(b)
+    ws = await accept(nursery, server, UPGRADE, max_message_size=1 << 20, timeout_s=10)
+    received: list[str | bytes] = []
+
+    async def keep(message: str | bytes) -> None:
+        received.append(message)
+
+    ws.deliver(keep, lambda _: None)
+    response = await read_exactly(client, 1)
+    while b"\r\n\r\n" not in response:
+        response += await client.receive_some()
+    await client.send_all(Frame(Opcode.TEXT, b"one message").serialize(mask=True))
+    with trio.fail_after(10):
+        while not received:
+            await trio.testing.wait_all_tasks_blocked()
+    await trio.testing.wait_all_tasks_blocked()
+    assert received == ["one message"]
+
+    gc.collect()
+    alive = gc.get_objects()
+    assert not [o for o in alive if isinstance(o, wsproto.events.Event)]
+    assert not [o for o in alive if isinstance(o, BlockingIOError)]
+    connection = ws._connection
+    assert not [o for o in alive if isinstance(o, MethodType) and o.__self__ is connection]
     await ws.abort()
     await client.aclose()

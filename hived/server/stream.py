@@ -77,17 +77,22 @@ class PrefixedStream(trio.abc.Stream):
                 return await self._stream.receive_some(max_bytes)
             await trio.lowlevel.checkpoint_if_cancelled()
             while True:
+                # The wait is outside the ``except``: inside it, the frame would keep the
+                # BlockingIOError (and its traceback) alive for as long as the connection idles.
+                got: bytes | None
                 try:
-                    data = sock.recv(max_bytes or RECEIVE_BUFFER_BYTES)
+                    got = sock.recv(max_bytes or RECEIVE_BUFFER_BYTES)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
+                    got = None
                 except OSError as exc:
                     if sock.fileno() == -1:
                         raise trio.ClosedResourceError("the socket was closed") from None
                     raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+                if got is None:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
+                return got
         finally:
             self._receiving = False
             if self._turn is not None:

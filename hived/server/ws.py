@@ -39,6 +39,9 @@ The edges, and how this module files them down:
 - The library counts a message's size by its fragments' data only: a message of endless empty
   fragments would never end. :class:`_Connection` counts each fragment as at least a byte, so
   that it reaches ``max_message_size`` (1009) like any other.
+- The library's reader task keeps, for as long as a connection idles, a dict of nine bound
+  methods it builds per connection, the last event it handled and the last bytes it read:
+  :meth:`_Connection._reader_task` is the same loop without them.
 - After the handshake, wsproto no longer needs its handshake state (an HTTP/1.1 parser, its
   buffers, the parsed request), nor the library two of its events: :func:`accept` drops them,
   which an idle connection would otherwise keep.
@@ -50,7 +53,9 @@ The edges, and how this module files them down:
   (:func:`~hived.core.wire.choose_subprotocol`). What the server sends it frames and compresses
   itself (:func:`~hived.server.frames.message_frame`).
 - All this takes the library's private parts: its send lock, its table of pings in flight, its
-  message channel and reader task (``_send_channel``, ``_recv_channel``, ``_reader_task``,
+  message channel and reader task (``_send_channel``, ``_recv_channel``, ``_reader_task``
+  and what it calls — ``_wsproto``, ``_stream``, ``_reader_running``, ``_receive_buffer_size``,
+  ``_abort_web_socket``, ``_close_stream``, ``_send`` and the ``_handle_*_event`` handlers —,
   ``_get_request``: :func:`accept` does what ``wrap_server_stream`` does, with the
   :class:`Inbox` in place before the reader starts) and, best effort, its wsproto object and
   events. Every test that opens a WebSocket fails if a new version moves any but the last.
@@ -59,6 +64,7 @@ The edges, and how this module files them down:
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -69,6 +75,7 @@ import trio_websocket
 import wsproto
 import wsproto.events
 import wsproto.handshake
+import wsproto.utilities
 from wsproto.connection import ConnectionState
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
@@ -79,6 +86,8 @@ from hived.server.stream import RECEIVE_BUFFER_BYTES, PrefixedStream, raw_socket
 
 ABNORMAL_CLOSURE: Final = 1006
 """The close code of a connection that ended without a closing handshake (RFC 6455 §7.4.1)."""
+
+log = logging.getLogger(__name__)
 
 _PING_PAYLOAD: Final = struct.Struct("!I")
 READER_TASK_NAME: Final = "websocket reader"
@@ -527,8 +536,66 @@ class _Deflate(PerMessageDeflate):
         return super().frame_inbound_complete(proto, fin)
 
 
+_EVENT_HANDLERS: Final = {
+    wsproto.events.AcceptConnection: "_handle_accept_connection_event",
+    wsproto.events.BytesMessage: "_handle_message_event",
+    wsproto.events.CloseConnection: "_handle_close_connection_event",
+    wsproto.events.Ping: "_handle_ping_event",
+    wsproto.events.Pong: "_handle_pong_event",
+    wsproto.events.RejectConnection: "_handle_reject_connection_event",
+    wsproto.events.RejectData: "_handle_reject_data_event",
+    wsproto.events.Request: "_handle_request_event",
+    wsproto.events.TextMessage: "_handle_message_event",
+}
+"""The library's handler of each wsproto event, by name (:meth:`_Connection._reader_task`)."""
+
+
 class _Connection(trio_websocket.WebSocketConnection):
-    """The library's connection, with three of its handlers filed down (see the module doc)."""
+    """The library's connection, with three of its handlers filed down and its reader made
+    lighter (see the module doc)."""
+
+    async def _reader_task(self) -> None:
+        """The library's reader, step for step, for a server connection (it sends no opening
+        request), keeping less while it waits: the library's builds a dict of nine bound
+        methods per connection, and keeps the last event and the last bytes read in its frame,
+        all of which an idle connection would hold for as long as it is open."""
+        async with self._send_channel:
+            while self._reader_running:
+                await self._handle_events()
+                try:
+                    data = await self._stream.receive_some(self._receive_buffer_size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._abort_web_socket()
+                    break
+                if not data:
+                    # TCP closed before the WebSocket: an abnormal closure.
+                    if self._wsproto.state != ConnectionState.CLOSED:
+                        await self._abort_web_socket()
+                    break
+                if self._wsproto.state != ConnectionState.CLOSED:
+                    try:
+                        # wsproto takes a bytearray as well (it appends it to its buffer).
+                        self._wsproto.receive_data(data)  # type: ignore[arg-type]
+                    except wsproto.utilities.RemoteProtocolError as err:
+                        if err.event_hint:
+                            await self._send(err.event_hint)
+                        await self._close_stream()
+                del data
+
+    async def _handle_events(self) -> None:
+        """Hand each event wsproto has to the library's handler of its type, until one finds
+        the connection closed (a coroutine of its own, so that the last event is not kept once
+        they are handled)."""
+        for event in self._wsproto.events():
+            name = _EVENT_HANDLERS.get(type(event))
+            if name is None:
+                log.warning("%s: unknown event type %s", self, type(event).__name__)
+                continue
+            try:
+                await getattr(self, name)(event)
+            except trio_websocket.ConnectionClosed:
+                self._reader_running = False
+                return
 
     async def _accept(
         self,
