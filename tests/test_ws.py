@@ -261,9 +261,10 @@ async def test_the_rest_of_a_frame_begun_at_once_goes_out_before_any_other_frame
 async def test_an_idle_websocket_keeps_neither_its_last_message_nor_a_socket_error(
     nursery: trio.Nursery,
 ) -> None:
-    """What the library's reader waits with, for as long as the connection idles: not the
-    last message's event, not the BlockingIOError of the read that found nothing, and not a
-    table of the connection's bound methods (each would be memory on every idle connection)."""
+    """What an idle connection keeps while the library's reader waits: not the last message's
+    event, not the BlockingIOError of the read that found nothing, not a table of the
+    connection's bound methods, and no ``trio.Event`` nobody waits for yet (each would be
+    memory on every idle connection)."""
     a, b = trio.socket.socketpair()
     client, server = trio.SocketStream(a), trio.SocketStream(b)
     ws = await accept(nursery, server, UPGRADE, max_message_size=1 << 20, timeout_s=10)
@@ -289,5 +290,7 @@ async def test_an_idle_websocket_keeps_neither_its_last_message_nor_a_socket_err
     assert not [o for o in alive if isinstance(o, BlockingIOError)]
     connection = ws._connection
     assert not [o for o in alive if isinstance(o, MethodType) and o.__self__ is connection]
+    held = gc.get_referents(vars(connection))
+    assert not [o for o in held if isinstance(o, trio.Event)], "events made before they are awaited"
     await ws.abort()
     await client.aclose()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import accumulate, repeat
@@ -196,7 +197,8 @@ class Connection:
         """The cluster node's name (``[cluster] node``), told in ``welcome``; None outside one."""
         self._token = token
         self._heartbeat = heartbeat
-        self._since = utc_timestamp()
+        self._since = time.time()
+        """When it opened (a float: the timestamp's text is made only for ``stats()``)."""
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
         self._replies_bytes = 0
@@ -255,7 +257,7 @@ class Connection:
             channel=self.channel,
             token_name=None if token is None else token.name,
             role=None if token is None else token.role,
-            since=self._since,
+            since=utc_timestamp(self._since),
             frames_in=reader.frames_in,
             bytes_in=reader.bytes_in,
             frames_out=self._frames_out,

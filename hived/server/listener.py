@@ -109,6 +109,8 @@ class Server:
         self._accepted = 0
         self._websockets = 0
         self._shortage = Shortage()
+        self._lookup_token = self._lookup
+        """Bound once: every connection keeps it (a bound method each would be memory)."""
         self._own = OwnRequests(hub, self._connections, self.connections)
         self._own.register(router)
 
@@ -272,6 +274,7 @@ class Server:
                     self._websockets_open += 1
                     try:
                         connection = await self._open_websocket(stream, upgrade, peer, nursery)
+                        del upgrade  # not kept for as long as the connection is open
                         if connection is not None:
                             # Awaited here, not in a helper: an idle connection keeps every
                             # coroutine of this chain.
@@ -316,7 +319,9 @@ class Server:
                     tokens=self._tokens,
                     draining=self._draining,
                 )
-                return _Upgrade(request.path, token, head + rest)
+                # The channel's constant, not the request's copy of it: a connection keeps it.
+                channel = CHANNELS[CHANNELS.index(request.path)]
+                return _Upgrade(channel, token, head + rest)
             if request.path == ECHO_PATH and self._echo:
                 check_upgrade(request)
                 return _Upgrade(ECHO_PATH, None, head + rest)
@@ -393,7 +398,7 @@ class Server:
             config=server,
             version=self._version,
             token=upgrade.token,
-            lookup=self._lookup,
+            lookup=self._lookup_token,
             heartbeat=self._heartbeat,
             node=self._config.cluster.node if self._config.cluster is not None else None,
         )

@@ -44,7 +44,8 @@ The edges, and how this module files them down:
   :meth:`_Connection._reader_task` is the same loop without them.
 - After the handshake, wsproto no longer needs its handshake state (an HTTP/1.1 parser, its
   buffers, the parsed request), nor the library two of its events: :func:`accept` drops them,
-  which an idle connection would otherwise keep.
+  which an idle connection would otherwise keep, and puts in place of the closing handshake's
+  event one that is made only when awaited.
 - The library accepts a handshake without extensions: :class:`_Connection` sends the answer
   itself, with permessage-deflate when the server allows it and the client offers it
   (:class:`_Deflate`: no context takeover either way, so no connection keeps a compressor, and
@@ -652,6 +653,34 @@ class _Unwatched:
 _UNWATCHED: Final = _Unwatched()
 
 
+class _LazyEvent:
+    """Stands in for the library's ``_close_handshake`` (a ``trio.Event``, set when the closing
+    handshake is over and awaited by ``aclose()``): the ``trio.Event`` is made only once a task
+    waits, so that an open connection keeps a small object rather than an event and its set."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._event: trio.Event | None = None
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+
 class _EventQueue(list[object]):
     """Stands in for the ``deque`` wsproto keeps for the events it makes up itself (only an
     abnormal close, on a server): an empty ``deque`` takes a 64-slot block, an empty list none."""
@@ -667,8 +696,9 @@ def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
     the parsed request, an event queue) — once open, wsproto reads and writes frames without
     it —, the empty ``deque`` of wsproto's own events (for a list) and two of the library's
     events that nobody waits for on an open server connection (the opening's, set already, and
-    one for the library's own tests). Best effort: these are private attributes, and keeping
-    them only costs memory."""
+    one for the library's own tests), and the event of the closing handshake for one made when
+    awaited (:class:`_LazyEvent`). Best effort: these are private attributes, and keeping them
+    only costs memory."""
     proto = getattr(connection, "_wsproto", None)
     if isinstance(proto, wsproto.WSConnection) and proto.connection is not None:
         proto.handshake = _SPENT_HANDSHAKE
@@ -678,6 +708,9 @@ def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
     for name in ("_open_handshake", "_for_testing_peer_closed_connection"):
         if hasattr(connection, name):
             setattr(connection, name, _UNWATCHED)
+    closed = getattr(connection, "_close_handshake", None)
+    if isinstance(closed, trio.Event) and not closed.is_set():
+        connection._close_handshake = _LazyEvent()  # type: ignore[assignment]
 
 
 def _install_inbox(connection: trio_websocket.WebSocketConnection) -> Inbox:
