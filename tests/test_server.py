@@ -3,6 +3,7 @@ fan-out, closing. The HTTP side of the listener, TLS and real sockets: tests/tes
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import random
@@ -936,3 +937,22 @@ def test_frame_batches_make_the_longest_runs_within_the_cap(seed: int) -> None:
 
 def test_frame_batches_count_bytes_not_characters() -> None:
     assert [len(b) for b in frame_batches(["é" * 10, "é" * 10], 30)] == [1, 1]
+
+
+async def test_an_idle_subscriber_keeps_one_cancel_scope_on_the_server(harness: Harness) -> None:
+    """The connection's nursery's, and no other: a cancel scope and its cancel status are
+    ~0.6 KiB that every idle connection would keep (the sender's sends are stopped through the
+    nursery instead)."""
+
+    def scopes() -> int:
+        gc.collect()
+        return sum(isinstance(o, trio.CancelScope) for o in gc.get_objects())
+
+    first = await harness.welcomed()
+    await ask(first, type="subscribe", id=1, topic="sessions")
+    await trio.testing.wait_all_tasks_blocked()
+    before = scopes()
+    second = await harness.welcomed()
+    await ask(second, type="subscribe", id=1, topic="sessions")
+    await trio.testing.wait_all_tasks_blocked()
+    assert scopes() - before == 1
