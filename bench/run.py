@@ -94,6 +94,7 @@ INGEST: Final = Plan(
     ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=0, ingest_lines=200_000
 )
 """Only the ingest memory figure (about 2 min)."""
+IDLE_DEFLATE: Final = "RSS per idle connection, deflate agreed"
 MANY_AGENTS: Final = 20
 MANY_RATE: Final = 500.0
 MANY_SUBSCRIBERS: Final = 20
@@ -164,6 +165,15 @@ def measure_idle(side: str, connections: int, out: Collected) -> None:
         result = scenarios.idle(server, connections)
     out.add("RSS per idle connection", "KiB", connections, side, result.bytes_per_connection / 1024)
     log(f"  {side:5} idle {connections}: {result.bytes_per_connection / 1024:6.1f} KiB/connection")
+    if side != "hived":
+        return
+    # Clients that offer permessage-deflate, as browsers do (hived agrees by default; the
+    # peers are run without compression, so only hived has this figure).
+    with SERVERS[side]() as server:
+        result = scenarios.idle(server, connections, deflate=True)
+    kib = result.bytes_per_connection / 1024
+    out.add(IDLE_DEFLATE, "KiB", connections, side, kib)
+    log(f"  {side:5} idle {connections}, deflate agreed: {kib:6.1f} KiB/connection")
 
 
 def interleaved(repeats: int, sides: list[str], run: Callable[[str], None]) -> None:
@@ -259,6 +269,10 @@ def targets(out: Collected, plan: Plan) -> list[Target]:
     if plan.idle_connections:
         rss = out.figure("RSS per idle connection", plan.idle_connections)
         found.append(Target("hived KiB per idle connection", median(rss.hived), 10.0, False))
+        rss = out.figure(IDLE_DEFLATE, plan.idle_connections)
+        found.append(
+            Target("hived KiB per idle connection, deflate agreed", median(rss.hived), 10.0, False)
+        )
     if out.many:
         many = out.many
         found += [

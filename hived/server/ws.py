@@ -67,6 +67,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
+import sys
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final
@@ -607,7 +608,7 @@ class _Connection(trio_websocket.WebSocketConnection):
         # The library's, with the extensions it does not pass on (set by accept(), then gone).
         extensions = self.__dict__.pop("_hived_extensions", [])
         self._subprotocol = subprotocol
-        self._path = request.target
+        self._path = sys.intern(request.target)  # one string for every connection to a path
         await self._send(
             wsproto.events.AcceptConnection(
                 subprotocol=subprotocol, extra_headers=extra_headers, extensions=extensions
