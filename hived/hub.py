@@ -20,7 +20,10 @@ hand, so the first frame published to it then may skip the queue: the subscriber
 ``send_now`` writes it to the socket from the publishing task (as ``websockets.broadcast``
 does), and the sender, woken all the same, takes whatever this tick publishes after it as one
 batch. At a steady rate each delivery is then one ``send`` with no task switch in between,
-which is what the last of many subscribers waits for.
+which is what the last of many subscribers waits for. An idle connection's sender may *park*
+instead of waiting (:meth:`Subscriber.park`): no task waits, and whatever would wake it (a
+publish, :meth:`Subscriber.wake`, an overflow) calls the connection back to start one; a
+publish still writes its frame at once.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -171,7 +174,9 @@ class Subscriber:
         self.topics: set[str] = set()
         self.overflowed = False
         self._frames: list[str] = []
-        self._waiter: trio.lowlevel.Task | None = None
+        self._waiter: trio.lowlevel.Task | Callable[[], None] | None = None
+        """The task waiting in :meth:`receive_batch`, or what to call instead of waking one
+        while the subscriber is parked (:meth:`park`); None while its receiver is busy."""
         self._drained: trio.Event | None = None
         self._empty()
 
@@ -244,11 +249,31 @@ class Subscriber:
             self._release_replays()
         return frames
 
+    @property
+    def waiting(self) -> bool:
+        """A task waits in :meth:`receive_batch`."""
+        return isinstance(self._waiter, trio.lowlevel.Task)
+
     def wake(self) -> None:
-        """Make a waiting :meth:`receive_batch` return (with the frames queued, if any)."""
-        if self._waiter is not None:
-            trio.lowlevel.reschedule(self._waiter)
+        """Make a waiting :meth:`receive_batch` return (with the frames queued, if any), or
+        call a parked subscriber's ``on_wake``."""
+        waiter = self._waiter
+        if waiter is not None:
             self._waiter = None
+            if isinstance(waiter, trio.lowlevel.Task):
+                trio.lowlevel.reschedule(waiter)
+            else:
+                waiter()
+
+    def park(self, on_wake: Callable[[], None]) -> bool:
+        """Say that no task will wait in :meth:`receive_batch` until ``on_wake`` is called
+        (once: by the next publish to it, :meth:`wake`, or its overflow), so that an idle
+        connection needs no task of its own for it. False, and nothing done, when frames are
+        queued, it overflowed, or a task waits."""
+        if self._frames or self.overflowed or self._waiter is not None:
+            return False
+        self._waiter = on_wake
+        return True
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
         self._waiter = None
@@ -392,10 +417,13 @@ class Hub:
             waiter = sub._waiter
             if waiter is not None:
                 # It waits with nothing in hand (so nothing queued): the frame may go out now,
-                # ahead of nothing. Woken either way, so that what this tick publishes next is
-                # queued for it and sent as one batch.
-                trio.lowlevel.reschedule(waiter)
+                # ahead of nothing. Woken either way (a parked one is started again), so that
+                # what this tick publishes next is queued for it and sent as one batch.
                 sub._waiter = None
+                if isinstance(waiter, trio.lowlevel.Task):
+                    trio.lowlevel.reschedule(waiter)
+                else:
+                    waiter()
                 send_now = sub.send_now
                 if send_now is None or not send_now(frame):
                     sub._frames.append(frame)  # to an empty queue: it fits

@@ -367,13 +367,14 @@ class Server:
     async def _open_websocket(
         self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
     ) -> Connection | None:
-        """Complete the handshake in ``nursery`` (the connection's): the connection, registered;
-        None when the handshake failed."""
+        """Complete the handshake (in this task, which then reads: :meth:`Connection.run`): the
+        connection, registered in ``nursery`` (the connection's); None when the handshake
+        failed."""
         server = self._config.server
         received, upgrade.received = upgrade.received, b""
         try:
             ws = await accept(
-                nursery,
+                None,
                 stream,
                 received,
                 max_message_size=server.max_message_bytes,
@@ -384,7 +385,6 @@ class Server:
             )
         except WebSocketClosed as exc:
             log.debug("%s: WebSocket handshake failed: %s", peer, exc)
-            nursery.cancel_scope.cancel()  # the library's reader task would outlive it
             return None
         finally:
             del received  # the head is the library's to replay, not this frame's to keep

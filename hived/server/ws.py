@@ -266,6 +266,13 @@ class WebSocket:
             return text_frame(text)
         return message_frame(text, self._binary, self._window_bits, self._min_deflate_bytes)
 
+    def read(self) -> Awaitable[None]:
+        """The library's reader, to await in the caller's task when :func:`accept` had no
+        nursery: it hands every message to the handlers given to :meth:`deliver` (call that
+        first) and returns once no more will come. (The coroutine itself, not a wrapper: an
+        idle connection keeps every coroutine of the chain it waits in.)"""
+        return self._connection._reader_task()
+
     def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
         """Hand every message received to ``on_message``, in the library's reader task (which
         reads on when it returns; it must not raise), then ``on_close`` once, when no more will
@@ -556,14 +563,19 @@ class _Connection(trio_websocket.WebSocketConnection):
     """The library's connection, with three of its handlers filed down and its reader made
     lighter (see the module doc)."""
 
-    async def _reader_task(self) -> None:
+    async def _reader_task(self, until_open: bool = False) -> None:
         """The library's reader, step for step, for a server connection (it sends no opening
         request), keeping less while it waits: the library's builds a dict of nine bound
         methods per connection, and keeps the last event and the last bytes read in its frame,
-        all of which an idle connection would hold for as long as it is open."""
-        async with self._send_channel:
+        all of which an idle connection would hold for as long as it is open.
+
+        ``until_open``: return once the handshake is done (:func:`accept` without a nursery,
+        whose caller then runs the rest), leaving the message channel open."""
+        try:
             while self._reader_running:
-                await self._handle_events()
+                await self._handle_events(until_open)
+                if until_open and self._wsproto.state is ConnectionState.OPEN:
+                    return
                 try:
                     data = await self._stream.receive_some(self._receive_buffer_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -583,11 +595,15 @@ class _Connection(trio_websocket.WebSocketConnection):
                             await self._send(err.event_hint)
                         await self._close_stream()
                 del data
+        finally:
+            if not until_open:
+                await self._send_channel.aclose()
 
-    async def _handle_events(self) -> None:
+    async def _handle_events(self, until_open: bool) -> None:
         """Hand each event wsproto has to the library's handler of its type, until one finds
-        the connection closed (a coroutine of its own, so that the last event is not kept once
-        they are handled)."""
+        the connection closed, or (``until_open``) the handshake is done: the events after it
+        wait for the caller's reader, which has the handlers (a coroutine of its own, so that
+        the last event is not kept once they are handled)."""
         for event in self._wsproto.events():
             name = _EVENT_HANDLERS.get(type(event))
             if name is None:
@@ -598,6 +614,22 @@ class _Connection(trio_websocket.WebSocketConnection):
             except trio_websocket.ConnectionClosed:
                 self._reader_running = False
                 return
+            if until_open and self._wsproto.state is ConnectionState.OPEN:
+                return
+
+    async def _handle_request_event(self, event: wsproto.events.Request) -> None:
+        """The library's, or, for :func:`accept` without a nursery, the accept at once in the
+        reader's task (there is no other task to ask ``_get_request``)."""
+        plan = self.__dict__.pop("_hived_accept", None)
+        if plan is None:
+            await super()._handle_request_event(event)
+            return
+        deflate, subprotocols = plan
+        if deflate is not None:
+            self._hived_extensions = [deflate]
+        self._connection_proposal = None  # nobody will ask for it
+        subprotocol = choose_subprotocol(event.subprotocols) if subprotocols else None
+        await self._accept(event, subprotocol, [])
 
     async def _accept(
         self,
@@ -723,7 +755,7 @@ def _install_inbox(connection: trio_websocket.WebSocketConnection) -> Inbox:
 
 
 async def accept(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery | None,
     stream: trio.abc.Stream,
     head: bytes,
     *,
@@ -736,7 +768,9 @@ async def accept(
     """Complete the opening handshake of an upgrade request whose bytes ``head`` were read.
 
     ``head`` is everything already read from ``stream`` (the request head, and whatever came
-    after it). The library's reader task runs in ``nursery``. ``max_message_size`` is in
+    after it). The library's reader task runs in ``nursery``; without one, the caller's task
+    does the handshake, and must then run the reader itself (:meth:`WebSocket.read`), which
+    spares the connection a task. ``max_message_size`` is in
     characters: a larger message closes the connection with 1009. With ``compression``,
     permessage-deflate is agreed when the client offers it (messages shorter than
     ``min_deflate_bytes`` then go uncompressed); with ``subprotocols``, hived's subprotocol
@@ -748,7 +782,7 @@ async def accept(
     with trio.move_on_after(timeout_s):
         # What ``trio_websocket.wrap_server_stream`` does, with the inbox put in place of the
         # message channel before the library's reader starts (and holds on to the channel).
-        connection: trio_websocket.WebSocketConnection = _Connection(
+        connection = _Connection(
             prefixed,
             wsproto.WSConnection(wsproto.ConnectionType.SERVER),
             message_queue_size=0,
@@ -756,16 +790,28 @@ async def accept(
             receive_buffer_size=RECEIVE_BUFFER_BYTES,
         )
         inbox = prefixed.inbox = _install_inbox(connection)
-        nursery.start_soon(connection._reader_task, name=READER_TASK_NAME)
-        request = await connection._get_request()
         deflate = _Deflate(max_message_size) if compression else None
-        if deflate is not None:
-            connection._hived_extensions = [deflate]  # type: ignore[attr-defined]
-        subprotocol = choose_subprotocol(request.proposed_subprotocols) if subprotocols else None
-        try:
-            connection = await request.accept(subprotocol=subprotocol)
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
+        if nursery is None:
+            connection._hived_accept = (deflate, subprotocols)  # type: ignore[attr-defined]
+            await connection._reader_task(until_open=True)
+            if connection._wsproto.state is not ConnectionState.OPEN:
+                reason = connection.closed
+                raise WebSocketClosed(
+                    None if reason is None else reason.code, "closed during the handshake"
+                )
+            subprotocol = connection.subprotocol
+        else:
+            nursery.start_soon(connection._reader_task, name=READER_TASK_NAME)
+            request = await connection._get_request()
+            if deflate is not None:
+                connection._hived_extensions = [deflate]
+            subprotocol = (
+                choose_subprotocol(request.proposed_subprotocols) if subprotocols else None
+            )
+            try:
+                await request.accept(subprotocol=subprotocol)
+            except trio_websocket.ConnectionClosed as exc:
+                raise _closed(exc) from None
         _forget_handshake(connection)
         agreed = deflate is not None and deflate.enabled()
         return WebSocket(
