@@ -517,7 +517,7 @@ class Hub:
             # run after the connection's close removed its subscriber); feed it nothing.
             return SubscribeResult(topic, False, self.last_seq(topic), self.epoch)
         t = self._topic(topic)
-        sub.topics.add(topic)
+        sub.topics.add(t.name)  # the hub's string, not one per subscriber
         upto = t.seq
         if since is None or since >= upto or lost:
             t.live[sub] = None

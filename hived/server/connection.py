@@ -359,8 +359,7 @@ class Connection:
         self._beat_at = now + self.config.heartbeat_interval_s
         self._park_at = now + SENDER_PARK_CHECK_S
         self._heartbeat.add(self, min(self._beat_at, self._park_at))
-        reader = self._reader
-        self._ws.deliver(reader.receive, reader.received_all)
+        self._ws.deliver(self._reader)
         try:
             if self._token is not None:
                 self.authenticate(self._token)

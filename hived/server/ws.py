@@ -69,8 +69,8 @@ import logging
 import struct
 import sys
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Final, Protocol
 
 import trio
 import trio_websocket
@@ -128,10 +128,16 @@ class Pong:
         self.received = True
 
 
-OnMessage = Callable[[str | bytes], Awaitable[None]]
-"""Handles one received message, in the library's reader task (it reads on once it returns)."""
-OnClose = Callable[["WebSocketClosed"], None]
-"""Told once that no more messages will come, and why."""
+class Handler(Protocol):
+    """What :meth:`WebSocket.deliver` hands the messages to (one object rather than two bound
+    methods, which every idle connection would keep)."""
+
+    async def receive(self, message: str | bytes) -> None:
+        """Handle one received message, in the library's reader (which reads on once this
+        returns); must not raise."""
+
+    def received_all(self, closed: WebSocketClosed) -> None:
+        """Told once that no more messages will come, and why."""
 
 
 class Inbox:
@@ -144,31 +150,30 @@ class Inbox:
     :meth:`WebSocket.deliver` gives it handlers (just after the handshake) a message waits.
     """
 
-    __slots__ = ("_closed", "_connection", "_on_close", "_on_message", "_ready")
+    __slots__ = ("_closed", "_connection", "_handler", "_ready")
 
     def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
         self._connection = connection
-        self._on_message: OnMessage | None = None
-        self._on_close: OnClose | None = None
+        self._handler: Handler | None = None
         self._ready: trio.Event | None = None
         self._closed = False
 
-    def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
-        self._on_message, self._on_close = on_message, on_close
+    def deliver(self, handler: Handler) -> None:
+        self._handler = handler
         if self._ready is not None:
             self._ready.set()
             self._ready = None
         if self._closed:
-            on_close(self._why())
+            handler.received_all(self._why())
 
     async def send(self, message: str | bytes) -> None:
-        if self._on_message is None:
+        if self._handler is None:
             if self._ready is None:
                 self._ready = trio.Event()
             await self._ready.wait()
-        if self._closed or self._on_message is None:
+        if self._closed or self._handler is None:
             raise trio.ClosedResourceError
-        await self._on_message(message)
+        await self._handler.receive(message)
 
     async def aclose(self) -> None:
         self.close()
@@ -177,8 +182,8 @@ class Inbox:
         if self._closed:
             return
         self._closed = True
-        if self._on_close is not None:
-            self._on_close(self._why())
+        if self._handler is not None:
+            self._handler.received_all(self._why())
 
     def _why(self) -> WebSocketClosed:
         reason = self._connection.closed
@@ -273,11 +278,12 @@ class WebSocket:
         idle connection keeps every coroutine of the chain it waits in.)"""
         return self._connection._reader_task()
 
-    def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
-        """Hand every message received to ``on_message``, in the library's reader task (which
-        reads on when it returns; it must not raise), then ``on_close`` once, when no more will
-        come. Call it once, before the first checkpoint after :func:`accept`."""
-        self._inbox.deliver(on_message, on_close)
+    def deliver(self, handler: Handler) -> None:
+        """Hand every message received to ``handler.receive``, in the library's reader (which
+        reads on when it returns; it must not raise), then tell ``handler.received_all`` once,
+        when no more will come. Call it once, before the first checkpoint after :func:`accept`
+        (and before :meth:`read`)."""
+        self._inbox.deliver(handler)
 
     async def send(self, text: str) -> None:
         """Send one server message, JSON ``text``, in the connection's encoding (as it is, or
@@ -724,14 +730,27 @@ class _EventQueue(list[object]):
         return self.pop(0)
 
 
+class _Pings(dict[bytes, object]):
+    """Stands in for the library's ``OrderedDict`` of pings in flight (twice the memory of a
+    dict when empty, as it is on an idle connection): a dict keeps its order too, and the
+    library only asks it for ``popitem(False)`` beyond a dict's methods."""
+
+    __slots__ = ()
+
+    def popitem(self, last: bool = True) -> tuple[bytes, object]:
+        key = next(reversed(self)) if last else next(iter(self))
+        return key, self.pop(key)
+
+
 def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
     """Drop what only the opening needed: wsproto's handshake (its HTTP/1.1 parser and buffers,
     the parsed request, an event queue) — once open, wsproto reads and writes frames without
     it —, the empty ``deque`` of wsproto's own events (for a list) and two of the library's
     events that nobody waits for on an open server connection (the opening's, set already, and
-    one for the library's own tests), and the event of the closing handshake for one made when
-    awaited (:class:`_LazyEvent`). Best effort: these are private attributes, and keeping them
-    only costs memory."""
+    one for the library's own tests), the event of the closing handshake for one made when
+    awaited (:class:`_LazyEvent`), and its ``OrderedDict`` of pings for a dict
+    (:class:`_Pings`). Best effort: these are private attributes, and keeping them only costs
+    memory."""
     proto = getattr(connection, "_wsproto", None)
     if isinstance(proto, wsproto.WSConnection) and proto.connection is not None:
         proto.handshake = _SPENT_HANDSHAKE
@@ -741,6 +760,9 @@ def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
     for name in ("_open_handshake", "_for_testing_peer_closed_connection"):
         if hasattr(connection, name):
             setattr(connection, name, _UNWATCHED)
+    pings = getattr(connection, "_pings", None)
+    if pings is not None and not pings:
+        connection._pings = _Pings()  # type: ignore[assignment]
     closed = getattr(connection, "_close_handshake", None)
     if isinstance(closed, trio.Event) and not closed.is_set():
         connection._close_handshake = _LazyEvent()  # type: ignore[assignment]
