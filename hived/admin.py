@@ -18,6 +18,7 @@ from hived import __version__
 from hived.core.drivers import get_format
 from hived.core.events import utc_timestamp
 from hived.core.messages import Notifications, NotifyTest, Watch
+from hived.core.pages import STATUS_LIST_MAX_BYTES, byte_page
 from hived.core.protocol import Caller, Request
 
 if TYPE_CHECKING:
@@ -79,12 +80,11 @@ class Admin:
         return {"session": session, "focused": request.focused}
 
     async def notifications(self, request: Request, caller: Caller) -> dict[str, Any]:
-        """The last notifications born, newest first, with their outcome (DESIGN §12)."""
+        """The last notifications born, newest first, with their outcome (DESIGN §12): a page,
+        ``next`` asks for older ones."""
         assert isinstance(request, Notifications)
-        return {
-            "notifications": await self.notify.recent(request.limit or 50),
-            "stats": self.notify.stats().to_json(),
-        }
+        shown, after = await self.notify.recent(request.limit or 50, request.cursor)
+        return {"notifications": shown, "next": after, "stats": self.notify.stats().to_json()}
 
     async def notify_test(self, request: Request, caller: Caller) -> dict[str, Any]:
         """Send a test message through one rule now."""
@@ -112,7 +112,14 @@ class Admin:
         }
 
     async def status(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """The daemon's figures. Its lists grow with sessions and clients: each is capped at
+        :data:`~hived.core.pages.STATUS_LIST_MAX_BYTES` (newest sessions first), with its full
+        count beside it (``sessions_total``, ``attention_total``); ``sessions`` pages them all."""
         daemon = self.daemon
+        summaries = self.supervisor.summaries()[::-1]  # newest first
+        sessions, _ = byte_page((s.to_json() for s in summaries), STATUS_LIST_MAX_BYTES)
+        watches = self.notify.attention.to_json()
+        attention, _ = byte_page(watches, STATUS_LIST_MAX_BYTES)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -123,11 +130,13 @@ class Admin:
             "tls": daemon.started_config.server.tls_cert is not None,
             "stopping": daemon.stopping,
             "connections": _jsonable(self.server.stats()),
-            "sessions": [summary.to_json() for summary in self.supervisor.summaries()],
+            "sessions": sessions,
+            "sessions_total": len(summaries),
             "hub": _jsonable(self.hub.stats()),
             "store": _jsonable(self.store.stats()),
             "notifications": self.notify.stats().to_json(),
-            "attention": self.notify.attention.to_json(),
+            "attention": attention,
+            "attention_total": len(watches),
             "tasks": count_tasks(),
         }
 

@@ -21,6 +21,7 @@ import orjson
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import Search, SessionExport, SessionForget, UsageLedger
+from hived.core.pages import byte_page, int_cursor, label
 from hived.core.protocol import Caller
 from hived.core.sessions import ENDED_STATES, SessionSummary
 from hived.core.transcript import markdown_event, markdown_head
@@ -48,16 +49,6 @@ def _time(value: str | None) -> str | None:
     return None if value is None else normalize_time(value)
 
 
-def _cursor(value: str | None) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise RequestError(
-            "bad_request", f"search.cursor: expected a cursor from a page, got {value!r}"
-        )
-    return int(value)
-
-
 @attrs.define
 class Archive:
     """Answers the history requests from the store, the hub and the supervisor."""
@@ -76,7 +67,8 @@ class Archive:
         }
 
     async def search(self, request: Search, caller: Caller) -> dict[str, Any]:
-        """A page of hits, newest first; ``next`` is the cursor of the next page, or null."""
+        """A page of hits, newest first (at most ``limit`` and 256 KiB of them); ``next`` is the
+        cursor of the next page, or null."""
         filters = SearchFilters(
             session=None if request.session is None else self.records.resolve(request.session),
             agent=request.agent,
@@ -87,7 +79,7 @@ class Archive:
         limit = request.limit or SEARCH_LIMIT_DEFAULT
         try:
             hits, after = await self.store.search(
-                request.query, filters, limit, _cursor(request.cursor)
+                request.query, filters, limit, int_cursor("search.cursor", request.cursor)
             )
         except QueryError as exc:
             raise RequestError("bad_request", f"search.query: {exc}") from None
@@ -100,9 +92,22 @@ class Archive:
         }
 
     async def usage(self, request: UsageLedger, caller: Caller) -> dict[str, Any]:
-        """The ledger (the contract in docs/protocol.md)."""
+        """The ledger (the contract in docs/protocol.md): as many rows as 256 KiB holds (the
+        costliest, or the latest days), how many there are, and the total of them all."""
         ledger = await self.store.usage(request.by, _time(request.since), _time(request.until))
-        return {"by": request.by, "since": request.since, "until": request.until, **ledger}
+        if request.by == "day":
+            latest, _ = byte_page(ledger["rows"][::-1])
+            rows = latest[::-1]
+        else:
+            rows, _ = byte_page(ledger["rows"])
+        return {
+            "by": request.by,
+            "since": request.since,
+            "until": request.until,
+            "rows": rows,
+            "rows_total": len(ledger["rows"]),
+            "total": ledger["total"],
+        }
 
     async def export(self, request: SessionExport, caller: Caller) -> dict[str, Any]:
         """One page of a transcript: ``text`` to append, ``next`` to ask for the rest."""
@@ -166,7 +171,7 @@ class Archive:
         forgotten = []
         for summary in targets:
             events = await self._forget_one(summary, caller)
-            forgotten.append({"session": summary.id, "name": summary.name, "events": events})
+            forgotten.append({"session": summary.id, "name": label(summary.name), "events": events})
         return {"forgotten": forgotten}
 
     async def _forget_one(self, summary: SessionSummary, caller: Caller) -> int:

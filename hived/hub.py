@@ -16,14 +16,16 @@ frames, each frame once.
 
 A connection's sender calls :meth:`Subscriber.receive_batch`, which takes everything queued at
 once: one await per batch, not per event (DESIGN §6). A sender that waits there has nothing in
-hand, so the first frame published to it then may skip the queue: the subscriber's
-``send_now`` writes it to the socket from the publishing task (as ``websockets.broadcast``
-does), and the sender, woken all the same, takes whatever this tick publishes after it as one
-batch. At a steady rate each delivery is then one ``send`` with no task switch in between,
-which is what the last of many subscribers waits for. An idle connection's sender may *park*
-instead of waiting (:meth:`Subscriber.park`): no task waits, and whatever would wake it (a
-publish, :meth:`Subscriber.wake`, an overflow) calls the connection back to start one; a
-publish still writes its frame at once.
+hand, so a frame published to it after a quiet gap (:data:`BURST_GAP_S` since the last publish
+ended) skips the queue: the subscriber's ``send_now`` writes it to the socket from the
+publishing task (as ``websockets.broadcast`` does) and the sender sleeps on. At a steady rate
+each delivery is then one ``send``, with no task switch in between (which is what the last of
+many subscribers waits for) nor after (a woken sender would find nothing to send). A publish
+within the gap queues its frame and wakes the sender, which takes it and whatever is published
+until it runs as one batch: a burst, and lines that arrive together because the daemon fell
+behind, still go out in batches. An idle connection's sender may *park* instead of waiting
+(:meth:`Subscriber.park`): no task waits, and whatever would wake it (a publish within a
+burst, :meth:`Subscriber.wake`, an overflow) calls the connection back to start one.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -60,9 +62,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from itertools import islice
+from math import inf
 from typing import Any, Final
 
 import attrs
@@ -82,6 +86,13 @@ RINGS_MAX_BYTES: Final = 64 << 20
 """The default bound of the memory taken by the frames of all topics' rings together."""
 QUEUE_BYTES: Final = 16 << 20
 """The default bound of the frames queued for one subscriber, in bytes."""
+BURST_GAP_S: Final = 0.0005
+"""A publish that begins less than this after the last one ended is part of a burst: a frame
+for a waiting sender is queued and the sender woken, to send what follows as one batch. After
+a longer gap the frame is written at once (``send_now``) and the sender sleeps on: at a steady
+rate, waking it would only find nothing to send. Measured from the end of the last publish,
+not its start, so that lines that arrive together go out in batches however long each
+publish takes (a fan-out to many slow sockets)."""
 FAST_FRAME_BYTES: Final = 4096
 """Frames up to this long are queued by a count check alone while under a subscriber's limit
 (see the module docstring); longer ones have their bytes checked."""
@@ -325,7 +336,7 @@ class Hub:
 
     Call every method from the trio thread. ``history`` keeps what is older than the ring (the
     last ``ring_size`` frames per topic, all rings together at most ``rings_max_bytes``); with
-    None the ring is all there is.
+    None the ring is all there is. ``clock`` tells the gaps between publishes (seconds).
     """
 
     def __init__(
@@ -333,12 +344,16 @@ class Hub:
         history: History | None = None,
         ring_size: int = 1024,
         rings_max_bytes: int = RINGS_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ring_size < 1:
             raise ValueError(f"ring_size: expected an integer ≥ 1, got {ring_size}")
         if rings_max_bytes < 0:
             raise ValueError(f"rings_max_bytes: expected an integer ≥ 0, got {rings_max_bytes}")
         self._history = history
+        self._clock = clock
+        self._published_at = -inf
+        """When the last publish ended (``clock``): what :data:`BURST_GAP_S` is counted from."""
         self._ring_size = ring_size
         self._rings_max_bytes = rings_max_bytes
         self._rings_bytes = 0
@@ -413,22 +428,27 @@ class Hub:
         self._published += 1
         slow: list[Subscriber] | None = None
         fast = size <= FAST_FRAME_BYTES
+        quiet: bool | None = None
         for sub in t.live:
             waiter = sub._waiter
             if waiter is not None:
-                # It waits with nothing in hand (so nothing queued): the frame may go out now,
-                # ahead of nothing. Woken either way (a parked one is started again), so that
-                # what this tick publishes next is queued for it and sent as one batch.
+                # It waits with nothing in hand (so nothing queued): after a quiet gap the
+                # frame goes out now, ahead of nothing, and the sender sleeps on. Within a
+                # burst it is queued and the sender woken, so that what follows goes out in
+                # one batch (see BURST_GAP_S).
+                if quiet is None:
+                    quiet = self._clock() - self._published_at >= BURST_GAP_S
+                send_now = sub.send_now
+                if quiet and send_now is not None and send_now(frame):
+                    continue
                 sub._waiter = None
                 if isinstance(waiter, trio.lowlevel.Task):
                     trio.lowlevel.reschedule(waiter)
                 else:
-                    waiter()
-                send_now = sub.send_now
-                if send_now is None or not send_now(frame):
-                    sub._frames.append(frame)  # to an empty queue: it fits
-                    if not fast:
-                        sub._relimit()
+                    waiter()  # a parked sender: started again
+                sub._frames.append(frame)  # to an empty queue: it fits
+                if not fast:
+                    sub._relimit()
                 continue
             frames = sub._frames
             if fast and len(frames) < sub._limit:
@@ -446,6 +466,7 @@ class Hub:
         if slow is not None:
             for sub in slow:
                 self._overflow(sub)
+        self._published_at = self._clock()
         return event
 
     def _evict(self, publishing: _Topic) -> None:

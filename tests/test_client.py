@@ -32,6 +32,7 @@ from hived.client import (
     transport,
 )
 from hived.client import subscription as subscription_module
+from hived.client.pages import request_all
 
 DEADLINE_S = 10.0
 TOKEN = "secret"
@@ -852,3 +853,35 @@ async def test_the_backoff_starts_afresh_only_after_a_connection_that_lived(
                 await fake.wait_peers(5)
                 assert await client.request("ping") == {}
     assert seen == attempts
+
+
+class PagedServer:
+    """A fake ``request`` answering a list in pages of at most ``per_page``, by ``cursor``."""
+
+    def __init__(self, items: int, per_page: int) -> None:
+        self.items = [{"id": n} for n in range(items)]
+        self.per_page = per_page
+        self.asked: list[dict[str, Any]] = []
+
+    async def request(self, type_: str, **fields: Any) -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        self.asked.append({"type": type_, **fields})
+        start = 0 if fields.get("cursor") is None else int(fields["cursor"]) + 1
+        count = min(self.per_page, fields.get("limit") or self.per_page)
+        page = self.items[start : start + count]
+        more = start + count < len(self.items)
+        return {"connections": page, "next": str(page[-1]["id"]) if more else None}
+
+
+async def test_request_all_follows_next_until_null() -> None:
+    server = PagedServer(25, 10)
+    items = await request_all(server.request, "connections", "connections")
+    assert items == server.items
+    assert [asked.get("cursor") for asked in server.asked] == [None, "9", "19"]
+
+
+async def test_request_all_asks_for_no_more_than_it_still_wants() -> None:
+    server = PagedServer(25, 10)
+    items = await request_all(server.request, "connections", "connections", most=12)
+    assert items == server.items[:12]
+    assert [asked.get("limit") for asked in server.asked] == [12, 2]

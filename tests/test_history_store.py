@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import attrs
+import orjson
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hived.core.config import PositiveInt, StateConfig
-from hived.core.events import Event, Usage, encode_event, session_topic
-from hived.core.history import search_text, usage_delta
+from hived.core.events import KINDS, Event, Usage, encode_event, session_topic
+from hived.core.history import MAX_TEXT_CHARS, search_text, search_text_json, usage_delta
+from hived.core.pages import LABEL_MAX_CHARS, LIST_REPLY_MAX_BYTES
 from hived.core.sessions import SessionSummary, State
 from hived.store import Store, schema
 from hived.store.indexer import follow_step
@@ -191,6 +197,43 @@ async def test_filters_by_time_template_and_paging_by_cursor(store: Store) -> No
     assert await hits(store, "migration", session="01JNOSUCHSESSION000000000") == []
 
 
+async def test_search_pages_stop_at_the_byte_cap_and_next_reaches_every_hit(
+    store: Store,
+) -> None:
+    # Each hit carries its session's name: 60 hits of a 100 kB name are 6 MB unbounded.
+    store.record_session(attrs.evolve(summary(A), name="a" * 100_000))
+    store.record_session(attrs.evolve(summary(B), name="b" * 2 * LIST_REPLY_MAX_BYTES))
+    feed = Feed(store)
+    for n in range(60):
+        feed.event(A, "message", {"text": f"deploy step {n}"}, "2026-12-01T10:00:00.000Z")
+    lone = feed.event(B, "message", {"text": "deploy alone"}, "2026-12-02T10:00:00.000Z")
+    await store.index_now()
+    seqs: list[int] = []
+    sizes: list[int] = []
+    cursor = None
+    while True:
+        found, cursor = await store.search("deploy", SearchFilters(), 500, cursor)
+        sizes.append(len(orjson.dumps(found)))
+        seqs += [hit["seq"] for hit in found]
+        if cursor is None:
+            break
+    # The hit bigger than a page comes alone; the others two to a page, none over the cap.
+    assert seqs == [lone.seq, *range(60, 0, -1)]
+    assert sizes[0] > LIST_REPLY_MAX_BYTES
+    assert len(sizes) == 31
+    assert max(sizes[1:]) <= LIST_REPLY_MAX_BYTES
+
+
+async def test_a_last_page_of_exactly_limit_hits_has_no_next(store: Store) -> None:
+    store.record_session(summary(A))
+    feed = Feed(store)
+    for n in range(3):
+        feed.event(A, "message", {"text": f"deploy step {n}"}, "2026-12-01T10:00:00.000Z")
+    await store.index_now()
+    found, cursor = await store.search("deploy", SearchFilters(), 3)
+    assert (len(found), cursor) == (3, None)
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -292,6 +335,12 @@ async def test_usage_is_recorded_per_turn_and_grouped(store: Store) -> None:
     assert [(r["key"], r["label"]) for r in by_session["rows"]] == [(B, "name-B"), (A, "name-A")]
     by_cwd = await store.usage("cwd", None, None)
     assert {r["key"] for r in by_cwd["rows"]} == {"/srv/claude", "/srv/codex"}
+    # Renamed at a later turn (its label is its last name): a long name is cut.
+    a3 = attrs.evolve(a2, name="n" * 100_000, usage=Usage(input_tokens=16, turns=3))
+    feed.state(a3, "2026-12-04T10:00:00.000Z")
+    await store.index_now()
+    labels = {r["key"]: r["label"] for r in (await store.usage("session", None, None))["rows"]}
+    assert labels[A] == "n" * (LABEL_MAX_CHARS - 1) + "…"
 
 
 # Indexing in the background, forgetting, retention.
@@ -358,6 +407,91 @@ def test_a_step_indexes_each_event_once(tmp_path: Path) -> None:
     assert follow_step(conn, 10).read == 1
     assert follow_step(conn, 10).read == 0
     assert conn.execute("SELECT count(*) FROM events_fts").fetchone() == (1,)
+
+
+EDGE_CASES: Final = [
+    ("text", {"line": "flood 1 2 ........"}),
+    ("stderr", {"line": "warning: a\x02marked\x03 line", "note": "cut"}),
+    ("text", {"line": " \t\u3000\x1c\xa0 "}),  # spaces only, as str.strip() sees them
+    ("text", {"line": "x" * (MAX_TEXT_CHARS - 1) + "é✓" + "y" * 10}),  # past the cap, not ASCII
+    ("text", {"line": 7}),
+    ("text", {"text": "no line"}),
+    ("stderr", {"line": None}),
+    ("input", {"text": "fix the tests"}),
+    ("input", {"text": ["not", "a string"]}),
+    ("message", {"text": "hello \x03world"}),
+    ("tool_use", {"name": "Bash", "input": {"command": "ls", "path": ["a", 1]}}),
+    ("tool_result", {"content": [{"type": "text", "text": "ok"}, None]}),
+    ("hook", {"tool_name": "Edit", "tool_input": {"file_path": "/x"}}),
+    ("state", {"state": "WORKING", "line": "not searched"}),
+    ("rate_limit", {"text": "not searched"}),
+]
+
+
+@functools.cache
+def empty_database() -> sqlite3.Connection:
+    """A database with hived's tables, made once: each test copies it."""
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    for script in schema.MIGRATIONS:
+        conn.executescript(script)
+    return conn
+
+
+def indexed_texts(events: list[tuple[str, str]]) -> dict[int, str]:
+    """Store events (kind, data as JSON text) in a new database, take one follow step: the
+    text indexed for each event id."""
+    conn = sqlite3.connect(":memory:")
+    empty_database().backup(conn)
+    conn.create_function(schema.SEARCH_TEXT_FUNCTION, 2, search_text_json, deterministic=True)
+    conn.executemany(
+        "INSERT INTO events (topic, seq, ts, kind, session, data) VALUES ('t', ?, 't', ?, 'S', ?)",
+        [(seq, kind, data) for seq, (kind, data) in enumerate(events, 1)],
+    )
+    conn.commit()
+    assert follow_step(conn, len(events) + 1).read == len(events)
+    texts = dict(conn.execute("SELECT rowid, text FROM events_fts").fetchall())
+    conn.close()
+    return texts
+
+
+def expected_texts(events: list[tuple[str, str]]) -> dict[int, str]:
+    found = {i: search_text_json(kind, data) for i, (kind, data) in enumerate(events, 1)}
+    return {i: text for i, text in found.items() if text is not None}
+
+
+def test_the_index_holds_the_text_search_text_gives() -> None:
+    # Text in SQL for some kinds, in Python for the others: the same texts as search_text.
+    events = [(kind, orjson.dumps(data).decode()) for kind, data in EDGE_CASES]
+    events += [("text", "not json"), ("message", "[1, 2]"), ("stderr", '"a string"')]
+    texts = indexed_texts(events)
+    assert texts == expected_texts(events)
+    assert texts[1] == "flood 1 2 ........"
+    assert texts[2] == "warning: a marked  line"
+    assert len(texts[4]) == MAX_TEXT_CHARS
+    assert 3 not in texts
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(KINDS)),
+            st.dictionaries(
+                st.sampled_from(["line", "text", "content", "name", "input", "prompt"]),
+                st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
+                | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+                | st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)))),
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_event_is_indexed_with_the_text_search_text_gives(
+    events: list[tuple[str, dict[str, Any]]],
+) -> None:
+    as_stored = [(kind, orjson.dumps(data).decode()) for kind, data in events]
+    assert indexed_texts(as_stored) == expected_texts(as_stored)
 
 
 async def test_forget_removes_every_trace(store: Store) -> None:

@@ -12,7 +12,14 @@ import trio.testing
 
 import hived.hub
 from hived.core.events import Event, encode_event
-from hived.hub import FAST_FRAME_BYTES, Hub, MemoryHistory, Subscriber, SubscribeResult
+from hived.hub import (
+    BURST_GAP_S,
+    FAST_FRAME_BYTES,
+    Hub,
+    MemoryHistory,
+    Subscriber,
+    SubscribeResult,
+)
 
 
 def seqs(frames: list[str]) -> list[int]:
@@ -203,6 +210,53 @@ async def test_a_frame_for_a_waiting_subscriber_is_sent_at_once_and_the_rest_que
         publish_many(hub, "t", 3)  # one tick: the first goes at once, the next two wait
     assert seqs(socket.sent) == [1]
     assert [seqs(batch) for batch in got] == [[2, 3]]
+
+
+class Clock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_after_a_quiet_gap_a_frame_is_sent_at_once_and_the_sender_sleeps_on() -> None:
+    clock = Clock()
+    hub = Hub(clock=clock)
+    socket = Socket()
+    sub = hub.subscriber(10, socket.send_now)
+    await hub.subscribe(sub, "t", None)
+    async with waiting(sub) as got:
+        for _ in range(3):  # a steady rate: each frame alone
+            publish_many(hub, "t", 1)
+            clock.now += 2 * BURST_GAP_S
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [], "the sender was woken with nothing to send"
+        publish_many(hub, "t", 3)  # a burst: the first at once, the rest as one batch
+    assert seqs(socket.sent) == [1, 2, 3, 4]
+    assert [seqs(batch) for batch in got] == [[5, 6]]
+
+
+async def test_a_publish_soon_after_the_last_one_ended_is_batched_however_long_that_took() -> None:
+    # Lines that arrive together go out in batches even when each publish takes long (a
+    # fan-out to many slow sockets): the gap is counted from the end of the last publish.
+    clock = Clock()
+    hub = Hub(clock=clock)
+    slow, fast = Socket(), Socket()
+
+    def slow_send(frame: str) -> bool:
+        clock.now += 10 * BURST_GAP_S  # this write takes long
+        return slow.send_now(frame)
+
+    subs = [hub.subscriber(10, slow_send), hub.subscriber(10, fast.send_now)]
+    for sub in subs:
+        await hub.subscribe(sub, "t", None)
+    async with waiting(subs[0]) as got_slow, waiting(subs[1]) as got_fast:
+        publish_many(hub, "t", 3)
+    assert seqs(slow.sent) == seqs(fast.sent) == [1]
+    assert [seqs(batch) for batch in got_slow] == [seqs(batch) for batch in got_fast] == [[2, 3]]
 
 
 async def test_a_frame_send_now_refuses_is_queued() -> None:

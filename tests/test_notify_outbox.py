@@ -7,11 +7,13 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 import trio
 
 from hived.core.config import StateConfig
 from hived.core.events import Event, encode_event
+from hived.core.pages import LIST_REPLY_MAX_BYTES
 from hived.notify import outbox
 from hived.notify.rules import Birth, Item
 from hived.store import Store, writer
@@ -95,8 +97,8 @@ async def test_the_outbox_keeps_a_notification_from_birth_to_outcome(store: Stor
     ]
     await store.run(outbox.mark, ["a"], "pending", "HTTP 503", 14.0, True)
     await store.run(outbox.mark, ["b"], "delivered", None, 15.0, True)
-    rows = {row["id"]: row for row in await store.run(outbox.recent, 10)}
-    assert [row["id"] for row in await store.run(outbox.recent, 10)] == ["c", "b", "a"]
+    rows = {row["id"]: row for row in (await store.run(outbox.recent, 10, None))[0]}
+    assert [row["id"] for row in (await store.run(outbox.recent, 10, None))[0]] == ["c", "b", "a"]
     assert (rows["a"]["status"], rows["a"]["outcome"], rows["a"]["attempts"]) == (
         "pending",
         "HTTP 503",
@@ -120,4 +122,55 @@ async def test_settled_notifications_are_pruned_and_pending_ones_kept(store: Sto
     await store.run(outbox.mark, ["old"], "delivered", None, 100.0, True)
     await store.run(outbox.mark, ["new"], "delivered", None, 300.0, True)
     assert await store.run(outbox.prune, 200.0) == 1
-    assert sorted(row["id"] for row in await store.run(outbox.recent, 10)) == ["new", "waiting"]
+    assert sorted(row["id"] for row in (await store.run(outbox.recent, 10, None))[0]) == [
+        "new",
+        "waiting",
+    ]
+
+
+def long_birth(id_: str, born_at: float, title_bytes: int) -> Birth:
+    item = Item(event="permission", title="t" * title_bytes, session="S1", name="n")
+    return Birth(id_, "hook", id_, "session/S1", 1, born_at, born_at, item)
+
+
+async def read_pages(store: Store, limit: int) -> tuple[list[str], list[int]]:
+    """Every notification's id, page after page by ``next``, and each page's JSON size."""
+    ids: list[str] = []
+    sizes: list[int] = []
+    after = None
+    while True:
+        rows, cursor = await store.run(outbox.recent, limit, after)
+        ids += [row["id"] for row in rows]
+        sizes.append(len(orjson.dumps(rows)))
+        if cursor is None:
+            return ids, sizes
+        after = outbox.cursor_position(cursor)
+
+
+async def test_notification_pages_stop_at_the_byte_cap_and_next_reaches_every_one(
+    store: Store,
+) -> None:
+    publish(store, 1)
+    # 200 notifications of 10 kB (2 MB unbounded), born in pairs at the same time: a page may
+    # end between two of a same time and its next must still find the second.
+    every = [long_birth(f"n{n:03d}", float(n // 2), 10_000) for n in range(200)]
+    # One bigger than a page, the newest: it comes alone.
+    every.append(long_birth("huge", 1000.0, 2 * LIST_REPLY_MAX_BYTES))
+    for one in every:
+        store.add_statement(outbox.INSERT, outbox.insert_params(one))
+    await store.drain()
+    ids, sizes = await read_pages(store, 1000)
+    newest_first = sorted(every, key=lambda b: (-b.born_at, b.id))
+    assert ids == [b.id for b in newest_first]
+    assert sizes[0] > LIST_REPLY_MAX_BYTES
+    assert len(sizes) > 8
+    assert max(sizes[1:]) <= LIST_REPLY_MAX_BYTES
+    # A limit pages too; the last page holding exactly the limit has no next.
+    assert (await read_pages(store, 7))[0] == ids
+    rows, cursor = await store.run(outbox.recent, 1, None)
+    assert ([r["id"] for r in rows], cursor) == (["huge"], "1000.0/huge")
+
+
+@pytest.mark.parametrize("cursor", ["", "12", "x/y", "nan/a", "inf/a", "1e400/a"])
+def test_a_notification_cursor_no_page_gave_is_not_read(cursor: str) -> None:
+    assert outbox.cursor_position(cursor) is None

@@ -116,6 +116,21 @@ def test_a_permission_request_gives_one_birth_per_matching_rule() -> None:
     }
 
 
+def test_a_long_session_name_is_whole_in_the_item_and_cut_in_its_one_line_title() -> None:
+    rules = rules_of(f'[[notify]]\nname = "all"\n{HOOK}\n')
+    name = "long\nname " + "n" * 100_000
+    [birth] = Rules(rules).births(
+        event("permission_request", ASK),
+        {"S1": Who("S1", name, "claude")}.get,
+        100.0,
+        lambda: "n1",
+    )
+    assert birth.item.name == name
+    assert birth.item.title.startswith("long name nnn")
+    assert birth.item.title.endswith("… asks permission to use Bash")
+    assert len(birth.item.title) < 300
+
+
 def test_a_request_asked_again_after_a_restart_gives_no_birth() -> None:
     rules = rules_of(f'[[notify]]\nname = "all"\n{HOOK}')
     assert births(rules, event("permission_request", {**ASK, "asked_again": True})) == []

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from hived.core.errors import RequestError
 from hived.core.notifyconfig import NotifyRule
 from hived.hub import Hub
 from hived.notify.attention import Attention
@@ -144,3 +145,12 @@ async def test_a_destination_that_never_answers_fails_after_its_timeout() -> Non
             await post(url, b"{}", {}, 0.3)
         assert 0.3 <= trio.current_time() - started < 5.0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_notifications_cursor_no_page_gave_is_a_bad_request() -> None:
+    service = NotifyService([], None, {}.get)
+    with pytest.raises(RequestError) as caught:
+        await service.recent(10, "not a cursor")
+    assert caught.value.code == "bad_request"
+    assert str(caught.value).startswith("notifications.cursor: expected a cursor from a page")
+    assert await service.recent(10, "12.5/a1") == ([], None)

@@ -388,3 +388,12 @@ def test_status_of_a_cluster_lists_its_nodes_and_the_silent_ones() -> None:
     assert "cluster   node a on redis://127.0.0.1:6379 connected" in text
     assert "nodes     a, b, c (silent)" in text
     assert "cluster" not in status_text({"sessions": []}, PLAIN)
+
+
+def test_status_says_how_many_sessions_and_nodes_its_capped_lists_left_out() -> None:
+    shown = [session(id="01BBBBBBBB", name="newer"), session(id="01AAAAAAAA", name="older")]
+    cluster = {"node": "a", "nodes": [{"name": "a", "alive": True}], "nodes_total": 40}
+    text = status_text({"sessions": shown, "sessions_total": 500, "cluster": cluster}, PLAIN)
+    assert "sessions  500 (the newest 2 below; hivectl sessions lists all)" in text
+    assert "nodes     a and 39 more" in text
+    assert "sessions  2\n" in status_text({"sessions": shown, "sessions_total": "2"}, PLAIN)

@@ -7,6 +7,7 @@ import gc
 import itertools
 import logging
 import random
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from wsproto.events import Request as Upgrade
 from hived.core.auth import hash_secret
 from hived.core.config import Config, ServerConfig, TokenConfig
 from hived.core.errors import RequestError
+from hived.core.messages import Connections
+from hived.core.pages import LIST_REPLY_MAX_BYTES
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
 from hived.server.connection import (
@@ -32,8 +35,10 @@ from hived.server.connection import (
     frame_batches,
 )
 from hived.server.listener import Server
+from hived.server.own import OwnRequests
 from hived.server.requests import MAX_CONCURRENT_REQUESTS
 from hived.server.router import Router
+from hived.server.stats import SUBSCRIPTIONS_SHOWN, ConnectionStats
 
 SECRETS = {
     "admin": "admin-secret",
@@ -445,9 +450,14 @@ async def test_a_client_that_never_answers_pings_is_dropped(
         received += chunk
     assert received.startswith(b"HTTP/1.1 101 ")
     assert trio.current_time() - start == pytest.approx(30.0, abs=0.1)
+    # Told why in a close frame (1011, as the websockets library's keepalive does), not waited
+    # for: the transport was closed right after it.
+    reason = b"no pong within 10 s of the ping"
+    assert received.endswith(bytes([0x88, 2 + len(reason)]) + (1011).to_bytes(2, "big") + reason)
     await trio.testing.wait_all_tasks_blocked()
     assert harness.server.connections() == []
-    assert "connection 1: dropped: no pong within 10 s" in caplog.text
+    assert "connection 1: dropped (1011): no pong within 10 s of the ping" in caplog.text
+    assert caplog.text.count("no pong") == 1, "logged once"
     assert harness.hub.stats().subscribers == 0
 
 
@@ -478,6 +488,27 @@ async def test_events_queued_together_arrive_as_one_array(harness: Harness) -> N
     frame = orjson.loads(await ws.get_message())
     assert [event["seq"] for event in frame] == [1, 2, 3, 4, 5]
     assert {event["type"] for event in frame} == {"event"}
+
+
+async def test_an_event_the_socket_takes_only_in_part_is_finished_by_the_sender(
+    harness: Harness,
+) -> None:
+    # Written at once by the publish (the sender waits), but the socket takes only part of it:
+    # the sender, left asleep for a frame written whole, must be woken to write the rest.
+    def pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        client, server_side = trio.socket.socketpair()
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return trio.SocketStream(client), trio.SocketStream(server_side)
+
+    ws = await harness.welcomed(stream=harness.stream(pair))
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    await trio.testing.wait_all_tasks_blocked()
+    text = "t" * 300_000
+    harness.hub.publish("sessions", "state", {"text": text})
+    with trio.fail_after(10):
+        [event] = await receive(ws)
+    assert event["data"]["text"] == text
+    await ws.aclose()
 
 
 async def test_unsubscribe_stops_the_events(harness: Harness) -> None:
@@ -688,6 +719,91 @@ async def test_connections_lists_each_connection_with_its_figures(harness: Harne
     assert first["since"].endswith("Z")
     assert second["channel"] == "/v1/admin"
     assert "secret" not in orjson.dumps(reply).decode()
+
+
+async def test_connections_pages_stop_at_the_byte_cap_and_next_lists_each_once(
+    nursery: trio.Nursery,
+) -> None:
+    long_name = TokenConfig(name="v" * 100_000, role="viewer", sha256=hash_secret("viewer-secret"))  # type: ignore[arg-type]
+    tokens = (long_name, *(t for t in TOKENS if t.role != "viewer"))
+    harness = Harness(nursery, make_config(tokens))
+    for _ in range(5):
+        await harness.welcomed("/v1/ws", "viewer")
+    admin = await harness.welcomed("/v1/admin", "admin")
+    listed: list[int] = []
+    sizes: list[int] = []
+    cursor = None
+    for request_id in range(1, 10):
+        fields = {} if cursor is None else {"cursor": cursor}
+        result = (await ask(admin, type="connections", id=request_id, **fields))["result"]
+        listed += [c["id"] for c in result["connections"]]
+        sizes.append(len(orjson.dumps(result["connections"])))
+        cursor = result["next"]
+        if cursor is None:
+            break
+    # 500 kB of connections unbounded: pages of two 100 kB ones, then the rest.
+    assert listed == [1, 2, 3, 4, 5, 6]
+    assert len(sizes) == 3
+    assert max(sizes) <= LIST_REPLY_MAX_BYTES
+    reply = await ask(admin, type="connections", id=20, limit=1, cursor="2")
+    assert [c["id"] for c in reply["result"]["connections"]] == [3]
+    assert reply["result"]["next"] == "3"
+    reply = await ask(admin, type="connections", id=21, cursor="two")
+    assert reply["code"] == "bad_request"
+    assert reply["message"] == 'connections.cursor: expected a cursor from a page, got "two"'
+
+
+async def test_a_connection_on_many_topics_lists_the_first_of_them_and_counts_all(
+    harness: Harness,
+) -> None:
+    viewer = await harness.welcomed("/v1/ws", "viewer")
+    topics = [f"session/01J{n:04d}" + "X" * 50 for n in range(100)]
+    for request_id, topic in enumerate(topics, 1):
+        assert (await ask(viewer, type="subscribe", id=request_id, topic=topic))["type"] == "result"
+    admin = await harness.welcomed("/v1/admin", "admin")
+    listed = (await ask(admin, type="connections", id=1))["result"]["connections"][0]
+    assert listed["subscriptions"] == sorted(topics)[:SUBSCRIPTIONS_SHOWN]
+    assert listed["subscriptions_total"] == 100
+
+
+async def test_ten_thousand_connections_come_in_pages_under_the_cap() -> None:
+    every = [
+        ConnectionStats(
+            id=n,
+            peer="127.0.0.1:40000",
+            channel="/v1/ws",
+            token_name="viewer-token",
+            role="viewer",
+            since="2026-12-05T09:00:00.000Z",
+            frames_in=1,
+            bytes_in=50,
+            frames_out=2,
+            messages_out=2,
+            bytes_out=300,
+            queue_depth=0,
+            subscriptions=("sessions", "session/01JDX4V9N2ABCDEFGHJKMNPQRS"),
+            subscriptions_total=2,
+        )
+        for n in range(1, 10_001)
+    ]
+    assert len(orjson.dumps(every, default=attrs.asdict)) > 2**21  # unbounded: over 2 MiB
+    router = Router()
+    own = OwnRequests(Hub(), {}, lambda after: (c for c in every if after is None or c.id > after))
+    own.register(router)
+    admin = Caller(connection=1, token_name="admin-token", role="admin")
+    listed: list[int] = []
+    pages = 0
+    cursor = None
+    while pages < 100:
+        result = await router.handle(Connections(cursor=cursor), admin)
+        assert len(orjson.dumps(result)) <= LIST_REPLY_MAX_BYTES + 100
+        listed += [c["id"] for c in result["connections"]]
+        pages += 1
+        cursor = result["next"]
+        if cursor is None:
+            break
+    assert listed == list(range(1, 10_001))
+    assert pages > 8
 
 
 async def test_kick_closes_the_connection_with_1000_and_the_reason(harness: Harness) -> None:

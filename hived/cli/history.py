@@ -220,7 +220,11 @@ def usage_table(result: Mapping[str, Any]) -> str:
         for row in rows
     ]
     headers = [str(result.get("by", "day")).upper(), "IN", "OUT", "CACHE READ", "CACHE WRITE"]
-    return table([*headers, "REASONING", "COST", "TURNS", "SESSIONS"], body)
+    text = table([*headers, "REASONING", "COST", "TURNS", "SESSIONS"], body)
+    shown, listed = len(rows) - 1, result.get("rows_total")
+    if isinstance(listed, int) and listed > shown:
+        text += f"\n({listed - shown} more rows not listed; the total counts them)"
+    return text
 
 
 # export

@@ -54,8 +54,6 @@ EXIT_REMOTE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_CONNECT: Final = 3
 EXIT_AUTH: Final = 4
-MAX_PAGES: Final = 10_000
-"""Pages of ``sessions`` read at most (each up to 256 KiB): a bound, never reached in use."""
 EXIT_INTERRUPTED: Final = 130
 
 LOG_PAGE: Final = MAX_LIMIT
@@ -292,15 +290,7 @@ async def cmd_agents(client: Client, args: argparse.Namespace, out: Output) -> i
 async def list_sessions(client: Client, **fields: Any) -> list[dict[str, Any]]:
     """Every session summary the filters in ``fields`` select, page after page (a reply is
     bounded in bytes; its ``next`` asks for the rest)."""
-    sessions: list[dict[str, Any]] = []
-    before = None
-    for _ in range(MAX_PAGES):
-        result = await client.request("sessions", before=before, **fields)
-        sessions.extend(result.get("sessions", []) if isinstance(result, dict) else [])
-        before = result.get("next") if isinstance(result, dict) else None
-        if before is None:
-            break
-    return sessions
+    return await client.request_all("sessions", "sessions", **fields)
 
 
 async def cmd_sessions(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -499,8 +489,7 @@ async def cmd_forget(client: Client, args: argparse.Namespace, out: Output) -> i
 
 
 async def cmd_connections(client: Client, args: argparse.Namespace, out: Output) -> int:
-    result = await client.request("connections")
-    connections = result.get("connections", []) if isinstance(result, dict) else result
+    connections = await client.request_all("connections", "connections")
     out.data(connections, lambda: connections_table(connections))
     return EXIT_OK
 
@@ -536,8 +525,7 @@ async def cmd_daemon(client: Client, args: argparse.Namespace, out: Output) -> i
 async def cmd_notifications(client: Client, args: argparse.Namespace, out: Output) -> int:
     if not 1 <= args.limit <= 1000:
         raise Usage(f"--limit must be from 1 to 1000, got {args.limit}")
-    result = await client.request("notifications", limit=args.limit)
-    rows = result.get("notifications", []) if isinstance(result, dict) else []
+    rows = await client.request_all("notifications", "notifications", most=args.limit)
     out.data(rows, lambda: notifications_table(rows, out.paint))
     return EXIT_OK
 

@@ -458,6 +458,11 @@ def _describe_event(kind: str, data: Mapping[str, Any]) -> tuple[str, str | None
     return _short(data), None
 
 
+def _count(value: Any, shown: int) -> int:
+    """A list's full count as ``status`` gives it beside the capped list (else what is shown)."""
+    return value if isinstance(value, int) and value >= shown else shown
+
+
 def status_text(status: Mapping[str, Any], paint: Painter) -> str:
     """The answer to ``hivectl status`` for a person."""
     connections = status.get("connections") or {}
@@ -506,8 +511,15 @@ def status_text(status: Mapping[str, Any], paint: Painter) -> str:
         lines.append(
             printable(f"cluster   node {cluster.get('node')} on {cluster.get('engine')} ") + engine
         )
-        lines.append(f"nodes     {shown}")
-    lines.append(f"sessions  {len(sessions)}")
+        hidden = _count(cluster.get("nodes_total"), len(nodes)) - len(nodes)
+        lines.append(f"nodes     {shown}" + (f" and {hidden} more" if hidden > 0 else ""))
+    total = _count(status.get("sessions_total"), len(sessions))
+    if total > len(sessions):
+        lines.append(
+            f"sessions  {total} (the newest {len(sessions)} below; hivectl sessions lists all)"
+        )
+    else:
+        lines.append(f"sessions  {total}")
     if sessions:
         lines.append("")
         lines.append(sessions_table(sessions, paint))

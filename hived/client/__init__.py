@@ -48,6 +48,7 @@ from hived.client.errors import (
     describe,
     raise_for_close,
 )
+from hived.client.pages import request_all
 from hived.client.subscription import SUBSCRIPTION_BUFFER, Subscription
 from hived.client.transport import CLOSE_TIMEOUT_S, CONNECT_TIMEOUT_S, encode, open_websocket
 from hived.core.errors import ProtocolError
@@ -148,6 +149,13 @@ class Client:
         if pending.reply["type"] == "error":
             raise RemoteError(str(pending.reply.get("code")), str(pending.reply.get("message")))
         return pending.reply.get("result")
+
+    async def request_all(
+        self, type_: str, key: str, *, most: int | None = None, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """Every ``key`` item of a paged list request (``sessions``, ``connections``,
+        ``notifications``, ``search``), following each reply's ``next``: at most ``most``."""
+        return await request_all(self.request, type_, key, most=most, **fields)
 
     async def subscribe(self, topic: str, since: int | None = None) -> Subscription:
         """Subscribe to ``topic``; with ``since``, every stored event after it comes first."""

@@ -47,7 +47,7 @@ from hived.core.config import ClusterConfig
 from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.messages import SessionEvents, Sessions, SessionStart, Subscribe
-from hived.core.pages import sessions_page
+from hived.core.pages import STATUS_LIST_MAX_BYTES, byte_page, sessions_page
 from hived.core.protocol import Caller, Request
 from hived.history import History
 from hived.hub import Hub, Subscriber
@@ -474,11 +474,12 @@ class Cluster:
     def status(self) -> dict[str, Any]:
         """The ``cluster`` object of ``status``."""
         mirror, commands = self._mirror, self._commands
-        nodes = [{"name": self.node, "alive": True, "self": True}]
-        nodes += [
+        every = [{"name": self.node, "alive": True, "self": True}]
+        every += [
             {"name": n, "alive": alive, "self": False}
             for n, alive in sorted(self.liveness.alive.items())
         ]
+        nodes, _ = byte_page(every, STATUS_LIST_MAX_BYTES)
         return {
             "node": self.node,
             "engine": _redacted(self.config.url),
@@ -487,6 +488,7 @@ class Cluster:
             "requests_answered": commands.answered if commands else 0,
             "following": sum(len(remote.members) for remote in self._remote.values()),
             "nodes": nodes,
+            "nodes_total": len(every),
         }
 
     async def _run_here(self, request: Request, caller: Caller) -> Any:

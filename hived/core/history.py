@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+import orjson
+
 MAX_TEXT_CHARS: Final = 8192
 """Most characters of one event that are indexed: a tool's whole output is not searched past
 this (its start says what it was), and the index stays a fraction of the store."""
@@ -107,6 +109,40 @@ def search_text(kind: str, data: Mapping[str, Any]) -> str | None:
     for marker in MARKERS:
         text = text.replace(marker, " ")
     return text if text.strip() else None
+
+
+SEARCHED_KINDS: Final = frozenset(
+    {
+        "message",
+        "thinking",
+        "tool_use",
+        "tool_result",
+        "permission_request",
+        "text",
+        "stderr",
+        "input",
+        "hook",
+    }
+)
+"""The kinds :func:`search_text` finds text in (it returns None for any other)."""
+SPACES: Final = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Every character ``str.strip()`` removes (those whose ``isspace()`` is true): a text made
+only of these is not searchable."""
+
+
+def search_text_json(kind: str, data: str) -> str | None:
+    """:func:`search_text` of an event as the store keeps it (``data`` as JSON text); None
+    when ``data`` is not a JSON object."""
+    if kind not in SEARCHED_KINDS:
+        return None
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return search_text(kind, parsed) if isinstance(parsed, dict) else None
 
 
 def _figure(usage: Mapping[str, Any], key: str) -> float:

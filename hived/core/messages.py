@@ -2,6 +2,7 @@
 
 How it works: each request ``type`` on the wire is one frozen attrs class whose field names are
 the wire's field names; ``id`` (the request id echoed in the reply) is on every one of them.
+List requests share their ``limit`` and ``cursor`` through :class:`PagedRequest`.
 Value rules (a topic's shape, ``since`` ≥ 0, ``limit`` in 1..10000, a known session state,
 non-empty names) are
 attached to field types with ``Annotated[base, Rule(...)]``: for mypy and for the code building
@@ -115,6 +116,24 @@ class BaseRequest:
 
 
 @attrs.frozen
+class PagedRequest(BaseRequest):
+    """A list request answered a page at a time (:mod:`hived.core.pages`): at most ``limit``
+    items and 256 KiB of them; the reply's ``next`` asks for the page after it."""
+
+    limit: Limit | None = attrs.field(default=None, kw_only=True)
+    """At most this many items in the page."""
+
+
+@attrs.frozen
+class CursorPagedRequest(PagedRequest):
+    """A paged list request whose next page is asked for by giving the reply's ``next`` back
+    as ``cursor`` (``sessions`` predates it: its cursor is ``before``)."""
+
+    cursor: NonEmpty | None = attrs.field(default=None, kw_only=True)
+    """The ``next`` of the previous page; absent: the first page."""
+
+
+@attrs.frozen
 class Hello(BaseRequest):
     """Authenticate a connection opened without an ``Authorization`` header."""
 
@@ -146,7 +165,7 @@ class Unsubscribe(BaseRequest):
 
 
 @attrs.frozen
-class Sessions(BaseRequest):
+class Sessions(PagedRequest):
     """List session summaries (running ones; ended ones too with ``all`` or ``since``)."""
 
     type: ClassVar[str] = "sessions"
@@ -158,8 +177,6 @@ class Sessions(BaseRequest):
     """Include ended sessions."""
     since: Timestamp | None = None
     """Only sessions started at or after this time (implies ``all``)."""
-    limit: Limit | None = None
-    """At most this many, newest first."""
     before: NonEmpty | None = None
     """Only sessions older than this id: the ``next`` of the previous page."""
 
@@ -266,18 +283,17 @@ class SessionResume(BaseRequest):
 
 
 @attrs.frozen
-class SessionEvents(BaseRequest):
-    """Read a page of one session's kept events."""
+class SessionEvents(PagedRequest):
+    """Read a page of one session's kept events (its cursor is ``since``: the last seq read)."""
 
     type: ClassVar[str] = "session.events"
     session: NonEmpty
     since: Seq | None = None
     """Events with ``seq`` greater than this (on the session's topic)."""
-    limit: Limit | None = None
 
 
 @attrs.frozen
-class Search(BaseRequest):
+class Search(CursorPagedRequest):
     """Full-text search over the kept events (FTS5 query syntax), newest first."""
 
     type: ClassVar[str] = "search"
@@ -293,10 +309,8 @@ class Search(BaseRequest):
     """Only events kept at or after this time."""
     until: Timestamp | None = None
     """Only events kept before this time."""
-    limit: SearchLimit | None = None
-    """Hits per page (default 50)."""
-    cursor: NonEmpty | None = None
-    """The ``next`` of the previous page."""
+    limit: SearchLimit | None = attrs.field(default=None, kw_only=True)
+    """Hits per page (default 50): fewer than other lists allow, as each costs a snippet."""
 
 
 @attrs.frozen
@@ -340,8 +354,8 @@ class Status(BaseRequest):
 
 
 @attrs.frozen
-class Connections(BaseRequest):
-    """List open connections with their statistics."""
+class Connections(CursorPagedRequest):
+    """List open connections with their statistics, by id."""
 
     type: ClassVar[str] = "connections"
 
@@ -437,11 +451,10 @@ class PushUnsubscribe(BaseRequest):
 
 
 @attrs.frozen
-class Notifications(BaseRequest):
+class Notifications(CursorPagedRequest):
     """The last notifications born, newest first, with their outcome (DESIGN §12)."""
 
     type: ClassVar[str] = "notifications"
-    limit: Limit | None = None
 
 
 @attrs.frozen

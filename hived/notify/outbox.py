@@ -9,12 +9,14 @@ before delivery: answered, withdrawn…) and ``failed`` (retries spent).
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import orjson
 
+from hived.core.pages import page
 from hived.notify.rules import Birth, Item
 
 LOAD_MAX: Final = 10_000
@@ -96,22 +98,43 @@ def mark(
         raise
 
 
-def recent(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
-    """The last ``limit`` notifications born, newest first, as ``hivectl notifications`` shows
-    them."""
+def recent(
+    conn: sqlite3.Connection, limit: int, after: tuple[float, str] | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the notifications born, newest first, as ``hivectl notifications`` shows
+    them: at most ``limit`` and 256 KiB of them (an item can be long), from the one after
+    ``after`` (a :func:`cursor_position`); and the cursor of the next page, or None."""
+    where, params = "", []
+    if after is not None:
+        # Ordered by born_at, then id: a page ends between two of a same time too.
+        where = "WHERE born_at < ? OR (born_at = ? AND id > ?) "
+        params = [after[0], after[0], after[1]]
     rows = conn.execute(
         "SELECT id, rule, key, session, born_at, due_at, status, outcome, attempts, done_at, "
-        "item FROM notifications ORDER BY born_at DESC, id LIMIT ?",
-        (limit,),
-    ).fetchall()
+        f"item FROM notifications {where}ORDER BY born_at DESC, id LIMIT ?",
+        (*params, limit + 1),
+    )
+    return page(_entries(rows), limit, lambda entry: f"{entry['born_at']!r}/{entry['id']}")
+
+
+def _entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
     names = ("id", "rule", "key", "session", "born_at", "due_at", "status", "outcome")
-    out = []
     for row in rows:
         entry: dict[str, Any] = dict(zip(names, row[:8], strict=True))
         entry["attempts"], entry["done_at"] = row[8], row[9]
         entry["item"] = orjson.loads(row[10])
-        out.append(entry)
-    return out
+        yield entry
+
+
+def cursor_position(cursor: str) -> tuple[float, str] | None:
+    """Where a page's ``next`` (``"<born_at>/<id>"``) says the next page starts; None when it
+    is not such a cursor."""
+    born_at, slash, notification_id = cursor.partition("/")
+    try:
+        when = float(born_at)
+    except ValueError:
+        return None
+    return (when, notification_id) if slash and math.isfinite(when) else None
 
 
 def prune(conn: sqlite3.Connection, before: float) -> int:

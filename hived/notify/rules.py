@@ -190,7 +190,8 @@ class Rules:
                 continue
             item = Item(
                 event=kind.event,
-                title=f"{who.name if who else event.session} {kind.title}",
+                # A name may be long (a client chose it): the title's one line stays short.
+                title=f"{_short(who.name) if who else event.session} {kind.title}",
                 session=event.session,
                 name=None if who is None else who.name,
                 template=None if who is None else who.template,

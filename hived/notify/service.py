@@ -29,6 +29,7 @@ import attrs
 import trio
 
 from hived.core.config import Config
+from hived.core.convert import expected
 from hived.core.errors import RequestError
 from hived.core.events import Event
 from hived.core.messages import PushSubscribe, PushUnsubscribe
@@ -318,11 +319,21 @@ class NotifyService:
             return {"rule": name, "destination": rule.destination, "sent": False, "error": str(exc)}
         return {"rule": name, "destination": rule.destination, "sent": True, "error": None}
 
-    async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The last ``limit`` notifications born, newest first, with their outcome."""
+    async def recent(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the notifications born, newest first, with their outcome: at most
+        ``limit`` (and 256 KiB) of them after ``cursor`` (a page's ``next``); and the next
+        page's cursor, or None."""
+        after = None if cursor is None else outbox.cursor_position(cursor)
+        if cursor is not None and after is None:
+            raise RequestError(
+                "bad_request",
+                f"notifications.cursor: {expected('a cursor from a page', cursor)}",
+            )
         if self._store is None:
-            return []
-        return await self._store.run(outbox.recent, min(max(limit, 1), RECENT_MAX))
+            return [], None
+        return await self._store.run(outbox.recent, min(max(limit, 1), RECENT_MAX), after)
 
     def reload(self, config: Config) -> None:
         self._rules = Rules(config.notify)

@@ -29,7 +29,10 @@ take too.
 The **heartbeat** is the server's (:mod:`hived.server.heartbeat`, one task for every
 connection): it calls :meth:`Connection.beat`, which asks the sender for a ping every
 ``heartbeat_interval_s``, drops the connection when no pong came within
-``heartbeat_timeout_s``, and parks a sender that sent nothing for a parking check.
+``heartbeat_timeout_s`` — of the ping being written, and of the reader reading on, never
+counting the time hived itself did not read (:mod:`hived.core.pongs`) —, and parks a sender
+that sent nothing for a parking check. A dropped client gets a close frame (1011, the reason)
+when nothing is being sent to it, but no wait for its answer.
 
 Whatever ends first ends all. The transport is always closed on the way out, which also covers
 a send cancelled half-way (its framing would be corrupt). An idle connection is one task: the
@@ -40,6 +43,7 @@ Its statistics are :class:`~hived.server.stats.ConnectionStats`.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -55,12 +59,13 @@ import trio
 from hived.core.auth import may_open
 from hived.core.config import ServerConfig, TokenConfig
 from hived.core.events import utc_timestamp
+from hived.core.pongs import Missed, check_pong
 from hived.core.protocol import Caller, CloseCode, close_reason, welcome_frame
 from hived.hub import Hub, Subscriber
 from hived.server.heartbeat import Heartbeat
 from hived.server.reader import CLOSE_TIMEOUT_S, Reader
 from hived.server.router import Router
-from hived.server.stats import ConnectionStats
+from hived.server.stats import SUBSCRIPTIONS_SHOWN, ConnectionStats
 from hived.server.ws import Pong, WebSocket, WebSocketClosed
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,9 @@ SENDER_PARK_CHECK_S: Final = 2.0
 through a whole period with nothing sent parks (its task ends until the hub needs it)."""
 SENDER_TASK_NAME: Final = "websocket sender"
 """Named once: a name trio makes up is a string per task."""
+CLOSE_NOW_S: Final = 1.0
+"""How long the close frame to a client that stopped answering pings may take to go out (the
+peer is not waited for)."""
 MAX_PENDING_REPLIES: Final = 1024
 """Replies waiting for the sender; past this the client is not reading: closed with 4008. They
 are bounded in bytes too, by ``server.subscriber_queue_bytes`` (a page of events is up to
@@ -141,6 +149,8 @@ class _Ending:
     abort: bool = False
     closed: bool = False
     """The WebSocket is closed already (by the peer, or by the library): no frame to send."""
+    answer: bool = True
+    """Wait for the peer's closing handshake (not for a peer that stopped answering pings)."""
 
 
 class Connection:
@@ -277,6 +287,7 @@ class Connection:
 
     def stats(self) -> ConnectionStats:
         token, sub, reader = self._token, self._sub, self._reader
+        topics = () if sub is None else sub.topics
         return ConnectionStats(
             id=self.id,
             peer=self.peer,
@@ -290,16 +301,13 @@ class Connection:
             messages_out=self._messages_out,
             bytes_out=self._bytes_out,
             queue_depth=0 if sub is None else sub.depth,
-            subscriptions=() if sub is None else tuple(sorted(sub.topics)),
+            subscriptions=tuple(heapq.nsmallest(SUBSCRIPTIONS_SHOWN, topics)),
+            subscriptions_total=len(topics),
         )
 
     def request_close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request to end it wins."""
         self._end(_Ending(code, reason))
-
-    def request_abort(self, reason: str) -> None:
-        """Ask the connection to drop at once, without a close frame (the peer is gone)."""
-        self._end(_Ending(CloseCode.INTERNAL, reason, abort=True))
 
     def update_token(self, token: TokenConfig | None) -> None:
         """Apply a reload: its token is gone (None), or its role may have changed."""
@@ -374,7 +382,9 @@ class Connection:
             if self._sub is not None:
                 self._hub.remove(self._sub)
             ending = self._ending
-            if ending is not None and ending.abort and ending.code == CloseCode.TOO_SLOW:
+            if ending is not None and (
+                ending.code == CloseCode.TOO_SLOW if ending.abort else not ending.answer
+            ):
                 log.info("connection %d: dropped (%d): %s", self.id, ending.code, ending.reason)
             elif ending is not None and ending.abort:
                 log.info("connection %d: dropped: %s", self.id, ending.reason)
@@ -463,6 +473,13 @@ class Connection:
         sending = self._serving and not self._waiting and self._sub is not None
         self._end(_Ending(CloseCode.TOO_SLOW, reason, abort=sending))
 
+    def _missed_pong(self, reason: str) -> None:
+        """End a connection whose pong did not come: with a close frame (1011, ``reason``) and
+        no wait for the peer's answer; dropped at once when a send to it is under way (it does
+        not read: a close frame could not follow)."""
+        sending = self._serving and not self._waiting and self._sub is not None
+        self._end(_Ending(CloseCode.INTERNAL, reason, abort=sending, answer=False))
+
     def task_ended(self, name: str, exc: BaseException | None) -> None:
         """The reader or the sender ended (with ``exc``, unless None): the connection ends.
 
@@ -483,6 +500,9 @@ class Connection:
         :data:`CLOSE_TIMEOUT_S`; then the transport."""
         if ending.closed:
             await self._ws.finish(LINGER_S)
+        elif not ending.answer:
+            if not ending.abort:
+                await self._ws.close_now(ending.code, close_reason(ending.reason), CLOSE_NOW_S)
         elif not ending.abort:
             deadline = trio.current_time() + CLOSE_TIMEOUT_S
             replies, self._replies, self._replies_bytes = self._replies, [], 0
@@ -576,6 +596,8 @@ class Connection:
             return False
         self._fed = True
         self._count(len(frame) if frame.isascii() else _utf8_size(frame), 1)
+        if self._ws.unflushed:
+            self._wake_sender()  # to write the rest: the hub leaves a quiet sender asleep
         return True
 
     def _count(self, size: int, messages: int) -> None:
@@ -585,14 +607,16 @@ class Connection:
 
     # -- heartbeat ---------------------------------------------------------------------------
 
-    def beat(self, now: float) -> float | None:
-        """The heartbeat's call: ask for a ping, or check the pong of the last one; and every
+    def beat(self, now: float, late: bool) -> float | None:
+        """The heartbeat's call: ask for a ping, or check the pong of the last one (``late``:
+        this call comes long after it was due, the event loop was held up); and every
         :data:`SENDER_PARK_CHECK_S`, park the sender if nothing was sent since the last time.
 
-        Returns when to be called next: the earlier of the next check and
-        ``heartbeat_timeout_s`` after a ping (to check its pong), ``heartbeat_interval_s``
-        after the last ping once its pong came; None once the connection is ending (a missed
-        pong ends it).
+        Returns when to be called next: the earlier of the next parking check and
+        ``heartbeat_timeout_s`` after a ping (to check its pong), when
+        :func:`~hived.core.pongs.check_pong` says while it may still come,
+        ``heartbeat_interval_s`` after the last ping once its pong came; None once the
+        connection is ending (a missed pong ends it).
         """
         if self._ending is not None:
             return None
@@ -606,8 +630,18 @@ class Connection:
                 self._wake_sender()
                 self._beat_at = now + config.heartbeat_timeout_s
             elif not pong.received:
-                self.request_abort(f"no pong within {config.heartbeat_timeout_s:g} s")
-                return None
+                verdict = check_pong(
+                    now,
+                    late=late,
+                    asked_at=self._pinged_at,
+                    sent_at=pong.sent_at,
+                    held_until=self._reader.held_until,
+                    timeout_s=config.heartbeat_timeout_s,
+                )
+                if isinstance(verdict, Missed):
+                    self._missed_pong(verdict.reason)
+                    return None
+                self._beat_at = verdict
             else:
                 self._pong = None
                 self._beat_at = max(now, self._pinged_at + config.heartbeat_interval_s)

@@ -4,7 +4,11 @@ How it works: a connection is added when it opens, due one ``heartbeat_interval_
 task sleeps until the earliest due time (a heap of them), then calls each due connection's
 :meth:`Beating.beat`, which says when it is due next, or that it is gone. A connection's beat
 alternates between asking its writer to send a ping (due again ``heartbeat_timeout_s`` later)
-and checking that the pong came (else it drops itself; due again an interval after the ping).
+and checking that the pong came (due again an interval after the ping; else, once it is
+missed, it drops itself). A connection is told when its call comes more than
+:data:`~hived.core.pongs.STALL_S` after it was due: the event loop was held up, and a pong
+that waits in the socket may not be read yet, so that call gives no verdict
+(:mod:`hived.core.pongs`).
 
 Why one task: a task per connection was the heartbeat's whole cost in an idle connection's
 memory (a coroutine, its frames, a cancel scope), for a timer that fires every 20 s. The
@@ -22,12 +26,16 @@ from typing import Protocol
 
 import trio
 
+from hived.core.pongs import STALL_S
+
 
 class Beating(Protocol):
     """A connection as the heartbeat sees it."""
 
-    def beat(self, now: float) -> float | None:
-        """Do what is due at ``now``; when to be called next, or None once it has ended."""
+    def beat(self, now: float, late: bool) -> float | None:
+        """Do what is due at ``now`` (``late``: it was due more than
+        :data:`~hived.core.pongs.STALL_S` earlier); when to be called next, or None once it
+        has ended."""
 
 
 class Heartbeat:
@@ -57,10 +65,10 @@ class Heartbeat:
             self._sleep = None
             now = trio.current_time()
             while self._due and self._due[0][0] <= now:
-                _, _, ref = heapq.heappop(self._due)
+                due, _, ref = heapq.heappop(self._due)
                 connection = ref()
                 if connection is None:
                     continue
-                when = connection.beat(now)
+                when = connection.beat(now, now - due > STALL_S)
                 if when is not None:
                     self.add(connection, when)

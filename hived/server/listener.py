@@ -26,7 +26,7 @@ import itertools
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
@@ -111,7 +111,7 @@ class Server:
         self._shortage = Shortage()
         self._lookup_token = self._lookup
         """Bound once: every connection keeps it (a bound method each would be memory)."""
-        self._own = OwnRequests(hub, self._connections, self.connections)
+        self._own = OwnRequests(hub, self._connections, self.connections_after)
         self._own.register(router)
 
     # -- service -----------------------------------------------------------------------------
@@ -230,6 +230,11 @@ class Server:
     def connections(self) -> list[ConnectionStats]:
         """A snapshot of every open WebSocket connection, by id."""
         return [connection.stats() for connection in self._open()]
+
+    def connections_after(self, after: int | None) -> Iterator[ConnectionStats]:
+        """Snapshots of the open connections with an id past ``after`` (None: all), by id, each
+        taken as it is read (a page of the ``connections`` request reads only what it shows)."""
+        return (c.stats() for c in self._open() if after is None or c.id > after)
 
     @property
     def accepted_total(self) -> int:

@@ -21,6 +21,7 @@ ending — the reader asks of it (:class:`Owner`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -139,6 +140,13 @@ class Reader:
         except Exception as exc:
             self._reading_done = True
             self._connection.task_ended("reader", exc)
+
+    @property
+    def held_until(self) -> float:
+        """When the reading last went on after waiting for a free request slot (``-math.inf``:
+        it never waited; ``math.inf``: it waits now)."""
+        requests = self._requests
+        return -math.inf if requests is None else requests.held_until
 
     def received_all(self, closed: WebSocketClosed) -> None:
         """The library reads no more: the connection closed (by either side, or broke)."""

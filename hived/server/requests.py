@@ -14,6 +14,7 @@ reply callback, which queues it for the sender.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Final
 
@@ -43,7 +44,15 @@ class Requests:
     answer as frame text. Made when the connection authenticates; every idle connection keeps
     one, hence the slots."""
 
-    __slots__ = ("_channel", "_nursery", "_reply", "_router", "_running", "_slot_freed")
+    __slots__ = (
+        "_channel",
+        "_nursery",
+        "_reply",
+        "_router",
+        "_running",
+        "_slot_freed",
+        "held_until",
+    )
 
     def __init__(
         self, channel: str, router: Router, nursery: trio.Nursery, reply: Callable[[str], None]
@@ -57,6 +66,10 @@ class Requests:
         self._slot_freed: trio.Event | None = None
         """Set when a request ends, for the reader waiting for a free slot (made only then: a
         semaphore per connection, idle or not, costs more)."""
+        self.held_until = -math.inf
+        """When the reader last went on after waiting for a free slot; ``math.inf`` while it
+        waits (what the client sent meanwhile, a pong too, is not read: the heartbeat does not
+        count that time against the client, :mod:`hived.core.pongs`)."""
 
     async def dispatch(self, text: str, caller: Caller) -> None:
         """Answer the frame ``text`` from ``caller``, or start the request it holds; waits while
@@ -77,10 +90,15 @@ class Requests:
         if refused is not None:
             self._reply(error_frame(request.id, "forbidden", refused))
             return
-        while self._running >= MAX_CONCURRENT_REQUESTS:
-            if self._slot_freed is None:
-                self._slot_freed = trio.Event()
-            await self._slot_freed.wait()
+        if self._running >= MAX_CONCURRENT_REQUESTS:
+            self.held_until = math.inf
+            try:
+                while self._running >= MAX_CONCURRENT_REQUESTS:
+                    if self._slot_freed is None:
+                        self._slot_freed = trio.Event()
+                    await self._slot_freed.wait()
+            finally:
+                self.held_until = trio.current_time()
         self._running += 1
         self._nursery.start_soon(self._run, request, caller)
 

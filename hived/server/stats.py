@@ -8,8 +8,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 import attrs
+
+SUBSCRIPTIONS_SHOWN: Final = 64
+"""Topics listed per connection: one subscribed to thousands of topics must not make its
+``connections`` entry big (a page holds at least one entry, however big)."""
 
 
 @attrs.frozen
@@ -51,3 +56,6 @@ class ConnectionStats:
     queue_depth: int
     """Frames the hub has queued for it that the sender has not sent yet."""
     subscriptions: tuple[str, ...]
+    """The first :data:`SUBSCRIPTIONS_SHOWN` of its topics, sorted."""
+    subscriptions_total: int
+    """How many topics it is subscribed to."""

@@ -53,13 +53,15 @@ The edges, and how this module files them down:
   cannot make the server hold a large one) and the subprotocol hived chose
   (:func:`~hived.core.wire.choose_subprotocol`). What the server sends it frames and compresses
   itself (:func:`~hived.server.frames.message_frame`).
-- All this takes the library's private parts: its send lock, its table of pings in flight, its
-  message channel and reader task (``_send_channel``, ``_recv_channel``, ``_reader_task``
-  and what it calls — ``_wsproto``, ``_stream``, ``_reader_running``, ``_receive_buffer_size``,
-  ``_abort_web_socket``, ``_close_stream``, ``_send`` and the ``_handle_*_event`` handlers —,
-  ``_get_request``: :func:`accept` does what ``wrap_server_stream`` does, with the
-  :class:`Inbox` in place before the reader starts) and, best effort, its wsproto object and
-  events. Every test that opens a WebSocket fails if a new version moves any but the last.
+- All this takes the library's private parts: its send lock, its table of pings in flight,
+  its close reason and event sender (``_close_reason``, ``_send``: a close frame sent without
+  waiting for the answer, :meth:`WebSocket.close_now`), its message channel and reader task
+  (``_send_channel``, ``_recv_channel``, ``_reader_task`` and what it calls — ``_wsproto``,
+  ``_stream``, ``_reader_running``, ``_receive_buffer_size``, ``_abort_web_socket``,
+  ``_close_stream`` and the ``_handle_*_event`` handlers —, ``_get_request``: :func:`accept`
+  does what ``wrap_server_stream`` does, with the :class:`Inbox` in place before the reader
+  starts) and, best effort, its wsproto object and events. Every test that opens a WebSocket
+  fails if a new version moves any but the last.
 """
 
 from __future__ import annotations
@@ -117,12 +119,14 @@ class Pong:
 
     The library's reader calls :meth:`set` (it takes any object with one, where it would keep
     the ``trio.Event`` of its own ``ping()``); a pong also answers every earlier ping.
+    ``sent_at`` is when the ping was written (trio's clock), None until then.
     """
 
-    __slots__ = ("received",)
+    __slots__ = ("received", "sent_at")
 
     def __init__(self) -> None:
         self.received = False
+        self.sent_at: float | None = None
 
     def set(self) -> None:
         self.received = True
@@ -392,6 +396,7 @@ class WebSocket:
         payload = _PING_PAYLOAD.pack(self._pings_sent & 0xFFFF_FFFF)
         self._pings[payload] = pong
         await self._send_frame(ping_frame(payload))
+        pong.sent_at = trio.current_time()
 
     async def _send_frame(self, frame: bytes) -> None:
         """Write ``frame`` whole, never into the middle of another task's frame.
@@ -458,6 +463,18 @@ class WebSocket:
             await self._connection.aclose(code, reason)
             return True
         return False
+
+    async def close_now(self, code: int, reason: str | None, timeout_s: float) -> None:
+        """Send a close frame with ``code`` and not wait for the peer's (it is presumed gone);
+        the caller then calls :meth:`abort`. The frame may take ``timeout_s`` to go out."""
+        connection = self._connection
+        if self._broken or connection._wsproto.state is not ConnectionState.OPEN:
+            return
+        # What the library's own aclose() does first (its reason, then the frame), without
+        # waiting for the answer.
+        connection._close_reason = trio_websocket.CloseReason(code, reason)
+        with trio.move_on_after(timeout_s), contextlib.suppress(trio_websocket.ConnectionClosed):
+            await connection._send(wsproto.events.CloseConnection(code=code, reason=reason))
 
     async def finish(self, linger_s: float) -> None:
         """End the transport of a closed WebSocket: half-close, drain what the peer still sends

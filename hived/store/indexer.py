@@ -12,9 +12,13 @@ indexed by the same steps, in the background, from its first kept event.
 
 The follower never holds up live publishing: the hub queues events whatever it does, and while
 events wait to be committed the follower takes at most :data:`BUSY_SHARE` of the writer's
-time (it rests between steps), catching up once the writer is idle. Events become searchable
-once committed and followed: within ``sync_interval_ms`` plus :data:`FOLLOW_INTERVAL_S` on an
-idle store. A step that finds nothing new is not repeated until the writer commits again.
+time and one step per :data:`FOLLOW_BUSY_INTERVAL_S` (it rests between steps), catching up
+once the writer is idle. Events become searchable once committed and followed: within
+``sync_interval_ms`` plus :data:`FOLLOW_INTERVAL_S` on an idle store, plus up to
+:data:`FOLLOW_BUSY_INTERVAL_S` while agents write (more under a flood, which the index catches
+up with afterwards). A step that finds nothing new is not repeated until the writer commits
+again. The text of most events is computed in SQL, the rest by a registered function
+(:data:`_INDEX`): a step runs almost no Python per event.
 ``status`` shows how far behind it is (:class:`IndexStats`).
 """
 
@@ -30,7 +34,15 @@ import attrs
 import orjson
 import trio
 
-from hived.core.history import USAGE_FIELDS, search_text, usage_delta
+from hived.core.history import (
+    MARKERS,
+    MAX_TEXT_CHARS,
+    SEARCHED_KINDS,
+    SPACES,
+    USAGE_FIELDS,
+    usage_delta,
+)
+from hived.store.schema import SEARCH_TEXT_FUNCTION
 from hived.store.sql import FOLLOWED_KEY
 from hived.store.writer import BatchWriter
 
@@ -47,6 +59,11 @@ FOLLOW_INTERVAL_S: Final = 0.25
 """How often an idle follower looks for newly committed events."""
 BUSY_SHARE: Final = 0.1
 """The most of the writer's time the follower takes while events wait to be committed."""
+FOLLOW_BUSY_INTERVAL_S: Final = 1.0
+"""The least rest between two steps while events wait to be committed: while agents write,
+the index follows in steps of up to :data:`FOLLOW_CHUNK` a second rather than a step per
+commit, leaving the cores and the GIL to live traffic (each step has its cost: a transaction,
+an fsync, a new FTS5 segment to merge)."""
 
 _INSERT_LEDGER: Final = (
     "INSERT INTO usage_ledger (ts, session, name, agent, cwd, "
@@ -111,34 +128,23 @@ def follow_step(conn: sqlite3.Connection, chunk: int) -> FollowStep:
     try:
         upto = followed_upto(conn)
         last_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        rows = conn.execute(
-            "SELECT id, topic, ts, kind, session, data FROM events WHERE id > ? ORDER BY id "
-            "LIMIT ?",
-            (upto, chunk),
-        ).fetchall()
-        texts: list[tuple[int, str]] = []
-        totals: dict[str, Any] = {}
-        ledger: list[tuple[Any, ...]] = []
-        for event_id, topic, ts, kind, session, data in rows:
-            if kind == "state":
+        read, end = conn.execute(_CHUNK, (upto, chunk)).fetchone()
+        if read:
+            conn.execute(_INDEX, (upto, end, SPACES))
+            totals: dict[str, Any] = {}
+            ledger: list[tuple[Any, ...]] = []
+            for topic, ts, session, data in conn.execute(_STATES, (upto, end)).fetchall():
                 if session and topic == f"session/{session}":
                     _count(conn, totals, ledger, ts, session, data)
-                continue
-            text = _text(kind, data)
-            if text is not None:
-                texts.append((event_id, text))
-        if texts:
-            conn.executemany("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", texts)
-        if ledger:
-            conn.executemany(_INSERT_LEDGER, ledger)
-            conn.executemany(_ADD_DAILY, [(row[0][:10], *row[1:]) for row in ledger])
-        if totals:
-            conn.executemany(
-                "INSERT OR REPLACE INTO usage_totals (session, usage) VALUES (?, ?)",
-                [(s, orjson.dumps(u).decode()) for s, u in totals.items()],
-            )
-        if rows:
-            upto = rows[-1][0]
+            if ledger:
+                conn.executemany(_INSERT_LEDGER, ledger)
+                conn.executemany(_ADD_DAILY, [(row[0][:10], *row[1:]) for row in ledger])
+            if totals:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO usage_totals (session, usage) VALUES (?, ?)",
+                    [(s, orjson.dumps(u).decode()) for s, u in totals.items()],
+                )
+            upto = end
             conn.execute(
                 "INSERT OR REPLACE INTO history_state (key, value) VALUES (?, ?)",
                 (FOLLOWED_KEY, upto),
@@ -148,33 +154,51 @@ def follow_step(conn: sqlite3.Connection, chunk: int) -> FollowStep:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return FollowStep(len(rows), upto, max(last_id, upto))
+    return FollowStep(read, upto, max(last_id, upto))
 
 
-def _text(kind: str, data: str) -> str | None:
-    if kind not in _SEARCHED_KINDS:
-        return None
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return search_text(kind, parsed) if isinstance(parsed, dict) else None
-
-
-_SEARCHED_KINDS: Final = frozenset(
-    {
-        "message",
-        "thinking",
-        "tool_use",
-        "tool_result",
-        "permission_request",
-        "text",
-        "stderr",
-        "input",
-        "hook",
-    }
+_CHUNK: Final = (
+    "SELECT count(*), max(id) FROM (SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?)"
 )
-"""The kinds :func:`~hived.core.history.search_text` finds text in (others are not parsed)."""
+"""How many events a step reads (at most its chunk), and the id of the last."""
+
+_ONE_FIELD: Final = {"text": "line", "stderr": "line", "input": "text"}
+"""The kinds whose searchable text is one string field of their data, by that field."""
+
+
+def _one_field(field: str) -> str:
+    """SQL: ``data``'s string ``field``; NULL when ``data`` is no JSON object or the field no
+    string, as :func:`~hived.core.history.event_text` takes it (CASE is evaluated lazily)."""
+    path = f"'$.{field}'"
+    return (
+        f"CASE WHEN json_valid(data) THEN CASE WHEN json_type(data, {path}) = 'text' "
+        f"THEN json_extract(data, {path}) END END"
+    )
+
+
+_IN_PYTHON: Final = ", ".join(f"'{kind}'" for kind in sorted(SEARCHED_KINDS - _ONE_FIELD.keys()))
+_INDEX: Final = (
+    "INSERT INTO events_fts (rowid, text) SELECT id, text FROM (SELECT id, "
+    "replace(replace(substr(CASE "
+    + "".join(f"WHEN kind = '{kind}' THEN {_one_field(name)} " for kind, name in _ONE_FIELD.items())
+    + f"WHEN kind IN ({_IN_PYTHON}) THEN {SEARCH_TEXT_FUNCTION}(kind, data) END, "
+    + f"1, {MAX_TEXT_CHARS}), char({ord(MARKERS[0])}), ' '), char({ord(MARKERS[1])}), ' ') "
+    + "AS text FROM events WHERE id > ?1 AND id <= ?2 LIMIT -1) WHERE trim(text, ?3) <> ''"
+)
+"""Every searchable event of a step's range into the index, with the text
+:func:`~hived.core.history.search_text` gives it (parameters: after, upto, the characters
+:meth:`str.strip` removes). The kinds whose text is one field (plain output lines, stderr,
+prompts: most events of a busy agent) are read in SQL, so that the worker thread takes the GIL
+for none of them; the others through :func:`~hived.core.history.search_text_json` (the
+writer's connection has it as :data:`~hived.store.schema.SEARCH_TEXT_FUNCTION`). A test holds
+the two ways to the same texts. ``LIMIT -1`` keeps SQLite from flattening the subquery, which
+would compute each text twice (once for the WHERE, once for the insert)."""
+
+_STATES: Final = (
+    "SELECT topic, ts, session, data FROM events WHERE id > ? AND id <= ? AND kind = 'state' "
+    "ORDER BY id"
+)
+"""The step's state events: the usage they announce goes into the ledger."""
 
 
 def _count(
@@ -283,7 +307,8 @@ class Indexer:
             if step.read < chunk:
                 seen_commits = commits
             if self._batches.pending:
-                # The writer has work: leave it the lock (1 - BUSY_SHARE) of the time.
-                await trio.sleep(took * (1 - BUSY_SHARE) / BUSY_SHARE)
+                # The writer has work: leave it the lock (1 - BUSY_SHARE) of the time, and
+                # live traffic the cores.
+                await trio.sleep(max(took * (1 - BUSY_SHARE) / BUSY_SHARE, FOLLOW_BUSY_INTERVAL_S))
             else:
                 await trio.lowlevel.checkpoint()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from hived.core.history import USAGE_FIELDS, USAGE_TOKENS
+from hived.core.pages import label
 
 GROUPS: Final = {
     "day": "day",
@@ -80,7 +81,8 @@ def usage(
 ) -> dict[str, Any]:
     """The ledger grouped ``by`` (a key of :data:`GROUPS`) over ``[since, until)`` and its
     total: days ascending, other keys by cost, highest first (then by key). A session's label
-    is its name as last recorded; other labels are their key."""
+    is its name as last recorded (cut by :func:`~hived.core.pages.label`); other labels are
+    their key."""
     rows_sql, params = _rows(since, until)
     rows = conn.execute(
         f"SELECT {GROUPS[by]}, max(name), {_SUMS}, count(DISTINCT session) "
@@ -91,7 +93,7 @@ def usage(
         f"SELECT {_SUMS}, count(DISTINCT session) FROM ({rows_sql})", params
     ).fetchone()
     out = [
-        {"key": row[0], "label": row[1] if by == "session" and row[1] else row[0]}
+        {"key": row[0], "label": label(row[1]) if by == "session" and row[1] else row[0]}
         | figures(row[2:])
         for row in rows
     ]

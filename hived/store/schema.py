@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from hived.core.errors import StoreError, StoreUnusable
+from hived.core.history import search_text_json
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ FILE_MODE: Final = 0o600
 BUSY_TIMEOUT_MS: Final = 10_000
 JOURNAL_SIZE_LIMIT_BYTES: Final = 16 << 20
 """The WAL file is truncated back to this size after a checkpoint that emptied it."""
+
+SEARCH_TEXT_FUNCTION: Final = "hived_search_text"
+"""The SQL name of :func:`~hived.core.history.search_text_json` on the writer's connection
+(the index follower's statement calls it)."""
 
 Connect = Callable[[Path], sqlite3.Connection]
 """Opens a connection to the database file (a parameter, so tests can wrap connections)."""
@@ -300,6 +305,7 @@ def open_database(path: Path, connect: Connect = connect) -> sqlite3.Connection:
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         migrate(conn, path, version)
         probe_writable(conn)
+        conn.create_function(SEARCH_TEXT_FUNCTION, 2, search_text_json, deterministic=True)
     except StoreError:
         if conn is not None:
             conn.close()

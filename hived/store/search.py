@@ -9,18 +9,23 @@ problem. Hits come newest first (by event id, which follows the time events were
 from the index in that order and stopped at the page's limit: a common word costs no more than
 a rare one. Filters narrow the id range first (a session's events lie between its first and
 last id; a time range between two ids found by bisection, as ``ts`` grows with the id) and are
-checked on each hit's row. A page's cursor is the id of its last hit.
+checked on each hit's row. A page holds at most ``limit`` hits and
+:data:`~hived.core.pages.LIST_REPLY_MAX_BYTES` of them (hits carry their session's name, which
+may be long), read from SQLite one by one until it is full; its cursor is the id of its last
+hit.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import attrs
 
 from hived.core.history import MARKERS
+from hived.core.pages import page
 
 SNIPPET_TOKENS: Final = 16
 """Words around the match in a snippet."""
@@ -117,14 +122,12 @@ def search(
         f"WHERE {' AND '.join(where)} ORDER BY events_fts.rowid DESC LIMIT ?"
     )
     try:
-        rows = conn.execute(sql, [*params, limit]).fetchall()
+        # One more than asked: whether it comes says whether a next page has anything.
+        rows = conn.execute(sql, [*params, limit + 1])
     except sqlite3.OperationalError:
         _check(query)
         raise
-    hits = [_hit(row) for row in rows]
-    _name_sessions(conn, hits)
-    cursor = rows[-1][0] if len(rows) == limit else None
-    return hits, cursor
+    return page(_named_hits(conn, rows), limit, lambda hit: int(hit["id"]))
 
 
 def _check(query: str) -> None:
@@ -182,14 +185,17 @@ def split_marks(marked: str) -> tuple[str, list[list[int]]]:
     return "".join(text), marks
 
 
-def _name_sessions(conn: sqlite3.Connection, hits: list[dict[str, Any]]) -> None:
-    """Add each hit's session name and agent template (one read for the page)."""
-    ids = sorted({hit["session"] for hit in hits if hit["session"]})
-    if not ids:
-        return
-    rows = conn.execute(
-        f"SELECT id, name, agent FROM sessions WHERE id IN ({', '.join('?' * len(ids))})", ids
-    ).fetchall()
-    named = {row[0]: (row[1], row[2]) for row in rows}
-    for hit in hits:
-        hit["name"], hit["agent"] = named.get(hit["session"], (None, None))
+def _named_hits(
+    conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]
+) -> Iterator[dict[str, Any]]:
+    """Each row as a hit with its session's name and agent template, read as the hits are
+    (a page bounded in bytes stops reading rows once it is full)."""
+    named: dict[str, tuple[str | None, str | None]] = {}
+    for row in rows:
+        hit = _hit(row)
+        session = hit["session"]
+        if session and session not in named:
+            found = conn.execute("SELECT name, agent FROM sessions WHERE id = ?", (session,))
+            named[session] = found.fetchone() or (None, None)
+        hit["name"], hit["agent"] = named.get(session, (None, None))
+        yield hit

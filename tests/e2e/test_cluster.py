@@ -71,6 +71,18 @@ class Nodes:
         )
         return await launcher.start(config_text(port, folder / "state", body=body), port=port)
 
+    async def start_all(self, *names: str) -> list[RunningDaemon]:
+        """Start the nodes ``names`` side by side (each waits for its own READY=1)."""
+        started: dict[str, RunningDaemon] = {}
+
+        async def one(name: str) -> None:
+            started[name] = await self.start(name)
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(one, name)
+        return [started[name] for name in names]
+
     async def kill_all(self) -> None:
         for launcher in self.launchers.values():
             await launcher.kill_all()
@@ -114,9 +126,7 @@ async def next_event(sub: Subscription, check: Callable[[Event], bool], seen: li
 async def test_a_session_on_node_b_is_listed_followed_and_approved_from_node_a(
     nodes: Nodes,
 ) -> None:
-    a = await nodes.start("a")
-    b = await nodes.start("b")
-    await nodes.start("c")
+    a, b, _ = await nodes.start_all("a", "b", "c")
     token = SECRETS["operator"]
     async with (
         connect(a.ws_url, token, reconnect=False) as on_a,
@@ -216,8 +226,7 @@ async def lines_of(sub: Subscription, want: set[str], seen: list[Event]) -> None
 async def test_the_engine_down_for_ten_seconds_loses_nothing(
     nodes: Nodes, redis: RedisServer
 ) -> None:
-    a = await nodes.start("a")
-    b = await nodes.start("b")
+    a, b = await nodes.start_all("a", "b")
     token = SECRETS["operator"]
     async with (
         connect(a.ws_url, token, reconnect=False) as on_a,
@@ -254,8 +263,7 @@ async def test_the_engine_down_for_ten_seconds_loses_nothing(
 async def test_a_killed_node_shows_unreachable_within_two_heartbeats_and_comes_back(
     nodes: Nodes,
 ) -> None:
-    a = await nodes.start("a")
-    c = await nodes.start("c")
+    a, c = await nodes.start_all("a", "c")
     token = SECRETS["operator"]
     async with connect(a.ws_url, token, reconnect=False) as on_a:
         async with connect(c.ws_url, token, reconnect=False) as on_c:
@@ -309,8 +317,7 @@ async def _in_state(client: Client, session: str, states: set[str]) -> dict[str,
 async def test_a_flushall_is_seen_by_the_epoch_and_the_client_reads_again(
     nodes: Nodes, redis: RedisServer
 ) -> None:
-    a = await nodes.start("a")
-    b = await nodes.start("b")
+    a, b = await nodes.start_all("a", "b")
     token = SECRETS["operator"]
     async with connect(b.ws_url, token, reconnect=False) as on_b:
         session = (await on_b.request("session.start", agent="chatty"))["session"]
@@ -405,8 +412,7 @@ async def test_without_a_cluster_naming_a_node_is_a_clear_error(hived: Launcher)
 async def test_a_node_that_stops_gracefully_leaves_its_sessions_ended_not_unreachable(
     nodes: Nodes,
 ) -> None:
-    a = await nodes.start("a")
-    b = await nodes.start("b")
+    a, b = await nodes.start_all("a", "b")
     token = SECRETS["operator"]
     async with connect(a.ws_url, token, reconnect=False) as on_a:
         async with connect(b.ws_url, token, reconnect=False) as on_b:

@@ -44,8 +44,7 @@ async def test_a_cluster_nodes_dashboard_filters_sessions_by_node(
     nodes: Nodes,
     chrome: Chrome,  # noqa: F811
 ) -> None:
-    a = await nodes.start("a")
-    b = await nodes.start("b")
+    a, b = await nodes.start_all("a", "b")
     async with (
         connect(a.ws_url, SECRETS["operator"], reconnect=False) as on_a,
         connect(b.ws_url, SECRETS["operator"], reconnect=False) as on_b,

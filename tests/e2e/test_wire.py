@@ -655,6 +655,13 @@ async def test_a_client_that_stops_answering_pings_is_dropped_by_the_heartbeat(
                     await trio.sleep(0.1)
             gone_after = trio.current_time() - silent_since
             assert admin.welcome["connection"] in await connection_ids(admin)
+            # What waited unread: the ping, then a close frame that says why.
+            with trio.fail_after(DEADLINE_S):
+                frames = [await raw.read_frame(), await raw.read_frame()]
+            assert [opcode for opcode, _ in frames] == [0x9, 0x8]
+            close = frames[1][1]
+            assert int.from_bytes(close[:2], "big") == 1011
+            assert close[2:] == b"no pong within 2 s of the ping"
     assert 2.0 <= gone_after <= 2.0 + 2.0 + 2.5, gone_after
-    assert f"connection {silent_id}: dropped" in daemon.log()
-    assert "no pong" in daemon.log()
+    assert f"connection {silent_id}: dropped (1011): no pong within 2 s of the ping" in daemon.log()
+    assert daemon.log().count("no pong") == 1
