@@ -3,7 +3,8 @@
     python -m bench.load_client --port P --connections K --mode burst|latency|idle ...
 
 How it works: each connection does the WebSocket handshake itself (a plain socket, no
-compression offered), sends one ``subscribe`` request when asked, and waits for the answer; then
+compression offered unless ``--deflate``), sends one ``subscribe`` request when asked, and waits
+for the answer; then
 one epoll loop reads every connection. It never parses a frame: server frames are unmasked, so
 an event's JSON appears verbatim in the byte stream, and counting the flood marker (``"flood ``,
 the start of every flood line inside an event's ``data``) counts events, whether the server
@@ -12,11 +13,15 @@ agent's send time that follows the marker is read too, and ``monotonic_ns()`` at
 that time goes into a histogram. This keeps the clients cheap, so that the servers, not the
 clients, are what is measured; each process still reports its own CPU time to show it.
 
-Protocol with the orchestrator (one JSON object per stdout line): ``{"ready": K}`` once every
-connection is subscribed; then, in ``burst``/``latency`` mode, a result once every connection
-has counted ``--expect`` events (or ``--timeout`` passed); in ``idle`` mode the process holds its
-connections until a line arrives on stdin (or ``--timeout``), then reports and exits. Every wait
-is bounded.
+With ``--deflate`` each connection offers permessage-deflate (as a browser does), for the idle
+memory figure with compression agreed; the events are then not counted (they may come
+compressed), so it is for ``idle`` mode only.
+
+Protocol with the orchestrator (one JSON object per stdout line): ``{"ready": K, "deflate": D}``
+once every connection is subscribed (D of them with permessage-deflate agreed); then, in
+``burst``/``latency`` mode, a result once every connection has counted ``--expect`` events (or
+``--timeout`` passed); in ``idle`` mode the process holds its connections until a line arrives
+on stdin (or ``--timeout``), then reports and exits. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ BUCKET_NS: Final = 10_000
 BATCH_BYTES: Final = 16 * 1024
 BATCH_WAIT_S: Final = 0.02
 """Burst mode: when a round of reads averaged under BATCH_BYTES, wait this long before the next."""
+DEFLATE_OFFER: Final = "permessage-deflate; client_max_window_bits"
+"""What a browser offers (``--deflate``)."""
 WARMUP_FRACTION: Final = 0.05
 """Latency samples of the first lines of a paced run are left out (connections still warming)."""
 
@@ -142,15 +149,24 @@ def marked_lines(data: bytes) -> Iterator[tuple[int, int, int]]:
 class Connection:
     """One WebSocket connection on a blocking socket for the handshake, non-blocking after."""
 
-    def __init__(self, host: str, port: int, path: str, token: str | None, timeout_s: float):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        token: str | None,
+        timeout_s: float,
+        deflate: bool = False,
+    ):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        offer = f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if deflate else ""
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"{auth}\r\n".encode()
+            f"{auth}{offer}\r\n".encode()
         )
         head = b""
         while b"\r\n\r\n" not in head:
@@ -163,6 +179,8 @@ class Connection:
         if b" 101 " not in status + b" ":
             self.sock.close()
             raise HandshakeError(status.decode(errors="replace"))
+        self.deflate = b"\r\nsec-websocket-extensions: permessage-deflate" in head.lower()
+        """The server agreed to permessage-deflate."""
 
     def subscribe(self, topic: str) -> None:
         """Send ``subscribe`` and wait for its ``result``; keep what came after it."""
@@ -195,7 +213,12 @@ def open_all(args: argparse.Namespace, deadline: float) -> list[Connection]:
     try:
         for _ in range(args.connections):
             conn = Connection(
-                args.host, args.port, args.path, args.token, max(deadline - time.monotonic(), 0.1)
+                args.host,
+                args.port,
+                args.path,
+                args.token,
+                max(deadline - time.monotonic(), 0.1),
+                args.deflate,
             )
             conns.append(conn)
             for topic in args.topic:
@@ -286,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu0 = time.process_time()
     conns = open_all(args, deadline)
     try:
-        emit({"ready": len(conns)})
+        emit({"ready": len(conns), "deflate": sum(c.deflate for c in conns)})
         # The warm-up is by line index, counted per agent: with several topics (one agent's
         # each), each agent's share of the events.
         warmup = int(args.expect / max(len(args.topic), 1) * WARMUP_FRACTION)
@@ -330,7 +353,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("burst", "latency", "idle"), default="burst")
     parser.add_argument("--expect", type=int, default=0, help="events per connection")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds, for everything")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--deflate", action="store_true", help="offer permessage-deflate (idle mode only)"
+    )
+    args = parser.parse_args(argv)
+    if args.deflate and args.mode != "idle":
+        parser.error("--deflate is for --mode idle (compressed events are not counted)")
+    return args
 
 
 def main() -> None:

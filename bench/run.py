@@ -5,7 +5,7 @@ uvloop, and Node's ``ws``).
                                     n1_ratio= and paced_cpu_ratio_n100=
     python -m bench.run --full      N ∈ {1, 10, 100, 1000}, 3 interleaved pairs; writes RESULTS.md
     python -m bench.run --profile   hived under py-spy: the hot spots, into RESULTS.md
-    python -m bench.run --idle      RSS per idle connection only (2000 idle), ~25 s
+    python -m bench.run --idle      RSS per idle connection only (2000 idle), a few minutes
 
 Every server is fed by the same agent (``bench/agents/flood.py``: 300-byte stdout lines), so
 each figure covers "agent stdout line → event → N subscribers" on loopback. For each N, and in
@@ -72,7 +72,8 @@ QUICK: Final = Plan(
     idle_connections=0,
 )
 IDLE: Final = Plan(ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=2000)
-"""Only the memory figure (about 25 s): what a change to a connection's state costs."""
+"""Only the memory figure (a few minutes with every peer; hived's is also measured with
+permessage-deflate agreed): what a change to a connection's state costs."""
 AGENT_PATH: Final = Plan(
     ns=(1, 100), burst_events={1: 200_000, 100: 10_000}, paced_s=3.0, repeats=3, idle_connections=0
 )
@@ -94,6 +95,7 @@ INGEST: Final = Plan(
     ns=(), burst_events={}, paced_s=0.0, repeats=3, idle_connections=0, ingest_lines=200_000
 )
 """Only the ingest memory figure (about 2 min)."""
+IDLE_DEFLATE: Final = "RSS per idle connection, deflate agreed"
 MANY_AGENTS: Final = 20
 MANY_RATE: Final = 500.0
 MANY_SUBSCRIBERS: Final = 20
@@ -164,6 +166,15 @@ def measure_idle(side: str, connections: int, out: Collected) -> None:
         result = scenarios.idle(server, connections)
     out.add("RSS per idle connection", "KiB", connections, side, result.bytes_per_connection / 1024)
     log(f"  {side:5} idle {connections}: {result.bytes_per_connection / 1024:6.1f} KiB/connection")
+    if side != "hived":
+        return
+    # Clients that offer permessage-deflate, as browsers do (hived agrees by default; the
+    # peers are run without compression, so only hived has this figure).
+    with SERVERS[side]() as server:
+        result = scenarios.idle(server, connections, deflate=True)
+    kib = result.bytes_per_connection / 1024
+    out.add(IDLE_DEFLATE, "KiB", connections, side, kib)
+    log(f"  {side:5} idle {connections}, deflate agreed: {kib:6.1f} KiB/connection")
 
 
 def interleaved(repeats: int, sides: list[str], run: Callable[[str], None]) -> None:
@@ -259,6 +270,10 @@ def targets(out: Collected, plan: Plan) -> list[Target]:
     if plan.idle_connections:
         rss = out.figure("RSS per idle connection", plan.idle_connections)
         found.append(Target("hived KiB per idle connection", median(rss.hived), 10.0, False))
+        rss = out.figure(IDLE_DEFLATE, plan.idle_connections)
+        found.append(
+            Target("hived KiB per idle connection, deflate agreed", median(rss.hived), 10.0, False)
+        )
     if out.many:
         many = out.many
         found += [
@@ -382,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="N=100 only, < 2 min")
     mode.add_argument("--full", action="store_true", help="every N; writes bench/RESULTS.md")
     mode.add_argument("--profile", action="store_true", help="hived under py-spy; RESULTS.md")
-    mode.add_argument("--idle", action="store_true", help="RSS per idle connection only, ~25 s")
+    mode.add_argument("--idle", action="store_true", help="RSS per idle connection only")
     mode.add_argument("--agent-path", action="store_true", help="N=1 and N=100 only, ~2 min")
     mode.add_argument("--many", action="store_true", help="the many-agents figure only, ~2 min")
     mode.add_argument("--ingest", action="store_true", help="the ingest memory only, ~2 min")

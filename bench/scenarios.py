@@ -63,9 +63,11 @@ def subscribers(
     topic: str | Sequence[str] | None,
     expect: int,
     timeout_s: float,
+    deflate: bool = False,
 ) -> Iterator[list[subprocess.Popen[str]]]:
     """Subscriber processes, all connected and subscribed (to ``topic``, or to each of several);
-    killed on the way out."""
+    killed on the way out. With ``deflate`` (idle mode), every connection offers
+    permessage-deflate, and the server must agree to it on each."""
     topics = [topic] if isinstance(topic, str) else list(topic or ())
     procs: list[subprocess.Popen[str]] = []
     try:
@@ -73,6 +75,8 @@ def subscribers(
             argv = [PYTHON, "-m", "bench.load_client", "--port", str(server.port)]
             argv += ["--token", TOKEN, "--connections", str(share), "--mode", mode]
             argv += ["--expect", str(expect), "--timeout", str(timeout_s)]
+            if deflate:
+                argv.append("--deflate")
             for name in topics:
                 argv += ["--topic", name]
             procs.append(
@@ -84,6 +88,8 @@ def subscribers(
             reply = read_json(proc)  # bounded by the client's own --timeout
             if "ready" not in reply:
                 raise BenchError(f"subscriber on {server.name}: {reply}")
+            if deflate and reply.get("deflate") != reply["ready"]:
+                raise BenchError(f"{server.name} did not agree to permessage-deflate: {reply}")
         yield procs
     finally:
         for proc in procs:
@@ -226,19 +232,24 @@ class IdleResult:
 
 
 def idle(
-    server: Server, connections: int, warmup: int = 20, settle_s: float = IDLE_SETTLE_S
+    server: Server,
+    connections: int,
+    warmup: int = 20,
+    settle_s: float = IDLE_SETTLE_S,
+    deflate: bool = False,
 ) -> IdleResult:
     """RSS growth of the server per connection held open (and subscribed to ``sessions``).
 
     A few connections come and go first, so that one-time allocations (imports, caches) are
-    not counted; the RSS is read ``settle_s`` after the connections are up.
+    not counted; the RSS is read ``settle_s`` after the connections are up. With ``deflate``
+    every connection has permessage-deflate agreed (the warm-up ones too).
     """
     timeout_s = 60.0 + connections / 50
-    with subscribers(server, warmup, "idle", "sessions", 0, timeout_s) as procs:
+    with subscribers(server, warmup, "idle", "sessions", 0, timeout_s, deflate) as procs:
         release(procs)
     time.sleep(settle_s)
     before = server.rss_bytes()
-    with subscribers(server, connections, "idle", "sessions", 0, timeout_s) as procs:
+    with subscribers(server, connections, "idle", "sessions", 0, timeout_s, deflate) as procs:
         time.sleep(settle_s)
         after = server.rss_bytes()
         release(procs)

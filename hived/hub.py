@@ -23,7 +23,9 @@ each delivery is then one ``send``, with no task switch in between (which is wha
 many subscribers waits for) nor after (a woken sender would find nothing to send). A publish
 within the gap queues its frame and wakes the sender, which takes it and whatever is published
 until it runs as one batch: a burst, and lines that arrive together because the daemon fell
-behind, still go out in batches.
+behind, still go out in batches. An idle connection's sender may *park* instead of waiting
+(:meth:`Subscriber.park`): no task waits, and whatever would wake it (a publish within a
+burst, :meth:`Subscriber.wake`, an overflow) calls the connection back to start one.
 
 :meth:`Hub.subscribe` with ``since`` *chases* the topic: it keeps a cursor (the last seq it
 queued) and feeds the subscriber from the history while the cursor is older than the ring, then
@@ -183,7 +185,9 @@ class Subscriber:
         self.topics: set[str] = set()
         self.overflowed = False
         self._frames: list[str] = []
-        self._waiter: trio.lowlevel.Task | None = None
+        self._waiter: trio.lowlevel.Task | Callable[[], None] | None = None
+        """The task waiting in :meth:`receive_batch`, or what to call instead of waking one
+        while the subscriber is parked (:meth:`park`); None while its receiver is busy."""
         self._drained: trio.Event | None = None
         self._empty()
 
@@ -256,11 +260,31 @@ class Subscriber:
             self._release_replays()
         return frames
 
+    @property
+    def waiting(self) -> bool:
+        """A task waits in :meth:`receive_batch`."""
+        return isinstance(self._waiter, trio.lowlevel.Task)
+
     def wake(self) -> None:
-        """Make a waiting :meth:`receive_batch` return (with the frames queued, if any)."""
-        if self._waiter is not None:
-            trio.lowlevel.reschedule(self._waiter)
+        """Make a waiting :meth:`receive_batch` return (with the frames queued, if any), or
+        call a parked subscriber's ``on_wake``."""
+        waiter = self._waiter
+        if waiter is not None:
             self._waiter = None
+            if isinstance(waiter, trio.lowlevel.Task):
+                trio.lowlevel.reschedule(waiter)
+            else:
+                waiter()
+
+    def park(self, on_wake: Callable[[], None]) -> bool:
+        """Say that no task will wait in :meth:`receive_batch` until ``on_wake`` is called
+        (once: by the next publish to it, :meth:`wake`, or its overflow), so that an idle
+        connection needs no task of its own for it. False, and nothing done, when frames are
+        queued, it overflowed, or a task waits."""
+        if self._frames or self.overflowed or self._waiter is not None:
+            return False
+        self._waiter = on_wake
+        return True
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
         self._waiter = None
@@ -417,8 +441,11 @@ class Hub:
                 send_now = sub.send_now
                 if quiet and send_now is not None and send_now(frame):
                     continue
-                trio.lowlevel.reschedule(waiter)
                 sub._waiter = None
+                if isinstance(waiter, trio.lowlevel.Task):
+                    trio.lowlevel.reschedule(waiter)
+                else:
+                    waiter()  # a parked sender: started again
                 sub._frames.append(frame)  # to an empty queue: it fits
                 if not fast:
                     sub._relimit()
@@ -511,7 +538,7 @@ class Hub:
             # run after the connection's close removed its subscriber); feed it nothing.
             return SubscribeResult(topic, False, self.last_seq(topic), self.epoch)
         t = self._topic(topic)
-        sub.topics.add(topic)
+        sub.topics.add(t.name)  # the hub's string, not one per subscriber
         upto = t.seq
         if since is None or since >= upto or lost:
             t.live[sub] = None

@@ -165,10 +165,14 @@ def test_each_peer_delivers_every_event_to_every_subscriber(peer: str) -> None:
 
 @pytest.mark.e2e
 def test_hived_delivers_every_event_to_every_subscriber() -> None:
-    """The fan-out scenarios, then on the same daemon the many-agents one (every subscriber on
-    every agent's topic) and the ingest one (a burst nobody watches, the RSS through it)."""
+    """The fan-out scenarios, then on the same daemon the idle one with permessage-deflate
+    agreed, the many-agents one (every subscriber on every agent's topic) and the ingest one (a
+    burst nobody watches, the RSS through it)."""
     with HivedServer() as server:
         check_server(server)
+        # Clients offering permessage-deflate: scenarios.idle fails unless hived agrees on each.
+        idle = scenarios.idle(server, connections=4, warmup=1, settle_s=0, deflate=True)
+        assert idle.connections == 4
         many = scenarios.many_agents(server, agents=3, rate=200, duration_s=0.2, n=2)
         assert (many.delivered, many.expected, many.complete) == (240, 240, 2)
         assert 0 < many.p50_ms <= many.p99_ms <= many.p999_ms <= many.max_ms

@@ -3,6 +3,7 @@ fan-out, closing. The HTTP side of the listener, TLS and real sockets: tests/tes
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import random
@@ -27,7 +28,12 @@ from hived.core.messages import Connections
 from hived.core.pages import LIST_REPLY_MAX_BYTES
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
-from hived.server.connection import CLOSE_TIMEOUT_S, frame_batches
+from hived.server.connection import (
+    CLOSE_TIMEOUT_S,
+    SENDER_PARK_CHECK_S,
+    SENDER_TASK_NAME,
+    frame_batches,
+)
 from hived.server.listener import Server
 from hived.server.own import OwnRequests
 from hived.server.requests import MAX_CONCURRENT_REQUESTS
@@ -1052,3 +1058,110 @@ def test_frame_batches_make_the_longest_runs_within_the_cap(seed: int) -> None:
 
 def test_frame_batches_count_bytes_not_characters() -> None:
     assert [len(b) for b in frame_batches(["é" * 10, "é" * 10], 30)] == [1, 1]
+
+
+def connection_tasks() -> list[trio.lowlevel.Task]:
+    """The tasks serving connections: each ``serve_connection`` task and every task under it."""
+
+    def under(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+        return [task] + [t for n in task.child_nurseries for c in n.child_tasks for t in under(c)]
+
+    def walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+        if task.coro.cr_code.co_name == "serve_connection":
+            return under(task)
+        return [t for n in task.child_nurseries for c in n.child_tasks for t in walk(c)]
+
+    return walk(trio.lowlevel.current_root_task())
+
+
+async def test_an_idle_subscriber_is_one_task_with_one_cancel_scope_on_the_server(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Once it has sent nothing for a while, a connection is the task that reads it, in its
+    nursery (the sender's task parks): a task, a cancel scope and its cancel status are
+    memory that every idle connection would keep."""
+    harness = Harness(nursery, make_config(heartbeat_interval_s=3600.0))
+
+    def scopes() -> int:
+        gc.collect()
+        return sum(isinstance(o, trio.CancelScope) for o in gc.get_objects())
+
+    async def idle_subscriber() -> trio_websocket.WebSocketConnection:
+        ws = await harness.welcomed()
+        await ask(ws, type="subscribe", id=1, topic="sessions")
+        # Past the head's and handshake's timeouts too (trio keeps their scopes until then).
+        await trio.sleep(2 * SENDER_PARK_CHECK_S + 10.0)
+        await trio.testing.wait_all_tasks_blocked()
+        return ws
+
+    await idle_subscriber()
+    tasks, before = len(connection_tasks()), scopes()
+    await idle_subscriber()
+    assert len(connection_tasks()) - tasks == 1
+    assert scopes() - before == 1
+
+
+def senders() -> int:
+    return sum(t.name == SENDER_TASK_NAME for t in connection_tasks())
+
+
+async def test_a_parked_connection_gets_events_answers_and_its_close(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A quiet connection's sender parks; a publish, a request, a ping and a kick each start
+    it again, and a steady flow of events keeps it (one start, not one per event)."""
+    harness = Harness(nursery, make_config(heartbeat_interval_s=20.0, heartbeat_timeout_s=5.0))
+    ws = await harness.welcomed()
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    await trio.testing.wait_all_tasks_blocked()
+    assert senders() == 0, "it came for replies only: parked at once"
+
+    harness.hub.publish("sessions", "state", {"i": 0})
+    [event] = await receive(ws)
+    assert (event["type"], event["seq"]) == ("event", 1)
+    for i in range(1, 5):  # a steady flow: the sender waits on between events
+        await trio.sleep(SENDER_PARK_CHECK_S / 4)
+        assert senders() == 1
+        harness.hub.publish("sessions", "state", {"i": i})
+        [event] = await receive(ws)
+        assert event["seq"] == i + 1
+    await trio.sleep(2 * SENDER_PARK_CHECK_S + 0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert senders() == 0, "quiet for a parking check: parked"
+
+    assert await ask(ws, type="ping", id=2) == {"type": "result", "id": 2, "result": {}}
+    await trio.sleep(60)  # three pings, answered while parked in between
+    assert [c.id for c in harness.server.connections()] == [1]
+    assert senders() == 0
+
+    admin = await harness.welcomed("/v1/admin")
+    await ask(admin, type="connection.kick", id=1, connection=1, reason="bye")
+    assert await close_code(ws) == (1000, "bye")
+
+
+async def test_a_burst_to_a_parked_connection_past_its_queue_closes_it_with_4008(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(subscriber_queue=8, heartbeat_interval_s=3600.0))
+    ws = await harness.welcomed()
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    await trio.testing.wait_all_tasks_blocked()
+    assert senders() == 0
+    for i in range(20):  # in one tick: the sender, started by the first, takes none
+        harness.hub.publish("sessions", "state", {"i": i})
+    assert (await close_code(ws))[0] == 4008
+
+
+async def test_a_parked_connection_whose_client_leaves_ends(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness = Harness(nursery, make_config(heartbeat_interval_s=3600.0))
+    ws = await harness.welcomed()
+    await ask(ws, type="subscribe", id=1, topic="sessions")
+    await trio.sleep(10)
+    assert senders() == 0
+    await ws.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.server.connections() == []
+    assert connection_tasks() == []
+    assert harness.hub.stats().subscribers == 0

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import CoroutineType, FrameType, MethodType
 from typing import Any
 
 import orjson
@@ -16,6 +18,7 @@ import trio
 import trio.testing
 import trustme
 import websockets.trio.client
+import wsproto.events
 from websockets.frames import Frame, Opcode
 
 from hived.core.events import encode_event
@@ -23,7 +26,7 @@ from hived.hub import Hub
 from hived.server.frames import text_frame
 from hived.server.listener import Server
 from hived.server.router import Router
-from hived.server.ws import Pong, accept
+from hived.server.ws import Pong, WebSocketClosed, _Pings, accept
 from tests.test_frames import parse
 from tests.test_listener import SECRETS, make_config
 
@@ -210,8 +213,17 @@ UPGRADE = (
 )
 
 
-async def ignore(_: object) -> None:
-    pass
+class Kept:
+    """A WebSocket's handler that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[str | bytes] = []
+
+    async def receive(self, message: str | bytes) -> None:
+        self.messages.append(message)
+
+    def received_all(self, closed: WebSocketClosed) -> None:
+        pass
 
 
 async def read_exactly(stream: trio.SocketStream, size: int) -> bytes:
@@ -229,7 +241,7 @@ async def test_the_rest_of_a_frame_begun_at_once_goes_out_before_any_other_frame
     b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     client, server = trio.SocketStream(a), trio.SocketStream(b)
     ws = await accept(nursery, server, UPGRADE, max_message_size=1 << 20, timeout_s=10)
-    ws.deliver(ignore, lambda _: None)
+    ws.deliver(Kept())
     response = await read_exactly(client, 1)
     while b"\r\n\r\n" not in response:
         response += await client.receive_some()
@@ -253,3 +265,53 @@ async def test_the_rest_of_a_frame_begun_at_once_goes_out_before_any_other_frame
     assert not ws.unflushed
     await ws.abort()
     await client.aclose()
+
+
+async def test_an_idle_websocket_keeps_neither_its_last_message_nor_a_socket_error(
+    nursery: trio.Nursery,
+) -> None:
+    """What an idle connection keeps while the library's reader waits: not the last message's
+    event, not the BlockingIOError of the read that found nothing (nor the frame object it
+    would give the read's coroutine), not a table of the connection's bound methods, and no
+    ``trio.Event`` nobody waits for yet (each would be memory on every idle connection)."""
+    a, b = trio.socket.socketpair()
+    client, server = trio.SocketStream(a), trio.SocketStream(b)
+    ws = await accept(nursery, server, UPGRADE, max_message_size=1 << 20, timeout_s=10)
+    kept = Kept()
+    received = kept.messages
+    ws.deliver(kept)
+    response = await read_exactly(client, 1)
+    while b"\r\n\r\n" not in response:
+        response += await client.receive_some()
+    await client.send_all(Frame(Opcode.TEXT, b"one message").serialize(mask=True))
+    with trio.fail_after(10):
+        while not received:
+            await trio.testing.wait_all_tasks_blocked()
+    await trio.testing.wait_all_tasks_blocked()
+    assert received == ["one message"]
+
+    gc.collect()
+    alive = gc.get_objects()
+    assert not [o for o in alive if isinstance(o, wsproto.events.Event)]
+    assert not [o for o in alive if isinstance(o, BlockingIOError)]
+    connection = ws._connection
+    assert not [o for o in alive if isinstance(o, MethodType) and o.__self__ is connection]
+    held = gc.get_referents(vars(connection))
+    assert not [o for o in held if isinstance(o, trio.Event)], "events made before they are awaited"
+    reads = [o for o in alive if isinstance(o, CoroutineType) and o.__name__ == "receive_some"]
+    assert reads, "the reader waits in the stream's receive_some"
+    # An exception through a coroutine's frame gives it a frame object for good.
+    assert not [r for o in reads for r in gc.get_referents(o) if isinstance(r, FrameType)]
+    await ws.abort()
+    await client.aclose()
+
+
+def test_the_pings_in_flight_pop_in_the_order_they_were_sent_as_the_library_asks() -> None:
+    """The dict that stands in for the library's ``OrderedDict`` of pings: its pong handler
+    pops the oldest first (``popitem(False)``) until the pong's own ping."""
+    pings = _Pings()
+    for payload in (b"1", b"2", b"3"):
+        pings[payload] = Pong()
+    assert pings.popitem(False)[0] == b"1"
+    assert pings.popitem()[0] == b"3"
+    assert list(pings) == [b"2"]

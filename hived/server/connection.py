@@ -3,33 +3,40 @@
 How it works (DESIGN §2): :meth:`Connection.run` serves the connection in its nursery with
 
 - the **reader** (:class:`~hived.server.reader.Reader`, in :mod:`hived.server.reader`), which
-  runs in the WebSocket library's own reader task: it rate-limits what the client sends,
-  authenticates the connection by a first ``hello`` when the upgrade carried no token, then
-  hands each frame to the connection's requests;
-- the **sender**, in :meth:`run`'s own task: it waits in the hub
+  runs in the WebSocket library's reader, itself run in :meth:`run`'s own task: it
+  rate-limits what the client sends, authenticates the connection by a first ``hello`` when
+  the upgrade carried no token, then hands each frame to the connection's requests;
+- the **sender** (:meth:`_run_sender`), a task of the nursery: it waits in the hub
   (:meth:`~hived.hub.Subscriber.receive_batch`) and sends every frame queued for this
   connection as one text frame (a JSON array when there are several): one await per batch,
   never one per event. Replies and pings wake it too (:meth:`~hived.hub.Subscriber.wake`), and
-  go first. It runs until something asks the connection to end (the peer closed, no ``hello``
-  in time, the hub overflowed the queue, the rate limit, a kick, a missed pong, the daemon
+  go first. When it has nothing to send it *parks* — its task ends, and the hub starts it
+  again with the next publish, reply, ping or ending (:meth:`~hived.hub.Subscriber.park`) —
+  at once if the hub has not fed it since it started, else once the heartbeat finds the
+  connection quiet for :data:`SENDER_PARK_CHECK_S`, so that a steady flow of events keeps
+  it. It runs until something asks the connection to end (the peer closed, no ``hello`` in
+  time, the hub overflowed the queue, the rate limit, a kick, a missed pong, the daemon
   stopping, the reader failed); then it sends the close frame and waits for the peer's answer
   (bounded), closes the transport, and only then cancels the nursery — close first, then
   cancel, so that clients see the close code and not 1006.
 
-Why one task sends everything: a writer apart from the task that closes would cost every
-idle connection a task's memory. Each frame is written whole under the transport's send lock
-(:class:`~hived.server.ws.WebSocket`), which the library's own pongs and close frames take too.
+Why one task sends everything, and parks: a writer apart from the task that closes, or a
+sender waiting on every idle connection, would cost each a task's memory (issue 18: an idle
+connection is one task, ~2 KiB less). Each frame is written whole under the transport's send
+lock (:class:`~hived.server.ws.WebSocket`), which the library's own pongs and close frames
+take too.
 
 The **heartbeat** is the server's (:mod:`hived.server.heartbeat`, one task for every
 connection): it calls :meth:`Connection.beat`, which asks the sender for a ping every
-``heartbeat_interval_s`` and drops the connection when no pong came within
+``heartbeat_interval_s``, drops the connection when no pong came within
 ``heartbeat_timeout_s`` — of the ping being written, and of the reader reading on, never
-counting the time hived itself did not read (:mod:`hived.core.pongs`). A dropped client gets
-a close frame (1011, the reason) when nothing is being sent to it, but no wait for its answer.
+counting the time hived itself did not read (:mod:`hived.core.pongs`) —, and parks a sender
+that sent nothing for a parking check. A dropped client gets a close frame (1011, the reason)
+when nothing is being sent to it, but no wait for its answer.
 
 Whatever ends first ends all. The transport is always closed on the way out, which also covers
-a send cancelled half-way (its framing would be corrupt). An idle connection is two tasks:
-the listener's, which runs :meth:`run`, and the WebSocket library's reader (and ours in it).
+a send cancelled half-way (its framing would be corrupt). An idle connection is one task: the
+listener's, which runs :meth:`run`, reading.
 Its statistics are :class:`~hived.server.stats.ConnectionStats`.
 """
 
@@ -38,6 +45,8 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import math
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import accumulate, repeat
@@ -64,6 +73,11 @@ log = logging.getLogger(__name__)
 LINGER_S: Final = 2.0
 """After a close without the peer's handshake (1009), how long what it still sends is drained
 before the transport is closed."""
+SENDER_PARK_CHECK_S: Final = 2.0
+"""How often the heartbeat looks whether a connection sent anything: a sender that waited
+through a whole period with nothing sent parks (its task ends until the hub needs it)."""
+SENDER_TASK_NAME: Final = "websocket sender"
+"""Named once: a name trio makes up is a string per task."""
 CLOSE_NOW_S: Final = 1.0
 """How long the close frame to a client that stopped answering pings may take to go out (the
 peer is not waited for)."""
@@ -148,8 +162,10 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
+        "_beat_at",
         "_bytes_out",
         "_ending",
+        "_fed",
         "_frames_out",
         "_heartbeat",
         "_hub",
@@ -157,9 +173,12 @@ class Connection:
         "_messages_out",
         "_node",
         "_nursery",
+        "_park_asked",
+        "_park_at",
         "_ping_due",
         "_pinged_at",
         "_pong",
+        "_quiet_mark",
         "_reader",
         "_replies",
         "_replies_bytes",
@@ -205,22 +224,32 @@ class Connection:
         """The cluster node's name (``[cluster] node``), told in ``welcome``; None outside one."""
         self._token = token
         self._heartbeat = heartbeat
-        self._since = utc_timestamp()
+        self._since = time.time()
+        """When it opened (a float: the timestamp's text is made only for ``stats()``)."""
         self._sub: Subscriber | None = None
         self._replies: list[str] = []
         self._replies_bytes = 0
         self._reader = Reader(self, lookup)
         self._ending: _Ending | None = None
-        self._serving: trio.CancelScope | None = None
-        """The sender's loop; cancelled, or given a deadline, when the connection ends."""
+        self._serving = False
+        """The sender's task runs (it is started, and not parked: see :meth:`_run_sender`)."""
         self._waiting = False
-        """The sender waits for the hub (else it is sending, or not yet authenticated)."""
+        """The sender waits for the hub, or has yet to start (else it is sending, or not yet
+        authenticated)."""
         self._idle: trio.CancelScope | None = None
         """The sender's wait for a ``hello``; cancelled to wake it."""
         self._pong: Pong | None = None
         """The answer awaited to the last ping; None between pings."""
         self._ping_due = False
         self._pinged_at = 0.0
+        self._beat_at = self._park_at = 0.0
+        """When the heartbeat's ping (or pong check) is due, and the next parking check."""
+        self._quiet_mark = 0
+        """``_frames_out`` at the last parking check."""
+        self._park_asked = False
+        self._fed = False
+        """The hub fed it since its sender last parked: the sender waits on, until a parking
+        check finds it quiet (else it parks as soon as it has nothing to send)."""
         self._nursery: trio.Nursery | None = None
         self._frames_out = self._messages_out = self._bytes_out = 0
 
@@ -265,7 +294,7 @@ class Connection:
             channel=self.channel,
             token_name=None if token is None else token.name,
             role=None if token is None else token.role,
-            since=self._since,
+            since=utc_timestamp(self._since),
             frames_in=reader.frames_in,
             bytes_in=reader.bytes_in,
             frames_out=self._frames_out,
@@ -297,77 +326,59 @@ class Connection:
     def _end(self, ending: _Ending) -> None:
         """Record the first ending and stop the sender's loop: at once when it waits or the
         peer is gone; a send under way (of a batch the client reads) gets
-        :data:`CLOSE_TIMEOUT_S` to finish, so that the close frame does not follow a torn one."""
+        :data:`CLOSE_TIMEOUT_S` to finish, so that the close frame does not follow a torn one.
+
+        A sender that waits is woken (it then sees the ending), a parked one started. A send is
+        cut short through the connection's nursery — cancelled at once for an abort, else given
+        a deadline that the sender lifts once the send is over — rather than through a cancel
+        scope of the sender's own (with its cancel status, ~0.6 KiB).
+        """
         if self._ending is not None:
             return
         self._ending = ending
         if self._idle is not None:
             self._idle.cancel()
-        serving = self._serving
-        if serving is None:
             return
-        if ending.abort or self._waiting:
-            serving.cancel()
+        if not self._serving or self._waiting:
+            if self._sub is not None:
+                self._sub.wake()
+            return
+        assert self._nursery is not None
+        scope = self._nursery.cancel_scope
+        if ending.abort:
+            scope.cancel()
         else:
-            serving.deadline = min(serving.deadline, trio.current_time() + CLOSE_TIMEOUT_S)
+            scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_TIMEOUT_S)
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Serve the connection until it ends; the transport is closed on return.
 
-        Call it from the body of ``nursery``, the connection's own (the WebSocket library's
-        reader, and ours in it, runs there too): the requests run in it, and it is cancelled
-        once the connection is closed. One nursery per connection, not two, is less to keep
-        alive.
+        Call it from the body of ``nursery``, the connection's own, with a WebSocket accepted
+        without a nursery: the sender and the requests run in it, and it is cancelled once the
+        connection is closed.
 
-        Meanwhile this task is the sender: it sends replies and a ping first, then every frame
-        the hub queued, as one text frame (one await per batch, never one per event), until the
-        connection is asked to end; then it closes. It waits in the hub alone, woken by a
-        publish or by :meth:`_wake_sender`.
+        Meanwhile this task is the reader: it runs the WebSocket library's reader
+        (:meth:`~hived.server.ws.WebSocket.read`, which hands each message to our
+        :class:`~hived.server.reader.Reader`) until no more messages come, and then waits for
+        the sender to close the connection and cancel the nursery.
         """
-        self._heartbeat.add(self, trio.current_time() + self.config.heartbeat_interval_s)
         self._nursery = nursery
-        reader = self._reader
-        self._ws.deliver(reader.receive, reader.received_all)
+        now = trio.current_time()
+        self._beat_at = now + self.config.heartbeat_interval_s
+        self._park_at = now + SENDER_PARK_CHECK_S
+        self._heartbeat.add(self, min(self._beat_at, self._park_at))
+        self._ws.deliver(self._reader)
         try:
             if self._token is not None:
                 self.authenticate(self._token)
-            with trio.CancelScope() as self._serving:
-                try:
-                    # The sender's loop, here rather than in a method of its own: an idle
-                    # connection keeps every coroutine of this chain.
-                    auth_deadline = trio.current_time() + self.config.auth_timeout_s
-                    while self._ending is None:
-                        if self._replies or self._ping_due:
-                            await self._send_replies_and_ping()
-                            continue
-                        sub = self._sub
-                        if sub is None:
-                            with trio.CancelScope() as self._idle:
-                                await trio.sleep_until(auth_deadline)
-                                reader.no_hello()
-                            self._idle = None
-                        elif sub.overflowed:
-                            self._overflowed()
-                        else:
-                            self._waiting = True
-                            frames = await sub.receive_batch()
-                            self._waiting = False
-                            if self.closing:
-                                # Woken with frames, then asked to end while waiting: the
-                                # scope is cancelled, and a send begun in it could be cut
-                                # mid-frame; the client resumes with since instead.
-                                break
-                            if frames:
-                                await self._send(frames)
-                            elif self._ws.unflushed:
-                                await self._ws.flush()
-                except Exception as exc:
-                    self.task_ended("sender", exc)
-            self._serving = None
-            assert self._ending is not None
-            await self._close(self._ending)
-            nursery.cancel_scope.cancel()
+            self._start_sender()
+            # Awaited here, not in a helper: an idle connection keeps every coroutine of this
+            # chain. Reading ends the connection (the reader's received_all): the sender closes
+            # it, then cancels the nursery, which ends this wait.
+            await self._ws.read()
+            await trio.sleep_forever()
         finally:
+            self._nursery = None
             if self._sub is not None:
                 self._hub.remove(self._sub)
             ending = self._ending
@@ -382,6 +393,70 @@ class Connection:
             # Last: the nursery is cancelled by now, and this await raises Cancelled.
             await self._ws.abort()
 
+    def _start_sender(self) -> None:
+        """Start the sender's task: when the connection opens, and when something wakes a
+        parked one (the hub calls it: a publish to it, a reply, a ping, the ending)."""
+        nursery = self._nursery
+        if nursery is None:
+            return
+        self._serving = self._waiting = True
+        nursery.start_soon(self._run_sender, nursery, name=SENDER_TASK_NAME)
+
+    async def _run_sender(self, nursery: trio.Nursery) -> None:
+        """The sender: replies and a ping first, then every frame the hub queued, as one text
+        frame (one await per batch, never one per event), until the connection is asked to end;
+        then it closes, and cancels the nursery. It waits in the hub alone, woken by a publish
+        or by :meth:`_wake_sender`, while the hub feeds it; with nothing to send, it *parks*
+        instead — its task ends, and the hub starts it again when needed — at once when the hub
+        has not fed it since it started (it came for replies or a ping), else once
+        :meth:`beat` finds the connection quiet (so that a steady flow of events keeps it and
+        pays no start per event)."""
+        self._waiting = False
+        try:
+            auth_deadline = trio.current_time() + self.config.auth_timeout_s
+            while self._ending is None:
+                if self._replies or self._ping_due:
+                    await self._send_replies_and_ping()
+                    continue
+                sub = self._sub
+                if sub is None:
+                    with trio.CancelScope() as self._idle:
+                        await trio.sleep_until(auth_deadline)
+                        self._reader.no_hello()
+                    self._idle = None
+                elif sub.overflowed:
+                    self._overflowed()
+                else:
+                    if self._park_asked or not self._fed:
+                        # Nothing from the hub since it started (it sent replies or a ping,
+                        # say), or nothing sent at all for a while: it parks.
+                        self._park_asked = False
+                        if not self._ws.unflushed and sub.park(self._start_sender):
+                            self._serving = self._fed = False
+                            return
+                    self._waiting = True
+                    frames = await sub.receive_batch()
+                    self._waiting = False
+                    if frames:
+                        self._fed = True
+                    if self.closing:
+                        # Woken with frames, then asked to end while waiting: a send begun now
+                        # would only have the close timeout to finish, and could be cut
+                        # mid-frame; the client resumes with since instead.
+                        break
+                    if frames:
+                        await self._send(frames)
+                    elif self._ws.unflushed:
+                        await self._ws.flush()
+        except Exception as exc:
+            self.task_ended("sender", exc)
+        self._serving = self._waiting = False
+        # The close has a deadline of its own: lift the one _end() gave the send, if any.
+        nursery.cancel_scope.deadline = math.inf
+        assert self._ending is not None
+        await self._close(self._ending)
+        nursery.cancel_scope.cancel()
+
     def _overflowed(self) -> None:
         """The hub's call when this connection's queue overflowed (or the sender's, finding it
         so): it ends with 4008."""
@@ -395,14 +470,14 @@ class Connection:
         and may never end: the connection is dropped at once rather than after
         :data:`CLOSE_TIMEOUT_S` (the close frame could not follow a torn frame anyway); a sender
         that waits sends the close frame."""
-        sending = self._serving is not None and not self._waiting and self._sub is not None
+        sending = self._serving and not self._waiting and self._sub is not None
         self._end(_Ending(CloseCode.TOO_SLOW, reason, abort=sending))
 
     def _missed_pong(self, reason: str) -> None:
         """End a connection whose pong did not come: with a close frame (1011, ``reason``) and
         no wait for the peer's answer; dropped at once when a send to it is under way (it does
         not read: a close frame could not follow)."""
-        sending = self._serving is not None and not self._waiting and self._sub is not None
+        sending = self._serving and not self._waiting and self._sub is not None
         self._end(_Ending(CloseCode.INTERNAL, reason, abort=sending, answer=False))
 
     def task_ended(self, name: str, exc: BaseException | None) -> None:
@@ -519,6 +594,7 @@ class Connection:
         once, without a trip through the scheduler (False when it cannot be: then queued)."""
         if self._ending is not None or not self._ws.send_nowait(frame):
             return False
+        self._fed = True
         self._count(len(frame) if frame.isascii() else _utf8_size(frame), 1)
         if self._ws.unflushed:
             self._wake_sender()  # to write the rest: the hub leaves a quiet sender asleep
@@ -533,35 +609,54 @@ class Connection:
 
     def beat(self, now: float, late: bool) -> float | None:
         """The heartbeat's call: ask for a ping, or check the pong of the last one (``late``:
-        this call comes long after it was due, the event loop was held up).
+        this call comes long after it was due, the event loop was held up); and every
+        :data:`SENDER_PARK_CHECK_S`, park the sender if nothing was sent since the last time.
 
-        Returns when to be called next: ``heartbeat_timeout_s`` after a ping (to check its
-        pong), when :func:`~hived.core.pongs.check_pong` says while it may still come,
+        Returns when to be called next: the earlier of the next parking check and
+        ``heartbeat_timeout_s`` after a ping (to check its pong), when
+        :func:`~hived.core.pongs.check_pong` says while it may still come,
         ``heartbeat_interval_s`` after the last ping once its pong came; None once the
         connection is ending (a missed pong ends it).
         """
         if self._ending is not None:
             return None
-        config = self.config
-        pong = self._pong
-        if pong is None:
-            self._pong = Pong()
-            self._ping_due = True
-            self._pinged_at = now
-            self._wake_sender()
-            return now + config.heartbeat_timeout_s
-        if not pong.received:
-            verdict = check_pong(
-                now,
-                late=late,
-                asked_at=self._pinged_at,
-                sent_at=pong.sent_at,
-                held_until=self._reader.held_until,
-                timeout_s=config.heartbeat_timeout_s,
-            )
-            if isinstance(verdict, Missed):
-                self._missed_pong(verdict.reason)
-                return None
-            return verdict
-        self._pong = None
-        return max(now, self._pinged_at + config.heartbeat_interval_s)
+        if now >= self._beat_at:
+            config = self.config
+            pong = self._pong
+            if pong is None:
+                self._pong = Pong()
+                self._ping_due = True
+                self._pinged_at = now
+                self._wake_sender()
+                self._beat_at = now + config.heartbeat_timeout_s
+            elif not pong.received:
+                verdict = check_pong(
+                    now,
+                    late=late,
+                    asked_at=self._pinged_at,
+                    sent_at=pong.sent_at,
+                    held_until=self._reader.held_until,
+                    timeout_s=config.heartbeat_timeout_s,
+                )
+                if isinstance(verdict, Missed):
+                    self._missed_pong(verdict.reason)
+                    return None
+                self._beat_at = verdict
+            else:
+                self._pong = None
+                self._beat_at = max(now, self._pinged_at + config.heartbeat_interval_s)
+        if now >= self._park_at:
+            self._park_at = now + SENDER_PARK_CHECK_S
+            sub = self._sub
+            if (
+                self._frames_out == self._quiet_mark
+                and sub is not None
+                and sub.waiting
+                and not self._replies
+                and not self._ping_due
+            ):
+                # Quiet since the last check, and the sender waits in the hub: it parks.
+                self._park_asked = True
+                sub.wake()
+            self._quiet_mark = self._frames_out
+        return min(self._beat_at, self._park_at)

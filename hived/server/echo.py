@@ -13,13 +13,33 @@ from typing import Final
 
 import trio
 
-from hived.server.ws import WebSocketClosed, accept
+from hived.server.ws import WebSocket, WebSocketClosed, accept
 
 log = logging.getLogger(__name__)
 
 ECHO_PATH: Final = "/v1/echo"
 """The test build's echo WebSocket (no token; only with ``echo=True``)."""
 ECHO_CLOSE_S: Final = 5.0
+
+
+class _Echo:
+    """Sends each message back as it came; ``ended`` is set once no more will come."""
+
+    __slots__ = ("_ws", "ended")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self.ended = trio.Event()
+
+    async def receive(self, message: str | bytes) -> None:
+        with contextlib.suppress(WebSocketClosed):
+            if isinstance(message, str):
+                await self._ws.send(message)
+            else:
+                await self._ws.send_binary(message)
+
+    def received_all(self, closed: WebSocketClosed) -> None:
+        self.ended.set()
 
 
 async def serve_echo(
@@ -48,17 +68,9 @@ async def serve_echo(
         nursery.cancel_scope.cancel()
         return
     del received
-    ended = trio.Event()
-
-    async def echo(message: str | bytes) -> None:
-        with contextlib.suppress(WebSocketClosed):
-            if isinstance(message, str):
-                await ws.send(message)
-            else:
-                await ws.send_binary(message)
-
-    ws.deliver(echo, lambda _: ended.set())
-    await ended.wait()
+    echo = _Echo(ws)
+    ws.deliver(echo)
+    await echo.ended.wait()
     await ws.close(1000, None, ECHO_CLOSE_S)
     await ws.finish(ECHO_CLOSE_S)
     nursery.cancel_scope.cancel()

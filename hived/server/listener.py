@@ -109,6 +109,8 @@ class Server:
         self._accepted = 0
         self._websockets = 0
         self._shortage = Shortage()
+        self._lookup_token = self._lookup
+        """Bound once: every connection keeps it (a bound method each would be memory)."""
         self._own = OwnRequests(hub, self._connections, self.connections_after)
         self._own.register(router)
 
@@ -277,6 +279,7 @@ class Server:
                     self._websockets_open += 1
                     try:
                         connection = await self._open_websocket(stream, upgrade, peer, nursery)
+                        del upgrade  # not kept for as long as the connection is open
                         if connection is not None:
                             # Awaited here, not in a helper: an idle connection keeps every
                             # coroutine of this chain.
@@ -321,7 +324,9 @@ class Server:
                     tokens=self._tokens,
                     draining=self._draining,
                 )
-                return _Upgrade(request.path, token, head + rest)
+                # The channel's constant, not the request's copy of it: a connection keeps it.
+                channel = CHANNELS[CHANNELS.index(request.path)]
+                return _Upgrade(channel, token, head + rest)
             if request.path == ECHO_PATH and self._echo:
                 check_upgrade(request)
                 return _Upgrade(ECHO_PATH, None, head + rest)
@@ -367,13 +372,14 @@ class Server:
     async def _open_websocket(
         self, stream: trio.abc.Stream, upgrade: _Upgrade, peer: str, nursery: trio.Nursery
     ) -> Connection | None:
-        """Complete the handshake in ``nursery`` (the connection's): the connection, registered;
-        None when the handshake failed."""
+        """Complete the handshake (in this task, which then reads: :meth:`Connection.run`): the
+        connection, registered in ``nursery`` (the connection's); None when the handshake
+        failed."""
         server = self._config.server
         received, upgrade.received = upgrade.received, b""
         try:
             ws = await accept(
-                nursery,
+                None,
                 stream,
                 received,
                 max_message_size=server.max_message_bytes,
@@ -384,7 +390,6 @@ class Server:
             )
         except WebSocketClosed as exc:
             log.debug("%s: WebSocket handshake failed: %s", peer, exc)
-            nursery.cancel_scope.cancel()  # the library's reader task would outlive it
             return None
         finally:
             del received  # the head is the library's to replay, not this frame's to keep
@@ -398,7 +403,7 @@ class Server:
             config=server,
             version=self._version,
             token=upgrade.token,
-            lookup=self._lookup,
+            lookup=self._lookup_token,
             heartbeat=self._heartbeat,
             node=self._config.cluster.node if self._config.cluster is not None else None,
         )

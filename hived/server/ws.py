@@ -39,9 +39,13 @@ The edges, and how this module files them down:
 - The library counts a message's size by its fragments' data only: a message of endless empty
   fragments would never end. :class:`_Connection` counts each fragment as at least a byte, so
   that it reaches ``max_message_size`` (1009) like any other.
+- The library's reader task keeps, for as long as a connection idles, a dict of nine bound
+  methods it builds per connection, the last event it handled and the last bytes it read:
+  :meth:`_Connection._reader_task` is the same loop without them.
 - After the handshake, wsproto no longer needs its handshake state (an HTTP/1.1 parser, its
   buffers, the parsed request), nor the library two of its events: :func:`accept` drops them,
-  which an idle connection would otherwise keep.
+  which an idle connection would otherwise keep, and puts in place of the closing handshake's
+  event one that is made only when awaited.
 - The library accepts a handshake without extensions: :class:`_Connection` sends the answer
   itself, with permessage-deflate when the server allows it and the client offers it
   (:class:`_Deflate`: no context takeover either way, so no connection keeps a compressor, and
@@ -52,7 +56,9 @@ The edges, and how this module files them down:
 - All this takes the library's private parts: its send lock, its table of pings in flight,
   its close reason and event sender (``_close_reason``, ``_send``: a close frame sent without
   waiting for the answer, :meth:`WebSocket.close_now`), its message channel and reader task
-  (``_send_channel``, ``_recv_channel``, ``_reader_task``, ``_get_request``: :func:`accept`
+  (``_send_channel``, ``_recv_channel``, ``_reader_task`` and what it calls — ``_wsproto``,
+  ``_stream``, ``_reader_running``, ``_receive_buffer_size``, ``_abort_web_socket``,
+  ``_close_stream`` and the ``_handle_*_event`` handlers —, ``_get_request``: :func:`accept`
   does what ``wrap_server_stream`` does, with the :class:`Inbox` in place before the reader
   starts) and, best effort, its wsproto object and events. Every test that opens a WebSocket
   fails if a new version moves any but the last.
@@ -61,16 +67,19 @@ The edges, and how this module files them down:
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
+import sys
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Final
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Final, Protocol
 
 import trio
 import trio_websocket
 import wsproto
 import wsproto.events
 import wsproto.handshake
+import wsproto.utilities
 from wsproto.connection import ConnectionState
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
@@ -81,6 +90,8 @@ from hived.server.stream import RECEIVE_BUFFER_BYTES, PrefixedStream, raw_socket
 
 ABNORMAL_CLOSURE: Final = 1006
 """The close code of a connection that ended without a closing handshake (RFC 6455 §7.4.1)."""
+
+log = logging.getLogger(__name__)
 
 _PING_PAYLOAD: Final = struct.Struct("!I")
 READER_TASK_NAME: Final = "websocket reader"
@@ -121,10 +132,16 @@ class Pong:
         self.received = True
 
 
-OnMessage = Callable[[str | bytes], Awaitable[None]]
-"""Handles one received message, in the library's reader task (it reads on once it returns)."""
-OnClose = Callable[["WebSocketClosed"], None]
-"""Told once that no more messages will come, and why."""
+class Handler(Protocol):
+    """What :meth:`WebSocket.deliver` hands the messages to (one object rather than two bound
+    methods, which every idle connection would keep)."""
+
+    async def receive(self, message: str | bytes) -> None:
+        """Handle one received message, in the library's reader (which reads on once this
+        returns); must not raise."""
+
+    def received_all(self, closed: WebSocketClosed) -> None:
+        """Told once that no more messages will come, and why."""
 
 
 class Inbox:
@@ -137,31 +154,30 @@ class Inbox:
     :meth:`WebSocket.deliver` gives it handlers (just after the handshake) a message waits.
     """
 
-    __slots__ = ("_closed", "_connection", "_on_close", "_on_message", "_ready")
+    __slots__ = ("_closed", "_connection", "_handler", "_ready")
 
     def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
         self._connection = connection
-        self._on_message: OnMessage | None = None
-        self._on_close: OnClose | None = None
+        self._handler: Handler | None = None
         self._ready: trio.Event | None = None
         self._closed = False
 
-    def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
-        self._on_message, self._on_close = on_message, on_close
+    def deliver(self, handler: Handler) -> None:
+        self._handler = handler
         if self._ready is not None:
             self._ready.set()
             self._ready = None
         if self._closed:
-            on_close(self._why())
+            handler.received_all(self._why())
 
     async def send(self, message: str | bytes) -> None:
-        if self._on_message is None:
+        if self._handler is None:
             if self._ready is None:
                 self._ready = trio.Event()
             await self._ready.wait()
-        if self._closed or self._on_message is None:
+        if self._closed or self._handler is None:
             raise trio.ClosedResourceError
-        await self._on_message(message)
+        await self._handler.receive(message)
 
     async def aclose(self) -> None:
         self.close()
@@ -170,8 +186,8 @@ class Inbox:
         if self._closed:
             return
         self._closed = True
-        if self._on_close is not None:
-            self._on_close(self._why())
+        if self._handler is not None:
+            self._handler.received_all(self._why())
 
     def _why(self) -> WebSocketClosed:
         reason = self._connection.closed
@@ -259,11 +275,19 @@ class WebSocket:
             return text_frame(text)
         return message_frame(text, self._binary, self._window_bits, self._min_deflate_bytes)
 
-    def deliver(self, on_message: OnMessage, on_close: OnClose) -> None:
-        """Hand every message received to ``on_message``, in the library's reader task (which
-        reads on when it returns; it must not raise), then ``on_close`` once, when no more will
-        come. Call it once, before the first checkpoint after :func:`accept`."""
-        self._inbox.deliver(on_message, on_close)
+    def read(self) -> Awaitable[None]:
+        """The library's reader, to await in the caller's task when :func:`accept` had no
+        nursery: it hands every message to the handlers given to :meth:`deliver` (call that
+        first) and returns once no more will come. (The coroutine itself, not a wrapper: an
+        idle connection keeps every coroutine of the chain it waits in.)"""
+        return self._connection._reader_task()
+
+    def deliver(self, handler: Handler) -> None:
+        """Hand every message received to ``handler.receive``, in the library's reader (which
+        reads on when it returns; it must not raise), then tell ``handler.received_all`` once,
+        when no more will come. Call it once, before the first checkpoint after :func:`accept`
+        (and before :meth:`read`)."""
+        self._inbox.deliver(handler)
 
     async def send(self, text: str) -> None:
         """Send one server message, JSON ``text``, in the connection's encoding (as it is, or
@@ -544,8 +568,91 @@ class _Deflate(PerMessageDeflate):
         return super().frame_inbound_complete(proto, fin)
 
 
+_EVENT_HANDLERS: Final = {
+    wsproto.events.AcceptConnection: "_handle_accept_connection_event",
+    wsproto.events.BytesMessage: "_handle_message_event",
+    wsproto.events.CloseConnection: "_handle_close_connection_event",
+    wsproto.events.Ping: "_handle_ping_event",
+    wsproto.events.Pong: "_handle_pong_event",
+    wsproto.events.RejectConnection: "_handle_reject_connection_event",
+    wsproto.events.RejectData: "_handle_reject_data_event",
+    wsproto.events.Request: "_handle_request_event",
+    wsproto.events.TextMessage: "_handle_message_event",
+}
+"""The library's handler of each wsproto event, by name (:meth:`_Connection._reader_task`)."""
+
+
 class _Connection(trio_websocket.WebSocketConnection):
-    """The library's connection, with three of its handlers filed down (see the module doc)."""
+    """The library's connection, with three of its handlers filed down and its reader made
+    lighter (see the module doc)."""
+
+    async def _reader_task(self, until_open: bool = False) -> None:
+        """The library's reader, step for step, for a server connection (it sends no opening
+        request), keeping less while it waits: the library's builds a dict of nine bound
+        methods per connection, and keeps the last event and the last bytes read in its frame,
+        all of which an idle connection would hold for as long as it is open.
+
+        ``until_open``: return once the handshake is done (:func:`accept` without a nursery,
+        whose caller then runs the rest), leaving the message channel open."""
+        try:
+            while self._reader_running:
+                await self._handle_events(until_open)
+                if until_open and self._wsproto.state is ConnectionState.OPEN:
+                    return
+                try:
+                    data = await self._stream.receive_some(self._receive_buffer_size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._abort_web_socket()
+                    break
+                if not data:
+                    # TCP closed before the WebSocket: an abnormal closure.
+                    if self._wsproto.state != ConnectionState.CLOSED:
+                        await self._abort_web_socket()
+                    break
+                if self._wsproto.state != ConnectionState.CLOSED:
+                    try:
+                        # wsproto takes a bytearray as well (it appends it to its buffer).
+                        self._wsproto.receive_data(data)  # type: ignore[arg-type]
+                    except wsproto.utilities.RemoteProtocolError as err:
+                        if err.event_hint:
+                            await self._send(err.event_hint)
+                        await self._close_stream()
+                del data
+        finally:
+            if not until_open:
+                await self._send_channel.aclose()
+
+    async def _handle_events(self, until_open: bool) -> None:
+        """Hand each event wsproto has to the library's handler of its type, until one finds
+        the connection closed, or (``until_open``) the handshake is done: the events after it
+        wait for the caller's reader, which has the handlers (a coroutine of its own, so that
+        the last event is not kept once they are handled)."""
+        for event in self._wsproto.events():
+            name = _EVENT_HANDLERS.get(type(event))
+            if name is None:
+                log.warning("%s: unknown event type %s", self, type(event).__name__)
+                continue
+            try:
+                await getattr(self, name)(event)
+            except trio_websocket.ConnectionClosed:
+                self._reader_running = False
+                return
+            if until_open and self._wsproto.state is ConnectionState.OPEN:
+                return
+
+    async def _handle_request_event(self, event: wsproto.events.Request) -> None:
+        """The library's, or, for :func:`accept` without a nursery, the accept at once in the
+        reader's task (there is no other task to ask ``_get_request``)."""
+        plan = self.__dict__.pop("_hived_accept", None)
+        if plan is None:
+            await super()._handle_request_event(event)
+            return
+        deflate, subprotocols = plan
+        if deflate is not None:
+            self._hived_extensions = [deflate]
+        self._connection_proposal = None  # nobody will ask for it
+        subprotocol = choose_subprotocol(event.subprotocols) if subprotocols else None
+        await self._accept(event, subprotocol, [])
 
     async def _accept(
         self,
@@ -556,7 +663,7 @@ class _Connection(trio_websocket.WebSocketConnection):
         # The library's, with the extensions it does not pass on (set by accept(), then gone).
         extensions = self.__dict__.pop("_hived_extensions", [])
         self._subprotocol = subprotocol
-        self._path = request.target
+        self._path = sys.intern(request.target)  # one string for every connection to a path
         await self._send(
             wsproto.events.AcceptConnection(
                 subprotocol=subprotocol, extra_headers=extra_headers, extensions=extensions
@@ -602,6 +709,34 @@ class _Unwatched:
 _UNWATCHED: Final = _Unwatched()
 
 
+class _LazyEvent:
+    """Stands in for the library's ``_close_handshake`` (a ``trio.Event``, set when the closing
+    handshake is over and awaited by ``aclose()``): the ``trio.Event`` is made only once a task
+    waits, so that an open connection keeps a small object rather than an event and its set."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._event: trio.Event | None = None
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+
 class _EventQueue(list[object]):
     """Stands in for the ``deque`` wsproto keeps for the events it makes up itself (only an
     abnormal close, on a server): an empty ``deque`` takes a 64-slot block, an empty list none."""
@@ -612,13 +747,27 @@ class _EventQueue(list[object]):
         return self.pop(0)
 
 
+class _Pings(dict[bytes, object]):
+    """Stands in for the library's ``OrderedDict`` of pings in flight (twice the memory of a
+    dict when empty, as it is on an idle connection): a dict keeps its order too, and the
+    library only asks it for ``popitem(False)`` beyond a dict's methods."""
+
+    __slots__ = ()
+
+    def popitem(self, last: bool = True) -> tuple[bytes, object]:
+        key = next(reversed(self)) if last else next(iter(self))
+        return key, self.pop(key)
+
+
 def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
     """Drop what only the opening needed: wsproto's handshake (its HTTP/1.1 parser and buffers,
     the parsed request, an event queue) — once open, wsproto reads and writes frames without
     it —, the empty ``deque`` of wsproto's own events (for a list) and two of the library's
     events that nobody waits for on an open server connection (the opening's, set already, and
-    one for the library's own tests). Best effort: these are private attributes, and keeping
-    them only costs memory."""
+    one for the library's own tests), the event of the closing handshake for one made when
+    awaited (:class:`_LazyEvent`), and its ``OrderedDict`` of pings for a dict
+    (:class:`_Pings`). Best effort: these are private attributes, and keeping them only costs
+    memory."""
     proto = getattr(connection, "_wsproto", None)
     if isinstance(proto, wsproto.WSConnection) and proto.connection is not None:
         proto.handshake = _SPENT_HANDSHAKE
@@ -628,6 +777,12 @@ def _forget_handshake(connection: trio_websocket.WebSocketConnection) -> None:
     for name in ("_open_handshake", "_for_testing_peer_closed_connection"):
         if hasattr(connection, name):
             setattr(connection, name, _UNWATCHED)
+    pings = getattr(connection, "_pings", None)
+    if pings is not None and not pings:
+        connection._pings = _Pings()  # type: ignore[assignment]
+    closed = getattr(connection, "_close_handshake", None)
+    if isinstance(closed, trio.Event) and not closed.is_set():
+        connection._close_handshake = _LazyEvent()  # type: ignore[assignment]
 
 
 def _install_inbox(connection: trio_websocket.WebSocketConnection) -> Inbox:
@@ -639,7 +794,7 @@ def _install_inbox(connection: trio_websocket.WebSocketConnection) -> Inbox:
 
 
 async def accept(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery | None,
     stream: trio.abc.Stream,
     head: bytes,
     *,
@@ -652,7 +807,9 @@ async def accept(
     """Complete the opening handshake of an upgrade request whose bytes ``head`` were read.
 
     ``head`` is everything already read from ``stream`` (the request head, and whatever came
-    after it). The library's reader task runs in ``nursery``. ``max_message_size`` is in
+    after it). The library's reader task runs in ``nursery``; without one, the caller's task
+    does the handshake, and must then run the reader itself (:meth:`WebSocket.read`), which
+    spares the connection a task. ``max_message_size`` is in
     characters: a larger message closes the connection with 1009. With ``compression``,
     permessage-deflate is agreed when the client offers it (messages shorter than
     ``min_deflate_bytes`` then go uncompressed); with ``subprotocols``, hived's subprotocol
@@ -664,7 +821,7 @@ async def accept(
     with trio.move_on_after(timeout_s):
         # What ``trio_websocket.wrap_server_stream`` does, with the inbox put in place of the
         # message channel before the library's reader starts (and holds on to the channel).
-        connection: trio_websocket.WebSocketConnection = _Connection(
+        connection = _Connection(
             prefixed,
             wsproto.WSConnection(wsproto.ConnectionType.SERVER),
             message_queue_size=0,
@@ -672,16 +829,28 @@ async def accept(
             receive_buffer_size=RECEIVE_BUFFER_BYTES,
         )
         inbox = prefixed.inbox = _install_inbox(connection)
-        nursery.start_soon(connection._reader_task, name=READER_TASK_NAME)
-        request = await connection._get_request()
         deflate = _Deflate(max_message_size) if compression else None
-        if deflate is not None:
-            connection._hived_extensions = [deflate]  # type: ignore[attr-defined]
-        subprotocol = choose_subprotocol(request.proposed_subprotocols) if subprotocols else None
-        try:
-            connection = await request.accept(subprotocol=subprotocol)
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
+        if nursery is None:
+            connection._hived_accept = (deflate, subprotocols)  # type: ignore[attr-defined]
+            await connection._reader_task(until_open=True)
+            if connection._wsproto.state is not ConnectionState.OPEN:
+                reason = connection.closed
+                raise WebSocketClosed(
+                    None if reason is None else reason.code, "closed during the handshake"
+                )
+            subprotocol = connection.subprotocol
+        else:
+            nursery.start_soon(connection._reader_task, name=READER_TASK_NAME)
+            request = await connection._get_request()
+            if deflate is not None:
+                connection._hived_extensions = [deflate]
+            subprotocol = (
+                choose_subprotocol(request.proposed_subprotocols) if subprotocols else None
+            )
+            try:
+                await request.accept(subprotocol=subprotocol)
+            except trio_websocket.ConnectionClosed as exc:
+                raise _closed(exc) from None
         _forget_handshake(connection)
         agreed = deflate is not None and deflate.enabled()
         return WebSocket(
