@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -234,6 +234,19 @@ class Launcher:
         for pid in shims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def until(what: str, check: Callable[[], Any], timeout_s: float = DEADLINE_S) -> Any:
+    """Poll the async ``check`` (a coroutine function) until it returns something true, under a
+    deadline; that value."""
+    last = None
+    with trio.move_on_after(timeout_s):
+        while True:
+            last = await check()
+            if last:
+                return last
+            await trio.sleep(0.05)
+    raise AssertionError(f"no {what} within {timeout_s} s; last: {last}")
 
 
 def processes() -> list[tuple[int, str]]:

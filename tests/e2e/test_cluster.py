@@ -31,6 +31,7 @@ from tests.e2e.harness import (
     agent_toml,
     config_text,
     free_port,
+    until,
     websockets_client,
 )
 from tests.e2e.test_real_claude import hivectl
@@ -95,18 +96,6 @@ async def nodes(tmp_path: Path, redis: RedisServer) -> AsyncIterator[Nodes]:
         yield started
     finally:
         await started.kill_all()
-
-
-async def until(what: str, check: Callable[[], Any], timeout_s: float = DEADLINE_S) -> Any:
-    """Poll the async ``check`` until it returns something true, under a deadline."""
-    last = None
-    with trio.move_on_after(timeout_s):
-        while True:
-            last = await check()
-            if last:
-                return last
-            await trio.sleep(0.05)
-    raise AssertionError(f"no {what} within {timeout_s} s; last: {last}")
 
 
 async def listed(client: Client, session: str) -> dict[str, Any] | None:

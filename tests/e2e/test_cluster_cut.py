@@ -18,8 +18,8 @@ import pytest
 import trio
 
 from hived.client import Client, Subscription, connect
-from tests.e2e.harness import SECRETS
-from tests.e2e.test_cluster import Event, Nodes, listed, next_event, until
+from tests.e2e.harness import SECRETS, until
+from tests.e2e.test_cluster import Event, Nodes, listed, next_event
 from tests.redis_engine import EngineLink, RedisServer
 
 pytestmark = pytest.mark.e2e

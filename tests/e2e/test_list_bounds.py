@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     SECRETS,
     Launcher,
     RunningDaemon,
+    until,
     websockets_client,
 )
 from tests.e2e.test_hivectl import as_json, hivectl
@@ -92,16 +93,6 @@ class Asker:
             if after is None:
                 assert pages > 1, f"{type_}: one page of {len(orjson.dumps(items))} bytes"
                 return items
-
-
-async def until(what: str, check: Callable[[], Any]) -> Any:
-    with trio.move_on_after(DEADLINE_S):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await trio.sleep(0.1)
-    raise AssertionError(f"no {what} within {DEADLINE_S} s")
 
 
 async def receive_until(stream: trio.SocketStream, done: Callable[[bytes], bool]) -> None:

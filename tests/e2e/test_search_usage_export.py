@@ -9,28 +9,16 @@ from typing import Any
 
 import orjson
 import pytest
-import trio
 
 from hived.client import Client, RemoteError, connect
 from hived.core.config import StateConfig
 from hived.core.events import Event, encode_event
 from hived.store import Store
-from tests.e2e.harness import DEADLINE_S, SECRETS, Launcher, RunningDaemon
+from tests.e2e.harness import SECRETS, Launcher, RunningDaemon, until
 from tests.e2e.test_hivectl import as_json, hivectl, out
 
 WORD = "zebracorn"
 """A word no fake agent says by itself: it appears where a prompt put it."""
-
-
-async def until(what: str, check: Callable[[], Any]) -> Any:
-    """Poll an async check (a coroutine function) until it returns something true."""
-    with trio.move_on_after(DEADLINE_S):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await trio.sleep(0.05)
-    raise AssertionError(f"no {what} within {DEADLINE_S} s")
 
 
 async def ended_session(daemon: RunningDaemon, client: Client) -> dict[str, Any]:
