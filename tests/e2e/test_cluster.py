@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -73,7 +74,8 @@ class Nodes:
         return await launcher.start(config_text(port, folder / "state", body=body), port=port)
 
     async def start_all(self, *names: str) -> list[RunningDaemon]:
-        """Start the nodes ``names`` side by side (each waits for its own READY=1)."""
+        """Start the nodes ``names`` side by side, and wait until each sees them all alive (a
+        node knows another from its heart-beat: until then it refuses to act on it)."""
         started: dict[str, RunningDaemon] = {}
 
         async def one(name: str) -> None:
@@ -82,6 +84,8 @@ class Nodes:
         async with trio.open_nursery() as nursery:
             for name in names:
                 nursery.start_soon(one, name)
+        for daemon in started.values():
+            await until(f"{daemon.port} to see {names} alive", partial(alive, daemon, names))
         return [started[name] for name in names]
 
     async def kill_all(self) -> None:
@@ -193,6 +197,13 @@ def _hivectl_as_admin(port: int, *args: str) -> subprocess.CompletedProcess[str]
         timeout=DEADLINE_S,
         check=False,
     )
+
+
+async def alive(daemon: RunningDaemon, names: tuple[str, ...]) -> bool:
+    """Whether ``daemon``'s ``status`` lists every node of ``names`` alive."""
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        nodes = (await admin.request("status"))["cluster"]["nodes"]
+    return {n["name"] for n in nodes if n["alive"]} >= set(names)
 
 
 async def _status_nodes(daemon: RunningDaemon) -> list[dict[str, Any]] | None:
