@@ -9,10 +9,7 @@ epoch and the client re-reads. Every wait polls a condition under a deadline.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -167,7 +164,9 @@ async def test_a_session_on_node_b_is_listed_followed_and_approved_from_node_a(
             lambda: _status_nodes(a),
         )
         assert {n["name"]: n["alive"] for n in status} == {"a": True, "b": True, "c": True}
-        told = await trio.to_thread.run_sync(_hivectl_as_admin, a.port, "status")
+        told = await trio.to_thread.run_sync(
+            partial(hivectl, a.port, "status", token=SECRETS["admin"])
+        )
         assert "cluster   node a on redis://127.0.0.1" in told.stdout, told.stdout
         assert "nodes     a, b, c\n" in told.stdout, told.stdout
 
@@ -185,18 +184,6 @@ async def test_a_session_on_node_b_is_listed_followed_and_approved_from_node_a(
             sub, lambda e: e["kind"] == "state" and e["data"]["state"] == "EXITED", seen
         )
         assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
-
-
-def _hivectl_as_admin(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HIVED_URL": f"ws://127.0.0.1:{port}", "HIVED_TOKEN": SECRETS["admin"]}
-    return subprocess.run(
-        [sys.executable, "-m", "hived.cli.hivectl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=DEADLINE_S,
-        check=False,
-    )
 
 
 async def alive(daemon: RunningDaemon, names: tuple[str, ...]) -> bool:

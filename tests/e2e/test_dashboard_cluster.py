@@ -4,15 +4,13 @@ sharing a real redis-server (Playwright and Chromium as in test_dashboard.py).""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from hived.client import connect
 from tests.e2e.harness import SECRETS
-from tests.e2e.test_cluster import Nodes
+from tests.e2e.test_cluster import Nodes, nodes  # noqa: F401  (the fixture)
 from tests.e2e.test_dashboard import (  # noqa: F401
     CHROMIUM,
     Chrome,
@@ -23,7 +21,6 @@ from tests.e2e.test_dashboard import (  # noqa: F401
     row_of,
     start,
 )
-from tests.redis_engine import RedisServer
 
 pytestmark = [
     pytest.mark.e2e,
@@ -31,17 +28,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-async def nodes(tmp_path: Path, redis: RedisServer) -> AsyncIterator[Nodes]:
-    started = Nodes(tmp_path, redis)
-    try:
-        yield started
-    finally:
-        await started.kill_all()
-
-
 async def test_a_cluster_nodes_dashboard_filters_sessions_by_node(
-    nodes: Nodes,
+    nodes: Nodes,  # noqa: F811
     chrome: Chrome,  # noqa: F811
 ) -> None:
     a, b = await nodes.start_all("a", "b")

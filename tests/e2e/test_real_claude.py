@@ -89,8 +89,10 @@ def last_turn(event: dict[str, Any]) -> dict[str, Any]:
     return dict(event["data"]["last_turn"])
 
 
-def hivectl(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HIVED_URL": f"ws://127.0.0.1:{port}", "HIVED_TOKEN": SECRETS["operator"]}
+def hivectl(
+    port: int, *args: str, token: str = SECRETS["operator"]
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HIVED_URL": f"ws://127.0.0.1:{port}", "HIVED_TOKEN": token}
     return subprocess.run(
         [sys.executable, "-m", "hived.cli.hivectl", *args],
         capture_output=True,
