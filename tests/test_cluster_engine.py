@@ -8,7 +8,7 @@ in-memory history. Waits poll a condition under a deadline.
 from __future__ import annotations
 
 import gc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ from hived.core.messages import SessionStop
 from hived.core.protocol import Caller, Request
 from hived.history import MemoryHistory
 from hived.hub import Hub, Subscriber
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, until
 from tests.redis_engine import EngineLink, RedisServer, needs_redis
 
 # coredis 6.9 leaves the anyio memory streams of a connection the engine dropped for the
@@ -53,17 +53,6 @@ KEYS: Final = Keys("t")
 
 def cluster_config(redis: RedisServer, node: str = "a") -> ClusterConfig:
     return ClusterConfig(node=node, url=redis.url)
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
-    last = None
-    with trio.move_on_after(DEADLINE_S):
-        while True:
-            last = await check()
-            if last:
-                return last
-            await trio.sleep(0.02)
-    raise AssertionError(f"no {what} within {DEADLINE_S} s; last: {last}")
 
 
 async def stream_seqs(engine: Engine, topic: str = TOPIC) -> list[int]:
