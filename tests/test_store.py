@@ -18,6 +18,8 @@ import attrs
 import orjson
 import pytest
 import trio
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from hived.core.config import Config, PositiveInt, StateConfig
 from hived.core.errors import StoreError, StoreUnusable
@@ -402,6 +404,69 @@ async def test_a_rebuilt_frame_is_byte_identical_to_the_encoded_one(
     store.record(event, frame)
     await wait_until(lambda: store.pending == 0)
     assert await store.read(event.topic, event.seq - 1, event.seq, 10) == [(event.seq, frame)]
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(
+    st.booleans(),
+    st.lists(
+        st.tuples(_TEXT, _TEXT, st.one_of(st.none(), _TEXT), st.dictionaries(_TEXT, _DATA)),
+        min_size=1,
+        max_size=6,
+    ),
+)
+@example(True, [("session/A", "text", "A", {"line": "plain"}), ("t", "k", None, {})])
+@example(True, [("session/A", "text", "A\x00", {"line": "a\x00b"})])
+def test_a_batch_is_stored_column_for_column_whichever_way_it_is_bound(
+    tmp_path_factory: pytest.TempPathFactory,
+    one_parameter: bool,
+    events: list[tuple[str, str, str | None, dict[str, Any]]],
+) -> None:
+    """A batch goes in row by row, or as one JSON array (row by row all the same when an
+    escaped NUL is in it: SQLite's JSON functions would cut the string there): either way
+    each column holds what the event had, ``data`` the frame's own text of it, and the rows
+    keep the batch's order."""
+    conn = schema.open_database(tmp_path_factory.mktemp("db") / "hived.db")
+    pending = []
+    for seq, (topic, kind, session, data) in enumerate(events, 1):
+        event = Event(topic, seq, "2026-12-05T12:00:00.000Z", kind, session, data)
+        pending.append((topic, seq, event.ts, kind, session, encode_event(event), None))
+    sql.write_batch(conn, pending, [], one_parameter=one_parameter)
+    rows = conn.execute("SELECT topic, seq, ts, kind, session, data FROM events ORDER BY id")
+    assert rows.fetchall() == [
+        (topic, seq, ts, kind, session, orjson.dumps(orjson.loads(frame)["data"]).decode())
+        for topic, seq, ts, kind, session, frame, _ in pending
+    ]
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("one_parameter", "session"),
+    [(True, "A"), (True, "A\x00"), (False, "A")],
+    ids=["one-parameter", "an-escaped-nul-row-by-row", "row-by-row"],
+)
+def test_an_event_already_stored_is_skipped_and_the_rest_of_its_batch_kept(
+    tmp_path: Path, one_parameter: bool, session: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = schema.open_database(tmp_path / "hived.db")
+    pending = []
+    for seq in (1, 2, 3):
+        event = Event("t", seq, "2026-12-05T12:00:00.000Z", "text", session, {"n": seq})
+        pending.append((*event[:5], encode_event(event), None))
+    sql.write_batch(conn, pending[:2], [])
+    assert sql.write_batch(conn, pending[1:], [], one_parameter=one_parameter) == {"t": 3}
+    rows = conn.execute("SELECT seq, session, data FROM events ORDER BY id").fetchall()
+    assert rows == [(seq, session, f'{{"n":{seq}}}') for seq in (1, 2, 3)]
+    assert "1 events were already stored" in caplog.text
+    conn.close()
 
 
 # The batch writer.
@@ -802,6 +867,36 @@ async def test_wait_writable_blocks_sources_past_the_bound_until_the_queue_drain
             await store.wait_writable()
         assert store.pending <= 50
         nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_goes_in_as_one_parameter_only_while_a_source_waits_for_room(
+    state: StateConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row by row is cheaper for SQLite, one parameter frees the GIL for a busy event loop:
+    a source held back by the bound is what says the loop is busy."""
+    ways: list[bool] = []
+    real = sql.write_batch
+
+    def spy(*args: Any) -> dict[str, int]:
+        ways.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(sql, "write_batch", spy)
+    store = Store.open(state, max_pending=100)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        record(store, "t", range(1, 11))
+        await wait_until(lambda: store.pending == 0)
+        record(store, "t", range(11, 161))
+        with trio.fail_after(DEADLINE_S):
+            await store.wait_writable()
+        await wait_until(lambda: store.pending == 0)
+        nursery.cancel_scope.cancel()
+    assert ways[0] is False
+    assert True in ways[1:]
+    reopened = reopen(store, state)
+    assert seqs_of(await reopened.read("t", 0, 160, 200)) == list(range(1, 161))
+    reopened.close()
 
 
 # Sessions.

@@ -2,10 +2,19 @@
 
 Events are kept as columns (topic, seq, ts, kind, session) plus ``data``, the JSON text of the
 event's data. ``data`` is cut out of the frame the hub already encoded (the frame ends with
-``,"data":<data>}``) by SQLite itself, in the INSERT (``substr``/``instr``): writing an event
-serializes nothing and runs no Python per event, so the writer thread holds the GIL for a
-batch's bookkeeping only, not per row. (``,"data":`` cannot occur earlier in a frame: a ``"``
-inside a JSON string is escaped.) Reading rebuilds the frame by
+``,"data":<data>}``) by SQLite itself, in the INSERT (``substr``/``instr``; ``,"data":``
+cannot occur earlier in a frame: a ``"`` inside a JSON string is escaped), so the writer
+serializes nothing. Bound row by row (``executemany``), the worker thread gives the GIL up
+for each row's step and takes it back to bind the next: cheap while the event loop is idle,
+but while agents' output waits for the writer the loop is busy with the next lines, and in a
+200,000-line burst the writer waited for the GIL more than it worked (bench/RESULTS.md,
+session 7). A batch written while sources wait (``one_parameter``) is therefore one INSERT
+whose one parameter is the batch's frames joined into a JSON array: SQLite reads the columns
+out of each frame (``json_each``, ``json_extract``; ``data`` comes back as the frame's own text
+of it, byte for byte), and the GIL is taken once per batch. It costs SQLite more CPU per row
+(parsing), which is why it is not always used. SQLite's JSON functions cut a string at an
+escaped NUL, so a batch with ``\\u0000`` anywhere in it is bound row by row all the same, and
+so is a batch too long for one parameter. Reading rebuilds the frame by
 concatenation, without parsing ``data``. The rebuilt text equals
 :func:`~hived.core.events.encode_event` of the event, byte for byte: a replayed frame is the
 frame that went out live. Keeping columns rather than frames saves the ~110 bytes of keys and
@@ -34,18 +43,34 @@ from hived.core.sessions import ENDED_STATES, LIVE_STATES, SessionSummary, State
 
 log = logging.getLogger(__name__)
 
+_INSERT_EVENTS: Final = (
+    "INSERT INTO events (topic, seq, ts, kind, session, data) SELECT "
+    "json_extract(value, '$.topic'), json_extract(value, '$.seq'), json_extract(value, '$.ts'), "
+    "json_extract(value, '$.kind'), json_extract(value, '$.session'), "
+    "json_extract(value, '$.data') FROM json_each(?1)"
+)
+"""One parameter: the frames of a batch as a JSON array, in order."""
 _INSERT_EVENT: Final = (
     "INSERT INTO events (topic, seq, ts, kind, session, data) VALUES (?1, ?2, ?3, ?4, ?5, "
     """substr(?6, instr(?6, ',"data":') + 8, length(?6) - instr(?6, ',"data":') - 8))"""
 )
 """Parameters: topic, seq, ts, kind, session and the frame, whose data it keeps."""
+BATCH_TEXT_MAX_CHARS: Final = 256 << 20
+"""Longest array of frames given to SQLite as one parameter (its own limit is 10⁹ bytes);
+a longer batch (only with a ``state.max_pending_bytes`` set far above the default) is bound
+row by row."""
+_ESCAPED_NUL: Final = "\\u0000"
 Pending = tuple[str, int, str, str, str | None, str, SpoolMark | None]
 """An event waiting to be written: topic, seq, ts, kind, session, its frame and its spool mark
 (its data is in the frame; the dict it was made from is not kept while it waits)."""
 _COLUMNS: Final = itemgetter(0, 1, 2, 3, 4, 5)
+_FRAME: Final = itemgetter(5)
 _TOPIC: Final = itemgetter(0)
 _SEQ: Final = itemgetter(1)
-_INSERT_EVENT_OR_IGNORE: Final = _INSERT_EVENT.replace("INSERT", "INSERT OR IGNORE", 1)
+_OR_IGNORE: Final = {
+    statement: statement.replace("INSERT", "INSERT OR IGNORE", 1)
+    for statement in (_INSERT_EVENTS, _INSERT_EVENT)
+}
 _UPSERT_TOPIC: Final = (
     "INSERT INTO topics (topic, first_seq, last_seq) VALUES (?, ?, ?) "
     "ON CONFLICT (topic) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)"
@@ -131,10 +156,13 @@ def write_batch(
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark] = (),
     statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+    one_parameter: bool = False,
 ) -> dict[str, int]:
     """Insert ``events``, upsert ``sessions`` and the spool ``marks`` (in event order: the last
     of a spool wins) and run ``statements`` (in order) in one transaction; the last seq per
-    topic.
+    topic. With ``one_parameter`` the events go in as one JSON array of their frames, which
+    takes the GIL once rather than once per row (see the module docstring), unless an escaped
+    NUL or the length keeps it to row by row.
 
     Raises ``sqlite3.Error`` with nothing written. An event whose (topic, seq) is already
     stored (a bug upstream; it can never be stored) is skipped with an error in the log, so
@@ -146,22 +174,32 @@ def write_batch(
     last = dict(zip(topics, seqs, strict=True))
     first = dict(zip(reversed(topics), reversed(seqs), strict=True))
     ranges = [(topic, first[topic], seq) for topic, seq in last.items()]
+    frames: str | None = None
+    if one_parameter:
+        frames = "[" + ",".join(map(_FRAME, events)) + "]"
+        if _ESCAPED_NUL in frames or len(frames) > BATCH_TEXT_MAX_CHARS:
+            frames = None
+    insert = _INSERT_EVENT if frames is None else _INSERT_EVENTS
     _rollback(conn)
     try:
-        _write(conn, _INSERT_EVENT, events, ranges, sessions, marks, statements)
+        _write(conn, insert, _event_rows(events, frames), ranges, sessions, marks, statements)
     except sqlite3.IntegrityError:
         _rollback(conn)
-        inserted = _write(
-            conn, _INSERT_EVENT_OR_IGNORE, events, ranges, sessions, marks, statements
-        )
+        rows = _event_rows(events, frames)
+        inserted = _write(conn, _OR_IGNORE[insert], rows, ranges, sessions, marks, statements)
         log.error("store: %d events were already stored and are skipped", len(events) - inserted)
     return last
+
+
+def _event_rows(events: Sequence[Pending], frames: str | None) -> Iterable[tuple[Any, ...]]:
+    """The parameters of the events' INSERT: each event's columns, or the one array."""
+    return map(_COLUMNS, events) if frames is None else ((frames,),)
 
 
 def _write(
     conn: sqlite3.Connection,
     insert: str,
-    events: Sequence[Pending],
+    rows: Iterable[tuple[Any, ...]],
     ranges: list[tuple[str, int, int]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark],
@@ -169,7 +207,7 @@ def _write(
 ) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        inserted = conn.executemany(insert, map(_COLUMNS, events)).rowcount
+        inserted = conn.executemany(insert, rows).rowcount
         conn.executemany(_UPSERT_TOPIC, ranges)
         if sessions:
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])

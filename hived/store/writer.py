@@ -133,6 +133,10 @@ class BatchWriter:
         self._inflight_bytes = 0
         self._unexpected_failures = 0
         self._trim_due = False
+        self._behind = False
+        """Sources waited for room since the writer last had nothing queued: the event loop is
+        busy with what they produce, so batches go in as one parameter, which takes the GIL
+        once, not once per row (:func:`~hived.store.sql.write_batch`)."""
 
     def add_event(self, event: Event, frame: str) -> None:
         """Queue one event; never blocks. Its data is in ``frame``: the event's dict is not
@@ -203,6 +207,7 @@ class BatchWriter:
         once blocked, at half of both."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while self.saturated:
+            self._behind = True
             if self._writable is None:
                 self._writable = trio.Event()
             await self._writable.wait()
@@ -216,6 +221,7 @@ class BatchWriter:
         """Commit the queue in batches until cancelled (see the module docstring)."""
         while True:
             if self._queue_since is None:
+                self._behind = False
                 await self._wait_nudge()
                 continue
             due_s = self._queue_since + self.interval_s - time.monotonic()
@@ -260,6 +266,7 @@ class BatchWriter:
                     list(self._inflight_sessions.values()),
                     marks,
                     [statement for _, statement in self._inflight_statements],
+                    self._behind,
                 )
             except sqlite3.Error as exc:
                 self._requeue()
