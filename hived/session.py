@@ -47,6 +47,7 @@ from hived.core.drivers.base import (
 )
 from hived.core.errors import RequestError
 from hived.core.events import AgentEvent, SpoolMark, session_topic, utc_timestamp
+from hived.core.parsers.text import strip_newline
 from hived.core.sessions import (
     ACTIVE_STATES,
     LIVE_STATES,
@@ -62,6 +63,7 @@ from hived.notify.budget import Budget, reached
 from hived.orphans import pid_start as process_start
 from hived.process import (
     LINE_LIMIT_BYTES,
+    Lines,
     SpawnError,
     read_lines,
     signal_group,
@@ -790,6 +792,11 @@ class Session:
     ) -> None:
         async for batch in read_lines(stream, offset=offset):
             self._touch()
+            if driver.lines_are_text and not self._replay:
+                self._publish_lines("text", list(map(strip_newline, batch.lines)), batch, key)
+                self._fed = batch.ends[-1]
+                await self.host.hub.wait_writable()
+                continue
             cut = batch.cut
             for index, line in enumerate(batch.lines):
                 if self._replay:
@@ -805,18 +812,22 @@ class Session:
             await self.host.hub.wait_writable()
 
     async def _read_stderr(self, shim: ShimRun, offset: int) -> None:
-        hub, topic, sid = self.host.hub, self.topic, self.id
         key = shim.mark_key("stderr")
         async with shim.spool("stderr", offset) as stream:
             async for batch in read_lines(stream, offset=offset):
                 self._touch()
-                for index, line in enumerate(batch.lines):
-                    data = {"line": line}
-                    if index in batch.cut:
-                        data["note"] = CUT_NOTE
-                    mark = SpoolMark(key, batch.ends[index], 0)
-                    hub.publish(topic, "stderr", data, sid, mark)
-                await hub.wait_writable()
+                self._publish_lines("stderr", batch.lines, batch, key)
+                await self.host.hub.wait_writable()
+
+    def _publish_lines(self, kind: str, lines: Sequence[str], batch: Lines, key: str) -> None:
+        """One ``kind`` event ``{"line": ...}`` for each of ``lines`` (``batch``'s, as they are
+        published), each kept with its place in the spool ``key``."""
+        hub, topic, sid, cut, ends = self.host.hub, self.topic, self.id, batch.cut, batch.ends
+        for index, line in enumerate(lines):
+            data = {"line": line}
+            if cut and index in cut:
+                data["note"] = CUT_NOTE
+            hub.publish(topic, kind, data, sid, SpoolMark(key, ends[index], 0))
 
     def _perform(self, step: Step) -> None:
         """Carry out a step asked for outside the stdout reader: publish, write, signal."""

@@ -21,7 +21,8 @@ import pytest
 import trio
 
 from hived.core.config import AgentConfig, Config, StateConfig
-from hived.core.drivers.base import TurnOutcome
+from hived.core.drivers.base import DriverLaunch, TurnOutcome
+from hived.core.drivers.lines import text_driver
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.protocol import (
@@ -612,6 +613,23 @@ async def test_a_line_over_the_limit_is_cut_with_a_note_and_the_next_line_arrive
         assert len(cut["line"]) == LINE_LIMIT_BYTES
         assert "cut" in cut["note"]
         assert after == {"line": "after"}
+
+
+async def test_a_text_agents_lines_are_published_as_its_driver_reads_them(
+    tmp_path: Path,
+) -> None:
+    """The ``text`` format's lines are published without the driver (the hot path): each
+    event is what the driver makes of its line."""
+    out = b"plain\r\nstray returns\r\r\n\nnot utf-8 \xff\n\ttabs  \nno newline"
+    script = f"import sys; sys.stdout.buffer.write({out!r})"
+    async with supervising(make_config(tmp_path, raw=agent("-c", script))) as h:
+        sid = (await h.start("raw"))["session"]
+        ev = await h.events(session_topic(sid))
+        await ev.wait(lambda: "EXITED" in ev.states())
+        lines = ["plain", "stray returns\r", "", "not utf-8 \ufffd", "\ttabs  ", "no newline"]
+        driver = text_driver(DriverLaunch(cwd=str(tmp_path)))
+        assert ev.of("text") == [driver.feed(line).events[0].data for line in lines]
+        assert ev.of("text")[1] == {"line": "stray returns"}
 
 
 async def test_garbage_output_is_replaced_not_fatal(tmp_path: Path) -> None:

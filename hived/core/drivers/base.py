@@ -156,6 +156,10 @@ class Driver(Protocol):
 
     takes_input: bool
     """Whether :meth:`prompt` can ever succeed (the format reads prompts after its start)."""
+    lines_are_text: bool
+    """Whether each stdout line is one ``text`` event ``{"line": <the line>}`` and nothing
+    else (the ``text`` format): the session then publishes lines as such, without a
+    :meth:`feed` and a step each (the hot path of a plain agent's output)."""
 
     @property
     def pending(self) -> Mapping[str, Pending]:

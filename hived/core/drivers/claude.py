@@ -114,6 +114,7 @@ class ClaudeDriver:
 
     launch: DriverLaunch
     takes_input: bool = attrs.field(default=True, init=False)
+    lines_are_text: bool = attrs.field(default=False, init=False)
     _parser: ClaudeParser = attrs.field(factory=ClaudeParser, init=False)
     _pending: dict[str, Pending] = attrs.field(factory=dict, init=False)
     _tokens: Usage = attrs.field(factory=Usage, init=False)

@@ -37,6 +37,7 @@ class CodexExecDriver:
 
     launch: DriverLaunch
     takes_input: bool = attrs.field(default=False, init=False)
+    lines_are_text: bool = attrs.field(default=False, init=False)
     _parser: CodexParser = attrs.field(factory=CodexParser, init=False)
     _usage: Usage = attrs.field(init=False)
 

@@ -35,6 +35,7 @@ class JsonRpcDriver:
     """The JSON-RPC half of an agent run; subclasses add the agent's meaning."""
 
     takes_input = True
+    lines_are_text = False
     agent_name = "the agent"
     """How refusals name the agent to the operator."""
 

@@ -28,6 +28,11 @@ class LineDriver:
     launch: DriverLaunch
     parser: TextParser | JsonlParser
     takes_input: bool = attrs.field(default=True, init=False)
+    lines_are_text: bool = attrs.field(init=False)
+
+    @lines_are_text.default
+    def _text_parser(self) -> bool:
+        return isinstance(self.parser, TextParser)
 
     @property
     def pending(self) -> Mapping[str, Pending]:
