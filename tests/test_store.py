@@ -18,6 +18,7 @@ import attrs
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -867,6 +868,22 @@ async def test_wait_writable_blocks_sources_past_the_bound_until_the_queue_drain
             await store.wait_writable()
         assert store.pending <= 50
         nursery.cancel_scope.cancel()
+
+
+async def test_while_a_source_waits_for_room_the_writer_does_not_wait_for_its_interval(
+    tmp_path: Path,
+) -> None:
+    state = StateConfig(dir=str(tmp_path / "state"), sync_interval_ms=PositiveInt(600_000))
+    store = Store.open(state, max_pending=100)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.serve)
+        record(store, "t", range(1, 151))
+        await trio.testing.wait_all_tasks_blocked()  # the writer waits for its interval
+        with trio.fail_after(DEADLINE_S):
+            await store.wait_writable()
+            await wait_until(lambda: store.pending == 0)
+        nursery.cancel_scope.cancel()
+    store.close()
 
 
 async def test_a_batch_goes_in_as_one_parameter_only_while_a_source_waits_for_room(

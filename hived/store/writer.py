@@ -2,7 +2,8 @@
 
 How it works: :meth:`BatchWriter.add_event` and :meth:`~BatchWriter.add_session` append to the
 queue and never block. :meth:`~BatchWriter.serve` waits until the oldest queued item is
-``interval_s`` old (or :data:`BATCH_EVENTS` are queued), moves up to that many events and every
+``interval_s`` old (or :data:`BATCH_EVENTS` are queued; or not at all while sources wait for
+room, since the writer is then what they wait for), moves up to that many events and every
 queued summary *in flight*, and commits them in one transaction in a worker thread. On success
 they are gone from memory; on a database error they go back to the head of the queue, the
 error is kept for ``stats`` (logged once), and the next attempt comes after a backoff. So an
@@ -136,7 +137,8 @@ class BatchWriter:
         self._behind = False
         """Sources waited for room since the writer last had nothing queued: the event loop is
         busy with what they produce, so batches go in as one parameter, which takes the GIL
-        once, not once per row (:func:`~hived.store.sql.write_batch`)."""
+        once, not once per row (:func:`~hived.store.sql.write_batch`), and each is started as
+        soon as the last is committed, without waiting for the interval or a full batch."""
 
     def add_event(self, event: Event, frame: str) -> None:
         """Queue one event; never blocks. Its data is in ``frame``: the event's dict is not
@@ -207,7 +209,9 @@ class BatchWriter:
         once blocked, at half of both."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while self.saturated:
-            self._behind = True
+            if not self._behind:
+                self._behind = True
+                self._nudge.set()  # a writer waiting for its interval starts now
             if self._writable is None:
                 self._writable = trio.Event()
             await self._writable.wait()
@@ -225,7 +229,7 @@ class BatchWriter:
                 await self._wait_nudge()
                 continue
             due_s = self._queue_since + self.interval_s - time.monotonic()
-            if due_s > 0 and len(self._queue) < BATCH_EVENTS:
+            if due_s > 0 and len(self._queue) < BATCH_EVENTS and not self._behind:
                 with trio.move_on_after(due_s):
                     await self._wait_nudge()
                 continue
