@@ -3,12 +3,15 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import orjson
 import pytest
 import trio
 import trio.testing
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import hived.hub
 from hived.core.events import Event, encode_event
@@ -68,6 +71,18 @@ class PushingBackHistory(MemoryHistory):
         await self.writable.wait()
 
 
+class FrameHistory(MemoryHistory):
+    """Keeps each event recorded with its frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded: list[tuple[Event, str]] = []
+
+    def record(self, event: Event, frame: str) -> None:
+        super().record(event, frame)
+        self.recorded.append((event, frame))
+
+
 async def collect(sub: Subscriber, into: list[int], until: int) -> None:
     """Read batches until the frame with seq `until` has arrived (fails rather than hangs)."""
     with trio.fail_after(1000):
@@ -91,14 +106,14 @@ async def test_seq_starts_at_1_and_has_no_gaps_per_topic() -> None:
 async def test_event_is_encoded_once_and_every_reader_gets_the_same_str(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[Event] = []
-    real_encode = encode_event
+    calls: list[object] = []
+    real_dumps = orjson.dumps
 
-    def counting_encode(event: Event) -> str:
-        calls.append(event)
-        return real_encode(event)
+    def counting_dumps(value: object) -> bytes:
+        calls.append(value)
+        return real_dumps(value)
 
-    monkeypatch.setattr(hived.hub, "encode_event", counting_encode)
+    monkeypatch.setattr(hived.hub, "dumps", counting_dumps)
     recorded: list[str] = []
 
     class RecordingHistory(MemoryHistory):
@@ -110,9 +125,11 @@ async def test_event_is_encoded_once_and_every_reader_gets_the_same_str(
     subs = [hub.subscriber(16) for _ in range(3)]
     for sub in subs:
         await hub.subscribe(sub, "t", None)
-    event = hub.publish("t", "message", {"text": "hi"})
+    data = {"text": "hi"}
+    event = hub.publish("t", "message", data)
     batches = [await sub.receive_batch() for sub in subs]
-    assert calls == [event]
+    assert [value for value in calls if value is data] == [data]
+    assert recorded == [encode_event(event)]
     assert all(batch[0] is recorded[0] for batch in batches)
     assert orjson.loads(recorded[0]) == {
         "type": "event",
@@ -842,3 +859,35 @@ async def test_frames_a_replay_queued_count_at_once_against_overflow() -> None:
         while len(seqs) < 13:
             seqs += [orjson.loads(frame)["seq"] for frame in await sub.receive_batch()]
     assert seqs == list(range(1, 14))
+
+
+_NAMES = st.text(max_size=10)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | _NAMES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(_NAMES, _NAMES, st.none() | _NAMES, st.dictionaries(_NAMES, _VALUES)),
+        min_size=1,
+        max_size=5,
+    )
+)
+@example(
+    [("session/A", "text", "A", {"line": 'a "quoted"\n\u2028 line'}), ("sessions", "", None, {})]
+)
+def test_a_published_frame_is_the_encoded_event_byte_for_byte(
+    events: list[tuple[str, str, str | None, dict[str, Any]]],
+) -> None:
+    """The hub builds frames by hand around the JSON of the names and of the data."""
+    history = FrameHistory()
+    hub = Hub(history)
+    for topic, kind, session, data in events:
+        hub.publish(topic, kind, data, session)
+    assert [frame for _, frame in history.recorded] == [
+        encode_event(event) for event, _ in history.recorded
+    ]

@@ -135,8 +135,9 @@ _last_stamp = _LastStamp()
 
 
 def utc_timestamp(now: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds: ``2026-11-26T08:00:00.123Z``."""
-    millis = round((time.time() if now is None else now) * 1000)
+    """ISO 8601 UTC with milliseconds: ``2026-11-26T08:00:00.123Z`` (now: the millisecond it
+    is in, read in integers; ``now`` in seconds: rounded to the nearest)."""
+    millis = time.time_ns() // 1_000_000 if now is None else round(now * 1000)
     last = _last_stamp
     if millis == last.millis:
         return last.text
