@@ -222,7 +222,8 @@ class Session:
     _before_stall: State = attrs.field(default=State.RUNNING, init=False)
     _wake: trio.CancelScope | None = attrs.field(default=None, init=False)
     """Cancelled to end a wait early: the process wait of a run, or the BACKOFF delay."""
-    _stall: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _output_at: float = attrs.field(default=0.0, init=False)
+    """When output last arrived (trio's clock): what the stall watcher counts from."""
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     """Set (and replaced) at every state change, for requests that wait for one."""
 
@@ -765,20 +766,24 @@ class Session:
         await stop_run(shim, timeout_s)
 
     async def _watch_stall(self) -> None:
-        """STALLED after ``idle_s`` without output; output moves the deadline (see _touch)."""
+        """STALLED after ``idle_s`` without output. Output only notes its time (see _touch):
+        the watcher, woken at the deadline it set, sleeps on to the deadline output moved it
+        to, so that a line costs no change to trio's deadlines."""
         idle_s = self.template.idle_s
+        since = trio.current_time()
         while True:
-            with trio.CancelScope(deadline=trio.current_time() + idle_s) as self._stall:
-                await trio.sleep_forever()
+            await trio.sleep_until(max(since, self._output_at) + idle_s)
+            if trio.current_time() < self._output_at + idle_s:
+                continue
             # A session waiting for a person is silent by design: that is no stall.
             if self.state in (State.RUNNING, State.WORKING):
                 self._before_stall = self.state
                 self._move(State.STALLED, f"no output for {idle_s:g} s")
+            since = trio.current_time()
 
     def _touch(self) -> None:
-        """Output arrived: push back the stall deadline, and leave STALLED."""
-        if self._stall is not None:
-            self._stall.deadline = trio.current_time() + self.template.idle_s
+        """Output arrived: note when (the stall watcher counts from it), and leave STALLED."""
+        self._output_at = trio.current_time()
         if self.state is State.STALLED:
             self._move(self._before_stall, "output")
 

@@ -672,6 +672,17 @@ async def test_silence_stalls_a_session_and_output_brings_it_back(tmp_path: Path
         assert h.sup.find(sid).reason == "output"
 
 
+async def test_output_keeps_putting_the_stall_off(tmp_path: Path) -> None:
+    async with supervising(make_config(tmp_path, echo=agent(*FAKE_TEXT, idle_s=1.5))) as h:
+        sid = (await h.start("echo"))["session"]
+        ev = await h.events(session_topic(sid))
+        for n in range(10):  # 2.5 s of output, a line every 0.25 s: never 1.5 s of silence
+            await h.call("session.input", SessionInput(session=sid, text=f"line {n}"))
+            await trio.sleep(0.25)
+        assert "STALLED" not in ev.states()
+        await h.state_becomes(sid, State.STALLED, timeout_s=5)
+
+
 async def test_stats_count_sessions_by_state(tmp_path: Path) -> None:
     async with supervising(make_config(tmp_path, quick=agent(MISBEHAVE, "exit", "0"))) as h:
         sid = (await h.start("quick"))["session"]
