@@ -449,6 +449,21 @@ def test_a_batch_is_stored_column_for_column_whichever_way_it_is_bound(
     conn.close()
 
 
+def test_a_batch_longer_than_an_array_goes_in_whole_and_in_order(tmp_path: Path) -> None:
+    """Arrays of ARRAY_EVENTS at a time; the one with an escaped NUL in it row by row."""
+    conn = schema.open_database(tmp_path / "hived.db")
+    count = 2 * sql.ARRAY_EVENTS + 500
+    pending = []
+    for seq in range(1, count + 1):
+        line = "a\x00b" if seq == sql.ARRAY_EVENTS + 7 else f"line {seq}"
+        event = Event("t", seq, "2026-12-05T12:00:00.000Z", "text", "A", {"line": line})
+        pending.append((*event[:5], encode_event(event), None))
+    assert sql.write_batch(conn, pending, [], one_parameter=True) == {"t": count}
+    rows = conn.execute("SELECT seq, data FROM events ORDER BY id").fetchall()
+    assert rows == [(p[1], p[5][p[5].index(',"data":') + 8 : -1]) for p in pending]
+    conn.close()
+
+
 @pytest.mark.parametrize(
     ("one_parameter", "session"),
     [(True, "A"), (True, "A\x00"), (False, "A")],

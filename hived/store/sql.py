@@ -8,13 +8,13 @@ serializes nothing. Bound row by row (``executemany``), the worker thread gives 
 for each row's step and takes it back to bind the next: cheap while the event loop is idle,
 but while agents' output waits for the writer the loop is busy with the next lines, and in a
 200,000-line burst the writer waited for the GIL more than it worked (bench/RESULTS.md,
-session 7). A batch written while sources wait (``one_parameter``) is therefore one INSERT
-whose one parameter is the batch's frames joined into a JSON array: SQLite reads the columns
+session 7). A batch written while sources wait (``one_parameter``) therefore goes in by INSERTs
+whose one parameter is up to 1,000 of its frames joined into a JSON array: SQLite reads the columns
 out of each frame (``json_each``, ``json_extract``; ``data`` comes back as the frame's own text
-of it, byte for byte), and the GIL is taken once per batch. It costs SQLite more CPU per row
+of it, byte for byte), and the GIL is taken once per array. It costs SQLite more CPU per row
 (parsing), which is why it is not always used. SQLite's JSON functions cut a string at an
-escaped NUL, so a batch with ``\\u0000`` anywhere in it is bound row by row all the same, and
-so is a batch too long for one parameter. Reading rebuilds the frame by
+escaped NUL, so an array with ``\\u0000`` anywhere in it is bound row by row all the same, and
+so is one too long for a parameter. Reading rebuilds the frame by
 concatenation, without parsing ``data``. The rebuilt text equals
 :func:`~hived.core.events.encode_event` of the event, byte for byte: a replayed frame is the
 frame that went out live. Keeping columns rather than frames saves the ~110 bytes of keys and
@@ -59,10 +59,12 @@ _INSERT_EVENT: Final = (
     """substr(?6, instr(?6, ',"data":') + 8, length(?6) - instr(?6, ',"data":') - 8))"""
 )
 """Parameters: topic, seq, ts, kind, session and the frame, whose data it keeps."""
-BATCH_TEXT_MAX_CHARS: Final = 256 << 20
-"""Longest array of frames given to SQLite as one parameter (its own limit is 10⁹ bytes);
-a longer batch (only with a ``state.max_pending_bytes`` set far above the default) is bound
-row by row."""
+ARRAY_EVENTS: Final = 1000
+"""Most events in one array (one INSERT): a batch of 10,000 as one array held its text and
+SQLite's parse of it at once, and a 200,000-line burst peaked 23 MiB higher."""
+ARRAY_MAX_CHARS: Final = 16 << 20
+"""Longest array given to SQLite as one parameter: the events of a longer one (large lines)
+are bound row by row."""
 _ESCAPED_NUL: Final = "\\u0000"
 Pending = tuple[str, int, str, str, str | None, str, SpoolMark | None]
 """An event waiting to be written: topic, seq, ts, kind, session, its frame and its spool mark
@@ -164,9 +166,9 @@ def write_batch(
 ) -> dict[str, int]:
     """Insert ``events``, upsert ``sessions`` and the spool ``marks`` (in event order: the last
     of a spool wins) and run ``statements`` (in order) in one transaction; the last seq per
-    topic. With ``one_parameter`` the events go in as one JSON array of their frames, which
-    takes the GIL once rather than once per row (see the module docstring), unless an escaped
-    NUL or the length keeps it to row by row.
+    topic. With ``one_parameter`` the events go in as JSON arrays of their frames, which take
+    the GIL once per array rather than once per row (see the module docstring), unless an
+    escaped NUL or the length keeps an array's events to row by row.
 
     Raises ``sqlite3.Error`` with nothing written. An event whose (topic, seq) is already
     stored (a bug upstream; it can never be stored) is skipped with an error in the log, so
@@ -178,32 +180,43 @@ def write_batch(
     last = dict(zip(topics, seqs, strict=True))
     first = dict(zip(reversed(topics), reversed(seqs), strict=True))
     ranges = [(topic, first[topic], seq) for topic, seq in last.items()]
-    frames: str | None = None
-    if one_parameter:
-        frames = "[" + ",".join(map(_FRAME, events)) + "]"
-        if _ESCAPED_NUL in frames or len(frames) > BATCH_TEXT_MAX_CHARS:
-            frames = None
-    insert = _INSERT_EVENT if frames is None else _INSERT_EVENTS
     _rollback(conn)
     try:
-        _write(conn, insert, _event_rows(events, frames), ranges, sessions, marks, statements)
+        _write(conn, events, one_parameter, False, ranges, sessions, marks, statements)
     except sqlite3.IntegrityError:
         _rollback(conn)
-        rows = _event_rows(events, frames)
-        inserted = _write(conn, _OR_IGNORE[insert], rows, ranges, sessions, marks, statements)
+        inserted = _write(conn, events, one_parameter, True, ranges, sessions, marks, statements)
         log.error("store: %d events were already stored and are skipped", len(events) - inserted)
     return last
 
 
-def _event_rows(events: Sequence[Pending], frames: str | None) -> Iterable[tuple[Any, ...]]:
-    """The parameters of the events' INSERT: each event's columns, or the one array."""
-    return map(_COLUMNS, events) if frames is None else ((frames,),)
+def _insert_events(
+    conn: sqlite3.Connection, events: Sequence[Pending], one_parameter: bool, or_ignore: bool
+) -> int:
+    """Insert ``events`` (see :func:`write_batch`); how many went in. As arrays, they go
+    :data:`ARRAY_EVENTS` at a time, so that one array's text and SQLite's parse of it stay
+    small beside the batch."""
+    rows, array = _INSERT_EVENT, _INSERT_EVENTS
+    if or_ignore:
+        rows, array = _OR_IGNORE[rows], _OR_IGNORE[array]
+    if not one_parameter:
+        return conn.executemany(rows, map(_COLUMNS, events)).rowcount
+    inserted = 0
+    for start in range(0, len(events), ARRAY_EVENTS):
+        chunk = events[start : start + ARRAY_EVENTS]
+        frames = "[" + ",".join(map(_FRAME, chunk)) + "]"
+        if _ESCAPED_NUL in frames or len(frames) > ARRAY_MAX_CHARS:
+            inserted += conn.executemany(rows, map(_COLUMNS, chunk)).rowcount
+        else:
+            inserted += conn.execute(array, (frames,)).rowcount
+    return inserted
 
 
 def _write(
     conn: sqlite3.Connection,
-    insert: str,
-    rows: Iterable[tuple[Any, ...]],
+    events: Sequence[Pending],
+    one_parameter: bool,
+    or_ignore: bool,
     ranges: list[tuple[str, int, int]],
     sessions: Sequence[SessionSummary],
     marks: Sequence[SpoolMark],
@@ -211,7 +224,7 @@ def _write(
 ) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        inserted = conn.executemany(insert, rows).rowcount
+        inserted = _insert_events(conn, events, one_parameter, or_ignore)
         conn.executemany(_UPSERT_TOPIC, ranges)
         if sessions:
             conn.executemany(_UPSERT_SESSION, [_session_row(s) for s in sessions])
