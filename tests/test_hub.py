@@ -23,6 +23,7 @@ from hived.hub import (
     Subscriber,
     SubscribeResult,
 )
+from tests.test_fuzz import json_values
 
 
 def seqs(frames: list[str]) -> list[int]:
@@ -862,17 +863,12 @@ async def test_frames_a_replay_queued_count_at_once_against_overflow() -> None:
 
 
 _NAMES = st.text(max_size=10)
-_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | _NAMES,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
-    max_leaves=8,
-)
 
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(
     st.lists(
-        st.tuples(_NAMES, _NAMES, st.none() | _NAMES, st.dictionaries(_NAMES, _VALUES)),
+        st.tuples(_NAMES, _NAMES, st.none() | _NAMES, st.dictionaries(_NAMES, json_values)),
         min_size=1,
         max_size=5,
     )
