@@ -40,6 +40,24 @@ PushManager.prototype.subscribe = async function (options) {
 PushManager.prototype.getSubscription = async function () { return null; };
 """
 
+# In the service worker: waits (2 s at most) for the notification the push showed, reads it and
+# opens it as a click does; null if none came.
+READ_AND_OPEN = """
+async () => {
+  for (let waited = 0; waited < 2000; waited += 20) {
+    const [n] = await self.registration.getNotifications();
+    if (n) {
+      const shown = {title: n.title, body: n.body, url: n.data.url};
+      await openFromNotification(n);
+      return shown;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return null;
+}
+"""
+PUSH_ATTEMPTS = 3
+
 
 async def test_notify_me_subscribes_and_a_pushed_notification_opens_its_session(
     hived: Launcher,
@@ -96,27 +114,24 @@ async def test_notify_me_subscribes_and_a_pushed_notification_opens_its_session(
                 cdp.send("ServiceWorker.enable")
                 page.wait_for_function("() => navigator.serviceWorker.controller !== null")
                 [registration] = [r for r in registrations if not r["isDeleted"]]
-                cdp.send(
-                    "ServiceWorker.deliverPushMessage",
-                    {
-                        "origin": origin,
-                        "registrationId": registration["registrationId"],
-                        "data": json.dumps(payload),
-                    },
-                )
-                page.wait_for_function(
-                    "async () => (await (await navigator.serviceWorker.ready)"
-                    ".getNotifications()).length === 1"
-                )
-                shown = page.evaluate(
-                    "async () => { const [n] = await (await navigator.serviceWorker.ready)"
-                    ".getNotifications(); return {title: n.title, body: n.body, url: n.data.url}; }"
-                )
                 [worker] = context.service_workers
-                worker.evaluate(
-                    "async () => { const [n] = await self.registration.getNotifications();"
-                    " await openFromNotification(n); }"
-                )
+                # Headless Chromium now and then drops a notification just after showing it (no
+                # notificationclose; getNotifications empty from then on): one run in ten when
+                # the page read it after a wait. So the worker reads and opens it in one step at
+                # first sight, and should it have gone even so, the push is delivered again.
+                for _ in range(PUSH_ATTEMPTS):
+                    cdp.send(
+                        "ServiceWorker.deliverPushMessage",
+                        {
+                            "origin": origin,
+                            "registrationId": registration["registrationId"],
+                            "data": json.dumps(payload),
+                        },
+                    )
+                    shown = worker.evaluate(READ_AND_OPEN)
+                    if shown is not None:
+                        break
+                assert shown is not None, f"no notification shown in {PUSH_ATTEMPTS} pushes"
                 expect(page).to_have_url(f"{origin}/?session={session}")
                 expect(page.locator(f'#detail[data-session="{session}"]')).to_be_visible()
                 expect(page.locator("#detail-name")).to_have_text("asker")
