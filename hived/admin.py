@@ -22,12 +22,12 @@ from hived.core.pages import STATUS_LIST_MAX_BYTES, byte_page
 from hived.core.protocol import Caller, Request
 
 if TYPE_CHECKING:
+    from hived.agents.supervisor import Supervisor
     from hived.daemon import Daemon
     from hived.hub import Hub
     from hived.notify.service import NotifyService
     from hived.server.listener import Server
     from hived.store import Store
-    from hived.supervisor import Supervisor
 
 Handler = Callable[[Request, Caller], Awaitable[Any]]
 

@@ -18,6 +18,7 @@ from typing import Any, Final
 import attrs
 import orjson
 
+from hived.agents.supervisor import Supervisor
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import Search, SessionExport, SessionForget, UsageLedger
@@ -30,7 +31,6 @@ from hived.records import Records
 from hived.store import Store
 from hived.store.search import QueryError, SearchFilters
 from hived.store.sessions import normalize_time
-from hived.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,8 @@ import trio
 
 from hived import __version__
 from hived.admin import Admin
+from hived.agents.shimrun import SHIMS_DIR, live_runs
+from hived.agents.supervisor import Supervisor
 from hived.archive import Archive
 from hived.configfile import read_config
 from hived.core.config import Config, changed_sections, restart_needed
@@ -39,9 +41,7 @@ from hived.notify.service import NotifyService
 from hived.records import Records, announce_recovered
 from hived.server.listener import Server
 from hived.server.router import Handler, Router
-from hived.shimrun import SHIMS_DIR, live_runs
 from hived.store import Store
-from hived.supervisor import Supervisor
 from hived.systemd import Notifier, listen_sockets
 
 if TYPE_CHECKING:

@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hived.agents.supervisor import Supervisor
 from hived.core.protocol import CloseCode
 from hived.hub import Hub
 from hived.notify.service import NotifyService
 from hived.server.listener import Server
 from hived.store import Store
-from hived.supervisor import Supervisor
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 CHANNELS: Final = ("/v1/ws", "/v1/admin")

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import attrs
 
+from hived.agents.supervisor import Supervisor
 from hived.core.errors import RequestError
 from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.messages import SessionEvents, Sessions
@@ -29,7 +30,6 @@ from hived.core.protocol import Caller
 from hived.core.sessions import LIVE_STATES, SessionSummary, State, ulid_time_ms
 from hived.hub import Hub
 from hived.store import Store
-from hived.supervisor import Supervisor
 
 Handler = Callable[[Any, Caller], Awaitable[Any]]
 

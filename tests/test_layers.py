@@ -22,18 +22,19 @@ LAYERS: Final = (
         "hived.systemd",
         "hived.hub",
         "hived.history",
-        "hived.orphans",
-        "hived.process",
-        "hived.shim",
-        "hived.shimrun",
+        "hived.agents",  # the package itself imports nothing
+        "hived.agents.orphans",
+        "hived.agents.process",
+        "hived.agents.shim",
+        "hived.agents.shimrun",
         "hived.client",
     ),
     (
         "hived.store",
         "hived.notify",
-        "hived.observed",
-        "hived.session",
-        "hived.supervisor",
+        "hived.agents.observed",
+        "hived.agents.session",
+        "hived.agents.supervisor",
         "hived.server",
     ),
     ("hived.admin", "hived.records", "hived.archive", "hived.metrics", "hived.cluster"),
@@ -64,10 +65,14 @@ def module_name(path: Path) -> str:
 def layer_of(name: str) -> int | None:
     if name == "hived":  # the package itself holds only its version
         return 0
-    for index, layer in enumerate(LAYERS):
-        if any(name == prefix or name.startswith(prefix + ".") for prefix in layer):
-            return index
-    return None
+    # The longest prefix names the layer: hived.agents holds modules of several layers.
+    matches = [
+        (len(prefix), index)
+        for index, layer in enumerate(LAYERS)
+        for prefix in layer
+        if name == prefix or name.startswith(prefix + ".")
+    ]
+    return max(matches)[1] if matches else None
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -116,8 +121,8 @@ def test_imports_point_down(path: Path) -> None:
 
 
 def test_the_shim_needs_nothing_but_the_standard_library() -> None:
-    # It runs alone (python -m hived.shim), outliving the daemon: no hived module, no package.
-    path = ROOT / "shim.py"
+    # It runs alone (python -m hived.agents.shim), outliving the daemon: no hived module, no package.
+    path = ROOT / "agents" / "shim.py"
     imported = {name.split(".")[0] for name in runtime_imports(ast.parse(path.read_text()))}
     assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
 

@@ -20,6 +20,7 @@ import trustme
 import websockets.exceptions
 import websockets.trio.client
 
+from hived.agents.observed import HookLimitError
 from hived.core.auth import hash_secret
 from hived.core.config import (
     Config,
@@ -31,7 +32,6 @@ from hived.core.config import (
 )
 from hived.core.errors import RequestError
 from hived.hub import Hub
-from hived.observed import HookLimitError
 from hived.server.accepting import ACCEPT_RETRY_S
 from hived.server.listener import Server
 from hived.server.router import Router

@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio.testing
 
+from hived.agents.observed import HookLimitError, ObservedSessions, Recall, observed_name
+from hived.agents.supervisor import Supervisor
 from hived.core.config import Config, HooksConfig, Seconds
 from hived.core.drivers.base import TurnOutcome
 from hived.core.errors import RequestError
@@ -20,8 +22,6 @@ from hived.core.events import SESSIONS_TOPIC, session_topic
 from hived.core.protocol import Caller, Sessions, SessionStop
 from hived.core.sessions import SessionSummary, State
 from hived.hub import Hub
-from hived.observed import HookLimitError, ObservedSessions, Recall, observed_name
-from hived.supervisor import Supervisor
 
 IDLE_S = Seconds(60.0)
 AGENT_ID = "9f1c2a3b-0000-4000-8000-000000000001"
@@ -140,7 +140,7 @@ async def test_hooks_move_an_observed_session_through_its_states() -> None:
 async def test_a_hook_session_id_is_logged_with_its_control_characters_escaped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hived.observed")
+    caplog.set_level(logging.INFO, logger="hived.agents.observed")
     forged = "abc\n2026-12-01 INFO    hived.admin: daemon.stop by alice\x1b[2J"
     async with observing() as (observed, _, _):
         observed.ingest_hook(hook("SessionStart", session_id=forged))

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from hived.agents.orphans import group_members, is_running, parse_stat, pid_start, read_stat
 from hived.core.config import StateConfig
 from hived.core.sessions import SessionSummary, State
-from hived.orphans import group_members, is_running, parse_stat, pid_start, read_stat
 from hived.store import Store
 
 DEADLINE_S = 10.0

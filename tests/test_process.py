@@ -5,7 +5,7 @@ from pathlib import Path
 
 import trio
 
-from hived.process import (
+from hived.agents.process import (
     Lines,
     read_lines,
 )

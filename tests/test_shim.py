@@ -1,4 +1,4 @@
-"""The shim (hived/shim.py), run for real: ``python -m hived.shim`` with small inline agents.
+"""The shim (hived/agents/shim.py), run for real: ``python -m hived.agents.shim`` with small inline agents.
 
 Every test starts real processes and talks to the shim over its unix socket; nothing waits by
 sleeping a fixed time: conditions are polled until a deadline. Whatever a test starts is killed
@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from hived import shim
-from hived.shim import EXIT_NAME, META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
+from hived.agents import shim
+from hived.agents.shim import EXIT_NAME, META_NAME, SOCKET_NAME, STDERR_NAME, STDOUT_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 DEADLINE_S = 10.0
@@ -156,7 +156,7 @@ class Shim:
 
 
 def shim_command(directory: Path, agent: list[str], *options: str) -> list[str]:
-    return [PY, "-m", "hived.shim", "--dir", str(directory), *options, "--", *agent]
+    return [PY, "-m", "hived.agents.shim", "--dir", str(directory), *options, "--", *agent]
 
 
 @pytest.fixture
@@ -743,7 +743,7 @@ def test_a_half_closed_client_still_gets_its_replies(shims: Callable[..., Shim])
 )
 def test_a_wrong_command_line_exits_2(words: list[str], complaint: str) -> None:
     done = subprocess.run(
-        [PY, "-m", "hived.shim", *words],
+        [PY, "-m", "hived.agents.shim", *words],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         cwd=REPO,

@@ -1,4 +1,4 @@
-"""An agent run through its shim, as the daemon drives it (hived/shimrun.py over hived/shim.py).
+"""An agent run through its shim, as the daemon drives it (hived/agents/shimrun.py over hived/agents/shim.py).
 
 Real shims and real agents (the fakes of examples/agents): spawn errors in words, the agent's
 own process group and environment, the output read from the spool from any offset, and stops
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from hived.process import SpawnError, read_lines, signal_group
-from hived.shim import EXIT_NAME, META_NAME, STDERR_NAME, STDOUT_NAME
-from hived.shimrun import ShimRun, end_run, stop_run
+from hived.agents.process import SpawnError, read_lines, signal_group
+from hived.agents.shim import EXIT_NAME, META_NAME, STDERR_NAME, STDOUT_NAME
+from hived.agents.shimrun import ShimRun, end_run, stop_run
 from tests.test_process import MISBEHAVE, wait_gone
 from tests.test_store import wait_until
 

@@ -20,6 +20,8 @@ import orjson
 import pytest
 import trio
 
+from hived.agents.process import LINE_LIMIT_BYTES
+from hived.agents.supervisor import Supervisor
 from hived.core.config import AgentConfig, Config, StateConfig
 from hived.core.drivers.base import DriverLaunch, TurnOutcome
 from hived.core.drivers.lines import text_driver
@@ -37,8 +39,6 @@ from hived.core.protocol import (
 )
 from hived.core.sessions import SessionSummary, State
 from hived.hub import Hub
-from hived.process import LINE_LIMIT_BYTES
-from hived.supervisor import Supervisor
 from tests.e2e.harness import until
 from tests.test_process import wait_gone
 

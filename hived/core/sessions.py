@@ -259,7 +259,7 @@ class SessionSummary:
     """How the agent's last turn ended, where its format tells (DESIGN §10)."""
     launch: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
     """What the session was started with (args, cwd, first prompt, who), kept so that a later
-    daemon run can resume it (:class:`hived.session.Launch`). Not on the wire."""
+    daemon run can resume it (:class:`hived.agents.session.Launch`). Not on the wire."""
 
     def to_json(self) -> dict[str, Any]:
         """The wire shape of a session summary (DESIGN §4)."""

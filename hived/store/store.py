@@ -17,12 +17,12 @@ import orjson
 import trio
 from prometheus_client import Histogram
 
+from hived.agents.orphans import is_running, stop_orphan
 from hived.core.config import Config, StateConfig
 from hived.core.errors import StoreError
 from hived.core.events import Event, SpoolMark, session_topic, utc_timestamp
 from hived.core.logtext import printable
 from hived.core.sessions import SessionSummary
-from hived.orphans import is_running, stop_orphan
 from hived.store import schema, sql
 from hived.store.forget import forget_session
 from hived.store.indexer import Indexer, IndexStats, followed_upto

@@ -226,7 +226,7 @@ class Launcher:
         # A shim that had not written its shim.json when its daemon was killed is found by its
         # command line (its --dir is in this test's folder), its agent as its child.
         here = str(self.tmp_path)
-        shims = [pid for pid, line in processes() if "hived.shim" in line and here in line]
+        shims = [pid for pid, line in processes() if "hived.agents.shim" in line and here in line]
         for pid, _ in processes():
             if parent_of(pid) in shims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):

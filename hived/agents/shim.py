@@ -1,6 +1,6 @@
 """The shim: one small process per agent run that holds the agent, so that it outlives hived.
 
-How it works (containerd-shim and conmon are the models): hived starts ``python -m hived.shim
+How it works (containerd-shim and conmon are the models): hived starts ``python -m hived.agents.shim
 --dir DIR -- ARGV...`` in a session of its own; the shim starts ARGV in another new session with
 pipes for stdin, stdout and stderr, and from then on owns them. Everything the agent prints is
 appended to ``DIR/stdout`` and ``DIR/stderr`` (the *spools*; offsets are byte offsets in them),
@@ -72,7 +72,7 @@ PR_SET_CHILD_SUBREAPER: Final = 36
 LONGEST_WAIT_S: Final = 1e6
 """The longest single wait in the loop (epoll takes milliseconds in an int)."""
 USAGE: Final = (
-    "usage: python -m hived.shim --dir DIR [--cwd CWD] [--spool-max-bytes N]"
+    "usage: python -m hived.agents.shim --dir DIR [--cwd CWD] [--spool-max-bytes N]"
     " [--orphan-exit-s S] -- ARGV..."
 )
 

@@ -1,6 +1,6 @@
 """Agent processes: why one could not start, reading its lines, signalling its group.
 
-How it works: an agent runs in its own session, started by its shim (:mod:`hived.shimrun`),
+How it works: an agent runs in its own session, started by its shim (:mod:`hived.agents.shimrun`),
 so its pid is also the id of a process group holding everything it forks.
 :func:`spawn_reason` says in words why a start failed. :func:`read_lines` turns a stream (the
 agent's spool) into batches of lines, one batch per chunk read, with a bound on a line's length

@@ -1,8 +1,9 @@
-"""One agent run through its shim, as the daemon sees it (DESIGN §11; the shim: hived/shim.py).
+"""One agent run through its shim, as the daemon sees it (DESIGN §11; the shim:
+hived/agents/shim.py).
 
-How it works: :meth:`ShimRun.start` starts ``python -m hived.shim`` in a session of its own, which
-starts the agent and answers one readiness line; :meth:`ShimRun.attach` takes up a shim an
-earlier daemon run started. Either way the daemon holds connections to the shim's control
+How it works: :meth:`ShimRun.start` starts ``python -m hived.agents.shim`` in a session of its
+own, which starts the agent and answers one readiness line; :meth:`ShimRun.attach` takes up a
+shim an earlier daemon run started. Either way the daemon holds connections to the shim's control
 socket: one for requests (write to stdin, close it, signal the process group, collect the exit
 status), one it watches for the agent's exit status, and one ``tail`` per output stream, on
 which the shim sends the bytes of that stream's spool from an offset, then live as the agent
@@ -29,11 +30,8 @@ from typing import Any, Final
 import attrs
 import trio
 
-from hived.core.agentenv import agent_environ
-from hived.core.drivers.base import Action, DriverLaunch
-from hived.core.events import Usage
-from hived.process import REAP_BUDGET_S, SpawnError, signal_group, spawn_reason
-from hived.shim import (
+from hived.agents.process import REAP_BUDGET_S, SpawnError, signal_group, spawn_reason
+from hived.agents.shim import (
     EXIT_NAME,
     META_NAME,
     SHIM_PROTOCOL_VERSION,
@@ -41,6 +39,9 @@ from hived.shim import (
     STDERR_NAME,
     STDOUT_NAME,
 )
+from hived.core.agentenv import agent_environ
+from hived.core.drivers.base import Action, DriverLaunch
+from hived.core.events import Usage
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,12 @@ class ShimRun:
         env: Mapping[str, str] | None = None,
         spool_max_bytes: int | None = None,
     ) -> ShimRun:
-        """Start a shim that starts ``argv``; :class:`~hived.process.SpawnError` if it cannot."""
+        """Start a shim that starts ``argv``; :class:`~hived.agents.process.SpawnError` if it
+        cannot."""
         if not argv:
             raise SpawnError("empty command")
         environ = agent_environ(os.environ, env or {})
-        command = [sys.executable, "-m", "hived.shim", "--dir", str(run_dir), "--cwd", cwd]
+        command = [sys.executable, "-m", "hived.agents.shim", "--dir", str(run_dir), "--cwd", cwd]
         if spool_max_bytes is not None:
             command += ["--spool-max-bytes", str(spool_max_bytes)]
         proc = await trio.lowlevel.open_process(
@@ -564,7 +566,7 @@ async def _read_line(stream: trio.abc.ReceiveStream) -> dict[str, Any]:
 
 
 def _reason(ready: Mapping[str, Any], program: str, cwd: str) -> str:
-    """The shim's spawn error in the words :func:`hived.process.spawn_reason` gives."""
+    """The shim's spawn error in the words :func:`hived.agents.process.spawn_reason` gives."""
     number = int(ready.get("errno") or 0)
     # OSError(errno, …) is the subclass for that errno (FileNotFoundError for ENOENT, …).
     exc = OSError(number, ready.get("message") or os.strerror(number), ready.get("filename"))

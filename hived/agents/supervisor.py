@@ -1,16 +1,16 @@
 """The supervisor: the table of agent sessions, and the requests on them.
 
 How it works: :meth:`Supervisor.serve` holds the nursery every supervised session's task runs in
-(:mod:`hived.session`: one session's runs, from spawn to exit, with its restart policy), and
+(:mod:`hived.agents.session`: one session's runs, from spawn to exit, with its restart policy), and
 starts the templates' ``autostart`` sessions. ``session.start`` makes a session from a template;
 the other requests find a session by id, id prefix or name (:meth:`Supervisor.find`) and act
 through it. A stop or a restart is only asked of the session's own task, so it completes even
 when the client that asked goes away (its request's task is then cancelled).
 
 Every state change, of a supervised session or of one seen only through hooks
-(:mod:`hived.observed`), is published the same way (:meth:`Supervisor._announce`): a ``state``
-event on ``sessions`` and on the session's topic, and the summary handed to the recorder (the
-store). A hook from a supervised claude session joins that session's topic.
+(:mod:`hived.agents.observed`), is published the same way (:meth:`Supervisor._announce`): a
+``state`` event on ``sessions`` and on the session's topic, and the summary handed to the
+recorder (the store). A hook from a supervised claude session joins that session's topic.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from typing import Any, Final, Protocol
 import attrs
 import trio
 
+from hived.agents.observed import ObservedSessions, Recall
+from hived.agents.process import REAP_BUDGET_S
+from hived.agents.session import Attach, Host, Launch, Marks, Session, signal_name
+from hived.agents.shimrun import SHIMS_DIR, find_shims, read_launch
 from hived.core.config import AgentConfig, Config, default_cwd, disallowed_arg
 from hived.core.drivers import get_format
 from hived.core.drivers.base import Answer
@@ -53,10 +57,6 @@ from hived.core.sessions import (
 )
 from hived.hub import Hub
 from hived.notify.budget import session_budget
-from hived.observed import ObservedSessions, Recall
-from hived.process import REAP_BUDGET_S
-from hived.session import Attach, Host, Launch, Marks, Session, signal_name
-from hived.shimrun import SHIMS_DIR, find_shims, read_launch
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class Supervisor:
 
     def ingest_hook(self, payload: Mapping[str, Any], token: str = "") -> None:
         """One Claude Code hook payload, sent with the token named ``token`` (see
-        :mod:`hived.observed`); sync, never blocks."""
+        :mod:`hived.agents.observed`); sync, never blocks."""
         self.observed.ingest_hook(payload, token)
 
     def _join(self, agent_session_id: str) -> str | None:

@@ -2,13 +2,13 @@
 
 How it works: a :class:`Session` is one task in the supervisor's nursery (:meth:`Session.start`)
 that loops over *runs*. A run starts the template's command through a shim
-(:mod:`hived.shimrun`: the agent in its own process group, its output spooled to disk, so that
-it outlives the daemon) and opens a nursery for the run's tasks: a stdout reader (spooled lines
+(:mod:`hived.agents.shimrun`: the agent in its own process group, its output spooled to disk, so
+that it outlives the daemon) and opens a nursery for the run's tasks: a stdout reader (spooled lines
 → the format's driver → events → hub, each event kept with its place in the spool), a stderr
 reader (``stderr`` events), an input writer (queued input → stdin) and the stall watch
 (``idle_s`` without output → STALLED, a cancel-scope deadline that every output pushes back).
 The run ends when the agent exits, or when a stop cancels the wait and
-:func:`~hived.shimrun.stop_run` ends the group. The restart policy then picks what follows:
+:func:`~hived.agents.shimrun.stop_run` ends the group. The restart policy then picks what follows:
 nothing, BACKOFF and a new run, or FATAL once the budget is spent. A run a killed daemon left
 running is taken up by the next one (:meth:`Session.attach`): its driver is rebuilt from the
 spool and the operator's noted actions, and what the store had not kept is published again.
@@ -33,6 +33,24 @@ from typing import Any, Final, Protocol
 import attrs
 import trio
 
+from hived.agents.orphans import pid_start as process_start
+from hived.agents.process import (
+    LINE_LIMIT_BYTES,
+    Lines,
+    SpawnError,
+    read_lines,
+    signal_group,
+)
+from hived.agents.shimrun import (
+    Resume,
+    ShimGone,
+    ShimRun,
+    end_run,
+    note_action,
+    read_actions,
+    stop_run,
+    write_launch,
+)
 from hived.core.config import AgentConfig
 from hived.core.drivers import get_format
 from hived.core.drivers.base import (
@@ -60,24 +78,6 @@ from hived.core.sessions import (
 )
 from hived.hub import Hub
 from hived.notify.budget import Budget, reached
-from hived.orphans import pid_start as process_start
-from hived.process import (
-    LINE_LIMIT_BYTES,
-    Lines,
-    SpawnError,
-    read_lines,
-    signal_group,
-)
-from hived.shimrun import (
-    Resume,
-    ShimGone,
-    ShimRun,
-    end_run,
-    note_action,
-    read_actions,
-    stop_run,
-    write_launch,
-)
 
 log = logging.getLogger(__name__)
 
