@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -23,13 +24,34 @@ from hived.core.protocol import Caller, Request
 
 if TYPE_CHECKING:
     from hived.agents.supervisor import Supervisor
-    from hived.daemon import Daemon
+    from hived.core.config import Config, ReloadOutcome
     from hived.hub import Hub
     from hived.notify.service import NotifyService
     from hived.server.listener import Server
     from hived.store import Store
 
 Handler = Callable[[Request, Caller], Awaitable[Any]]
+
+
+class Control(Protocol):
+    """What the admin requests read of the daemon and ask of it (:class:`hived.daemon.Daemon`
+    is the one): named here so that this module need not import the one that builds it."""
+
+    config: Config
+    started_config: Config
+    config_path: Path
+    started_at: float
+    config_loaded_at: float
+    listening: tuple[str, ...]
+
+    @property
+    def stopping(self) -> bool: ...
+
+    async def reload(self) -> ReloadOutcome: ...
+
+    def request_stop(self) -> None: ...
+
+    def request_restart(self) -> None: ...
 
 
 def count_tasks() -> int:
@@ -53,7 +75,7 @@ def _jsonable(value: Any) -> Any:
 class Admin:
     """Answers the admin requests from the daemon's live parts."""
 
-    daemon: Daemon
+    daemon: Control
     hub: Hub
     store: Store
     supervisor: Supervisor

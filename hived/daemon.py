@@ -29,7 +29,7 @@ from hived.agents.shimrun import SHIMS_DIR, live_runs
 from hived.agents.supervisor import Supervisor
 from hived.archive import Archive
 from hived.configfile import read_config
-from hived.core.config import Config, changed_sections, restart_needed
+from hived.core.config import Config, ReloadOutcome, changed_sections, restart_needed
 from hived.core.errors import ConfigError, HivedError, RequestError
 from hived.core.protocol import Caller, Request
 from hived.hub import Hub
@@ -58,19 +58,6 @@ ORPHAN_GRACE_S: Final = 5.0
 """SIGTERM to SIGKILL for agents a killed daemon left running."""
 STORE_FLUSH_BUDGET_S: Final = 5.0
 """After the shutdown deadline, how long the store still gets to commit what is queued."""
-
-
-@attrs.frozen
-class ReloadOutcome:
-    """What a reload did: the sections that changed, or every error of a bad file."""
-
-    reloaded: bool
-    changed: tuple[str, ...] = ()
-    restart_needed: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        return attrs.asdict(self)
 
 
 @attrs.define

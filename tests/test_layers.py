@@ -135,6 +135,66 @@ def test_the_checker_catches_an_upward_import() -> None:
     assert layer_of("hived.daemon") == 4 > layer_of("hived.core.config") == 0  # type: ignore[operator]
 
 
+def every_import(tree: ast.AST, modules: set[str]) -> Iterator[str]:
+    """Every hived module ``tree`` imports, type-only imports too; ``from package import module``
+    names the module, not the package."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if full in modules:
+                    yield full
+                elif node.module in modules:
+                    yield node.module
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as the path that closes it), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        if name in path:
+            return [*path[path.index(name) :], name]
+        if name in done:
+            return None
+        path.append(name)
+        for target in sorted(graph[name]):
+            if cycle := visit(target):
+                return cycle
+        path.pop()
+        done.add(name)
+        return None
+
+    return next((cycle for name in sorted(graph) if (cycle := visit(name))), None)
+
+
+def test_no_two_modules_import_each_other_even_for_types() -> None:
+    # A package's __init__ may gather its own modules; nothing else may close a circle (admin
+    # names what it needs of the daemon as a Protocol instead of importing it).
+    modules = {module_name(path) for path in MODULES}
+    graph = {
+        name: {
+            target
+            for target in every_import(ast.parse(path.read_text(encoding="utf-8")), modules)
+            if target != name and not (path.name == "__init__.py" and target.startswith(name + "."))
+        }
+        for path in MODULES
+        for name in [module_name(path)]
+    }
+    assert import_cycle(graph) is None, " → ".join(import_cycle(graph) or ())
+
+
+def test_the_cycle_finder_finds_a_type_only_circle() -> None:
+    tree = ast.parse("if TYPE_CHECKING:\n    from hived.daemon import Daemon\n")
+    assert list(every_import(tree, {"hived.daemon", "hived.admin"})) == ["hived.daemon"]
+    graph = {"hived.admin": {"hived.daemon"}, "hived.daemon": {"hived.admin"}, "hived": set()}
+    assert import_cycle(graph) == ["hived.admin", "hived.daemon", "hived.admin"]
+    assert import_cycle({"a": {"b"}, "b": set()}) is None
+
+
 # DESIGN §9: the server's calls into the WebSocket library stay in one module, so that its
 # transport can be swapped without touching the rest. (The client library is built on
 # trio-websocket throughout: hived.client is left out.)

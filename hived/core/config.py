@@ -583,3 +583,16 @@ def changed_sections(old: Config, new: Config) -> list[str]:
         if old.agents.get(name) != new.agents.get(name):
             changed.append(f"agents.{name}")
     return changed
+
+
+@attrs.frozen
+class ReloadOutcome:
+    """What a reload did: the sections that changed, or every error of a bad file."""
+
+    reloaded: bool
+    changed: tuple[str, ...] = ()
+    restart_needed: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return attrs.asdict(self)
