@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ import trio
 from hived.agents.observed import ObservedSessions, Recall
 from hived.agents.process import REAP_BUDGET_S
 from hived.agents.session import Attach, Host, Launch, Marks, Session, signal_name
+from hived.agents.shim import EXIT_NAME
 from hived.agents.shimrun import SHIMS_DIR, find_shims, read_launch
 from hived.core.config import AgentConfig, Config, default_cwd, disallowed_arg
 from hived.core.drivers import get_format
@@ -137,9 +139,10 @@ class Supervisor:
                 marks=self._marks,
             )
             nursery.start_soon(self.observed.serve_idle_watch)
-            await self._take_up_runs()
+            taken_up = await self._take_up_runs()
             for agent, template in self._config.agents.items():
-                for _ in range(template.autostart):
+                # Sessions an earlier daemon left running count: a restart adds none of its own.
+                for _ in range(template.autostart - taken_up[agent]):
                     try:
                         await self._create(
                             agent, template, prompt=None, args=(), cwd=None, name=None
@@ -153,8 +156,10 @@ class Supervisor:
     def shims_dir(self) -> Path:
         return Path(self._config.state.dir) / SHIMS_DIR
 
-    async def _take_up_runs(self) -> None:
-        """Take up the agents an earlier daemon run left running under their shims."""
+    async def _take_up_runs(self) -> Counter[str]:
+        """Take up the agents an earlier daemon run left running under their shims; how many
+        of each template still run."""
+        taken_up: Counter[str] = Counter()
         for run_dir, run in await find_shims(self.shims_dir):
             session_id = run_dir.name
             kept = None if self._kept is None else self._kept(session_id)
@@ -183,6 +188,9 @@ class Supervisor:
                 continue
             session = self._hold(kept, template, Launch.from_json(kept.launch, template.env))
             session.attach(Attach(run, launch))
+            if not await trio.Path(run_dir / EXIT_NAME).exists():  # its agent still runs
+                taken_up[kept.agent] += 1
+        return taken_up
 
     def reload(self, config: Config) -> None:
         """New templates apply to sessions started from now on; running ones keep theirs."""

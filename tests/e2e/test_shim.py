@@ -277,6 +277,46 @@ async def test_daemon_restart_keeps_the_agents_and_their_output(hived: Launcher)
         assert_lines_once_in_order(await all_events(client, session), 4000)
 
 
+async def running_of(client: Client, agent: str, count: int) -> list[dict[str, Any]]:
+    """Poll until ``count`` sessions of ``agent`` are RUNNING (and no more are live)."""
+    found: list[dict[str, Any]] = []
+    with trio.move_on_after(DEADLINE_S):
+        while True:
+            listed = (await client.request("sessions", all=True))["sessions"]
+            found = [s for s in listed if s["agent"] == agent and s["state"] == "RUNNING"]
+            if len(found) == count:
+                return sorted(found, key=lambda s: s["id"])
+            await trio.sleep(0.05)
+    raise AssertionError(f"never {count} {agent} sessions RUNNING: {found}")
+
+
+async def test_autostart_counts_the_sessions_a_restart_takes_up(hived: Launcher) -> None:
+    """``autostart = 2``, one of the two stopped, then ``daemon.restart``: the survivor is
+    taken up and one session is started beside it, not two more (each upgrade used to add
+    ``autostart`` sessions)."""
+    body = agent_toml("auto", "misbehave.py", "sleep", extra='restart = "no"\nautostart = 2')
+    port, config = hived.config(body=body)
+    daemon = await hived.start(config, port=port)
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        stopped, kept = await running_of(client, "auto", 2)
+        await client.request("session.stop", session=stopped["id"])
+        await wait_state(client, stopped["id"], "EXITED")
+    async with connect(daemon.admin_url, SECRETS["admin"], reconnect=False) as admin:
+        assert await admin.request("daemon.restart") == {"restarting": True}
+    daemon.notifications.clear()
+    await daemon.wait_notified("READY=1")
+    async with connect(daemon.ws_url, SECRETS["operator"], reconnect=False) as client:
+        running = await running_of(client, "auto", 2)
+        [survivor] = [s for s in running if s["id"] == kept["id"]]
+        assert survivor["pid"] == kept["pid"]
+        listed = (await client.request("sessions", all=True))["sessions"]
+        assert sorted(s["state"] for s in listed if s["agent"] == "auto") == [
+            "EXITED",
+            "RUNNING",
+            "RUNNING",
+        ]
+
+
 async def test_an_agent_whose_shim_dies_is_stopped_and_its_session_says_why(
     hived: Launcher,
 ) -> None:
