@@ -152,8 +152,9 @@ class Tail:
 
 
 def hit_line(hit: Mapping[str, Any], paint: Painter) -> str:
-    """One search hit for people: time, session, kind, where (seq), and the marked snippet."""
-    snippet = str(hit.get("snippet") or "")
+    """One search hit for people: time, session, kind, where (seq), and the marked snippet on
+    one line (its line breaks as spaces, one character for one, so that the marks still fit)."""
+    snippet = str(hit.get("snippet") or "").replace("\n", " ")
     shown, at = [], 0
     for start, end in hit.get("marks") or []:
         shown += [printable(snippet[at:start]), paint(printable(snippet[start:end]), "bold")]
@@ -162,7 +163,7 @@ def hit_line(hit: Mapping[str, Any], paint: Painter) -> str:
     where = f"{printable(hit.get('name') or str(hit.get('session'))[:12])}#{hit.get('seq')}"
     return (
         f"{paint(printable(hit.get('ts', ''))[:19], 'dim')} {where} "
-        f"{paint(printable(hit.get('kind')), 'cyan')} {''.join(shown).replace(chr(10), ' ')}"
+        f"{paint(printable(hit.get('kind')), 'cyan')} {''.join(shown)}"
     )
 
 
