@@ -139,13 +139,37 @@ def test_an_api_error_is_a_failed_turn_with_the_agents_words() -> None:
 
 
 def test_an_interrupted_turn_says_so_and_the_next_one_goes_on() -> None:
-    claude = driver()
+    claude = driver(prompt="count slowly")  # the turn the recording interrupted
     lines = list(out_lines("interrupt"))
     assert written(claude.interrupt())["request"] == {"subtype": "interrupt"}
     steps = replay(claude, iter(lines))
     outcomes = [s.last_turn for s in steps if s.last_turn]
     assert outcomes == [TurnOutcome(ok=False, error="interrupted"), TurnOutcome(ok=True)]
     assert claude.usage.cost_usd == pytest.approx(0.005055)
+
+
+def test_an_interrupt_needs_a_turn_and_one_between_turns_is_refused() -> None:
+    claude = driver()
+    with pytest.raises(DriverRefusal, match="not in a turn") as idle:
+        claude.interrupt()
+    assert idle.value.code == "conflict"
+    lines = list(out_lines("two_turns"))
+    first_result = next(i for i, text in enumerate(lines) if orjson.loads(text)["type"] == "result")
+    claude.prompt("first")
+    replay(claude, iter(lines[: first_result + 1]))
+    with pytest.raises(DriverRefusal, match="not in a turn"):
+        claude.interrupt()
+    claude.prompt("second")
+    assert written(claude.interrupt())["request"] == {"subtype": "interrupt"}
+
+
+def test_a_turn_seen_to_begin_without_a_prompt_of_hiveds_can_be_interrupted() -> None:
+    claude, lines = driver(), list(out_lines("two_turns"))
+    first_init = next(
+        i for i, text in enumerate(lines) if orjson.loads(text).get("subtype") == "init"
+    )
+    replay(claude, iter(lines[: first_init + 1]))
+    assert written(claude.interrupt())["request"] == {"subtype": "interrupt"}
 
 
 @pytest.mark.parametrize(

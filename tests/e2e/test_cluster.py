@@ -175,10 +175,13 @@ async def test_a_session_on_node_b_is_listed_followed_and_approved_from_node_a(
             with pytest.raises(RemoteError) as refused:
                 await viewer_on_a.request("session.stop", session=session)
             assert refused.value.code == "forbidden", refused.value.message
-        await on_a.request("session.input", session=session, text="and now?")
+        await on_a.request("session.input", session=session, text="and now? needs permission")
         typed = await next_event(sub, lambda e: e["kind"] == "input", seen)
         assert typed["data"]["by"].startswith("operator-token"), typed["data"]
+        await next_event(sub, lambda e: e["kind"] == "permission_request", seen)
         await on_a.request("session.interrupt", session=session)
+        cut = await next_event(sub, lambda e: e["kind"] == "result", seen)
+        assert cut["data"]["last_turn"]["error"] == "interrupted", cut["data"]
         await on_a.request("session.stop", session=session)
         await next_event(
             sub, lambda e: e["kind"] == "state" and e["data"]["state"] == "EXITED", seen

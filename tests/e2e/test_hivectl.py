@@ -51,12 +51,19 @@ def as_json(result: subprocess.CompletedProcess[bytes]) -> Any:
     return orjson.loads(result.stdout)
 
 
-async def wait_state(daemon: RunningDaemon, session: str, states: set[str]) -> dict[str, Any]:
+async def wait_state(
+    daemon: RunningDaemon, session: str, states: set[str], reason: str | None = None
+) -> dict[str, Any]:
+    """Poll until the session is in one of ``states`` (for ``reason``, when given)."""
     with trio.fail_after(20):
         while True:
             sessions = as_json(await hivectl(daemon, "sessions", "--all", "--json"))
             for summary in sessions:
-                if summary["id"] == session and summary["state"] in states:
+                if (
+                    summary["id"] == session
+                    and summary["state"] in states
+                    and reason in (None, summary["reason"])
+                ):
                     return dict(summary)
             await trio.sleep(0.1)
 
@@ -106,7 +113,16 @@ async def test_session_commands_round_trip(hived: Launcher) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1))
 
+    # In a turn (this one waits for a permission), an interrupt ends it; between turns there is
+    # nothing to interrupt, and hivectl says so.
+    assert (await hivectl(daemon, "send", "alpha", "this needs permission")).returncode == 0
+    await wait_state(daemon, session, {"WAITING"}, reason="permission_request")
     assert (await hivectl(daemon, "interrupt", "alpha")).returncode == 0
+    ended = await wait_state(daemon, session, {"WAITING"}, reason="result")
+    assert ended["last_turn"]["error"] == "interrupted"
+    idle = await hivectl(daemon, "interrupt", "alpha")
+    assert idle.returncode == 1
+    assert b"claude is not in a turn: nothing to interrupt" in idle.stderr
     assert (await hivectl(daemon, "stop", "alpha")).returncode == 0
     await wait_state(daemon, session, {"EXITED"})
     assert (await hivectl(daemon, "restart", "alpha")).returncode == 0

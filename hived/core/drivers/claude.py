@@ -122,6 +122,13 @@ class ClaudeDriver:
     _run_cost_usd: float = attrs.field(default=0.0, init=False)
     """The latest cumulative cost of this process."""
     _interrupted: bool = attrs.field(default=False, init=False)
+    _turns_open: int = attrs.field(init=False)
+    """Turns asked for (the launch's prompt, each prompt since) or seen to begin (``init``)
+    that have not ended with their result: an interrupt needs one."""
+
+    @_turns_open.default
+    def _turn_of_the_launch(self) -> int:
+        return 0 if self.launch.prompt is None else 1
 
     @property
     def pending(self) -> Mapping[str, Pending]:
@@ -163,7 +170,10 @@ class ClaudeDriver:
                     return self._result(decoded)
         except Exception as exc:  # a bug here must cost one line, not the session's reader
             return Step(events=[text_event(line, f"hived driver bug: {exc!r}")])
-        return Step(events=self._parser.parse_line(line))
+        events = self._parser.parse_line(line)
+        if self._turns_open == 0 and any(e.kind == "init" for e in events):
+            self._turns_open = 1  # a turn no prompt of hived's began
+        return Step(events=events)
 
     def _control_request(self, obj: JsonObject) -> Step:
         request_id = obj.get("request_id")
@@ -225,6 +235,7 @@ class ClaudeDriver:
         self._run_cost_usd = max(self._run_cost_usd, as_amount(obj.get("total_cost_usd")))
         outcome = self._outcome(obj)
         self._interrupted = False
+        self._turns_open = max(self._turns_open - 1, 0)
         event = AgentEvent(
             kind="result",
             data={**obj, "last_turn": outcome.to_json()},
@@ -254,6 +265,7 @@ class ClaudeDriver:
     # -- the operator's side ------------------------------------------------------------------
 
     def prompt(self, text: str) -> Step:
+        self._turns_open += 1
         return Step(stdin=user_message(text))
 
     def answer(self, request_id: str, answer: Answer) -> Step:
@@ -308,6 +320,8 @@ class ClaudeDriver:
         return {} if self._pending else {"state": WORKING, "reason": reason}
 
     def interrupt(self) -> Step:
+        if self._turns_open == 0:
+            raise DriverRefusal("conflict", "claude is not in a turn: nothing to interrupt")
         self._interrupted = True
         return Step(stdin=interrupt_request())
 
